@@ -1,0 +1,84 @@
+//! The command line: `quoll run`, `quoll check-config`, `quoll events`, `quoll --version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: quoll run [--config PATH]       run the node (embedded loopback default without --config)
+       quoll check-config PATH         validate a config file, list every problem
+       quoll events [--data-dir DIR] [--json] [--follow] [--since SEQ]
+                                       print the event queue
+       quoll --version";
+
+pub fn main() -> ExitCode {
+    let mut args = lexopt::Parser::from_env();
+    let sub = match args.next() {
+        Ok(Some(lexopt::Arg::Value(v))) => v.to_string_lossy().into_owned(),
+        Ok(Some(lexopt::Arg::Long("version"))) | Ok(Some(lexopt::Arg::Short('V'))) => {
+            println!("quoll {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Some(lexopt::Arg::Long("help"))) | Ok(Some(lexopt::Arg::Short('h'))) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => return usage_error("expected a subcommand"),
+    };
+    match sub.as_str() {
+        "run" => run(args),
+        "check-config" => check_config(args),
+        "events" => crate::events::console::run(args),
+        other => usage_error(&format!("unknown subcommand '{other}'")),
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("quoll: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn run(mut args: lexopt::Parser) -> ExitCode {
+    let mut config: Option<PathBuf> = None;
+    loop {
+        match args.next() {
+            Ok(Some(lexopt::Arg::Long("config"))) => match args.value() {
+                Ok(v) => config = Some(v.into()),
+                Err(e) => return usage_error(&e.to_string()),
+            },
+            Ok(None) => break,
+            Ok(Some(other)) => {
+                return usage_error(&format!("run: unexpected {}", other.unexpected()));
+            }
+            Err(e) => return usage_error(&e.to_string()),
+        }
+    }
+    let _ = config;
+    ExitCode::SUCCESS
+}
+
+fn check_config(mut args: lexopt::Parser) -> ExitCode {
+    let path: PathBuf = match args.value() {
+        Ok(v) => v.into(),
+        Err(_) => return usage_error("check-config needs a PATH"),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::config::parse(&text) {
+        Ok(cfg) => {
+            println!("{}: ok ({} flows)", path.display(), cfg.flows.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Flow inputs: where packets enter Quoll.

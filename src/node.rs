@@ -1,0 +1,1 @@
+//! The running node: config, events, flows and the local API on one thread.

@@ -1,0 +1,1 @@
+//! Flow outputs: where packets leave Quoll.
