@@ -28,6 +28,8 @@ pub fn main() -> ExitCode {
         "run" => run(args),
         "check-config" => check_config(args),
         "events" => crate::events::console::run(args),
+        // Hidden: raises events at a high rate for the crash (kill -9) tests.
+        "debug-raise-events" => crate::events::console::raise_for_test(args),
         other => usage_error(&format!("unknown subcommand '{other}'")),
     }
 }
