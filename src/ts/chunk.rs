@@ -28,10 +28,7 @@ impl Chunker {
     /// [`discarded_bytes`]: Chunker::discarded_bytes
     pub fn split(&mut self, payload: &[u8], mut emit: impl FnMut(&[u8])) {
         if payload.len() % PACKET_LEN == 0
-            && payload
-                .iter()
-                .step_by(PACKET_LEN)
-                .all(|&b| b == SYNC_BYTE)
+            && payload.iter().step_by(PACKET_LEN).all(|&b| b == SYNC_BYTE)
         {
             for c in payload.chunks(CHUNK_BYTES) {
                 emit(c);
@@ -205,7 +202,10 @@ mod tests {
         let mut d = vec![9u8; 3];
         d.extend_from_slice(&packets(16));
         let out = run(&mut c, &d);
-        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [1316, 1316, 376]);
+        assert_eq!(
+            out.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1316, 1316, 376]
+        );
         assert_eq!(ids(&out)[2], vec![14, 15]);
         assert_eq!((c.resyncs(), c.discarded_bytes()), (1, 3));
     }

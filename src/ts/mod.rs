@@ -2,5 +2,7 @@
 
 pub mod analyzer;
 pub mod chunk;
+pub mod continuity;
 pub mod packet;
+pub mod psi;
 pub mod ring;

@@ -311,7 +311,10 @@ pub(crate) mod tests {
         let mut raw = packet(0x100, false, 3, 0, 0);
         raw[4] = 183; // leaves no payload although 11 promises one
         let p = Packet::new(&raw).unwrap();
-        assert_eq!(p.adaptation().unwrap_err(), PacketError::AdaptationOverrun(183));
+        assert_eq!(
+            p.adaptation().unwrap_err(),
+            PacketError::AdaptationOverrun(183)
+        );
         assert!(p.payload().is_none());
         raw[4] = 182; // one payload byte left: fine
         let p = Packet::new(&raw).unwrap();
@@ -320,6 +323,9 @@ pub(crate) mod tests {
         let mut raw = packet(0x100, false, 2, 0, 0);
         raw[4] = 255;
         let p = Packet::new(&raw).unwrap();
-        assert_eq!(p.adaptation().unwrap_err(), PacketError::AdaptationOverrun(255));
+        assert_eq!(
+            p.adaptation().unwrap_err(),
+            PacketError::AdaptationOverrun(255)
+        );
     }
 }
