@@ -27,7 +27,7 @@ impl Chunker {
     ///
     /// [`discarded_bytes`]: Chunker::discarded_bytes
     pub fn split(&mut self, payload: &[u8], mut emit: impl FnMut(&[u8])) {
-        if payload.len() % PACKET_LEN == 0
+        if payload.len().is_multiple_of(PACKET_LEN)
             && payload.iter().step_by(PACKET_LEN).all(|&b| b == SYNC_BYTE)
         {
             for c in payload.chunks(CHUNK_BYTES) {
