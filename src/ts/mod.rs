@@ -6,3 +6,6 @@ pub mod continuity;
 pub mod packet;
 pub mod psi;
 pub mod ring;
+
+#[cfg(test)]
+mod props;
