@@ -6,6 +6,7 @@ pub mod continuity;
 pub mod packet;
 pub mod psi;
 pub mod ring;
+pub mod synth;
 
 #[cfg(test)]
 mod props;
