@@ -91,7 +91,7 @@ impl<'e> Obj<'e> {
 
     /// A required field. Absent: "missing required field".
     fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        match self.map.remove(key) {
+        match self.map.shift_remove(key) {
             Some(v) => self.convert(key, v),
             None => {
                 self.err(key, "missing required field");
@@ -103,7 +103,7 @@ impl<'e> Obj<'e> {
     /// A field with a default when absent. A present but wrong value is an error (and the
     /// default stands in, so reading can go on and find further problems).
     fn defaulted<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
-        match self.map.remove(key) {
+        match self.map.shift_remove(key) {
             Some(v) => self.convert(key, v).unwrap_or(default),
             None => default,
         }
@@ -111,7 +111,7 @@ impl<'e> Obj<'e> {
 
     /// An optional field: absent or `null` is `None`.
     fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        match self.map.remove(key) {
+        match self.map.shift_remove(key) {
             None | Some(Value::Null) => None,
             Some(v) => self.convert(key, v),
         }
@@ -120,7 +120,7 @@ impl<'e> Obj<'e> {
     /// An optional array of strings, each element checked with its own index in the path.
     fn optional_strings(&mut self, key: &str) -> Option<Vec<String>> {
         let p = child(&self.path, key);
-        match self.map.remove(key) {
+        match self.map.shift_remove(key) {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -147,7 +147,7 @@ impl<'e> Obj<'e> {
 
     /// Takes a sub-object's raw value (absent: `None`).
     fn take(&mut self, key: &str) -> Option<Value> {
-        self.map.remove(key)
+        self.map.shift_remove(key)
     }
 
     fn rest(self) -> Extra {

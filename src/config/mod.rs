@@ -36,3 +36,6 @@ pub fn parse_unvalidated(text: &str) -> Result<Config, Vec<ConfigError>> {
         serde_json::from_str(text).map_err(|e| vec![ConfigError::from_json(&e)])?;
     Config::from_value(value)
 }
+
+#[cfg(test)]
+mod tests;
