@@ -3,118 +3,111 @@
 //! Every struct keeps the fields it does not know in `extra`, so a config written back (to
 //! disk or to the manager) loses nothing a newer manager or a newer Quoll put there.
 //! Addresses stay strings as the operator wrote them; `validate` parses them.
+//!
+//! (De)serialization is hand-written in `json.rs` rather than derived: serde's derived
+//! internally-tagged enums and `flatten` buffer their input, which loses the JSON path of a
+//! type error inside an input or output and stops at the first problem. See `json.rs`.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub type Extra = Map<String, Value>;
 
-fn one() -> u32 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    #[serde(default = "one")]
+    /// Document format version; only 1 exists.
     pub version: u32,
-    #[serde(default)]
     pub server: ServerConfig,
-    #[serde(default)]
     pub flows: Vec<FlowConfig>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Relay tunnels, owned by the tunnel code; kept as JSON here.
     pub tunnels: Vec<Value>,
-    #[serde(default)]
     pub storage: StorageConfig,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The manager link block (URLs, credentials); kept as JSON here.
     pub manager: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The RTSP->WebSocket bridge block; kept as JSON here.
     pub bridge: Option<Value>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    #[serde(default = "ServerConfig::default_addr")]
+    /// IP address the local HTTP API listens on.
     pub listen_addr: String,
-    #[serde(default = "ServerConfig::default_port")]
+    /// TCP port of the local HTTP API.
     pub listen_port: u16,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 impl ServerConfig {
-    fn default_addr() -> String {
-        "127.0.0.1".into()
-    }
-    fn default_port() -> u16 {
-        8080
-    }
+    pub const DEFAULT_ADDR: &'static str = "127.0.0.1";
+    pub const DEFAULT_PORT: u16 = 8080;
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen_addr: Self::default_addr(),
-            listen_port: Self::default_port(),
+            listen_addr: Self::DEFAULT_ADDR.into(),
+            listen_port: Self::DEFAULT_PORT,
             extra: Extra::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     /// Where persistent state lives (event log, credentials). Relative paths are taken from
     /// the working directory.
-    #[serde(default = "StorageConfig::default_dir")]
     pub data_dir: String,
-    #[serde(flatten)]
+    /// Size cap of the on-disk event log, in bytes.
+    pub event_log_max_bytes: u64,
+    /// Longest an event may wait in memory before it is committed (fsynced) to the log.
+    pub event_commit_max_delay_ms: u64,
     pub extra: Extra,
 }
 
 impl StorageConfig {
-    fn default_dir() -> String {
-        "quoll-data".into()
-    }
+    pub const DEFAULT_DATA_DIR: &'static str = "quoll-data";
+    pub const DEFAULT_EVENT_LOG_MAX_BYTES: u64 = 16 << 20;
+    /// Below this the log would hold too few events to bridge a manager outage.
+    pub const MIN_EVENT_LOG_MAX_BYTES: u64 = 1 << 20;
+    pub const DEFAULT_EVENT_COMMIT_MAX_DELAY_MS: u64 = 50;
+    pub const EVENT_COMMIT_MAX_DELAY_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            data_dir: Self::default_dir(),
+            data_dir: Self::DEFAULT_DATA_DIR.into(),
+            event_log_max_bytes: Self::DEFAULT_EVENT_LOG_MAX_BYTES,
+            event_commit_max_delay_ms: Self::DEFAULT_EVENT_COMMIT_MAX_DELAY_MS,
             extra: Extra::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlowConfig {
     pub id: String,
-    #[serde(default)]
     pub name: String,
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub input: InputConfig,
-    #[serde(default)]
     pub outputs: Vec<OutputConfig>,
     /// Ring capacity in 7-packet chunks (edge-only field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_chunks: Option<usize>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
+impl FlowConfig {
+    pub const RING_CHUNKS_RANGE: std::ops::RangeInclusive<usize> = 16..=65536;
+}
+
 /// A flow input, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InputConfig {
     Udp(UdpInputConfig),
     Rtp(UdpInputConfig),
-    /// Input types of the spec that this build does not run yet: kept verbatim so a config
-    /// holding them round-trips, and refused by validation with a clear message.
+    /// Input types of the spec that this build does not run yet: kept verbatim (every field
+    /// but `type`) so a config holding them round-trips, and refused by validation with a
+    /// clear message.
     Srt(Extra),
     Rtmp(Extra),
     Rtsp(Extra),
@@ -122,59 +115,13 @@ pub enum InputConfig {
     Whep(Extra),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UdpInputConfig {
-    pub bind_addr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface_addr: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_sources: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutputConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: OutputKind,
-}
-
-/// An output, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum OutputKind {
-    Udp(UdpOutputConfig),
-    Rtp(UdpOutputConfig),
-    Srt(Extra),
-    Rtmp(Extra),
-    Hls(Extra),
-    Webrtc(Extra),
-}
-
-fn default_dscp() -> u8 {
-    46
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UdpOutputConfig {
-    pub dest_addr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bind_addr: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface_addr: Option<String>,
-    #[serde(default = "default_dscp")]
-    pub dscp: u8,
-    /// Multicast TTL (edge-only field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
 impl InputConfig {
+    /// Every input `type` the document format knows, in the spec's order.
+    pub const KNOWN_TYPES: &'static [&'static str] =
+        &["udp", "rtp", "srt", "rtmp", "rtsp", "webrtc", "whep"];
+    /// The input types this build can run.
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp"];
+
     pub fn type_name(&self) -> &'static str {
         match self {
             InputConfig::Udp(_) => "udp",
@@ -188,7 +135,43 @@ impl InputConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpInputConfig {
+    /// `ip:port` to receive on; a multicast group address joins that group.
+    pub bind_addr: String,
+    /// Local interface address for the multicast join.
+    pub interface_addr: Option<String>,
+    /// Source IPs accepted; absent means any.
+    pub allowed_sources: Option<Vec<String>>,
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+/// An output, tagged by `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputKind {
+    Udp(UdpOutputConfig),
+    Rtp(UdpOutputConfig),
+    /// Output types of the spec that this build does not run yet; see `InputConfig::Srt`.
+    Srt(Extra),
+    Rtmp(Extra),
+    Hls(Extra),
+    Webrtc(Extra),
+}
+
 impl OutputKind {
+    /// Every output `type` the document format knows, in the spec's order.
+    pub const KNOWN_TYPES: &'static [&'static str] =
+        &["udp", "rtp", "srt", "rtmp", "hls", "webrtc"];
+    /// The output types this build can run.
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp"];
+
     pub fn type_name(&self) -> &'static str {
         match self {
             OutputKind::Udp(_) => "udp",
@@ -199,4 +182,23 @@ impl OutputKind {
             OutputKind::Webrtc(_) => "webrtc",
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpOutputConfig {
+    /// `ip:port` to send to (unicast or multicast).
+    pub dest_addr: String,
+    /// Local `ip:port` to send from; absent means any address, ephemeral port.
+    pub bind_addr: Option<String>,
+    /// Outgoing interface address for multicast.
+    pub interface_addr: Option<String>,
+    /// DiffServ code point (0..=63); 46 is EF, the usual class for live video.
+    pub dscp: u8,
+    /// Multicast TTL / hop limit (edge-only field); absent means the sender's default.
+    pub ttl: Option<u32>,
+    pub extra: Extra,
+}
+
+impl UdpOutputConfig {
+    pub const DEFAULT_DSCP: u8 = 46;
 }

@@ -1,13 +1,21 @@
 //! Validation: every problem, each named by its JSON path.
+//!
+//! Problems come out in the order of the document as Quoll writes it (version, server,
+//! flows in order and within a flow id, name, input, outputs, ring_chunks; then storage), so
+//! an operator can fix them top to bottom. A conflict between two items is reported once, on
+//! the later one (or on the output, for an output against an input), naming the other.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
-use super::model::Config;
+use super::json::{child, index, quoted};
+use super::model::*;
 
 /// One problem in a config document, e.g.
 /// `flows[0].outputs[1].dest_addr: "x" is not a socket address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// JSON path of the offending value (`$` for the document itself).
     pub path: String,
     pub message: String,
 }
@@ -20,8 +28,9 @@ impl ConfigError {
         }
     }
 
+    /// A JSON syntax error (serde_json's message carries line and column).
     pub fn from_json(e: &serde_json::Error) -> Self {
-        ConfigError::new("$", format!("{e}"))
+        ConfigError::new("$", format!("not valid JSON: {e}"))
     }
 }
 
@@ -31,10 +40,407 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
+/// Longest flow or output id: ids end up in URLs, file names and event messages.
+pub const MAX_ID_LEN: usize = 64;
+
 /// Check `cfg`; an empty list means it is valid.
 pub fn validate(cfg: &Config) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    let _ = cfg;
-    errors.shrink_to_fit();
-    errors
+    let mut v = Validator::default();
+    v.config(cfg);
+    v.errors
+}
+
+/// A UDP port somebody binds, for conflict checks.
+struct Bind {
+    addr: SocketAddr,
+    path: String,
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    fn config(&mut self, cfg: &Config) {
+        if cfg.version != 1 {
+            self.err(
+                "version",
+                format!(
+                    "unsupported version {} (this build reads version 1)",
+                    cfg.version
+                ),
+            );
+        }
+        self.server(&cfg.server);
+
+        // Input binds of every flow, known before the outputs are checked, so an output
+        // can be checked against a flow that comes after it.
+        let input_binds: Vec<Bind> = cfg
+            .flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match &f.input {
+                InputConfig::Udp(u) | InputConfig::Rtp(u) => {
+                    let addr = u.bind_addr.parse::<SocketAddr>().ok()?;
+                    Some(Bind {
+                        addr,
+                        path: child(&index("flows", i), "input.bind_addr"),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let mut output_binds: Vec<Bind> = Vec::new();
+        let mut seen_ids: Vec<(&str, String)> = Vec::new();
+        for (i, flow) in cfg.flows.iter().enumerate() {
+            let path = index("flows", i);
+            self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
+        }
+        self.storage(&cfg.storage);
+    }
+
+    fn server(&mut self, s: &ServerConfig) {
+        if s.listen_addr.parse::<IpAddr>().is_err() {
+            self.err(
+                "server.listen_addr",
+                format!("{} is not an IP address", quoted(&s.listen_addr)),
+            );
+        }
+        if s.listen_port == 0 {
+            self.err("server.listen_port", "must not be 0");
+        }
+    }
+
+    fn storage(&mut self, s: &StorageConfig) {
+        if s.data_dir.is_empty() {
+            self.err("storage.data_dir", "must not be empty");
+        }
+        if s.event_log_max_bytes < StorageConfig::MIN_EVENT_LOG_MAX_BYTES {
+            self.err(
+                "storage.event_log_max_bytes",
+                format!(
+                    "{} is too small (at least {} = 1 MiB)",
+                    s.event_log_max_bytes,
+                    StorageConfig::MIN_EVENT_LOG_MAX_BYTES
+                ),
+            );
+        }
+        let range = StorageConfig::EVENT_COMMIT_MAX_DELAY_MS_RANGE;
+        if !range.contains(&s.event_commit_max_delay_ms) {
+            self.err(
+                "storage.event_commit_max_delay_ms",
+                format!(
+                    "{} is out of range ({}..={})",
+                    s.event_commit_max_delay_ms,
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
+    /// Non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
+    fn id(&mut self, path: String, id: &str) -> bool {
+        if id.is_empty() {
+            self.err(path, "must not be empty");
+            return false;
+        }
+        if let Some(bad) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            self.err(
+                path,
+                format!(
+                    "{} contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed",
+                    quoted(id)
+                ),
+            );
+            return false;
+        }
+        if id.len() > MAX_ID_LEN {
+            self.err(
+                path,
+                format!(
+                    "{} is {} characters long (at most {MAX_ID_LEN})",
+                    quoted(id),
+                    id.len()
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn flow<'c>(
+        &mut self,
+        flow: &'c FlowConfig,
+        path: &str,
+        seen_ids: &mut Vec<(&'c str, String)>,
+        input_binds: &[Bind],
+        output_binds: &mut Vec<Bind>,
+    ) {
+        let id_path = child(path, "id");
+        if self.id(id_path.clone(), &flow.id) {
+            if let Some((_, first)) = seen_ids.iter().find(|(id, _)| *id == flow.id) {
+                self.err(
+                    id_path.clone(),
+                    format!("{} is already used by {first}", quoted(&flow.id)),
+                );
+            } else {
+                seen_ids.push((&flow.id, id_path));
+            }
+        }
+        self.input(&flow.input, &child(path, "input"), input_binds);
+
+        let mut out_ids: Vec<(&str, String)> = Vec::new();
+        for (j, out) in flow.outputs.iter().enumerate() {
+            let opath = index(&child(path, "outputs"), j);
+            let oid = child(&opath, "id");
+            if self.id(oid.clone(), &out.id) {
+                if let Some((_, first)) = out_ids.iter().find(|(id, _)| *id == out.id) {
+                    self.err(
+                        oid.clone(),
+                        format!(
+                            "{} is already used by {first} in this flow",
+                            quoted(&out.id)
+                        ),
+                    );
+                } else {
+                    out_ids.push((&out.id, oid));
+                }
+            }
+            self.output(&out.kind, &opath, input_binds, output_binds);
+        }
+
+        if let Some(n) = flow.ring_chunks {
+            let r = FlowConfig::RING_CHUNKS_RANGE;
+            if !r.contains(&n) {
+                self.err(
+                    child(path, "ring_chunks"),
+                    format!("{n} is out of range ({}..={})", r.start(), r.end()),
+                );
+            }
+        }
+    }
+
+    fn input(&mut self, input: &InputConfig, path: &str, input_binds: &[Bind]) {
+        let u = match input {
+            InputConfig::Udp(u) | InputConfig::Rtp(u) => u,
+            other => {
+                self.unsupported(
+                    child(path, "type"),
+                    other.type_name(),
+                    InputConfig::SUPPORTED_TYPES,
+                );
+                return;
+            }
+        };
+        let bind_path = child(path, "bind_addr");
+        let bind = self.socket_addr(&bind_path, &u.bind_addr);
+        if let Some(b) = bind {
+            if b.port() == 0 {
+                // Port 0 asks the kernel for any free port: nobody could send to it.
+                self.err(
+                    bind_path.clone(),
+                    "port must not be 0 (senders need a fixed port)",
+                );
+            } else if let Some(other) = input_binds
+                .iter()
+                .take_while(|o| o.path != bind_path)
+                .find(|o| overlaps(o.addr, b))
+            {
+                self.err(
+                    bind_path.clone(),
+                    format!(
+                        "UDP port {} on {} is already bound by {} ({})",
+                        b.port(),
+                        b.ip(),
+                        other.path,
+                        other.addr
+                    ),
+                );
+            }
+        }
+        if let Some(iface) = &u.interface_addr {
+            self.interface(&child(path, "interface_addr"), iface, bind, "bind_addr");
+        }
+        if let Some(sources) = &u.allowed_sources {
+            let spath = child(path, "allowed_sources");
+            for (k, s) in sources.iter().enumerate() {
+                if s.parse::<IpAddr>().is_err() {
+                    self.err(
+                        index(&spath, k),
+                        format!("{} is not an IP address", quoted(s)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn output(
+        &mut self,
+        kind: &OutputKind,
+        path: &str,
+        input_binds: &[Bind],
+        output_binds: &mut Vec<Bind>,
+    ) {
+        let u = match kind {
+            OutputKind::Udp(u) | OutputKind::Rtp(u) => u,
+            other => {
+                self.unsupported(
+                    child(path, "type"),
+                    other.type_name(),
+                    OutputKind::SUPPORTED_TYPES,
+                );
+                return;
+            }
+        };
+        let dest_path = child(path, "dest_addr");
+        let dest = self.socket_addr(&dest_path, &u.dest_addr);
+        if let Some(d) = dest
+            && d.port() == 0
+        {
+            self.err(dest_path, "port must not be 0");
+        }
+        if let Some(b) = &u.bind_addr {
+            let bpath = child(path, "bind_addr");
+            if let Some(b) = self.socket_addr(&bpath, b) {
+                if let Some(d) = dest
+                    && d.is_ipv4() != b.is_ipv4()
+                {
+                    self.err(
+                        bpath.clone(),
+                        format!(
+                            "{b} is {} but dest_addr {d} is {}",
+                            family(b.ip()),
+                            family(d.ip())
+                        ),
+                    );
+                }
+                // Port 0 is an ephemeral source port: never a conflict.
+                if b.port() != 0 {
+                    let clash = input_binds
+                        .iter()
+                        .chain(output_binds.iter())
+                        .find(|o| overlaps(o.addr, b));
+                    if let Some(other) = clash {
+                        self.err(
+                            bpath.clone(),
+                            format!(
+                                "UDP port {} on {} is already bound by {} ({})",
+                                b.port(),
+                                b.ip(),
+                                other.path,
+                                other.addr
+                            ),
+                        );
+                    } else {
+                        output_binds.push(Bind {
+                            addr: b,
+                            path: bpath,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(iface) = &u.interface_addr {
+            self.interface(&child(path, "interface_addr"), iface, dest, "dest_addr");
+        }
+        if u.dscp > 63 {
+            self.err(
+                child(path, "dscp"),
+                format!("{} is out of range (0..=63)", u.dscp),
+            );
+        }
+        if let Some(ttl) = u.ttl
+            && !(1..=255).contains(&ttl)
+        {
+            self.err(
+                child(path, "ttl"),
+                format!("{ttl} is out of range (1..=255)"),
+            );
+        }
+    }
+
+    fn unsupported(&mut self, path: String, ty: &str, supported: &[&str]) {
+        self.err(
+            path,
+            format!(
+                "{} is not supported by this build yet (supported: {})",
+                quoted(ty),
+                supported.join(", ")
+            ),
+        );
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!(
+                        "{} is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)",
+                        quoted(s)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The interface address must be an IP of the same family as the address it serves:
+    /// an IPv4 group is joined / sent on through an IPv4 interface address.
+    fn interface(&mut self, path: &str, iface: &str, with: Option<SocketAddr>, with_name: &str) {
+        match iface.parse::<IpAddr>() {
+            Err(_) => self.err(path, format!("{} is not an IP address", quoted(iface))),
+            Ok(ip) => {
+                if let Some(w) = with
+                    && ip.is_ipv4() != w.is_ipv4()
+                {
+                    self.err(
+                        path,
+                        format!(
+                            "{ip} is {} but {with_name} {w} is {}",
+                            family(ip),
+                            family(w.ip())
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Whether two UDP binds would fight over the same packets or fail to bind.
+///
+/// Same port, and: the same address, or either is the wildcard. `0.0.0.0` covers every IPv4
+/// address; `::` covers every IPv6 address and, because Quoll's sockets leave IPV6_V6ONLY at
+/// the Linux default (off), every IPv4 address too. Two different multicast groups on one
+/// port do not overlap: each socket is bound to its own group address.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip(), b.ip());
+    if x == y {
+        return true;
+    }
+    let covers = |w: IpAddr, other: IpAddr| match w {
+        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    };
+    covers(x, y) || covers(y, x)
 }

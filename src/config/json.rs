@@ -1,0 +1,577 @@
+//! JSON <-> model, by hand.
+//!
+//! Why not `#[derive(Deserialize)]`: an input or output is tagged by `type`, and serde's
+//! derived tagged enums (and `flatten`) first buffer the whole object, then deserialize the
+//! variant from that buffer; a type error inside then carries no path (`flows[0].outputs[1]`
+//! instead of `flows[0].outputs[1].dscp`), the first error stops everything, and the `type`
+//! key has to be kept out of `extra` by serde's internals. Reading a `serde_json::Value`
+//! field by field gives every error its exact path, reports all of them, and makes the
+//! round trip obvious: each reader takes its known keys out of the object and whatever is
+//! left becomes `extra`; each writer puts the known keys back first and then `extra`
+//! (without letting `extra` overwrite a known key).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::model::*;
+use super::validate::ConfigError;
+
+/// Appends a key to a JSON path (`""` is the document root).
+pub(crate) fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Appends an array index to a JSON path.
+pub(crate) fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The path as shown to a person: the root is `$`.
+fn shown(path: &str) -> String {
+    if path.is_empty() {
+        "$".to_string()
+    } else {
+        path.to_string()
+    }
+}
+
+/// A short description of a JSON value for "expected X, found Y" messages.
+fn kind_of(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) => format!("number `{n}`"),
+        Value::String(s) => format!("string {}", Value::String(s.clone())),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// One JSON object being read: known keys are taken out, the rest is `extra`.
+struct Obj<'e> {
+    map: Map<String, Value>,
+    path: String,
+    errors: &'e mut Vec<ConfigError>,
+}
+
+impl<'e> Obj<'e> {
+    fn new(v: Value, path: String, errors: &'e mut Vec<ConfigError>) -> Option<Self> {
+        match v {
+            Value::Object(map) => Some(Obj { map, path, errors }),
+            other => {
+                errors.push(ConfigError::new(
+                    shown(&path),
+                    format!("expected an object, found {}", kind_of(&other)),
+                ));
+                None
+            }
+        }
+    }
+
+    fn err(&mut self, key: &str, message: impl Into<String>) {
+        let p = child(&self.path, key);
+        self.errors.push(ConfigError::new(p, message));
+    }
+
+    /// Converts one value; a type error is recorded at `path` and gives `None`.
+    fn convert<T: DeserializeOwned>(&mut self, key: &str, v: Value) -> Option<T> {
+        match serde_json::from_value::<T>(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A required field. Absent: "missing required field".
+    fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        match self.map.shift_remove(key) {
+            Some(v) => self.convert(key, v),
+            None => {
+                self.err(key, "missing required field");
+                None
+            }
+        }
+    }
+
+    /// A field with a default when absent. A present but wrong value is an error (and the
+    /// default stands in, so reading can go on and find further problems).
+    fn defaulted<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
+        match self.map.shift_remove(key) {
+            Some(v) => self.convert(key, v).unwrap_or(default),
+            None => default,
+        }
+    }
+
+    /// An optional field: absent or `null` is `None`.
+    fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        match self.map.shift_remove(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => self.convert(key, v),
+        }
+    }
+
+    /// An optional array of strings, each element checked with its own index in the path.
+    fn optional_strings(&mut self, key: &str) -> Option<Vec<String>> {
+        let p = child(&self.path, key);
+        match self.map.shift_remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        other => self.errors.push(ConfigError::new(
+                            index(&p, i),
+                            format!("expected a string, found {}", kind_of(&other)),
+                        )),
+                    }
+                }
+                Some(out)
+            }
+            Some(other) => {
+                self.err(
+                    key,
+                    format!("expected an array of strings, found {}", kind_of(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Takes a sub-object's raw value (absent: `None`).
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.shift_remove(key)
+    }
+
+    fn rest(self) -> Extra {
+        self.map
+    }
+}
+
+/// `s` as a JSON string literal, for messages.
+pub(crate) fn quoted(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// Runs a reader over a fresh error list: all problems, or the value.
+fn run<T>(read: impl FnOnce(&mut Vec<ConfigError>) -> Option<T>) -> Result<T, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    match read(&mut errors) {
+        Some(t) if errors.is_empty() => Ok(t),
+        _ => {
+            if errors.is_empty() {
+                // Every reader that gives `None` records why; this is a guard, not a path.
+                errors.push(ConfigError::new("$", "invalid document"));
+            }
+            Err(errors)
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config document, reporting every shape problem (wrong JSON type, missing
+    /// field, unknown input/output `type`) with its JSON path. Does not validate values.
+    pub fn from_value(v: Value) -> Result<Config, Vec<ConfigError>> {
+        run(|errors| read_config(v, errors))
+    }
+
+    /// The document as JSON: known fields in the spec's order, then the preserved unknown ones.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("version".into(), self.version.into());
+        m.insert("server".into(), self.server.to_value());
+        m.insert(
+            "flows".into(),
+            Value::Array(self.flows.iter().map(FlowConfig::to_value).collect()),
+        );
+        m.insert("tunnels".into(), Value::Array(self.tunnels.clone()));
+        m.insert("storage".into(), self.storage.to_value());
+        if let Some(v) = &self.manager {
+            m.insert("manager".into(), v.clone());
+        }
+        if let Some(v) = &self.bridge {
+            m.insert("bridge".into(), v.clone());
+        }
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+impl ServerConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("listen_addr".into(), self.listen_addr.clone().into());
+        m.insert("listen_port".into(), self.listen_port.into());
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+impl StorageConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("data_dir".into(), self.data_dir.clone().into());
+        m.insert(
+            "event_log_max_bytes".into(),
+            self.event_log_max_bytes.into(),
+        );
+        m.insert(
+            "event_commit_max_delay_ms".into(),
+            self.event_commit_max_delay_ms.into(),
+        );
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+impl FlowConfig {
+    /// Reads one flow (e.g. the `flow` of a manager `create_flow` command); `path` prefixes
+    /// every error path (`""` for none, `"flow"` gives `flow.input.bind_addr: …`).
+    pub fn from_value_at(v: Value, path: &str) -> Result<FlowConfig, Vec<ConfigError>> {
+        run(|errors| read_flow(v, path.to_string(), errors))
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("enabled".into(), self.enabled.into());
+        m.insert("input".into(), self.input.to_value());
+        m.insert(
+            "outputs".into(),
+            Value::Array(self.outputs.iter().map(OutputConfig::to_value).collect()),
+        );
+        if let Some(n) = self.ring_chunks {
+            m.insert("ring_chunks".into(), n.into());
+        }
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+impl InputConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), self.type_name().into());
+        match self {
+            InputConfig::Udp(u) | InputConfig::Rtp(u) => {
+                m.insert("bind_addr".into(), u.bind_addr.clone().into());
+                if let Some(i) = &u.interface_addr {
+                    m.insert("interface_addr".into(), i.clone().into());
+                }
+                if let Some(s) = &u.allowed_sources {
+                    m.insert("allowed_sources".into(), s.clone().into());
+                }
+                put_extra(&mut m, &u.extra);
+            }
+            InputConfig::Srt(x)
+            | InputConfig::Rtmp(x)
+            | InputConfig::Rtsp(x)
+            | InputConfig::Webrtc(x)
+            | InputConfig::Whep(x) => put_extra(&mut m, x),
+        }
+        Value::Object(m)
+    }
+}
+
+impl OutputConfig {
+    /// Reads one output (e.g. the `output` of a manager `add_output` command); see
+    /// `FlowConfig::from_value_at` for `path`.
+    pub fn from_value_at(v: Value, path: &str) -> Result<OutputConfig, Vec<ConfigError>> {
+        run(|errors| read_output(v, path.to_string(), errors))
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), self.kind.type_name().into());
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("name".into(), self.name.clone().into());
+        match &self.kind {
+            OutputKind::Udp(u) | OutputKind::Rtp(u) => {
+                m.insert("dest_addr".into(), u.dest_addr.clone().into());
+                if let Some(b) = &u.bind_addr {
+                    m.insert("bind_addr".into(), b.clone().into());
+                }
+                if let Some(i) = &u.interface_addr {
+                    m.insert("interface_addr".into(), i.clone().into());
+                }
+                m.insert("dscp".into(), u.dscp.into());
+                if let Some(t) = u.ttl {
+                    m.insert("ttl".into(), t.into());
+                }
+                put_extra(&mut m, &u.extra);
+            }
+            OutputKind::Srt(x)
+            | OutputKind::Rtmp(x)
+            | OutputKind::Hls(x)
+            | OutputKind::Webrtc(x) => put_extra(&mut m, x),
+        }
+        Value::Object(m)
+    }
+}
+
+/// Unknown keys go after the known ones; a known key always wins, so a hand-built `extra`
+/// that repeats one (say `type`) can never produce a duplicate or contradicting key.
+fn put_extra(m: &mut Map<String, Value>, extra: &Extra) {
+    for (k, v) in extra {
+        if !m.contains_key(k) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
+    let mut o = Obj::new(v, String::new(), errors)?;
+    let version = o.defaulted("version", 1u32);
+    let server = match o.take("server") {
+        None => Some(ServerConfig::default()),
+        Some(v) => read_server(v, o.errors),
+    };
+    let flows = match o.take("flows") {
+        None => Some(Vec::new()),
+        Some(Value::Array(items)) => {
+            let mut flows = Some(Vec::with_capacity(items.len()));
+            for (i, item) in items.into_iter().enumerate() {
+                let flow = read_flow(item, index("flows", i), o.errors);
+                flows = flows.zip(flow).map(|(mut fs, f)| {
+                    fs.push(f);
+                    fs
+                });
+            }
+            flows
+        }
+        Some(other) => {
+            o.err(
+                "flows",
+                format!("expected an array, found {}", kind_of(&other)),
+            );
+            None
+        }
+    };
+    let tunnels = o.defaulted::<Vec<Value>>("tunnels", Vec::new());
+    let storage = match o.take("storage") {
+        None => Some(StorageConfig::default()),
+        Some(v) => read_storage(v, o.errors),
+    };
+    let manager = o.optional::<Value>("manager");
+    let bridge = o.optional::<Value>("bridge");
+    let extra = o.rest();
+    Some(Config {
+        version,
+        server: server?,
+        flows: flows?,
+        tunnels,
+        storage: storage?,
+        manager,
+        bridge,
+        extra,
+    })
+}
+
+fn read_server(v: Value, errors: &mut Vec<ConfigError>) -> Option<ServerConfig> {
+    let mut o = Obj::new(v, "server".into(), errors)?;
+    let listen_addr = o.defaulted("listen_addr", ServerConfig::DEFAULT_ADDR.to_string());
+    let listen_port = o.defaulted("listen_port", ServerConfig::DEFAULT_PORT);
+    Some(ServerConfig {
+        listen_addr,
+        listen_port,
+        extra: o.rest(),
+    })
+}
+
+fn read_storage(v: Value, errors: &mut Vec<ConfigError>) -> Option<StorageConfig> {
+    let mut o = Obj::new(v, "storage".into(), errors)?;
+    let data_dir = o.defaulted("data_dir", StorageConfig::DEFAULT_DATA_DIR.to_string());
+    let event_log_max_bytes = o.defaulted(
+        "event_log_max_bytes",
+        StorageConfig::DEFAULT_EVENT_LOG_MAX_BYTES,
+    );
+    let event_commit_max_delay_ms = o.defaulted(
+        "event_commit_max_delay_ms",
+        StorageConfig::DEFAULT_EVENT_COMMIT_MAX_DELAY_MS,
+    );
+    Some(StorageConfig {
+        data_dir,
+        event_log_max_bytes,
+        event_commit_max_delay_ms,
+        extra: o.rest(),
+    })
+}
+
+fn read_flow(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<FlowConfig> {
+    let mut o = Obj::new(v, path, errors)?;
+    let id = o.required::<String>("id");
+    let name = o.defaulted("name", String::new());
+    let enabled = o.defaulted("enabled", true);
+    let input = match o.take("input") {
+        Some(v) => read_input(v, child(&o.path, "input"), o.errors),
+        None => {
+            o.err("input", "missing required field");
+            None
+        }
+    };
+    let outputs = match o.take("outputs") {
+        None => Some(Vec::new()),
+        Some(Value::Array(items)) => {
+            let base = child(&o.path, "outputs");
+            let mut outputs = Some(Vec::with_capacity(items.len()));
+            for (i, item) in items.into_iter().enumerate() {
+                let out = read_output(item, index(&base, i), o.errors);
+                outputs = outputs.zip(out).map(|(mut os, out)| {
+                    os.push(out);
+                    os
+                });
+            }
+            outputs
+        }
+        Some(other) => {
+            o.err(
+                "outputs",
+                format!("expected an array, found {}", kind_of(&other)),
+            );
+            None
+        }
+    };
+    let ring_chunks = o.optional::<usize>("ring_chunks");
+    let extra = o.rest();
+    Some(FlowConfig {
+        id: id?,
+        name,
+        enabled,
+        input: input?,
+        outputs: outputs?,
+        ring_chunks,
+        extra,
+    })
+}
+
+/// Takes and checks the `type` key of an input or output.
+fn take_type(o: &mut Obj<'_>, what: &str, known: &[&str]) -> Option<String> {
+    let list = known.join(", ");
+    match o.take("type") {
+        Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t),
+        Some(Value::String(t)) => {
+            o.err(
+                "type",
+                format!("unknown {what} type {} (known types: {list})", quoted(&t)),
+            );
+            None
+        }
+        Some(other) => {
+            o.err(
+                "type",
+                format!(
+                    "expected a string naming the {what} type, found {} (known types: {list})",
+                    kind_of(&other)
+                ),
+            );
+            None
+        }
+        None => {
+            o.err(
+                "type",
+                format!("missing required field (known types: {list})"),
+            );
+            None
+        }
+    }
+}
+
+fn read_input(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<InputConfig> {
+    let mut o = Obj::new(v, path, errors)?;
+    let ty = take_type(&mut o, "input", InputConfig::KNOWN_TYPES)?;
+    Some(match ty.as_str() {
+        "udp" => InputConfig::Udp(read_udp_input(o)?),
+        "rtp" => InputConfig::Rtp(read_udp_input(o)?),
+        "srt" => InputConfig::Srt(o.rest()),
+        "rtmp" => InputConfig::Rtmp(o.rest()),
+        "rtsp" => InputConfig::Rtsp(o.rest()),
+        "webrtc" => InputConfig::Webrtc(o.rest()),
+        "whep" => InputConfig::Whep(o.rest()),
+        // take_type only lets known types through; KNOWN_TYPES and this match go together.
+        _ => return None,
+    })
+}
+
+fn read_udp_input(mut o: Obj<'_>) -> Option<UdpInputConfig> {
+    let bind_addr = o.required::<String>("bind_addr");
+    let interface_addr = o.optional::<String>("interface_addr");
+    let allowed_sources = o.optional_strings("allowed_sources");
+    Some(UdpInputConfig {
+        bind_addr: bind_addr?,
+        interface_addr,
+        allowed_sources,
+        extra: o.rest(),
+    })
+}
+
+fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<OutputConfig> {
+    let mut o = Obj::new(v, path, errors)?;
+    let ty = take_type(&mut o, "output", OutputKind::KNOWN_TYPES);
+    let id = o.required::<String>("id");
+    let name = o.defaulted("name", String::new());
+    let kind = match ty?.as_str() {
+        "udp" => OutputKind::Udp(read_udp_output(o)?),
+        "rtp" => OutputKind::Rtp(read_udp_output(o)?),
+        "srt" => OutputKind::Srt(o.rest()),
+        "rtmp" => OutputKind::Rtmp(o.rest()),
+        "hls" => OutputKind::Hls(o.rest()),
+        "webrtc" => OutputKind::Webrtc(o.rest()),
+        _ => return None,
+    };
+    Some(OutputConfig {
+        id: id?,
+        name,
+        kind,
+    })
+}
+
+fn read_udp_output(mut o: Obj<'_>) -> Option<UdpOutputConfig> {
+    let dest_addr = o.required::<String>("dest_addr");
+    let bind_addr = o.optional::<String>("bind_addr");
+    let interface_addr = o.optional::<String>("interface_addr");
+    let dscp = o.defaulted("dscp", UdpOutputConfig::DEFAULT_DSCP);
+    let ttl = o.optional::<u32>("ttl");
+    Some(UdpOutputConfig {
+        dest_addr: dest_addr?,
+        bind_addr,
+        interface_addr,
+        dscp,
+        ttl,
+        extra: o.rest(),
+    })
+}
+
+/// serde support, so other code can embed these types in its own messages. Deserializing
+/// goes through the readers above; all problems are joined into one error message, each
+/// with its path relative to the value being read.
+macro_rules! serde_via_value {
+    ($ty:ty, $from:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.to_value().serialize(s)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = Value::deserialize(d)?;
+                #[allow(clippy::redundant_closure_call)]
+                ($from)(v).map_err(|errors: Vec<ConfigError>| {
+                    let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    serde::de::Error::custom(msgs.join("; "))
+                })
+            }
+        }
+    };
+}
+
+serde_via_value!(Config, Config::from_value);
+serde_via_value!(FlowConfig, |v| FlowConfig::from_value_at(v, ""));
+serde_via_value!(OutputConfig, |v| OutputConfig::from_value_at(v, ""));

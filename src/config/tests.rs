@@ -1,0 +1,784 @@
+//! Unit tests: one failing config per rule, with the exact path and message.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A valid config touching every kind of field the rules look at.
+fn base() -> Value {
+    json!({
+        "version": 1,
+        "server": {"listen_addr": "127.0.0.1", "listen_port": 8080},
+        "flows": [
+            {"id": "f1", "name": "one", "enabled": true,
+             "input": {"type": "udp", "bind_addr": "0.0.0.0:5000"},
+             "outputs": [
+                {"type": "udp", "id": "o1", "name": "a", "dest_addr": "239.1.1.1:5000"},
+                {"type": "rtp", "id": "o2", "name": "b", "dest_addr": "127.0.0.1:6000"}
+             ]},
+            {"id": "f2", "name": "two", "enabled": true,
+             "input": {"type": "rtp", "bind_addr": "239.2.2.2:5002", "interface_addr": "127.0.0.1"},
+             "outputs": []}
+        ]
+    })
+}
+
+/// The problems `parse` reports for `base()` after `change`, as displayed.
+fn errs(change: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut v = base();
+    change(&mut v);
+    match parse(&v.to_string()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn one(change: impl FnOnce(&mut Value), expected: &str) {
+    assert_eq!(errs(change), vec![expected.to_string()]);
+}
+
+#[test]
+fn base_and_embedded_default_are_valid() {
+    assert_eq!(errs(|_| {}), Vec::<String>::new());
+    let cfg = parse(EMBEDDED_DEFAULT).expect("embedded default must validate");
+    assert_eq!(cfg.flows.len(), 1);
+}
+
+#[test]
+fn defaults_apply_when_fields_are_absent() {
+    let cfg = parse(
+        r#"{"flows":[{"id":"a","input":{"type":"udp","bind_addr":"127.0.0.1:5000"},
+        "outputs":[{"type":"udp","id":"o","dest_addr":"127.0.0.1:5001"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.version, 1);
+    assert_eq!(cfg.server, ServerConfig::default());
+    assert_eq!(cfg.server.listen_port, 8080);
+    assert_eq!(cfg.storage.data_dir, "quoll-data");
+    assert_eq!(cfg.storage.event_log_max_bytes, 16_777_216);
+    assert_eq!(cfg.storage.event_commit_max_delay_ms, 50);
+    let f = &cfg.flows[0];
+    assert!(f.enabled);
+    assert_eq!(f.name, "");
+    assert_eq!(f.ring_chunks, None);
+    match &f.outputs[0].kind {
+        OutputKind::Udp(u) => {
+            assert_eq!(u.dscp, 46);
+            assert_eq!(u.ttl, None);
+        }
+        other => panic!("expected udp, got {other:?}"),
+    }
+    // Defaults are written out, so the file shows what is in force.
+    let v = cfg.to_value();
+    assert_eq!(v["storage"]["event_log_max_bytes"], 16_777_216);
+    assert_eq!(v["storage"]["event_commit_max_delay_ms"], 50);
+}
+
+// ---- parsing: syntax and shape errors carry paths ----
+
+#[test]
+fn syntax_error_is_reported_at_root_with_line_and_column() {
+    let e = parse("{\"version\": 1,\n  \"flows\": [}").unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, "$");
+    assert!(e[0].message.starts_with("not valid JSON: "), "{}", e[0]);
+    assert!(e[0].message.contains("line 2"), "{}", e[0]);
+}
+
+#[test]
+fn type_error_inside_an_output_names_the_field() {
+    one(
+        |v| v["flows"][0]["outputs"][1]["dscp"] = json!("x"),
+        r#"flows[0].outputs[1].dscp: invalid type: string "x", expected u8"#,
+    );
+}
+
+#[test]
+fn shape_errors_are_all_reported_in_document_order() {
+    let e = errs(|v| {
+        v["server"]["listen_port"] = json!(70000);
+        v["flows"][0]["input"]
+            .as_object_mut()
+            .unwrap()
+            .remove("bind_addr");
+        v["flows"][0]["outputs"][0]["ttl"] = json!(-1);
+        v["flows"][1]["enabled"] = json!("yes");
+        v["storage"] = json!({"event_log_max_bytes": "big"});
+    });
+    assert_eq!(
+        e,
+        vec![
+            "server.listen_port: invalid value: integer `70000`, expected u16",
+            "flows[0].input.bind_addr: missing required field",
+            "flows[0].outputs[0].ttl: invalid value: integer `-1`, expected u32",
+            "flows[1].enabled: invalid type: string \"yes\", expected a boolean",
+            "storage.event_log_max_bytes: invalid type: string \"big\", expected u64",
+        ]
+    );
+}
+
+#[test]
+fn unknown_input_type_lists_the_known_types() {
+    one(
+        |v| v["flows"][0]["input"]["type"] = json!("ndi"),
+        r#"flows[0].input.type: unknown input type "ndi" (known types: udp, rtp, srt, rtmp, rtsp, webrtc, whep)"#,
+    );
+}
+
+#[test]
+fn unknown_output_type_lists_the_known_types() {
+    one(
+        |v| v["flows"][1]["outputs"] = json!([{"type": "st2110", "id": "x"}]),
+        r#"flows[1].outputs[0].type: unknown output type "st2110" (known types: udp, rtp, srt, rtmp, hls, webrtc)"#,
+    );
+}
+
+#[test]
+fn missing_or_non_string_type() {
+    one(
+        |v| {
+            v["flows"][0]["input"]
+                .as_object_mut()
+                .unwrap()
+                .remove("type");
+        },
+        "flows[0].input.type: missing required field (known types: udp, rtp, srt, rtmp, rtsp, webrtc, whep)",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][0]["type"] = json!(7),
+        "flows[0].outputs[0].type: expected a string naming the output type, found number `7` (known types: udp, rtp, srt, rtmp, hls, webrtc)",
+    );
+}
+
+#[test]
+fn wrong_container_types() {
+    assert_eq!(
+        parse("[1,2]").unwrap_err()[0].to_string(),
+        "$: expected an object, found an array"
+    );
+    one(
+        |v| v["flows"] = json!({}),
+        "flows: expected an array, found an object",
+    );
+    one(
+        |v| v["flows"][0]["outputs"] = json!("none"),
+        r#"flows[0].outputs: expected an array, found string "none""#,
+    );
+    one(
+        |v| v["flows"][1] = json!(null),
+        "flows[1]: expected an object, found null",
+    );
+    one(
+        |v| v["flows"][0]["input"]["allowed_sources"] = json!(["10.0.0.1", 5]),
+        "flows[0].input.allowed_sources[1]: expected a string, found number `5`",
+    );
+    one(
+        |v| v["server"] = json!(1),
+        "server: expected an object, found number `1`",
+    );
+}
+
+#[test]
+fn flow_and_output_readers_prefix_their_path() {
+    let e =
+        FlowConfig::from_value_at(json!({"id": 1, "input": {"type": "udp"}}), "flow").unwrap_err();
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        vec![
+            "flow.id: invalid type: integer `1`, expected a string",
+            "flow.input.bind_addr: missing required field",
+        ]
+    );
+    let e = serde_json::from_value::<OutputConfig>(json!({"type": "udp", "id": "o"}))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "dest_addr: missing required field");
+}
+
+#[test]
+fn no_input_makes_parse_panic() {
+    // A mix of truncations and odd values around a real document; parse must return, not
+    // panic. (proptest below covers arbitrary JSON.)
+    let text = base().to_string();
+    for i in 0..text.len() {
+        let _ = parse(&text[..i]);
+    }
+    for odd in [
+        json!(null),
+        json!(-1),
+        json!(1e300),
+        json!(u64::MAX),
+        json!("\u{0}"),
+        json!([[[[]]]]),
+        json!({"": {}}),
+    ] {
+        for ptr in [
+            "/version",
+            "/server",
+            "/server/listen_port",
+            "/flows/0",
+            "/flows/0/id",
+            "/flows/0/input",
+            "/flows/0/input/bind_addr",
+            "/flows/0/outputs/0",
+            "/flows/0/outputs/0/dscp",
+            "/flows/0/ring_chunks",
+            "/storage",
+        ] {
+            let mut v = base();
+            if let Some(slot) = v.pointer_mut(ptr) {
+                *slot = odd.clone();
+            } else if let Some((parent, key)) = ptr.rsplit_once('/')
+                && let Some(Value::Object(m)) = v.pointer_mut(parent)
+            {
+                m.insert(key.to_string(), odd.clone());
+            }
+            let _ = parse(&v.to_string());
+        }
+    }
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                Just("udp".to_string()),
+                Just("srt".to_string()),
+                Just("0.0.0.0:5000".to_string()),
+                ".{0,12}"
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("type".to_string()),
+                            Just("id".to_string()),
+                            Just("flows".to_string()),
+                            Just("input".to_string()),
+                            Just("outputs".to_string()),
+                            Just("bind_addr".to_string()),
+                            Just("dest_addr".to_string()),
+                            "[a-z_]{1,8}"
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_valid_results_round_trip(v in any_json()) {
+            if let Ok(cfg) = super::parse(&v.to_string()) {
+                let again = super::parse(&cfg.to_value().to_string()).unwrap();
+                prop_assert_eq!(again, cfg);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(s in ".{0,64}") {
+            let _ = super::parse(&s);
+        }
+    }
+}
+
+// ---- round trip ----
+
+/// Unknown keys at every level, every unsupported type with its spec fields, all defaults
+/// spelled out so the JSON written back must equal the JSON read.
+fn everything() -> Value {
+    let srt = json!({"mode": "caller", "local_addr": "0.0.0.0:9000", "remote_addr": "10.0.0.2:9000",
+        "latency_ms": 120, "peer_idle_timeout_secs": 30, "passphrase": "0123456789abc",
+        "aes_key_len": 32, "stream_id": "#!::r=live", "future_srt": {"x": [1, 2]},
+        "redundancy": {"mode": "caller", "local_addr": "0.0.0.0:9001",
+                       "remote_addr": "10.0.1.2:9000", "latency_ms": 200, "passphrase": "abcdefghijk"}});
+    let mut srt_in = srt.clone();
+    srt_in["type"] = json!("srt");
+    let mut srt_out = srt;
+    srt_out["type"] = json!("srt");
+    srt_out["id"] = json!("srt-out");
+    srt_out["name"] = json!("SRT");
+    json!({
+        "version": 1,
+        "server": {"listen_addr": "0.0.0.0", "listen_port": 8080, "tls": {"cert": "c.pem"}},
+        "flows": [
+            {"id": "udp-flow", "name": "U", "enabled": false,
+             "input": {"type": "udp", "bind_addr": "239.1.1.1:5000", "interface_addr": "10.0.0.1",
+                       "allowed_sources": ["10.0.0.9"], "fec": {"cols": 5}},
+             "outputs": [
+                {"type": "udp", "id": "u1", "name": "A", "dest_addr": "239.9.9.9:5000",
+                 "bind_addr": "10.0.0.1:0", "interface_addr": "10.0.0.1", "dscp": 34, "ttl": 16,
+                 "pacing": "cbr", "nested": {"type": "not-a-tag"}},
+                {"type": "rtp", "id": "r1", "name": "B", "dest_addr": "[ff0e::1]:5004", "dscp": 46,
+                 "ssrc": 1234},
+                srt_out,
+                {"type": "rtmp", "id": "rtmp-out", "name": "YT", "dest_url": "rtmp://a/live",
+                 "stream_key": "k", "reconnect_delay_secs": 5, "max_reconnect_attempts": 3},
+                {"type": "hls", "id": "hls-out", "name": "H", "ingest_url": "https://h/x",
+                 "segment_duration_secs": 2.0, "max_segments": 5, "auth_token": "t"},
+                {"type": "webrtc", "id": "w", "name": "W", "mode": "whip_client",
+                 "whip_url": "https://w", "bearer_token": "b", "video_only": true}
+             ],
+             "ring_chunks": 512, "tags": ["a"]},
+            {"id": "srt-flow", "name": "S", "enabled": true, "input": srt_in, "outputs": []},
+            {"id": "rtmp-flow", "name": "", "enabled": true,
+             "input": {"type": "rtmp", "listen_addr": "0.0.0.0:1935", "app": "live",
+                       "stream_key": "s", "max_publishers": 1}, "outputs": []},
+            {"id": "rtsp-flow", "name": "", "enabled": true,
+             "input": {"type": "rtsp", "rtsp_url": "rtsp://cam/1", "username": "u",
+                       "password": "p", "transport": "tcp", "timeout_secs": 10,
+                       "reconnect_delay_secs": 5}, "outputs": []},
+            {"id": "whip-flow", "name": "", "enabled": true,
+             "input": {"type": "webrtc", "bearer_token": "b", "video_only": false,
+                       "public_ip": "1.2.3.4", "stun_server": "stun:s:3478"}, "outputs": []},
+            {"id": "whep-flow", "name": "", "enabled": true,
+             "input": {"type": "whep", "whep_url": "https://w/e", "video_only": true},
+             "outputs": []}
+        ],
+        "tunnels": [{"id": "t1", "key": "secret-key", "relay": "r:1"}],
+        "storage": {"data_dir": "/var/lib/quoll", "event_log_max_bytes": 2097152,
+                    "event_commit_max_delay_ms": 10, "compress": true},
+        "manager": {"urls": ["wss://m:8443/ws/node"], "node_secret": "ns",
+                    "registration_token": "rt"},
+        "bridge": {"enabled": false, "password": "bp"},
+        "zz_future": {"deep": [{"passphrase": "pp"}]}
+    })
+}
+
+#[test]
+fn round_trip_is_lossless_at_every_level() {
+    let original = everything();
+    let text = serde_json::to_string_pretty(&original).unwrap();
+    let cfg = parse_unvalidated(&text).expect("parses");
+    let written = cfg.to_value();
+    assert_eq!(
+        written, original,
+        "JSON written back differs from JSON read"
+    );
+    let again = parse_unvalidated(&written.to_string()).unwrap();
+    assert_eq!(again, cfg);
+    // Through serde as other modules use it, too.
+    let via_serde: Config = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(via_serde, cfg);
+
+    // `type` is neither lost nor duplicated: one per input and output, plus the one nested
+    // inside an unknown field.
+    let compact = written.to_string();
+    let n_inputs_outputs = 6 + 6;
+    assert_eq!(compact.matches("\"type\"").count(), n_inputs_outputs + 1);
+    // And it is not kept in `extra` as well as in the enum.
+    match &cfg.flows[1].input {
+        InputConfig::Srt(x) => {
+            assert!(!x.contains_key("type"));
+            assert_eq!(x["latency_ms"], 120);
+        }
+        other => panic!("expected srt, got {other:?}"),
+    }
+    match &cfg.flows[0].outputs[0].kind {
+        OutputKind::Udp(u) => {
+            assert_eq!(u.extra.keys().collect::<Vec<_>>(), ["pacing", "nested"]);
+        }
+        other => panic!("expected udp, got {other:?}"),
+    }
+    assert_eq!(cfg.flows[0].extra["tags"], json!(["a"]));
+    assert_eq!(cfg.server.extra["tls"], json!({"cert": "c.pem"}));
+    assert_eq!(cfg.storage.extra["compress"], json!(true));
+    assert!(cfg.extra.contains_key("zz_future"));
+}
+
+#[test]
+fn known_keys_win_over_a_hand_built_extra() {
+    let mut cfg = parse(EMBEDDED_DEFAULT).unwrap();
+    if let OutputKind::Udp(u) = &mut cfg.flows[0].outputs[0].kind {
+        u.extra.insert("type".into(), json!("srt"));
+        u.extra.insert("dscp".into(), json!(0));
+    }
+    let text = cfg.to_value().to_string();
+    assert_eq!(parse(&text).unwrap(), {
+        let mut c = cfg.clone();
+        if let OutputKind::Udp(u) = &mut c.flows[0].outputs[0].kind {
+            u.extra.clear();
+        }
+        c
+    });
+}
+
+#[test]
+fn unsupported_types_round_trip_but_do_not_validate() {
+    let e = parse(&everything().to_string()).unwrap_err();
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        vec![
+            r#"flows[0].outputs[2].type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[1].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp)"#,
+        ]
+    );
+}
+
+// ---- validation, one rule at a time ----
+
+#[test]
+fn version_must_be_1() {
+    one(
+        |v| v["version"] = json!(2),
+        "version: unsupported version 2 (this build reads version 1)",
+    );
+}
+
+#[test]
+fn server_rules() {
+    one(
+        |v| v["server"]["listen_addr"] = json!("localhost"),
+        r#"server.listen_addr: "localhost" is not an IP address"#,
+    );
+    one(
+        |v| v["server"]["listen_port"] = json!(0),
+        "server.listen_port: must not be 0",
+    );
+    assert!(errs(|v| v["server"]["listen_addr"] = json!("::")).is_empty());
+}
+
+#[test]
+fn flow_id_rules() {
+    one(
+        |v| v["flows"][0]["id"] = json!(""),
+        "flows[0].id: must not be empty",
+    );
+    one(
+        |v| v["flows"][0]["id"] = json!("a/b"),
+        r#"flows[0].id: "a/b" contains '/'; only letters, digits, '.', '_' and '-' are allowed"#,
+    );
+    one(
+        |v| v["flows"][0]["id"] = json!("é"),
+        r#"flows[0].id: "é" contains 'é'; only letters, digits, '.', '_' and '-' are allowed"#,
+    );
+    let long = "a".repeat(65);
+    one(
+        |v| v["flows"][0]["id"] = json!(long),
+        &format!(r#"flows[0].id: "{long}" is 65 characters long (at most 64)"#),
+    );
+    assert!(errs(|v| v["flows"][0]["id"] = json!("A.z_0-9".repeat(10)[..64])).is_empty());
+    one(
+        |v| v["flows"][1]["id"] = json!("f1"),
+        r#"flows[1].id: "f1" is already used by flows[0].id"#,
+    );
+}
+
+#[test]
+fn output_id_rules() {
+    one(
+        |v| v["flows"][0]["outputs"][1]["id"] = json!(""),
+        "flows[0].outputs[1].id: must not be empty",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["id"] = json!("o 2"),
+        r#"flows[0].outputs[1].id: "o 2" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["id"] = json!("o1"),
+        r#"flows[0].outputs[1].id: "o1" is already used by flows[0].outputs[0].id in this flow"#,
+    );
+    // Output ids are scoped to their flow.
+    assert!(
+        errs(|v| v["flows"][1]["outputs"] =
+            json!([{"type": "udp", "id": "o1", "dest_addr": "127.0.0.1:7000"}]))
+        .is_empty()
+    );
+}
+
+#[test]
+fn unsupported_input_and_output_types() {
+    one(
+        |v| {
+            v["flows"][0]["input"] =
+                json!({"type": "srt", "mode": "listener", "local_addr": "0.0.0.0:9000"})
+        },
+        r#"flows[0].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
+    );
+    one(
+        |v| {
+            v["flows"][0]["outputs"][0] =
+                json!({"type": "hls", "id": "h", "ingest_url": "https://x"})
+        },
+        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
+    );
+}
+
+#[test]
+fn address_rules() {
+    one(
+        |v| v["flows"][0]["input"]["bind_addr"] = json!("x"),
+        r#"flows[0].input.bind_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+    );
+    one(
+        |v| v["flows"][0]["input"]["bind_addr"] = json!("127.0.0.1:0"),
+        "flows[0].input.bind_addr: port must not be 0 (senders need a fixed port)",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["dest_addr"] = json!("x"),
+        r#"flows[0].outputs[1].dest_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["dest_addr"] = json!("10.1.1.1:0"),
+        "flows[0].outputs[1].dest_addr: port must not be 0",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["bind_addr"] = json!("10.1.1.1"),
+        r#"flows[0].outputs[1].bind_addr: "10.1.1.1" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+    );
+    one(
+        |v| v["flows"][0]["outputs"][1]["bind_addr"] = json!("[::]:0"),
+        "flows[0].outputs[1].bind_addr: [::]:0 is IPv6 but dest_addr 127.0.0.1:6000 is IPv4",
+    );
+}
+
+#[test]
+fn interface_addr_rules() {
+    one(
+        |v| v["flows"][1]["input"]["interface_addr"] = json!("eth0"),
+        r#"flows[1].input.interface_addr: "eth0" is not an IP address"#,
+    );
+    one(
+        |v| v["flows"][1]["input"]["interface_addr"] = json!("::1"),
+        "flows[1].input.interface_addr: ::1 is IPv6 but bind_addr 239.2.2.2:5002 is IPv4",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][0]["interface_addr"] = json!("fe80::1"),
+        "flows[0].outputs[0].interface_addr: fe80::1 is IPv6 but dest_addr 239.1.1.1:5000 is IPv4",
+    );
+    assert!(
+        errs(|v| {
+            v["flows"][0]["outputs"][0]["dest_addr"] = json!("[ff0e::1]:5000");
+            v["flows"][0]["outputs"][0]["interface_addr"] = json!("fe80::1");
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn allowed_sources_are_ip_addresses() {
+    one(
+        |v| v["flows"][1]["input"]["allowed_sources"] = json!(["10.0.0.1", "10.0.0.0/8", "::1"]),
+        r#"flows[1].input.allowed_sources[1]: "10.0.0.0/8" is not an IP address"#,
+    );
+}
+
+#[test]
+fn dscp_ttl_ring_ranges() {
+    one(
+        |v| v["flows"][0]["outputs"][0]["dscp"] = json!(64),
+        "flows[0].outputs[0].dscp: 64 is out of range (0..=63)",
+    );
+    assert!(errs(|v| v["flows"][0]["outputs"][0]["dscp"] = json!(63)).is_empty());
+    one(
+        |v| v["flows"][0]["outputs"][0]["ttl"] = json!(0),
+        "flows[0].outputs[0].ttl: 0 is out of range (1..=255)",
+    );
+    one(
+        |v| v["flows"][0]["outputs"][0]["ttl"] = json!(256),
+        "flows[0].outputs[0].ttl: 256 is out of range (1..=255)",
+    );
+    assert!(errs(|v| v["flows"][0]["outputs"][0]["ttl"] = json!(255)).is_empty());
+    one(
+        |v| v["flows"][0]["ring_chunks"] = json!(15),
+        "flows[0].ring_chunks: 15 is out of range (16..=65536)",
+    );
+    one(
+        |v| v["flows"][0]["ring_chunks"] = json!(65537),
+        "flows[0].ring_chunks: 65537 is out of range (16..=65536)",
+    );
+    assert!(errs(|v| v["flows"][0]["ring_chunks"] = json!(16)).is_empty());
+    assert!(errs(|v| v["flows"][0]["ring_chunks"] = json!(65536)).is_empty());
+}
+
+#[test]
+fn storage_rules() {
+    one(
+        |v| v["storage"] = json!({"event_log_max_bytes": 1048575}),
+        "storage.event_log_max_bytes: 1048575 is too small (at least 1048576 = 1 MiB)",
+    );
+    assert!(errs(|v| v["storage"] = json!({"event_log_max_bytes": 1048576})).is_empty());
+    one(
+        |v| v["storage"] = json!({"event_commit_max_delay_ms": 0}),
+        "storage.event_commit_max_delay_ms: 0 is out of range (1..=1000)",
+    );
+    one(
+        |v| v["storage"] = json!({"event_commit_max_delay_ms": 1001}),
+        "storage.event_commit_max_delay_ms: 1001 is out of range (1..=1000)",
+    );
+    assert!(errs(|v| v["storage"] = json!({"event_commit_max_delay_ms": 1})).is_empty());
+    assert!(errs(|v| v["storage"] = json!({"event_commit_max_delay_ms": 1000})).is_empty());
+    one(
+        |v| v["storage"] = json!({"data_dir": ""}),
+        "storage.data_dir: must not be empty",
+    );
+}
+
+// ---- port conflicts ----
+
+fn set_input_binds(v: &mut Value, a: &str, b: &str) {
+    v["flows"][0]["input"]["bind_addr"] = json!(a);
+    v["flows"][1]["input"]["bind_addr"] = json!(b);
+    v["flows"][1]["input"]
+        .as_object_mut()
+        .unwrap()
+        .remove("interface_addr");
+}
+
+#[test]
+fn wildcard_input_overlaps_its_family() {
+    one(
+        |v| set_input_binds(v, "0.0.0.0:5000", "127.0.0.1:5000"),
+        "flows[1].input.bind_addr: UDP port 5000 on 127.0.0.1 is already bound by flows[0].input.bind_addr (0.0.0.0:5000)",
+    );
+    one(
+        |v| set_input_binds(v, "239.1.1.1:5000", "0.0.0.0:5000"),
+        "flows[1].input.bind_addr: UDP port 5000 on 0.0.0.0 is already bound by flows[0].input.bind_addr (239.1.1.1:5000)",
+    );
+    // `::` is dual-stack on Linux: it also takes the IPv4 port.
+    one(
+        |v| set_input_binds(v, "127.0.0.1:5000", "[::]:5000"),
+        "flows[1].input.bind_addr: UDP port 5000 on :: is already bound by flows[0].input.bind_addr (127.0.0.1:5000)",
+    );
+    // 0.0.0.0 does not cover IPv6 addresses.
+    assert!(errs(|v| set_input_binds(v, "0.0.0.0:5000", "[::1]:5000")).is_empty());
+}
+
+#[test]
+fn same_address_same_port_conflicts_but_not_other_ports_or_groups() {
+    one(
+        |v| set_input_binds(v, "239.1.1.1:5000", "239.1.1.1:5000"),
+        "flows[1].input.bind_addr: UDP port 5000 on 239.1.1.1 is already bound by flows[0].input.bind_addr (239.1.1.1:5000)",
+    );
+    // Two different multicast groups on one port: each socket binds its own group.
+    assert!(errs(|v| set_input_binds(v, "239.1.1.1:5000", "239.1.1.2:5000")).is_empty());
+    assert!(errs(|v| set_input_binds(v, "127.0.0.1:5000", "127.0.0.2:5000")).is_empty());
+    assert!(errs(|v| set_input_binds(v, "0.0.0.0:5000", "0.0.0.0:5001")).is_empty());
+}
+
+#[test]
+fn api_tcp_port_is_not_a_udp_conflict() {
+    assert!(errs(|v| v["server"]["listen_port"] = json!(5000)).is_empty());
+}
+
+#[test]
+fn output_bind_on_an_input_port_conflicts() {
+    // Against a later flow's input: reported on the output.
+    one(
+        |v| {
+            set_input_binds(v, "0.0.0.0:5000", "127.0.0.1:5002");
+            v["flows"][0]["outputs"][1]["bind_addr"] = json!("127.0.0.1:5002");
+        },
+        "flows[0].outputs[1].bind_addr: UDP port 5002 on 127.0.0.1 is already bound by flows[1].input.bind_addr (127.0.0.1:5002)",
+    );
+    // Ephemeral source port: never a conflict.
+    assert!(errs(|v| v["flows"][0]["outputs"][1]["bind_addr"] = json!("0.0.0.0:0")).is_empty());
+    // Two outputs sending from the same fixed port.
+    one(
+        |v| {
+            v["flows"][0]["outputs"][0]["bind_addr"] = json!("127.0.0.1:7000");
+            v["flows"][0]["outputs"][1]["bind_addr"] = json!("127.0.0.1:7000");
+        },
+        "flows[0].outputs[1].bind_addr: UDP port 7000 on 127.0.0.1 is already bound by flows[0].outputs[0].bind_addr (127.0.0.1:7000)",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_document_order() {
+    let e = errs(|v| {
+        v["version"] = json!(3);
+        v["server"]["listen_addr"] = json!("nope");
+        v["flows"][0]["id"] = json!("bad id");
+        v["flows"][0]["outputs"][0]["dscp"] = json!(99);
+        v["flows"][0]["outputs"][1]["dest_addr"] = json!("x");
+        v["flows"][0]["ring_chunks"] = json!(1);
+        v["flows"][1]["input"]["bind_addr"] = json!("0.0.0.0:5000");
+        v["storage"] = json!({"event_commit_max_delay_ms": 5000});
+    });
+    assert_eq!(
+        e,
+        vec![
+            "version: unsupported version 3 (this build reads version 1)",
+            r#"server.listen_addr: "nope" is not an IP address"#,
+            r#"flows[0].id: "bad id" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
+            "flows[0].outputs[0].dscp: 99 is out of range (0..=63)",
+            r#"flows[0].outputs[1].dest_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            "flows[0].ring_chunks: 1 is out of range (16..=65536)",
+            "flows[1].input.bind_addr: UDP port 5000 on 0.0.0.0 is already bound by flows[0].input.bind_addr (0.0.0.0:5000)",
+            "storage.event_commit_max_delay_ms: 5000 is out of range (1..=1000)",
+        ]
+    );
+}
+
+// ---- redaction ----
+
+#[test]
+fn redaction_removes_every_secret_and_keeps_the_rest() {
+    let cfg = parse_unvalidated(&everything().to_string()).unwrap();
+    let r = cfg.redacted();
+    let text = r.to_string();
+    for secret in [
+        "0123456789abc",
+        "abcdefghijk",
+        "secret-key",
+        "\"ns\"",
+        "\"rt\"",
+        "\"bp\"",
+        "\"pp\"",
+        "stream_key",
+        "auth_token",
+        "bearer_token",
+        "password",
+        "passphrase",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} survived redaction: {text}"
+        );
+    }
+    // Tunnel `key` goes; everything else stays.
+    assert_eq!(r["tunnels"][0], json!({"id": "t1", "relay": "r:1"}));
+    assert_eq!(r["manager"], json!({"urls": ["wss://m:8443/ws/node"]}));
+    assert_eq!(r["flows"][1]["input"]["redundancy"]["latency_ms"], 200);
+    assert_eq!(r["flows"][3]["input"]["username"], "u");
+    assert_eq!(r["zz_future"], json!({"deep": [{}]}));
+    // The config itself is untouched.
+    assert!(cfg.to_value().to_string().contains("0123456789abc"));
+}
+
+#[test]
+fn key_is_only_a_secret_inside_tunnels() {
+    let mut v =
+        json!({"flows": [{"key": "stays"}], "tunnels": [{"key": "goes", "x": {"key": "goes"}}]});
+    redact_value(&mut v);
+    assert_eq!(
+        v,
+        json!({"flows": [{"key": "stays"}], "tunnels": [{"x": {}}]})
+    );
+    let mut t = json!({"id": "t", "key": "k", "passphrase": "p"});
+    redact_tunnel(&mut t);
+    assert_eq!(t, json!({"id": "t"}));
+}
