@@ -54,8 +54,7 @@ fn run(mut args: lexopt::Parser) -> ExitCode {
             Err(e) => return usage_error(&e.to_string()),
         }
     }
-    let _ = config;
-    ExitCode::SUCCESS
+    crate::daemon::run(config)
 }
 
 fn check_config(mut args: lexopt::Parser) -> ExitCode {

@@ -114,3 +114,71 @@ fn interface_index(ip: Option<IpAddr>) -> io::Result<u32> {
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn sender_sets_dscp_and_multicast_ttl() {
+        rt().block_on(async {
+            let s = bind_sender(
+                "239.255.10.1:5000".parse().unwrap(),
+                None,
+                Some("127.0.0.1".parse().unwrap()),
+                46,
+                7,
+            )
+            .unwrap();
+            let r = SockRef::from(&s);
+            assert_eq!(r.tos().unwrap(), 46 << 2, "DSCP EF in the TOS byte");
+            assert_eq!(r.multicast_ttl_v4().unwrap(), 7);
+            assert_eq!(r.multicast_if_v4().unwrap(), Ipv4Addr::LOCALHOST);
+            let s = bind_sender("[::1]:5000".parse().unwrap(), None, None, 10, 1).unwrap();
+            assert_eq!(SockRef::from(&s).tclass_v6().unwrap(), 10 << 2);
+        });
+    }
+
+    #[test]
+    fn multicast_receiver_gets_group_traffic_on_loopback() {
+        rt().block_on(async {
+            let group: SocketAddr = "239.255.10.2:0".parse().unwrap();
+            // Port 0 would give the group an arbitrary port; pick one first.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let group = SocketAddr::new(group.ip(), port);
+            let rx = bind_receiver(group, Some("127.0.0.1".parse().unwrap())).unwrap();
+            let tx = bind_sender(group, None, Some("127.0.0.1".parse().unwrap()), 0, 1).unwrap();
+            tx.send_to(b"hello", group).await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .expect("multicast datagram within 5 s")
+                .unwrap();
+            assert_eq!(&buf[..n], b"hello");
+        });
+    }
+
+    #[test]
+    fn mismatched_interface_family_is_an_error() {
+        rt().block_on(async {
+            let err = bind_receiver(
+                "239.255.10.3:5000".parse().unwrap(),
+                Some("::1".parse().unwrap()),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        });
+    }
+}

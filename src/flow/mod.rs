@@ -1,1 +1,8 @@
 //! Flows: one input fanned out to N outputs over a ring, and the manager that runs them.
+
+pub mod error;
+pub mod manager;
+pub mod stats;
+
+pub use error::FlowError;
+pub use manager::{FlowManager, FlowState, FlowView};

@@ -1,0 +1,75 @@
+//! What can go wrong when changing flows, with the error codes the manager protocol and the
+//! local API both use.
+
+use std::fmt;
+use std::io;
+
+use crate::config::ConfigError;
+use crate::input::InputError;
+use crate::output::OutputError;
+
+#[derive(Debug)]
+pub enum FlowError {
+    NotFound(String),
+    OutputNotFound {
+        flow_id: String,
+        output_id: String,
+    },
+    /// The change would make the config invalid; nothing was changed.
+    Invalid(Vec<ConfigError>),
+    InputStart(InputError),
+    OutputStart {
+        output_id: String,
+        error: OutputError,
+    },
+}
+
+impl FlowError {
+    /// The `error_code` of the manager protocol's `command_ack` and the API's error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FlowError::NotFound(_) | FlowError::OutputNotFound { .. } => "not_found",
+            FlowError::Invalid(errors) if errors.iter().any(|e| e.message.contains("conflict")) => {
+                "port_conflict"
+            }
+            FlowError::Invalid(_) => "validation_error",
+            FlowError::InputStart(InputError::Bind { source, .. })
+            | FlowError::OutputStart {
+                error: OutputError::Bind { source, .. },
+                ..
+            } if source.kind() == io::ErrorKind::AddrInUse => "port_conflict",
+            FlowError::InputStart(InputError::BadConfig { .. })
+            | FlowError::OutputStart {
+                error: OutputError::BadConfig { .. },
+                ..
+            } => "invalid_value",
+            FlowError::InputStart(_) | FlowError::OutputStart { .. } => "bind_failed",
+        }
+    }
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlowError::NotFound(id) => write!(f, "flow '{id}' not found"),
+            FlowError::OutputNotFound { flow_id, output_id } => {
+                write!(f, "output '{output_id}' not found in flow '{flow_id}'")
+            }
+            FlowError::Invalid(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+            FlowError::InputStart(e) => write!(f, "input: {e}"),
+            FlowError::OutputStart { output_id, error } => {
+                write!(f, "output '{output_id}': {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FlowError {}

@@ -1,0 +1,157 @@
+//! Routes of the local API. Errors are JSON `{"error": "...", "error_code": "..."}` with
+//! the codes of the manager protocol, so scripts can treat both alike.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{FlowConfig, OutputConfig};
+use crate::flow::FlowError;
+use crate::node::{FlowAction, Node};
+
+/// Largest request body accepted: a flow config is a few KiB.
+const MAX_BODY: usize = 1 << 20;
+
+pub type Body = Full<Bytes>;
+
+pub async fn handle(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => json(StatusCode::OK, &node.health().await),
+        (&Method::GET, ["api", "v1", "flows"]) => json(StatusCode::OK, &node.flows().await),
+        (&Method::POST, ["api", "v1", "flows"]) => match body::<FlowConfig>(req).await {
+            Ok(flow) => respond(node.create_flow(flow).await, StatusCode::CREATED),
+            Err(r) => r,
+        },
+        (&Method::GET, ["api", "v1", "flows", id]) => respond(node.flow(id).await, StatusCode::OK),
+        (&Method::DELETE, ["api", "v1", "flows", id]) => match node.delete_flow(id).await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "deleted": id })),
+            Err(e) => flow_error(&e),
+        },
+        (
+            &Method::POST,
+            [
+                "api",
+                "v1",
+                "flows",
+                id,
+                action @ ("start" | "stop" | "restart"),
+            ],
+        ) => {
+            let action = match *action {
+                "start" => FlowAction::Start,
+                "stop" => FlowAction::Stop,
+                _ => FlowAction::Restart,
+            };
+            respond(node.flow_action(id, action).await, StatusCode::OK)
+        }
+        (&Method::POST, ["api", "v1", "flows", id, "outputs"]) => {
+            let id = id.to_string();
+            match body::<OutputConfig>(req).await {
+                Ok(output) => respond(node.add_output(&id, output).await, StatusCode::CREATED),
+                Err(r) => r,
+            }
+        }
+        (&Method::DELETE, ["api", "v1", "flows", id, "outputs", output_id]) => {
+            respond(node.remove_output(id, output_id).await, StatusCode::OK)
+        }
+        (&Method::GET, ["api", "v1", "stats"]) => json(StatusCode::OK, &node.stats().await),
+        (_, ["healthz"] | ["api", "v1", ..]) if known_path(&segments) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+            "method_not_allowed",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {method} {path}"),
+            "not_found",
+        ),
+    }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["healthz"]
+            | ["api", "v1", "flows" | "stats"]
+            | ["api", "v1", "flows", _]
+            | [
+                "api",
+                "v1",
+                "flows",
+                _,
+                "start" | "stop" | "restart" | "outputs"
+            ]
+            | ["api", "v1", "flows", _, "outputs", _]
+    )
+}
+
+/// Read and parse a JSON body, or the error response to send instead.
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(if e.is::<http_body_util::LengthLimitError>() {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body over 1 MiB",
+                    "validation_error",
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read body: {e}"),
+                    "validation_error",
+                )
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            "validation_error",
+        )
+    })
+}
+
+fn respond<T: Serialize>(result: Result<T, FlowError>, ok: StatusCode) -> Response<Body> {
+    match result {
+        Ok(v) => json(ok, &v),
+        Err(e) => flow_error(&e),
+    }
+}
+
+fn flow_error(e: &FlowError) -> Response<Body> {
+    let status = match e.code() {
+        "not_found" => StatusCode::NOT_FOUND,
+        "validation_error" | "invalid_value" => StatusCode::BAD_REQUEST,
+        "port_conflict" => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string(), e.code())
+}
+
+fn error(status: StatusCode, message: &str, code: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "error": message, "error_code": code }),
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body =
+        serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,229 @@
+//! The running node: config, events, flows and the local API on one thread.
+//!
+//! Every change to flows (from the local API today, from the manager link tomorrow) goes
+//! through `Node`: the candidate config is validated as a whole first (nothing changes on a
+//! validation error), then applied, then persisted atomically when the node runs from a
+//! config file.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{self, Config, FlowConfig, OutputConfig};
+use crate::events::Events;
+use crate::flow::{FlowError, FlowManager, FlowView};
+
+pub struct Node {
+    /// The config minus its flows, whose truth is the flow manager.
+    base: RefCell<Config>,
+    flows: tokio::sync::Mutex<FlowManager>,
+    pub events: Events,
+    config_path: Option<PathBuf>,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub active_flows: usize,
+    pub total_flows: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub flows: Vec<FlowView>,
+    pub tunnels: Vec<serde_json::Value>,
+    pub uptime_secs: u64,
+    pub active_flows: usize,
+    pub total_flows: usize,
+}
+
+impl Node {
+    /// Build the node and start its enabled flows. A flow that fails to start stays in
+    /// state `error` (and its event is raised); the node runs on.
+    pub async fn start(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+        events: Events,
+    ) -> Rc<Node> {
+        let flows = std::mem::take(&mut config.flows);
+        let mut manager = FlowManager::new(events.clone());
+        for flow in flows {
+            let id = flow.id.clone();
+            if let Err(e) = manager.create(flow).await {
+                tracing::error!(flow_id = %id, "flow failed to start: {e}");
+            }
+        }
+        Rc::new(Node {
+            base: RefCell::new(config),
+            flows: tokio::sync::Mutex::new(manager),
+            events,
+            config_path,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The running config, flows included.
+    pub async fn config(&self) -> Config {
+        let flows = self.flows.lock().await.configs();
+        let mut cfg = self.base.borrow().clone();
+        cfg.flows = flows;
+        cfg
+    }
+
+    pub fn server_config(&self) -> config::ServerConfig {
+        self.base.borrow().server.clone()
+    }
+
+    pub async fn flows(&self) -> Vec<FlowView> {
+        self.flows.lock().await.views()
+    }
+
+    pub async fn flow(&self, id: &str) -> Result<FlowView, FlowError> {
+        self.flows
+            .lock()
+            .await
+            .view(id)
+            .ok_or_else(|| FlowError::NotFound(id.to_owned()))
+    }
+
+    pub async fn health(&self) -> Health {
+        let (active_flows, total_flows) = self.flows.lock().await.counts();
+        Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.uptime_secs(),
+            active_flows,
+            total_flows,
+        }
+    }
+
+    pub async fn stats(&self) -> Stats {
+        let flows = self.flows.lock().await;
+        let (active_flows, total_flows) = flows.counts();
+        Stats {
+            flows: flows.views(),
+            tunnels: Vec::new(),
+            uptime_secs: self.uptime_secs(),
+            active_flows,
+            total_flows,
+        }
+    }
+
+    /// Validate the config that `change` would produce from the current flows.
+    fn check(
+        &self,
+        flows: &FlowManager,
+        change: impl FnOnce(&mut Vec<FlowConfig>),
+    ) -> Result<(), FlowError> {
+        let mut candidate = self.base.borrow().clone();
+        candidate.flows = flows.configs();
+        change(&mut candidate.flows);
+        let errors = config::validate(&candidate);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FlowError::Invalid(errors))
+        }
+    }
+
+    pub async fn create_flow(&self, flow: FlowConfig) -> Result<FlowView, FlowError> {
+        let mut flows = self.flows.lock().await;
+        self.check(&flows, |f| f.push(flow.clone()))?;
+        let id = flow.id.clone();
+        let started = flows.create(flow).await;
+        self.persist(&flows);
+        started?;
+        Ok(flows.view(&id).expect("flow just created"))
+    }
+
+    pub async fn delete_flow(&self, id: &str) -> Result<(), FlowError> {
+        let mut flows = self.flows.lock().await;
+        flows.delete(id).await?;
+        self.persist(&flows);
+        Ok(())
+    }
+
+    pub async fn flow_action(&self, id: &str, action: FlowAction) -> Result<FlowView, FlowError> {
+        let mut flows = self.flows.lock().await;
+        match action {
+            FlowAction::Start => flows.start(id).await?,
+            FlowAction::Stop => flows.stop(id).await?,
+            FlowAction::Restart => flows.restart(id).await?,
+        }
+        flows
+            .view(id)
+            .ok_or_else(|| FlowError::NotFound(id.to_owned()))
+    }
+
+    pub async fn add_output(
+        &self,
+        flow_id: &str,
+        output: OutputConfig,
+    ) -> Result<FlowView, FlowError> {
+        let mut flows = self.flows.lock().await;
+        if !flows.contains(flow_id) {
+            return Err(FlowError::NotFound(flow_id.to_owned()));
+        }
+        self.check(&flows, |fs| {
+            if let Some(f) = fs.iter_mut().find(|f| f.id == flow_id) {
+                f.outputs.push(output.clone());
+            }
+        })?;
+        flows.add_output(flow_id, output).await?;
+        self.persist(&flows);
+        flows
+            .view(flow_id)
+            .ok_or_else(|| FlowError::NotFound(flow_id.to_owned()))
+    }
+
+    pub async fn remove_output(
+        &self,
+        flow_id: &str,
+        output_id: &str,
+    ) -> Result<FlowView, FlowError> {
+        let mut flows = self.flows.lock().await;
+        flows.remove_output(flow_id, output_id).await?;
+        self.persist(&flows);
+        flows
+            .view(flow_id)
+            .ok_or_else(|| FlowError::NotFound(flow_id.to_owned()))
+    }
+
+    /// Stop every flow (the shutdown path).
+    pub async fn shutdown(&self) {
+        self.flows.lock().await.stop_all().await;
+    }
+
+    /// Write the config back when the node runs from a file. A failure is logged and the
+    /// running state kept: the change is live, only its persistence failed.
+    fn persist(&self, flows: &FlowManager) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        let mut cfg = self.base.borrow().clone();
+        cfg.flows = flows.configs();
+        let result = serde_json::to_vec_pretty(&cfg)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| config::store::write_atomic(path, &bytes, 0o600));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), "failed to persist configuration: {e}");
+        }
+    }
+}

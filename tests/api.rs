@@ -1,0 +1,240 @@
+//! The local HTTP API against a running quoll: flow lifecycle, hot-add / hot-remove of
+//! outputs under a live stream, and errors as JSON with the right codes.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// A datagram of 7 TS packets on PID 0x100 whose first payload bytes carry `n`, with CC
+/// counting on so the analyzer sees a clean stream.
+fn datagram(n: u32) -> Vec<u8> {
+    let mut d = vec![0xFFu8; 1316];
+    for (i, p) in d.chunks_mut(188).enumerate() {
+        p[0] = 0x47;
+        p[1] = 0x01;
+        p[2] = 0x00;
+        p[3] = 0x10 | ((n as usize * 7 + i) & 0x0F) as u8;
+        p[4..8].copy_from_slice(&n.to_be_bytes());
+    }
+    d
+}
+
+fn seq_of(d: &[u8]) -> u32 {
+    u32::from_be_bytes([d[4], d[5], d[6], d[7]])
+}
+
+/// Send numbered datagrams to `port` at ~2000/s until stopped; returns how many were sent.
+fn sender(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<u32> {
+    thread::spawn(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut n = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            s.send_to(&datagram(n), ("127.0.0.1", port)).unwrap();
+            n += 1;
+            // Pacing the source, not waiting for anything.
+            thread::sleep(Duration::from_micros(500));
+        }
+        n
+    })
+}
+
+fn base_config(dir: &TempDir, in_port: u16, out_port: u16) -> serde_json::Value {
+    json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
+        "storage": { "data_dir": dir.path().join("data") },
+        "flows": [{
+            "id": "main", "name": "main",
+            "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
+            "outputs": [{ "type": "udp", "id": "keep", "dest_addr": format!("127.0.0.1:{out_port}") }]
+        }]
+    })
+}
+
+#[test]
+fn hot_add_and_remove_outputs_without_disturbing_the_others() {
+    let dir = TempDir::new("api-hot");
+    let in_port = free_udp_port();
+    let (keep_rx, keep_port) = udp_receiver();
+    let (added_rx, added_port) = udp_receiver();
+    let q = Quoll::start(dir.path(), &base_config(&dir, in_port, keep_port));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tx = sender(in_port, stop.clone());
+    // The stream is flowing once the kept output sees it.
+    let first = receive_until(&keep_rx, Duration::from_secs(10), |d| d.len() >= 50);
+    assert!(first.len() >= 50, "no stream on the kept output");
+
+    let (code, view) = q.api(
+        "POST",
+        "/api/v1/flows/main/outputs",
+        Some(&json!({ "type": "rtp", "id": "extra", "dest_addr": format!("127.0.0.1:{added_port}") }).to_string()),
+    );
+    assert_eq!(code, 201, "{view}");
+    assert_eq!(view["outputs"].as_array().unwrap().len(), 2);
+    let added = receive_until(&added_rx, Duration::from_secs(10), |d| d.len() >= 50);
+    assert!(added.len() >= 50, "hot-added output got nothing");
+    assert!(
+        added
+            .iter()
+            .all(|d| d.len() == 12 + 1316 && d[1] & 0x7F == 33)
+    );
+
+    let (code, view) = q.api("DELETE", "/api/v1/flows/main/outputs/extra", None);
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(view["outputs"].as_array().unwrap().len(), 1);
+    let (code, err) = q.api("DELETE", "/api/v1/flows/main/outputs/extra", None);
+    assert_eq!((code, err["error_code"].as_str()), (404, Some("not_found")));
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = tx.join().unwrap();
+    let mut kept = first;
+    kept.extend(receive_until(&keep_rx, Duration::from_secs(10), |d| {
+        d.last().is_some_and(|l| seq_of(l) + 1 == sent)
+    }));
+    // The kept output saw one unbroken run of datagrams across the add and the remove.
+    let start = seq_of(&kept[0]);
+    for (i, d) in kept.iter().enumerate() {
+        assert_eq!(
+            seq_of(d),
+            start + i as u32,
+            "gap or reorder on the untouched output"
+        );
+    }
+    assert_eq!(seq_of(kept.last().unwrap()) + 1, sent);
+
+    let (_, stats) = q.api("GET", "/api/v1/stats", None);
+    assert_eq!(stats["flows"][0]["input"]["cc_errors"], 0);
+    assert_eq!(stats["flows"][0]["outputs"][0]["dropped"], 0);
+    let (status, log) = q.terminate();
+    assert!(status.success());
+    for msg in [
+        "Output 'extra' added to flow 'main'",
+        "Output 'extra' removed from flow 'main'",
+    ] {
+        assert!(log.contains(msg), "missing event {msg:?}; log:\n{log}");
+    }
+}
+
+#[test]
+fn flow_lifecycle_and_errors() {
+    let dir = TempDir::new("api-life");
+    let in_port = free_udp_port();
+    let (_rx, out_port) = udp_receiver();
+    let q = Quoll::start(dir.path(), &base_config(&dir, in_port, out_port));
+
+    let (code, h) = q.api("GET", "/healthz", None);
+    assert_eq!(code, 200);
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        (h["active_flows"].as_u64(), h["total_flows"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(h["uptime_secs"].is_u64());
+
+    // Create a second flow, then drive it through its lifecycle.
+    let second_in = free_udp_port();
+    let flow = json!({
+        "id": "second", "name": "second",
+        "input": { "type": "rtp", "bind_addr": format!("127.0.0.1:{second_in}") },
+        "outputs": [{ "type": "udp", "id": "o", "dest_addr": format!("127.0.0.1:{out_port}") }]
+    });
+    let (code, v) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["state"], "running");
+    for (action, state) in [
+        ("stop", "stopped"),
+        ("start", "running"),
+        ("restart", "running"),
+    ] {
+        let (code, v) = q.api("POST", &format!("/api/v1/flows/second/{action}"), None);
+        assert_eq!(
+            (code, v["state"].as_str()),
+            (200, Some(state)),
+            "{action}: {v}"
+        );
+    }
+    let (code, list) = q.api("GET", "/api/v1/flows", None);
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // Errors: JSON with a code, never a crash.
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("GET", "/api/v1/flows/nope", None, 404, "not_found"),
+        ("POST", "/api/v1/flows/nope/start", None, 404, "not_found"),
+        (
+            "POST",
+            "/api/v1/flows",
+            Some("{not json"),
+            400,
+            "validation_error",
+        ),
+        ("POST", "/api/v1/flows", Some("[]"), 400, "validation_error"),
+        (
+            "POST",
+            "/api/v1/flows",
+            Some(r#"{"id":"x","input":{"type":"carrier-pigeon"}}"#),
+            400,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/flows/main/outputs",
+            Some(r#"{"type":"udp"}"#),
+            400,
+            "validation_error",
+        ),
+        ("GET", "/api/v1/nothing", None, 404, "not_found"),
+        ("PUT", "/api/v1/flows", None, 405, "method_not_allowed"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, err) = q.api(method, path, *body);
+        assert_eq!(got, *status, "{method} {path}: {err}");
+        assert_eq!(err["error_code"], *code, "{method} {path}: {err}");
+        assert!(err["error"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // A port another process holds: the flow is refused as a port conflict.
+    let squatter = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = squatter.local_addr().unwrap().port();
+    let flow = json!({
+        "id": "busy", "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{busy}") }, "outputs": []
+    });
+    let (code, err) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+    assert_eq!(
+        (code, err["error_code"].as_str()),
+        (409, Some("port_conflict")),
+        "{err}"
+    );
+    let (_, v) = q.api("GET", "/api/v1/flows/busy", None);
+    assert_eq!(v["state"], "error");
+
+    for id in ["second", "busy"] {
+        let (code, _) = q.api("DELETE", &format!("/api/v1/flows/{id}"), None);
+        assert_eq!(code, 200);
+    }
+    let (code, _) = q.api("GET", "/api/v1/flows/second", None);
+    assert_eq!(code, 404);
+
+    let (status, log) = q.terminate();
+    assert!(status.success());
+    for msg in [
+        "Flow 'second' started",
+        "Flow 'second' stopped",
+        "Flow 'busy' failed to start: input: cannot bind",
+    ] {
+        assert!(log.contains(msg), "missing event {msg:?}; log:\n{log}");
+    }
+    // The running config was written back to the file: the two extra flows are gone again.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["flows"].as_array().unwrap().len(), 1);
+}
