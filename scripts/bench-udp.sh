@@ -3,13 +3,17 @@
 # same run, on loopback. Not part of the test command (it takes a few minutes).
 #
 #   scripts/bench-udp.sh [-d SECONDS] [--rates "20 100"] [--fanout "4 16"] [--fanout-rate 20]
-#                        [--no-size] [--no-srt]
+#                        [--no-size] [--no-srt] [--srt-buf BYTES]
 #
 # Per case: a paced sender (examples/udp_pace.rs) pushes the TS as 1316-byte datagrams at an
 # exact bitrate for SECONDS into the relay; a receiver counts what comes out of every output.
 # Measured on the relay process: CPU seconds (utime+stime from /proc/PID/stat, over the
 # sending window), peak RSS (VmHWM at the end), drops on its input socket (/proc/net/udp);
-# at the receiver: datagrams lost per output. CPU s/GB is per GB of input payload.
+# at the receiver: datagrams lost over all outputs, and how many of them its own sockets
+# dropped (so lost - relay input drops - receiver drops were lost inside or after the relay). CPU s/GB is per GB of input payload.
+# srt-live-transmit gets the same 4 MiB socket buffers quoll asks for (src/net.rs), through
+# its `rcvbuf`/`sndbuf` UDP URI options; with its 208 KiB default it drops input on a busy
+# machine. Both are capped by net.core.{r,w}mem_max.
 # Output: a markdown table on stdout and in bench-out/bench-udp-DATE.md (+ latest.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +24,7 @@ FANOUT="4 16"
 FANOUT_RATE=20
 SIZE=1
 SRT=1
+SRT_BUF=4194304
 while [ $# -gt 0 ]; do
     case "$1" in
         -d | --duration) DUR=$2; shift 2 ;;
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
         --fanout-rate) FANOUT_RATE=$2; shift 2 ;;
         --no-size) SIZE=0; shift ;;
         --no-srt) SRT=0; shift ;;
+        --srt-buf) SRT_BUF=$2; shift 2 ;;
         *) sed -n '2,16p' "$0" >&2; exit 2 ;;
     esac
 done
@@ -48,7 +54,10 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building release quoll and udp_pace ..." >&2
-cargo build --release -q --bin quoll --example udp_pace
+# Two builds: with the example, dev-dependencies unify features differently, and the quoll
+# binary measured must be the product one (the same as scripts/size.sh builds).
+cargo build --release -q --bin quoll
+cargo build --release -q --example udp_pace
 QUOLL=target/release/quoll
 PACE=target/release/examples/udp_pace
 HZ=$(getconf CLK_TCK)
@@ -90,13 +99,15 @@ run_case() { # run_case RELAY RATE_MBIT OUTPUTS
     local name="$relay ${rate}M x$nout"
     echo "== $name (${DUR}s)" >&2
 
+    : >"$TMP/recv.txt"
     "$PACE" recv 1500 $((DUR + 30)) "${outs[@]}" >"$TMP/recv.txt" &
     local rpid=$!
     PIDS+=("$rpid")
     for i in $(seq 1 100); do grep -q ready "$TMP/recv.txt" && break; sleep 0.05; done
 
     if [ "$relay" = srt-live-transmit ]; then
-        srt-live-transmit -q -chunk 1316 "udp://127.0.0.1:$in_port" "udp://${outs[0]}" \
+        srt-live-transmit -q -chunk 1316 "udp://127.0.0.1:$in_port?rcvbuf=$SRT_BUF" \
+            "udp://${outs[0]}?sndbuf=$SRT_BUF" \
             >"$TMP/relay.log" 2>&1 &
     else
         local cfg=$TMP/quoll-$case_no.json o=""
@@ -123,6 +134,10 @@ EOF
     local c0 c1 hwm drops sent
     c0=$(cpu_ticks "$pid")
     sent=$("$PACE" send "$TS" "127.0.0.1:$in_port" "$rate" "$DUR")
+    # The receiver keeps its sockets until 1.5 s after the last datagram: read their drops now.
+    sleep 0.5
+    local rdrops=0 o
+    for o in "${outs[@]}"; do rdrops=$((rdrops + $(udp_drops "${o##*:}"))); done
     wait "$rpid"
     c1=$(cpu_ticks "$pid")
     hwm=$(vm_hwm_kb "$pid")
@@ -143,8 +158,8 @@ EOF
     loss=$(awk -v l="$lost" -v s="$spk" -v n="$nout" 'BEGIN { printf "%.3f", 100 * l / (s * n) }')
     CPUGB["$relay/$rate/$nout"]=$cpugb
     RSS["$relay/$rate/$nout"]=$rss
-    ROWS+=("| $relay | $rate | $smbit | $nout | $spk | $(awk -v b="$sby" 'BEGIN { printf "%.3f", b / 1e9 }') | $cpu | $cpugb | $rss | $lost | $loss | $drops |")
-    echo "   sent $spk pkts ($smbit Mbit/s), cpu ${cpu}s, ${cpugb} s/GB, peak RSS ${rss} MiB, lost $lost, input drops $drops" >&2
+    ROWS+=("| $relay | $rate | $smbit | $nout | $spk | $(awk -v b="$sby" 'BEGIN { printf "%.3f", b / 1e9 }') | $cpu | $cpugb | $rss | $lost | $loss | $drops | $rdrops |")
+    echo "   sent $spk pkts ($smbit Mbit/s), cpu ${cpu}s, ${cpugb} s/GB, peak RSS ${rss} MiB, lost $lost, relay input drops $drops, receiver drops $rdrops" >&2
 }
 
 start=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -162,11 +177,12 @@ report=$TMP/report.md
     echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
         "kernel $(uname -r); load average at start $load0."
     echo "quoll $("$QUOLL" --version | cut -d' ' -f2) (release), $(srt-live-transmit -version 2>&1 | grep -m1 -o 'SRT Library version: [0-9.]*');" \
-        "${DUR}s per case, 1316-byte datagrams, loopback."
-    echo "Command: \`scripts/bench-udp.sh -d $DUR --rates \"$RATES\" --fanout \"$FANOUT\" --fanout-rate $FANOUT_RATE\`"
+        "${DUR}s per case, 1316-byte datagrams, loopback;" \
+        "srt-live-transmit socket buffers $SRT_BUF bytes; net.core.rmem_max $(cat /proc/sys/net/core/rmem_max)."
+    echo "Command: \`scripts/bench-udp.sh -d $DUR --rates \"$RATES\" --fanout \"$FANOUT\" --fanout-rate $FANOUT_RATE --srt-buf $SRT_BUF\`"
     echo
-    echo "| relay | target Mbit/s | sent Mbit/s | outputs | datagrams sent | GB in | CPU s | CPU s/GB in | peak RSS MiB | datagrams lost (all outputs) | loss % | input socket drops |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| relay | target Mbit/s | sent Mbit/s | outputs | datagrams sent | GB in | CPU s | CPU s/GB in | peak RSS MiB | datagrams lost (all outputs) | loss % | relay input socket drops | receiver socket drops |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     printf '%s\n' "${ROWS[@]}"
     echo
     if [ "$SRT" = 1 ]; then
