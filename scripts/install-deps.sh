@@ -40,9 +40,17 @@ if [ "${#missing[@]}" -eq 0 ]; then
 else
     echo "installing: ${missing[*]}"
     log=$(mktemp)
-    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+    # One update; a mirror caught mid-sync fails it for a while ("File has unexpected size"),
+    # so retry, then try the install with whatever lists there are.
+    for try in 1 2 3; do
+        $SUDO apt-get update -qq >"$log" 2>&1 && break
+        echo "apt-get update failed (try $try/3):" >&2
+        grep -E '^(E|W):' "$log" | head -n 5 >&2
+        [ "$try" = 3 ] || sleep 15
+    done
+    if ! $SUDO apt-get install -y -qq "${missing[@]}" >"$log" 2>&1; then
         tail -n 40 "$log"
-        echo "apt-get failed" >&2
+        echo "apt-get install failed" >&2
         exit 1
     fi
     rm -f "$log"
