@@ -2,5 +2,11 @@
 
 pub mod analyzer;
 pub mod chunk;
+pub mod continuity;
 pub mod packet;
+pub mod psi;
 pub mod ring;
+pub mod synth;
+
+#[cfg(test)]
+mod props;

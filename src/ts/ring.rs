@@ -122,11 +122,13 @@ impl Ring {
             return Read::Empty;
         }
         let cap = self.slots.len() as u64;
-        if self.head - r.next > cap {
+        // `r.next > head` only happens with a reader of another ring: treat it like a lag
+        // rather than underflow.
+        if r.next > self.head || self.head - r.next > cap {
             // The slot the reader wanted has been overwritten. Jump to the head rather than
             // to the oldest slot: a reader that slow would only lag again at once, and live
             // media wants the newest data.
-            let missed = self.packets - r.packets;
+            let missed = self.packets.saturating_sub(r.packets);
             r.next = self.head;
             r.packets = self.packets;
             return Read::Lagged(missed);
