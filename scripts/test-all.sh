@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, the native test suite, then the same suite
+# cross-built for aarch64 with Debian's rustc and run under qemu-user.
+#
+#   scripts/test-all.sh              everything (what CI runs, via .ci/run)
+#   scripts/test-all.sh --native     fmt, clippy, native tests only
+#   scripts/test-all.sh --cross      aarch64 cross build + qemu run only
+#
+# Environment:
+#   CROSS_TARGET   target triple for the cross part (default aarch64-unknown-linux-gnu;
+#                  armv7-unknown-linux-gnueabihf needs the armhf packages, see README)
+#   CROSS_RUSTC    rustc that has that target's std (default /usr/bin/rustc, Debian's)
+#   TEST_RUNNER    nextest | cargo-test (default: nextest when installed)
+#   QUOLL_REQUIRE_PEERS=1  tests needing ffmpeg/srt-live-transmit fail instead of skipping
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+do_native=1
+do_cross=1
+case "${1:-}" in
+    "") ;;
+    --native) do_cross=0 ;;
+    --cross) do_native=0 ;;
+    *) echo "usage: $0 [--native|--cross]" >&2; exit 2 ;;
+esac
+
+CROSS_TARGET=${CROSS_TARGET:-aarch64-unknown-linux-gnu}
+CROSS_RUSTC=${CROSS_RUSTC:-/usr/bin/rustc}
+case "$CROSS_TARGET" in
+    aarch64-*) CROSS_QEMU=qemu-aarch64; CROSS_DIR=target-aarch64 ;;
+    armv7-*) CROSS_QEMU=qemu-arm; CROSS_DIR=target-armv7 ;;
+    *) echo "unsupported CROSS_TARGET $CROSS_TARGET" >&2; exit 2 ;;
+esac
+
+if [ -z "${TEST_RUNNER:-}" ]; then
+    if cargo nextest --version >/dev/null 2>&1; then TEST_RUNNER=nextest; else TEST_RUNNER=cargo-test; fi
+fi
+# Whole-section guards on top of the per-test timeouts (.config/nextest.toml).
+NATIVE_TIMEOUT=${NATIVE_TIMEOUT:-900}
+CROSS_TIMEOUT=${CROSS_TIMEOUT:-1800}
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+failed=0
+
+run_tests() { # run_tests LOG PROFILE [cargo args...]
+    local log=$1 profile=$2 to=$3
+    shift 3
+    if [ "$TEST_RUNNER" = nextest ]; then
+        timeout -k 30 "$to" cargo nextest run --profile "$profile" "$@" 2>&1 | tee "$log"
+    else
+        # libtest has no per-test timeout: the section timeout is the guard.
+        timeout -k 30 "$to" cargo test "$@" 2>&1 | tee "$log"
+    fi
+}
+
+native_tests() {
+    # Doctests first (nextest does not run them), so the suite's summary comes last.
+    timeout -k 30 "$NATIVE_TIMEOUT" cargo test --doc -q 2>&1 | tail -n 3
+    run_tests "$logs/native.log" ci "$NATIVE_TIMEOUT"
+}
+
+cross_check_toolchain() {
+    local sysroot
+    sysroot=$("$CROSS_RUSTC" --print sysroot) || return 1
+    if [ ! -d "$sysroot/lib/rustlib/$CROSS_TARGET/lib" ]; then
+        echo "no std for $CROSS_TARGET under $sysroot/lib/rustlib (install libstd-rust-web-dev:ARCH)" >&2
+        return 1
+    fi
+    command -v "$CROSS_QEMU" >/dev/null || { echo "$CROSS_QEMU not found (install qemu-user)" >&2; return 1; }
+    echo "cargo: $(cargo --version); rustc: $("$CROSS_RUSTC" --version); $("$CROSS_QEMU" --version | head -n 1)"
+}
+
+cross_build() {
+    cross_check_toolchain &&
+        RUSTC=$CROSS_RUSTC CARGO_TARGET_DIR=$CROSS_DIR \
+            cargo test --target "$CROSS_TARGET" --no-run -q
+}
+
+cross_tests() {
+    # The test binaries run under qemu via the runner in .cargo/config.toml; the quoll binary
+    # they spawn gets the same emulator through QUOLL_RUNNER (tests/common/mod.rs).
+    # No -L / QEMU_LD_PREFIX: see ../shared/toolchain.md.
+    unset QEMU_LD_PREFIX
+    RUSTC=$CROSS_RUSTC CARGO_TARGET_DIR=$CROSS_DIR QUOLL_RUNNER=$CROSS_QEMU \
+        run_tests "$logs/cross.log" cross "$CROSS_TIMEOUT" --target "$CROSS_TARGET"
+}
+
+echo "test runner: $TEST_RUNNER; QUOLL_REQUIRE_PEERS=${QUOLL_REQUIRE_PEERS:-unset}"
+if [ "$do_native" = 1 ]; then
+    section "fmt" cargo fmt --all --check || failed=1
+    section "clippy" cargo clippy -q --all-targets -- -D warnings || failed=1
+    section "native build" cargo test --no-run -q || failed=1
+    section "native tests" native_tests || failed=1
+fi
+if [ "$do_cross" = 1 ]; then
+    if section "$CROSS_TARGET build" cross_build; then
+        section "$CROSS_TARGET tests (qemu)" cross_tests || failed=1
+    else
+        failed=1
+    fi
+fi
+
+print_timings
+# End with the test runners' own closing lines (CI reads the last summary).
+printf '\n==> test summary\n'
+for f in native cross; do
+    [ -s "$logs/$f.log" ] || continue
+    printf '%s:\n' "$f"
+    grep -E '^ *Summary \[|^test result:' "$logs/$f.log" || echo "  (no summary line: the run did not finish)"
+done
+if [ "$failed" != 0 ]; then
+    echo "FAILED" >&2
+    exit 1
+fi
