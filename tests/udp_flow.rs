@@ -53,7 +53,7 @@ fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
         return;
     }
     let dir = TempDir::new("udp-e2e");
-    let source = make_test_ts(dir.path(), 2);
+    let source = make_test_ts(dir.path(), 4);
     let (udp_rx, udp_port) = udp_receiver();
     let (rtp_rx, rtp_port) = udp_receiver();
     let in_port = free_udp_port();
@@ -72,7 +72,7 @@ fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
 
     // The tee muxer writes the same muxed bytes to the network and to a reference file.
     let sent = dir.path().join("sent.ts");
-    let status = Command::new("ffmpeg")
+    let mut ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
         .arg(&source)
         .args(["-map", "0", "-c", "copy", "-f", "tee"])
@@ -80,15 +80,28 @@ fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
             "[f=mpegts]udp://127.0.0.1:{in_port}?pkt_size=1316|[f=mpegts]{}",
             sent.display()
         ))
-        .status()
+        .spawn()
         .expect("run ffmpeg");
-    assert!(status.success());
+    // Mid-stream (3 s into a 4 s stream, paced by -re) the input is live and has a whole
+    // second of history: its bitrate must be about the 1 Mbit/s mux rate.
+    let mut early = receive_until(&udp_rx, Duration::from_secs(30), |d| {
+        total(d) >= 3 * 1_000_000 / 8
+    });
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    let bps = f["input"]["bitrate_bps"].as_u64().unwrap();
+    assert!(
+        (500_000..2_000_000).contains(&bps),
+        "bitrate_bps {bps} mid-stream"
+    );
+    assert!(ffmpeg.wait().unwrap().success());
     let reference = std::fs::read(&sent).unwrap();
     assert!(reference.len() > 100_000);
 
-    let udp = receive_until(&udp_rx, Duration::from_secs(10), |d| {
-        total(d) >= reference.len()
-    });
+    let seen = total(&early);
+    early.extend(receive_until(&udp_rx, Duration::from_secs(10), |d| {
+        seen + total(d) >= reference.len()
+    }));
+    let udp = early;
     let rtp = receive_until(&rtp_rx, Duration::from_secs(10), |d| {
         total(d) >= reference.len() + 12 * d.len()
     });
@@ -115,9 +128,6 @@ fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
     assert_eq!(f["input"]["bytes"], reference.len() as u64);
     assert_eq!(f["input"]["packets"], (reference.len() / 188) as u64);
     assert_eq!(f["input"]["cc_errors"], 0);
-    // Read right after the stream ended: the last whole second of input was ~1 Mbit/s.
-    let bps = f["input"]["bitrate_bps"].as_u64().unwrap();
-    assert!((500_000..2_000_000).contains(&bps), "bitrate_bps {bps}");
     for o in f["outputs"].as_array().unwrap() {
         assert_eq!(o["packets"], (reference.len() / 188) as u64, "output {o}");
         assert_eq!(o["dropped"], 0);
