@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod console;
+pub mod latch;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
