@@ -1,9 +1,12 @@
 //! `quoll run`: the one-thread runtime, startup in a fixed order (config, events, flows,
 //! API), and a clean stop on SIGTERM/SIGINT (flows stopped, events flushed).
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -66,6 +69,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let notifier = match crate::systemd::Notifier::from_env() {
+        Ok(n) => n.map(Rc::new),
+        Err(e) => {
+            // A broken unit file: run on, but say why systemd will not hear from us.
+            tracing::warn!("systemd notifications disabled: {e}");
+            None
+        }
+    };
     let api_addr = match config.server.listen_addr.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, config.server.listen_port),
         Err(_) => {
@@ -91,15 +102,57 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     };
     let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
     tracing::info!(api = %api_addr, active_flows = active, total_flows = total, "quoll ready");
+    // READY=1 only now: config loaded, events recovered, flows started, API listening.
+    if let Some(n) = &notifier {
+        n.ready(&status_line(&node).await);
+    }
+    let feeder = {
+        let node = node.clone();
+        let notifier = notifier.clone();
+        tokio::task::spawn_local(async move {
+            if let Some(n) = notifier {
+                let status = Rc::new(RefCell::new(status_line(&node).await));
+                let refresh = {
+                    let (node, status) = (node.clone(), status.clone());
+                    async move {
+                        loop {
+                            tokio::time::sleep(STATUS_REFRESH).await;
+                            *status.borrow_mut() = status_line(&node).await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = n.feed(|| status.borrow().clone()) => {}
+                    _ = refresh => {}
+                }
+            }
+        })
+    };
 
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
+    feeder.abort();
     api.abort();
     node.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// How often the one-line `STATUS=` summary is recomputed for systemd.
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The one-line summary `systemctl status quoll` shows.
+async fn status_line(node: &Node) -> String {
+    let h = node.health().await;
+    format!(
+        "{}: {}/{} flows running",
+        h.status, h.active_flows, h.total_flows
+    )
 }
 
 fn init_logging() {
