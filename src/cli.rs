@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: quoll run [--config PATH]       run the node (embedded loopback default without --config)
+usage: quoll run [--config PATH] [--board NAME]
+                                       run the node (embedded loopback default without
+                                       --config; a board profile sets paths and defaults)
        quoll check-config PATH         validate a config file, list every problem
        quoll events [--data-dir DIR] [--json] [--follow] [--since SEQ]
                                        print the event queue
@@ -41,10 +43,15 @@ fn usage_error(msg: &str) -> ExitCode {
 
 fn run(mut args: lexopt::Parser) -> ExitCode {
     let mut config: Option<PathBuf> = None;
+    let mut board: Option<String> = None;
     loop {
         match args.next() {
             Ok(Some(lexopt::Arg::Long("config"))) => match args.value() {
                 Ok(v) => config = Some(v.into()),
+                Err(e) => return usage_error(&e.to_string()),
+            },
+            Ok(Some(lexopt::Arg::Long("board"))) => match args.value() {
+                Ok(v) => board = Some(v.to_string_lossy().into_owned()),
                 Err(e) => return usage_error(&e.to_string()),
             },
             Ok(None) => break,
@@ -54,7 +61,14 @@ fn run(mut args: lexopt::Parser) -> ExitCode {
             Err(e) => return usage_error(&e.to_string()),
         }
     }
-    crate::daemon::run(config)
+    let board = match crate::board::selected(board.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("quoll: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::daemon::run(config, board)
 }
 
 fn check_config(mut args: lexopt::Parser) -> ExitCode {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::board::Profile;
 use crate::config::{self, Config};
 use crate::events::Events;
 use crate::node::Node;
@@ -17,8 +18,30 @@ use crate::node::Node;
 /// How many events the memory-only event store keeps.
 const EVENTS_IN_MEMORY: usize = 10_000;
 
-pub fn run(config_path: Option<PathBuf>) -> ExitCode {
+pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     init_logging();
+    // A board's config file is the default; on a fresh box it is created from the profile,
+    // so the manager's changes persist there from the first boot on.
+    let config_path = match (config_path, &board) {
+        (Some(p), _) => Some(p),
+        (None, Some(b)) => match first_boot_config(b) {
+            Ok(p) => Some(p),
+            Err(msg) => {
+                eprintln!("quoll: {msg}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(b) = &board {
+        tracing::info!(board = %b.board, config = ?config_path, "board profile");
+        for (key, have, want) in b.sysctl_shortfalls(Path::new("/proc/sys")) {
+            tracing::warn!(
+                "{key} is {have}, board {} wants {want}: socket buffers will be capped",
+                b.board
+            );
+        }
+    }
     let config = match load(config_path.as_deref()) {
         Ok(c) => c,
         Err(msg) => {
@@ -38,6 +61,25 @@ pub fn run(config_path: Option<PathBuf>) -> ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(config, config_path))
+}
+
+/// The board's config path, written from its default config when absent.
+fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
+    let path = board.paths.config.clone();
+    if path.exists() {
+        return Ok(path);
+    }
+    let text = serde_json::to_vec_pretty(&board.default_config)
+        .map_err(|e| format!("board {}: default config: {e}", board.board))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    // 0600: the manager will write credentials into this file's siblings and tokens into it.
+    config::store::write_atomic(&path, &text, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), board = %board.board, "first boot: wrote the board's default config");
+    Ok(path)
 }
 
 fn load(path: Option<&Path>) -> Result<Config, String> {

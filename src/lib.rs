@@ -5,6 +5,7 @@
 //! operational event is born in `events/`. `config/` holds the JSON model, its validation and
 //! durable writes; `http/` the local API; `cli.rs` the command line.
 
+pub mod board;
 pub mod cli;
 pub mod config;
 pub mod daemon;
