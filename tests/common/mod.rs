@@ -8,17 +8,32 @@
 use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
 
+/// The quoll binary under test: the one cargo built, or on a target board where the test
+/// binaries run as a Yocto ptest (the build path does not exist there) `$QUOLL_BIN`, else
+/// `quoll` from PATH.
+fn quoll_bin() -> String {
+    if let Ok(b) = std::env::var("QUOLL_BIN") {
+        return b;
+    }
+    let built = env!("CARGO_BIN_EXE_quoll");
+    if std::path::Path::new(built).exists() {
+        built.to_owned()
+    } else {
+        "quoll".to_owned()
+    }
+}
+
 /// A `Command` for the quoll binary under test.
 pub fn quoll() -> Command {
-    let bin = env!("CARGO_BIN_EXE_quoll");
+    let bin = quoll_bin();
     match std::env::var("QUOLL_RUNNER") {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut parts = runner.split_whitespace();
             let mut c = Command::new(parts.next().unwrap_or("qemu-aarch64"));
-            c.args(parts).arg(bin);
+            c.args(parts).arg(&bin);
             c
         }
-        _ => Command::new(bin),
+        _ => Command::new(&bin),
     }
 }
 
