@@ -10,6 +10,8 @@ usage: quoll run [--config PATH] [--board NAME]
        quoll check-config PATH         validate a config file, list every problem
        quoll events [--data-dir DIR] [--json] [--follow] [--since SEQ]
                                        print the event queue
+       quoll ctl [--json] status|flows|events|sessions|tunnels|manager|health
+                                       ask the running daemon (see quoll ctl --help)
        quoll --version";
 
 pub fn main() -> ExitCode {
@@ -30,6 +32,7 @@ pub fn main() -> ExitCode {
         "run" => run(args),
         "check-config" => check_config(args),
         "events" => crate::events::console::run(args),
+        "ctl" => crate::console::ctl::run(args),
         // Hidden: raises events at a high rate for the crash (kill -9) tests.
         "debug-raise-events" => crate::events::console::raise_for_test(args),
         other => usage_error(&format!("unknown subcommand '{other}'")),

@@ -60,7 +60,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config, config_path))
+    local.block_on(&runtime, serve(config, config_path, board))
 }
 
 /// The board's config path, written from its default config when absent.
@@ -99,7 +99,7 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
     })
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
+async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     // Signals first: a SIGTERM that lands during startup must still stop us cleanly.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -137,12 +137,31 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let events = Events::in_memory(EVENTS_IN_MEMORY);
-    let node = Node::start(config, config_path, events).await;
+    let node = Node::start(
+        config,
+        config_path,
+        events,
+        board.as_ref().map(|b| b.board.clone()),
+    )
+    .await;
     let (active, total) = {
         let h = node.health().await;
         (h.active_flows, h.total_flows)
     };
     let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+    // The serial console's way in. Never fatal: flows matter more than `quoll ctl`.
+    let ctl_path = crate::console::socket_path(board.as_ref());
+    let console = match crate::console::server::bind(&ctl_path) {
+        Ok(l) => Some(tokio::task::spawn_local(crate::console::server::serve(
+            l,
+            ctl_path.clone(),
+            node.clone(),
+        ))),
+        Err(e) => {
+            tracing::warn!("control socket disabled, quoll ctl will not reach this daemon: {e}");
+            None
+        }
+    };
     tracing::info!(api = %api_addr, active_flows = active, total_flows = total, "quoll ready");
     // READY=1 only now: config loaded, events recovered, flows started, API listening.
     if let Some(n) = &notifier {
@@ -180,6 +199,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     }
     feeder.abort();
     api.abort();
+    if let Some(c) = console {
+        c.abort();
+        // Let the aborted task drop (it removes the socket file) before we exit.
+        let _ = c.await;
+    }
     node.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -8,6 +8,7 @@
 pub mod board;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod events;
 pub mod flow;

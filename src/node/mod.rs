@@ -23,6 +23,8 @@ pub struct Node {
     pub events: Events,
     config_path: Option<PathBuf>,
     started: Instant,
+    board: Option<String>,
+    boot_slot: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,13 @@ pub enum FlowAction {
 pub struct Health {
     pub status: &'static str,
     pub version: &'static str,
+    /// The commit the binary was built from.
+    pub git_rev: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    /// The A/B slot RAUC booted (`rauc.slot=` on the kernel command line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_slot: Option<String>,
     pub uptime_secs: u64,
     pub active_flows: usize,
     pub total_flows: usize,
@@ -57,6 +66,7 @@ impl Node {
         mut config: Config,
         config_path: Option<PathBuf>,
         events: Events,
+        board: Option<String>,
     ) -> Rc<Node> {
         let flows = std::mem::take(&mut config.flows);
         let mut manager = FlowManager::new(events.clone());
@@ -72,6 +82,10 @@ impl Node {
             events,
             config_path,
             started: Instant::now(),
+            board,
+            boot_slot: std::fs::read_to_string("/proc/cmdline")
+                .ok()
+                .and_then(|c| rauc_slot(&c)),
         })
     }
 
@@ -108,6 +122,9 @@ impl Node {
         Health {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
+            git_rev: env!("QUOLL_GIT_REV"),
+            board: self.board.clone(),
+            boot_slot: self.boot_slot.clone(),
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
@@ -225,5 +242,26 @@ impl Node {
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "failed to persist configuration: {e}");
         }
+    }
+}
+
+/// The slot RAUC booted, from the kernel command line its bootloader integration extends
+/// (`rauc.slot=A`).
+fn rauc_slot(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rauc.slot="))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod slot_tests {
+    #[test]
+    fn rauc_slot_comes_from_the_kernel_command_line() {
+        let c = "console=ttyS0,115200 root=/dev/mmcblk0p3 rauc.slot=B rootwait";
+        assert_eq!(super::rauc_slot(c).as_deref(), Some("B"));
+        assert_eq!(super::rauc_slot("console=ttyS0 rootwait"), None);
+        assert_eq!(super::rauc_slot("rauc.slot= quiet"), None);
     }
 }

@@ -128,6 +128,8 @@ impl Quoll {
             .arg("--config")
             .arg(&path)
             .env("NO_COLOR", "1")
+            // Each test daemon its own control socket (quoll ctl finds it the same way).
+            .env("QUOLL_RUNTIME_DIR", dir.join("run"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

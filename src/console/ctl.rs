@@ -1,0 +1,250 @@
+//! `quoll ctl`: ask the running daemon over its control socket and print the answer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::text::{self, Style};
+
+pub const USAGE: &str = "\
+usage: quoll ctl [--json] [--socket PATH] [--board NAME] COMMAND
+  status     version, uptime, flow counts        flows     flows and their outputs
+  events     the newest events                   sessions  bridge sessions
+  tunnels    relay tunnels                       manager   the manager link
+  health [--boot-check] [--timeout SECS]
+             exit 0 only when the node is healthy (--boot-check waits for it)";
+
+/// Exit code when the daemon does not answer.
+const NOT_RUNNING: u8 = 3;
+const COMMANDS: &[&str] = &[
+    "status", "flows", "events", "sessions", "tunnels", "manager", "health",
+];
+
+#[derive(Debug)]
+enum CtlError {
+    /// No socket, or nobody listening on it.
+    NotRunning(PathBuf, std::io::Error),
+    Io(std::io::Error),
+    BadReply(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtlError::NotRunning(p, e) => write!(
+                f,
+                "the quoll daemon is not running (no answer on {}: {e}); \
+                 `quoll events` still reads the event log from disk",
+                p.display()
+            ),
+            CtlError::Io(e) => write!(f, "control socket: {e}"),
+            CtlError::BadReply(s) => write!(f, "unreadable reply from the daemon: {s}"),
+            CtlError::Refused(s) => write!(f, "the daemon says: {s}"),
+        }
+    }
+}
+
+pub fn run(mut args: lexopt::Parser) -> ExitCode {
+    use lexopt::Arg::{Long, Value as Val};
+    let mut json = false;
+    let mut socket: Option<PathBuf> = None;
+    let mut board: Option<String> = None;
+    let mut command: Option<String> = None;
+    let mut boot_check = false;
+    let mut timeout = Duration::from_secs(60);
+    loop {
+        let arg = match args.next() {
+            Ok(Some(a)) => a,
+            Ok(None) => break,
+            Err(e) => return usage(&e.to_string()),
+        };
+        match arg {
+            Long("json") => json = true,
+            Long("boot-check") => boot_check = true,
+            Long("help") => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Long("socket") | Long("board") | Long("timeout") => {
+                let name = match &arg {
+                    Long(n) => n.to_string(),
+                    _ => unreachable!(),
+                };
+                let v = match args.value() {
+                    Ok(v) => v.to_string_lossy().into_owned(),
+                    Err(e) => return usage(&e.to_string()),
+                };
+                match name.as_str() {
+                    "socket" => socket = Some(v.into()),
+                    "board" => board = Some(v),
+                    _ => match v.parse::<u64>() {
+                        Ok(s) => timeout = Duration::from_secs(s),
+                        Err(_) => return usage(&format!("--timeout {v:?} is not seconds")),
+                    },
+                }
+            }
+            Val(v) if command.is_none() => command = Some(v.to_string_lossy().into_owned()),
+            other => return usage(&format!("unexpected {}", other.unexpected())),
+        }
+    }
+    let Some(command) = command else {
+        return usage("which command?");
+    };
+    if !COMMANDS.contains(&command.as_str()) {
+        return usage(&format!("unknown command {command:?}"));
+    }
+    let socket = match socket {
+        Some(s) => s,
+        None => match crate::board::selected(board.as_deref()) {
+            Ok(b) => super::socket_path(b.as_ref()),
+            Err(e) => return usage(&e.to_string()),
+        },
+    };
+    if command == "health" {
+        return health(&socket, json, boot_check.then_some(timeout));
+    }
+    match ask(&socket, &command) {
+        Ok(data) => {
+            print(&command, &data, json);
+            ExitCode::SUCCESS
+        }
+        Err(e @ CtlError::NotRunning(..)) => {
+            eprintln!("quoll ctl: {e}");
+            ExitCode::from(NOT_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("quoll ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("quoll ctl: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// One request, one reply.
+fn ask(socket: &Path, request: &str) -> Result<Value, CtlError> {
+    let mut s =
+        UnixStream::connect(socket).map_err(|e| CtlError::NotRunning(socket.to_owned(), e))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(CtlError::Io)?;
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(CtlError::Io)?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(CtlError::Io)?;
+    let reply: Value =
+        serde_json::from_str(&line).map_err(|e| CtlError::BadReply(e.to_string()))?;
+    if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(reply.get("data").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(CtlError::Refused(
+            reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+                .to_owned(),
+        ))
+    }
+}
+
+fn print(command: &str, data: &Value, json: bool) {
+    if json {
+        println!("{data}");
+        return;
+    }
+    let style = Style::detect();
+    let lines = match command {
+        "status" | "health" => text::status(data, &style),
+        "flows" => text::flows(data, &style),
+        "events" => text::events(data, &style),
+        "sessions" => text::sessions(data, &style),
+        "tunnels" => text::tunnels(data, &style),
+        _ => text::manager(data, &style),
+    };
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// Why a health reply is not healthy, if it is not: status other than `ok`, or a flow in
+/// `error`. (A flow stopped on purpose is fine.)
+pub fn unhealthy(health: &Value, flows: &Value) -> Option<String> {
+    let status = health.get("status").and_then(Value::as_str).unwrap_or("?");
+    if status != "ok" {
+        return Some(format!("status is {status}"));
+    }
+    let failed: Vec<&str> = flows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("state").and_then(Value::as_str) == Some("error"))
+        .filter_map(|f| f.get("id").and_then(Value::as_str))
+        .collect();
+    (!failed.is_empty()).then(|| format!("flows in error: {}", failed.join(", ")))
+}
+
+/// `health`: once, or with a deadline (`--boot-check`) polling until healthy.
+fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let verdict = ask(socket, "health").and_then(|h| Ok((h, ask(socket, "flows")?)));
+        let reason = match &verdict {
+            Ok((h, f)) => match unhealthy(h, f) {
+                None => {
+                    print("health", h, json);
+                    return ExitCode::SUCCESS;
+                }
+                Some(r) => r,
+            },
+            Err(e) => e.to_string(),
+        };
+        match deadline {
+            Some(d) if Instant::now() < d => {
+                // Polling a daemon that is still starting; not waiting for a test.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            _ => {
+                if let Ok((h, _)) = &verdict {
+                    print("health", h, json);
+                }
+                eprintln!("quoll ctl health: not healthy: {reason}");
+                return match verdict {
+                    Err(CtlError::NotRunning(..)) => ExitCode::from(NOT_RUNNING),
+                    _ => ExitCode::FAILURE,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn healthy_only_with_status_ok_and_no_flow_in_error() {
+        let ok = json!({"status": "ok"});
+        let flows = json!([{"id": "a", "state": "running"}, {"id": "b", "state": "stopped"}]);
+        assert_eq!(unhealthy(&ok, &flows), None);
+        assert_eq!(
+            unhealthy(&json!({"status": "degraded"}), &flows).as_deref(),
+            Some("status is degraded")
+        );
+        let bad = json!([{"id": "a", "state": "error"}, {"id": "c", "state": "error"}]);
+        assert_eq!(
+            unhealthy(&ok, &bad).as_deref(),
+            Some("flows in error: a, c")
+        );
+    }
+}

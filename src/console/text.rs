@@ -1,0 +1,411 @@
+//! Plain, line-oriented text for a serial terminal: every line fits the width, colour only
+//! on a terminal that wants it.
+
+use serde_json::Value;
+
+/// Output settings of one `quoll ctl` run.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub width: usize,
+    pub color: bool,
+}
+
+/// The narrowest layout we keep readable.
+const MIN_WIDTH: usize = 40;
+
+impl Style {
+    /// For stdout: the terminal's width when it reports one (a serial line reports 0), else
+    /// `$COLUMNS`, else 80; colour when stdout is a terminal and `NO_COLOR` is unset.
+    pub fn detect() -> Self {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal();
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse().ok());
+        Style {
+            width: pick_width(tty.then(tty_columns).flatten(), columns),
+            color: tty && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+fn pick_width(tty: Option<usize>, columns: Option<usize>) -> usize {
+    tty.filter(|w| *w > 0)
+        .or(columns.filter(|w| *w > 0))
+        .unwrap_or(80)
+        .max(MIN_WIDTH)
+}
+
+fn tty_columns() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; on failure we ignore it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some(ws.ws_col as usize)
+}
+
+/// Cut `s` to `width` characters, marking the cut with `~`.
+pub fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('~');
+    out
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn mbps(bps: u64) -> String {
+    format!("{:.2}", bps as f64 / 1e6)
+}
+
+/// Cells padded to the widths, joined by two spaces, the whole line fitted.
+fn row(cells: &[(&str, usize)], width: usize) -> String {
+    let mut line = String::new();
+    for (i, (text, w)) in cells.iter().enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        if i + 1 == cells.len() {
+            line.push_str(text);
+        } else {
+            line.push_str(&format!("{:<w$}", fit(text, *w)));
+        }
+    }
+    fit(line.trim_end(), width)
+}
+
+fn state_color(style: &Style, state: &str, text: &str) -> String {
+    match state {
+        "running" | "ok" | "connected" | "ready" => style.paint("32", text),
+        "error" | "critical" | "errored" => style.paint("31", text),
+        "degraded" | "warning" | "stopped" => style.paint("33", text),
+        _ => text.to_owned(),
+    }
+}
+
+/// `quoll ctl status` (and `health`).
+pub fn status(h: &Value, style: &Style) -> Vec<String> {
+    let w = style.width;
+    let st = str_of(h, "status");
+    let mut lines = vec![
+        fit(
+            &format!(
+                "quoll {} (rev {})  status: {}",
+                str_of(h, "version"),
+                str_of(h, "git_rev"),
+                st
+            ),
+            w,
+        ),
+        fit(
+            &format!(
+                "uptime {}  flows {}/{} running",
+                duration(u64_of(h, "uptime_secs")),
+                u64_of(h, "active_flows"),
+                u64_of(h, "total_flows")
+            ),
+            w,
+        ),
+    ];
+    let mut extra = Vec::new();
+    if let Some(b) = h.get("board").and_then(Value::as_str) {
+        extra.push(format!("board {b}"));
+    }
+    if let Some(s) = h.get("boot_slot").and_then(Value::as_str) {
+        extra.push(format!("slot {s}"));
+    }
+    if !extra.is_empty() {
+        lines.push(fit(&extra.join("  "), w));
+    }
+    if style.color {
+        lines[0] = lines[0].replacen(
+            &format!("status: {st}"),
+            &format!("status: {}", state_color(style, st, st)),
+            1,
+        );
+    }
+    lines
+}
+
+/// `quoll ctl flows`: one line per flow, one indented line per output.
+pub fn flows(list: &Value, style: &Style) -> Vec<String> {
+    let w = style.width;
+    let flows = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if flows.is_empty() {
+        return vec!["no flows".into()];
+    }
+    let mut lines = vec![row(
+        &[
+            ("FLOW", 20),
+            ("STATE", 8),
+            ("INPUT", 5),
+            ("MBIT/S", 7),
+            ("CC ERR", 7),
+            ("OUTPUTS", 0),
+        ],
+        w,
+    )];
+    for f in flows {
+        let input = f.get("input").cloned().unwrap_or(Value::Null);
+        let outputs = f.get("outputs").and_then(Value::as_array);
+        let state = str_of(f, "state");
+        let line = row(
+            &[
+                (str_of(f, "id"), 20),
+                (state, 8),
+                (str_of(&input, "type"), 5),
+                (&mbps(u64_of(&input, "bitrate_bps")), 7),
+                (&u64_of(&input, "cc_errors").to_string(), 7),
+                (&outputs.map_or(0, Vec::len).to_string(), 0),
+            ],
+            w,
+        );
+        lines.push(if style.color {
+            line.replacen(state, &state_color(style, state, state), 1)
+        } else {
+            line
+        });
+        if let Some(err) = f.get("error").and_then(Value::as_str) {
+            lines.push(fit(&format!("  error: {err}"), w));
+        }
+        for o in outputs.into_iter().flatten() {
+            lines.push(fit(
+                &format!(
+                    "  -> {} {} {}  pkts {}  dropped {}  errors {}",
+                    str_of(o, "id"),
+                    str_of(o, "type"),
+                    str_of(o, "state"),
+                    u64_of(o, "packets"),
+                    u64_of(o, "dropped"),
+                    u64_of(o, "send_errors")
+                ),
+                w,
+            ));
+        }
+    }
+    lines
+}
+
+/// One line per event: sequence number, UTC time, severity, category, message.
+pub fn events(list: &Value, style: &Style) -> Vec<String> {
+    let w = style.width;
+    let evs = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if evs.is_empty() {
+        return vec!["no events".into()];
+    }
+    evs.iter()
+        .map(|e| {
+            let sev = str_of(e, "severity");
+            let mark = match e.get("delivered").and_then(Value::as_bool) {
+                Some(true) => " ",
+                Some(false) => "*",
+                None => " ",
+            };
+            let time = e
+                .get("raised_at_ms")
+                .and_then(Value::as_u64)
+                .map(|ms| crate::time::rfc3339_millis(ms)[11..19].to_owned())
+                .unwrap_or_else(|| "-".into());
+            let line = fit(
+                &format!(
+                    "{mark}{:>6} {time} {:<4} {:<8} {}",
+                    u64_of(e, "seq"),
+                    &sev[..sev.len().min(4)],
+                    str_of(e, "category"),
+                    str_of(e, "message")
+                ),
+                w,
+            );
+            if style.color {
+                let short = &sev[..sev.len().min(4)];
+                line.replacen(short, &state_color(style, sev, short), 1)
+            } else {
+                line
+            }
+        })
+        .collect()
+}
+
+/// Tunnels as configured (id, name, relay).
+pub fn tunnels(list: &Value, style: &Style) -> Vec<String> {
+    let ts = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if ts.is_empty() {
+        return vec!["no tunnels".into()];
+    }
+    ts.iter()
+        .map(|t| {
+            fit(
+                &format!(
+                    "{}  {}  {}",
+                    str_of(t, "id"),
+                    str_of(t, "name"),
+                    t.get("state")
+                        .and_then(Value::as_str)
+                        .unwrap_or("configured")
+                ),
+                style.width,
+            )
+        })
+        .collect()
+}
+
+pub fn sessions(list: &Value, style: &Style) -> Vec<String> {
+    let ss = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if ss.is_empty() {
+        return vec!["no bridge sessions".into()];
+    }
+    ss.iter()
+        .map(|s| {
+            fit(
+                &format!(
+                    "{}  {}  {}  clients {}  restarts {}",
+                    str_of(s, "streamId"),
+                    str_of(s, "sessionId"),
+                    str_of(s, "state"),
+                    u64_of(s, "clientCount"),
+                    u64_of(s, "restartCount")
+                ),
+                style.width,
+            )
+        })
+        .collect()
+}
+
+pub fn manager(m: &Value, style: &Style) -> Vec<String> {
+    let cfg = m.get("config").unwrap_or(&Value::Null);
+    let enabled = cfg.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+    if cfg.is_null() || !enabled {
+        return vec!["manager link: not configured".into()];
+    }
+    let mut lines = vec![fit(
+        &format!(
+            "manager link: {}",
+            m.get("state").and_then(Value::as_str).unwrap_or("enabled")
+        ),
+        style.width,
+    )];
+    for url in cfg
+        .get("urls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        lines.push(fit(
+            &format!("  {}", url.as_str().unwrap_or("?")),
+            style.width,
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PLAIN: Style = Style {
+        width: 80,
+        color: false,
+    };
+
+    #[test]
+    fn width_falls_back_from_tty_to_columns_to_80() {
+        assert_eq!(pick_width(Some(132), Some(100)), 132);
+        assert_eq!(pick_width(Some(0), Some(100)), 100, "serial line: no size");
+        assert_eq!(pick_width(None, None), 80);
+        assert_eq!(pick_width(None, Some(10)), MIN_WIDTH);
+    }
+
+    #[test]
+    fn long_values_are_cut_to_the_width() {
+        let flows = json!([{
+            "id": "a-very-long-flow-identifier-that-goes-on", "state": "running",
+            "error": "x".repeat(300),
+            "input": { "type": "udp", "bitrate_bps": 20_000_000, "cc_errors": 3 },
+            "outputs": [{ "id": "o".repeat(200), "type": "udp", "state": "running",
+                          "packets": 1, "dropped": 0, "send_errors": 0 }]
+        }]);
+        for width in [40, 80, 132] {
+            let style = Style {
+                width,
+                color: false,
+            };
+            for line in flows_lines(&flows, &style) {
+                assert!(line.chars().count() <= width, "{width}: {line:?}");
+            }
+        }
+        let lines = flows_lines(&flows, &PLAIN);
+        assert!(lines[1].contains("20.00"), "{lines:?}");
+        assert!(lines[1].starts_with("a-very-long-flow"), "{lines:?}");
+    }
+
+    fn flows_lines(v: &Value, s: &Style) -> Vec<String> {
+        flows(v, s)
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let h = json!({"status": "ok", "version": "0.1.0", "git_rev": "abc",
+                       "uptime_secs": 3700, "active_flows": 1, "total_flows": 2});
+        let plain = status(&h, &PLAIN);
+        assert!(plain.iter().all(|l| !l.contains('\x1b')));
+        assert_eq!(plain[1], "uptime 1h 1m  flows 1/2 running");
+        let coloured = status(
+            &h,
+            &Style {
+                width: 80,
+                color: true,
+            },
+        );
+        assert!(coloured[0].contains("\x1b[32mok\x1b[0m"));
+    }
+
+    #[test]
+    fn events_show_pending_marks_and_utc_times() {
+        let evs = json!([
+            {"seq": 7, "raised_at_ms": 1_700_000_000_000u64, "severity": "critical",
+             "category": "flow", "message": "Flow input lost: boom", "delivered": false},
+            {"seq": 8, "raised_at_ms": 1_700_000_001_000u64, "severity": "info",
+             "category": "flow", "message": "Flow 'f' started", "delivered": true}
+        ]);
+        let lines = events(&evs, &PLAIN);
+        assert_eq!(
+            lines[0],
+            "*     7 22:13:20 crit flow     Flow input lost: boom"
+        );
+        assert_eq!(lines[1], "      8 22:13:21 info flow     Flow 'f' started");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m 5s");
+        assert_eq!(duration(7_260), "2h 1m");
+        assert_eq!(duration(90_000), "1d 1h");
+    }
+}
