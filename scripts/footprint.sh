@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Footprint of the release binary: idle and loaded RSS and thread count, natively and under
+# qemu-aarch64. Idle is the embedded default config (one loopback flow, no input); loaded is
+# the same config with a 20 Mbit/s TS pushed into it for SECONDS.
+#   scripts/footprint.sh [-d SECONDS] [--no-qemu]
+# Threads are listed by name from /proc/PID/task: expected are the runtime thread (`quoll`)
+# and the event-log writer; anything else is reported.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=10
+QEMU=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -d) DUR=$2; shift 2 ;;
+        --no-qemu) QEMU=0; shift ;;
+        *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+    esac
+done
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "building release binaries ..." >&2
+cargo build --release -q --bin quoll
+cargo build --release -q --example udp_pace
+if [ "$QEMU" = 1 ]; then
+    RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target-aarch64 \
+        cargo build --release -q --bin quoll --target aarch64-unknown-linux-gnu
+fi
+PACE=target/release/examples/udp_pace
+
+TS=$TMP/in.ts
+ffmpeg -nostdin -hide_banner -loglevel error \
+    -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine -t 6 \
+    -c:v libx264 -preset ultrafast -b:v 12M -maxrate 12M -bufsize 4M -c:a aac \
+    -f mpegts -muxrate 20M "$TS"
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+threads() { # names of the process's threads, sorted, counted
+    local t
+    for t in /proc/"$1"/task/*; do cat "$t/comm"; done | sort | uniq -c | awk '{ printf "%s%s x%s", sep, $2, $1; sep = ", " }'
+}
+nthreads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
+
+measure() { # measure LABEL CMD...
+    local label=$1
+    shift
+    local data=$TMP/data-$label run=$TMP/run-$label
+    mkdir -p "$data"
+    # The embedded default config, with this run's data dir (cwd) and control socket.
+    (cd "$TMP" && mkdir -p "cwd-$label" && cd "cwd-$label" &&
+        QUOLL_RUNTIME_DIR=$run exec "$@" run) >"$TMP/$label.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    # Under qemu-user the process is qemu itself: /proc/PID is still the right one.
+    local i
+    for i in $(seq 1 400); do grep -q "quoll ready" "$TMP/$label.log" && break; sleep 0.05; done
+    grep -q "quoll ready" "$TMP/$label.log" || { cat "$TMP/$label.log" >&2; exit 1; }
+    sleep 2
+    local idle_rss idle_thr idle_names
+    idle_rss=$(rss_kb "$pid"); idle_thr=$(nthreads "$pid"); idle_names=$(threads "$pid")
+    "$PACE" send "$TS" 127.0.0.1:5000 20 "$DUR" >/dev/null
+    local load_rss load_hwm load_thr load_names
+    load_rss=$(rss_kb "$pid"); load_hwm=$(hwm_kb "$pid")
+    load_thr=$(nthreads "$pid"); load_names=$(threads "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    printf '| %s | %.1f | %.1f | %.1f | %s (%s) | %s (%s) |\n' "$label" \
+        "$(awk -v k="$idle_rss" 'BEGIN { print k / 1024 }')" \
+        "$(awk -v k="$load_rss" 'BEGIN { print k / 1024 }')" \
+        "$(awk -v k="$load_hwm" 'BEGIN { print k / 1024 }')" \
+        "$idle_thr" "$idle_names" "$load_thr" "$load_names"
+}
+
+echo "## Footprint, $(date -u '+%Y-%m-%d %H:%M UTC'), quoll $(target/release/quoll --version | cut -d' ' -f2) at $(git rev-parse --short HEAD)"
+echo
+echo "Embedded default config; loaded = 20 Mbit/s for ${DUR} s into its UDP input (two outputs)."
+echo
+echo "| run | idle RSS MiB | loaded RSS MiB | peak RSS MiB | idle threads | loaded threads |"
+echo "| --- | ---: | ---: | ---: | --- | --- |"
+measure native "$PWD/target/release/quoll"
+if [ "$QEMU" = 1 ]; then
+    measure qemu-aarch64 qemu-aarch64 "$PWD/target-aarch64/aarch64-unknown-linux-gnu/release/quoll"
+fi
+echo
+echo "Under qemu-user, RSS includes the emulator and its translated code; the thread names"
+echo "come from the emulated process (qemu adds none of its own for a single-threaded guest)."
