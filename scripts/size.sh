@@ -1,41 +1,82 @@
 #!/usr/bin/env bash
-# Stripped size of the quoll release binary: native (rustup toolchain) and aarch64 (Debian's
-# rustc, like scripts/test-all.sh). Prints a markdown table; `--no-build` uses what is built.
-#   scripts/size.sh [--no-build]
+# Stripped size of the quoll release binary: native (rustup toolchain), aarch64 and armv7
+# (Debian's rustc, like scripts/test-all.sh). Prints a markdown table.
+#   scripts/size.sh [--no-build] [--check]
+# --check compares each cross binary with scripts/size-budget (bytes, stripped) and fails
+# when one is over: the budget is the measured size plus at most 15 % headroom, so growth
+# is a decision, not an accident. armv7 is skipped (and said so) when its std is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
-[ "${1:-}" = --no-build ] && build=0
-CROSS_TARGET=aarch64-unknown-linux-gnu
-CROSS_DIR=target-aarch64
+check=0
+for a in "$@"; do
+    case "$a" in
+        --no-build) build=0 ;;
+        --check) check=1 ;;
+        *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+    esac
+done
+
+have_std() { [ -d "$(/usr/bin/rustc --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
+TARGETS=()
+for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    if have_std "$t"; then TARGETS+=("$t"); else echo "no std for $t under /usr/bin/rustc: skipped" >&2; fi
+done
+dir_of() { case "$1" in aarch64-*) echo target-aarch64 ;; armv7-*) echo target-armv7 ;; esac; }
+strip_of() { case "$1" in aarch64-*) echo aarch64-linux-gnu-strip ;; armv7-*) echo arm-linux-gnueabihf-strip ;; esac; }
 
 if [ "$build" = 1 ]; then
-    echo "building native release ..." >&2
-    cargo build --release -q --bin quoll >&2
-    echo "building $CROSS_TARGET release with /usr/bin/rustc ..." >&2
-    RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$CROSS_DIR \
-        cargo build --release -q --bin quoll --target "$CROSS_TARGET" >&2
+    if [ "$check" = 0 ]; then
+        echo "building native release ..." >&2
+        cargo build --release -q --bin quoll >&2
+    fi
+    for t in "${TARGETS[@]}"; do
+        echo "building $t release with /usr/bin/rustc ..." >&2
+        RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(dir_of "$t") \
+            cargo build --release -q --bin quoll --target "$t" >&2
+    done
 fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+stripped_size() { # stripped_size BINARY STRIP
+    cp "$1" "$tmp/b"
+    "$2" "$tmp/b"
+    stat -c %s "$tmp/b"
+}
 row() { # row LABEL BINARY STRIP
     local label=$1 bin=$2 strip=$3
     if [ ! -f "$bin" ]; then
         printf '| %s | (not built) | | |\n' "$label"
         return
     fi
-    cp "$bin" "$tmp/b"
-    "$strip" "$tmp/b"
     local built stripped
     built=$(stat -c %s "$bin")
-    stripped=$(stat -c %s "$tmp/b")
+    stripped=$(stripped_size "$bin" "$strip")
     printf '| %s | %s | %s | %s MiB |\n' "$label" "$built" "$stripped" \
         "$(awk -v b="$stripped" 'BEGIN { printf "%.2f", b / 1048576 }')"
 }
 echo "| binary | as built (bytes) | stripped (bytes) | stripped |"
 echo "| --- | ---: | ---: | ---: |"
-row "x86_64 (native, $(rustc --version | cut -d' ' -f2))" target/release/quoll strip
-row "aarch64 ($(/usr/bin/rustc --version | cut -d' ' -f2), Debian)" \
-    "$CROSS_DIR/$CROSS_TARGET/release/quoll" aarch64-linux-gnu-strip
+[ "$check" = 1 ] || row "x86_64 (native, $(rustc --version | cut -d' ' -f2))" target/release/quoll strip
+for t in "${TARGETS[@]}"; do
+    row "${t%%-*} ($(/usr/bin/rustc --version | cut -d' ' -f2), Debian)" \
+        "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
+done
+
+if [ "$check" = 1 ]; then
+    over=0
+    for t in "${TARGETS[@]}"; do
+        budget=$(awk -v t="$t" '$1 == t { print $2 }' scripts/size-budget)
+        [ -n "$budget" ] || { echo "no budget for $t in scripts/size-budget" >&2; over=1; continue; }
+        size=$(stripped_size "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")")
+        if [ "$size" -gt "$budget" ]; then
+            echo "size budget exceeded: $t is $size bytes, budget $budget (scripts/size-budget)" >&2
+            over=1
+        else
+            echo "size budget: $t $size <= $budget bytes ($(awk -v s="$size" -v b="$budget" 'BEGIN { printf "%.0f", 100 * s / b }') %)"
+        fi
+    done
+    exit "$over"
+fi

@@ -4,12 +4,15 @@
 #
 #   scripts/test-all.sh              everything (what CI runs, via .ci/run)
 #   scripts/test-all.sh --native     fmt, clippy, native tests only
-#   scripts/test-all.sh --cross      aarch64 cross build + qemu run only
+#   scripts/test-all.sh --cross      cross builds + qemu runs + size budget only
 #
 # Environment:
-#   CROSS_TARGET   target triple for the cross part (default aarch64-unknown-linux-gnu;
-#                  armv7-unknown-linux-gnueabihf needs the armhf packages, see README)
-#   CROSS_RUSTC    rustc that has that target's std (default /usr/bin/rustc, Debian's)
+#   CROSS_TARGETS  target triples for the cross part (default: aarch64-unknown-linux-gnu,
+#                  plus armv7-unknown-linux-gnueabihf when its std is installed, which
+#                  `scripts/install-deps.sh --armv7` does; CI always has it)
+#   CROSS_TARGET   a single target (kept for compatibility; overrides CROSS_TARGETS)
+#   CROSS_RUSTC    rustc that has those targets' std (default /usr/bin/rustc, Debian's)
+#   SIZE_CHECK=0   skip the release builds of the size budget check
 #   TEST_RUNNER    nextest | cargo-test (default: nextest when installed)
 #   QUOLL_REQUIRE_PEERS=1  tests needing ffmpeg/srt-live-transmit fail instead of skipping
 set -euo pipefail
@@ -25,13 +28,26 @@ case "${1:-}" in
     *) echo "usage: $0 [--native|--cross]" >&2; exit 2 ;;
 esac
 
-CROSS_TARGET=${CROSS_TARGET:-aarch64-unknown-linux-gnu}
 CROSS_RUSTC=${CROSS_RUSTC:-/usr/bin/rustc}
-case "$CROSS_TARGET" in
-    aarch64-*) CROSS_QEMU=qemu-aarch64; CROSS_DIR=target-aarch64 ;;
-    armv7-*) CROSS_QEMU=qemu-arm; CROSS_DIR=target-armv7 ;;
-    *) echo "unsupported CROSS_TARGET $CROSS_TARGET" >&2; exit 2 ;;
-esac
+has_std() { [ -d "$("$CROSS_RUSTC" --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
+if [ -n "${CROSS_TARGET:-}" ]; then
+    CROSS_TARGETS=$CROSS_TARGET
+elif [ -z "${CROSS_TARGETS:-}" ]; then
+    CROSS_TARGETS=aarch64-unknown-linux-gnu
+    if has_std armv7-unknown-linux-gnueabihf; then
+        CROSS_TARGETS+=" armv7-unknown-linux-gnueabihf"
+    else
+        echo "armv7: no std for armv7-unknown-linux-gnueabihf, skipped (scripts/install-deps.sh --armv7)"
+    fi
+fi
+set_cross() { # set_cross TARGET: CROSS_TARGET, CROSS_QEMU, CROSS_DIR for it
+    CROSS_TARGET=$1
+    case "$CROSS_TARGET" in
+        aarch64-*) CROSS_QEMU=qemu-aarch64; CROSS_DIR=target-aarch64 ;;
+        armv7-*) CROSS_QEMU=qemu-arm; CROSS_DIR=target-armv7 ;;
+        *) echo "unsupported cross target $CROSS_TARGET" >&2; exit 2 ;;
+    esac
+}
 
 if [ -z "${TEST_RUNNER:-}" ]; then
     if cargo nextest --version >/dev/null 2>&1; then TEST_RUNNER=nextest; else TEST_RUNNER=cargo-test; fi
@@ -84,7 +100,7 @@ cross_tests() {
     # No -L / QEMU_LD_PREFIX: see ../shared/toolchain.md.
     unset QEMU_LD_PREFIX
     RUSTC=$CROSS_RUSTC CARGO_TARGET_DIR=$CROSS_DIR QUOLL_RUNNER=$CROSS_QEMU \
-        run_tests "$logs/cross.log" cross "$CROSS_TIMEOUT" --target "$CROSS_TARGET"
+        run_tests "$logs/cross-${CROSS_TARGET%%-*}.log" cross "$CROSS_TIMEOUT" --target "$CROSS_TARGET"
 }
 
 echo "test runner: $TEST_RUNNER; QUOLL_REQUIRE_PEERS=${QUOLL_REQUIRE_PEERS:-unset}"
@@ -95,17 +111,23 @@ if [ "$do_native" = 1 ]; then
     section "native tests" native_tests || failed=1
 fi
 if [ "$do_cross" = 1 ]; then
-    if section "$CROSS_TARGET build" cross_build; then
-        section "$CROSS_TARGET tests (qemu)" cross_tests || failed=1
-    else
-        failed=1
+    for t in $CROSS_TARGETS; do
+        set_cross "$t"
+        if section "$CROSS_TARGET build" cross_build; then
+            section "$CROSS_TARGET tests (qemu)" cross_tests || failed=1
+        else
+            failed=1
+        fi
+    done
+    if [ "${SIZE_CHECK:-1}" = 1 ]; then
+        section "size budget (stripped release binaries)" scripts/size.sh --check || failed=1
     fi
 fi
 
 print_timings
 # End with the test runners' own closing lines (CI reads the last summary).
 printf '\n==> test summary\n'
-for f in native cross; do
+for f in native cross-aarch64 cross-armv7; do
     [ -s "$logs/$f.log" ] || continue
     printf '%s:\n' "$f"
     grep -E '^ *Summary \[|^test result:' "$logs/$f.log" || echo "  (no summary line: the run did not finish)"
