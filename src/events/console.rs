@@ -6,7 +6,7 @@
 //! left for the daemon's recovery to cut).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -86,11 +86,7 @@ pub fn run(args: lexopt::Parser) -> ExitCode {
         let new: Vec<&Record> = records.iter().filter(|r| r.seq > shown).collect();
         if first && !args.json {
             let pending = records.iter().filter(|r| r.seq > acked).count();
-            let _ = writeln!(
-                out,
-                "{}",
-                summary(&args.data_dir, records.len(), pending, corrupt)
-            );
+            let _ = writeln!(out, "{}", summary(records.len(), pending, corrupt));
             let _ = writeln!(
                 out,
                 "  {:>7} {:<19} {:<4} {:<10} FLOW",
@@ -119,11 +115,9 @@ pub fn run(args: lexopt::Parser) -> ExitCode {
     }
 }
 
-fn summary(dir: &Path, total: usize, pending: usize, corrupt: u64) -> String {
-    let mut s = format!(
-        "# {}: {total} events, {pending} not yet delivered (marked *)",
-        dir.display()
-    );
+/// One short line (the directory is left out: a long path would not fit 80 columns).
+fn summary(total: usize, pending: usize, corrupt: u64) -> String {
+    let mut s = format!("# {total} events, {pending} not yet delivered (marked *)");
     if corrupt > 0 {
         s.push_str(&format!(", {corrupt} damaged skipped"));
     }
@@ -205,15 +199,17 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 // ---- debug-raise-events ------------------------------------------------------------------
 
-/// `quoll debug-raise-events --data-dir DIR [--run N] [--count N] [--budget BYTES]`
+/// `quoll debug-raise-events --data-dir DIR [--run N] [--count N] [--budget BYTES]
+/// [--window N] [--delay-ms MS]`
 ///
 /// Opens the log like the daemon does, prints `start <next seq>`, then raises events as
-/// fast as the log takes them (at most `WINDOW` not yet durable, so the queue never
+/// fast as the log takes them (at most `--window` (2000) not yet durable, so the queue never
 /// overflows) and prints `durable <seq>` after every commit. A line is printed only after
 /// its `fdatasync` returned, so every seq up to the last line printed must survive a kill.
 /// Each event carries `run` and `n` (its index in the run) in its details.
 pub fn raise_for_test(mut args: lexopt::Parser) -> ExitCode {
-    const WINDOW: u64 = 2000;
+    let mut window: u64 = 2000;
+    let mut delay_ms = StorageConfig::DEFAULT_EVENT_COMMIT_MAX_DELAY_MS;
     let mut data_dir: Option<PathBuf> = None;
     let mut run: u64 = 0;
     let mut count: u64 = u64::MAX;
@@ -223,13 +219,17 @@ pub fn raise_for_test(mut args: lexopt::Parser) -> ExitCode {
             Ok(Some(lexopt::Arg::Long("data-dir"))) => {
                 args.value().map(|v| data_dir = Some(v.into()))
             }
-            Ok(Some(lexopt::Arg::Long(k @ ("run" | "count" | "budget")))) => {
+            Ok(Some(lexopt::Arg::Long(
+                k @ ("run" | "count" | "budget" | "window" | "delay-ms"),
+            ))) => {
                 let k = k.to_owned();
                 args.value().map(|v| {
                     let n = v.to_string_lossy().parse().unwrap_or(0);
                     match k.as_str() {
                         "run" => run = n,
                         "count" => count = n,
+                        "window" => window = n.max(1),
+                        "delay-ms" => delay_ms = n.max(1),
                         _ => budget = n,
                     }
                 })
@@ -262,6 +262,7 @@ pub fn raise_for_test(mut args: lexopt::Parser) -> ExitCode {
     };
     let storage = StorageConfig {
         event_log_max_bytes: budget,
+        event_commit_max_delay_ms: delay_ms,
         ..StorageConfig::default()
     };
     rt.block_on(async move {
@@ -274,7 +275,7 @@ pub fn raise_for_test(mut args: lexopt::Parser) -> ExitCode {
         let mut last_seq = 0u64;
         loop {
             let done = *durable.borrow_and_update();
-            while n < count && last_seq.saturating_sub(done) < WINDOW {
+            while n < count && last_seq.saturating_sub(done) < window {
                 last_seq = events.raise(
                     Event::config_updated()
                         .with_detail("run", run)
