@@ -81,6 +81,8 @@ pub struct LogStatus {
     pub queue_overflow: u64,
     /// Undelivered records dropped by the byte budget.
     pub budget_dropped: u64,
+    /// Group commits (one `fdatasync` each) since start.
+    pub commits: u64,
 }
 
 /// Settings of the durable log (from the config's `storage` block).
@@ -273,6 +275,7 @@ impl Events {
                     queue_overflow: c.queue_overflow.load(Ordering::Relaxed)
                         + c.memory_overflow.load(Ordering::Relaxed),
                     budget_dropped: c.budget_dropped.load(Ordering::Relaxed),
+                    commits: c.syncs.load(Ordering::Relaxed),
                 }
             }
             None => LogStatus {
@@ -282,6 +285,7 @@ impl Events {
                 next_seq: inner.next_seq,
                 queue_overflow: 0,
                 budget_dropped: 0,
+                commits: 0,
             },
         }
     }
