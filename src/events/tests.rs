@@ -650,3 +650,36 @@ fn memory_only_events_keep_the_api() {
         );
     });
 }
+
+#[test]
+fn a_disk_that_opens_but_cannot_be_written_stays_degraded_without_flapping() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let s = MemStorage::new();
+    let opts = fast();
+    let reopens = Arc::new(AtomicU64::new(0));
+    let (s2, r2) = (s.clone(), reopens.clone());
+    let (events, _) = Events::open_with(
+        Log::open(s.clone(), opts.log),
+        move || {
+            r2.fetch_add(1, Ordering::Relaxed);
+            Log::open(s2.clone(), opts.log).map(|(l, _)| l)
+        },
+        LogConfig { writer: opts },
+    );
+    // Like a read-only filesystem: listing and reading work, writing fails.
+    s.set_full(true);
+    events.raise(Event::config_updated());
+    eventually("three retries", || reopens.load(Ordering::Relaxed) >= 3);
+    assert!(events.is_degraded());
+    let batch = block_on(events.read_batch(100));
+    let storage: Vec<&str> = batch
+        .iter()
+        .filter(|r| r.event.category == Category::Storage)
+        .map(|r| r.event.message.as_str())
+        .collect();
+    assert_eq!(storage.len(), 1, "{storage:?}");
+    assert!(storage[0].starts_with("Event log degraded to memory only"));
+    s.set_full(false);
+    eventually("recovered", || !events.is_degraded());
+}

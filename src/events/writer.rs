@@ -356,6 +356,7 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
     }
 
     fn write(&mut self) {
+        let mut reopened = false;
         if self.log.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 return;
@@ -369,14 +370,7 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
                     self.ack_seen = log.acked();
                     self.log = Some(log);
                     self.retry_at = None;
-                    self.shared
-                        .counters
-                        .degraded
-                        .store(false, Ordering::Relaxed);
-                    if let Some((n, lo, hi)) = self.lost.take() {
-                        self.raise_own(Event::events_dropped(n, lo, hi));
-                    }
-                    self.raise_own(Event::event_log_recovered());
+                    reopened = true;
                 }
                 Err(e) => {
                     self.retry_at = Some(Instant::now() + self.shared.opts.retry_interval);
@@ -385,37 +379,55 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
                 }
             }
         }
-        if self.pending.is_empty() {
-            return;
-        }
-        let log = self.log.as_mut().expect("checked above");
-        let batch = self.pending.make_contiguous();
-        let last = batch.last().map(|r| r.seq).unwrap_or(0);
-        let result = log.append(batch).and_then(|d| log.commit().map(|()| d));
-        match result {
-            Ok(dropped) => {
-                self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
-                self.pending.clear();
-                self.shared.durable.send_replace(last);
-                if let Some(d) = dropped {
-                    self.shared
-                        .counters
-                        .budget_dropped
-                        .fetch_add(d.count, Ordering::Relaxed);
-                    self.raise_own(Event::events_dropped(d.count, d.first_seq, d.last_seq));
+        if !self.pending.is_empty() {
+            let log = self.log.as_mut().expect("checked above");
+            let batch = self.pending.make_contiguous();
+            let last = batch.last().map(|r| r.seq).unwrap_or(0);
+            let result = log.append(batch).and_then(|d| log.commit().map(|()| d));
+            match result {
+                Ok(dropped) => {
+                    self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    self.pending.clear();
+                    self.shared.durable.send_replace(last);
+                    if let Some(d) = dropped {
+                        self.shared
+                            .counters
+                            .budget_dropped
+                            .fetch_add(d.count, Ordering::Relaxed);
+                        self.raise_own(Event::events_dropped(d.count, d.first_seq, d.last_seq));
+                    }
+                }
+                Err(e) => {
+                    // Still failing (a read-only filesystem opens fine and fails here):
+                    // stay degraded, quietly.
+                    self.degrade(&e);
+                    return;
                 }
             }
-            Err(e) => self.degrade(&e),
+        }
+        if reopened {
+            // Recovered only once a write went through, so health does not flap.
+            self.shared
+                .counters
+                .degraded
+                .store(false, Ordering::Relaxed);
+            if let Some((n, lo, hi)) = self.lost.take() {
+                self.raise_own(Event::events_dropped(n, lo, hi));
+            }
+            self.raise_own(Event::event_log_recovered());
+            tracing::info!("event log writable again");
         }
     }
 
     fn degrade(&mut self, e: &LogError) {
-        tracing::error!("event log failed, keeping events in memory: {e}");
         self.log = None;
         self.retry_at = Some(Instant::now() + self.shared.opts.retry_interval);
         if !self.shared.counters.degraded.swap(true, Ordering::Relaxed) {
+            tracing::error!("event log failed, keeping events in memory: {e}");
             self.raise_own(Event::event_log_degraded(&e.to_string()));
+        } else {
+            tracing::debug!("event log still failing: {e}");
         }
     }
 
