@@ -58,7 +58,23 @@ fn forwarding_continues_while_the_event_log_syncs_slowly() {
             p[1] = 0x1F; // null PID: no continuity counter to keep
         }
         let mut buf = vec![0u8; 2048];
-        let mut worst = Duration::ZERO;
+        let mut round_trip = async |n: u64| {
+            events.raise(Event::config_updated().with_detail("n", n));
+            let t = Instant::now();
+            tx.send_to(&packet, dest).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), out.recv(&mut buf))
+                .await
+                .expect("datagram forwarded")
+                .unwrap();
+            assert_eq!(got, packet.len());
+            t.elapsed()
+        };
+        // Warm up first: under qemu the first pass through the code paths is translated,
+        // which stalls for a while and has nothing to do with the disk.
+        for n in 0..200 {
+            round_trip(n).await;
+        }
+        let mut worst = (Duration::ZERO, 0);
         let mut forwarded = 0u64;
         let syncs_before = disk.syncs();
         let started = Instant::now();
@@ -68,29 +84,34 @@ fn forwarding_continues_while_the_event_log_syncs_slowly() {
                 started.elapsed() < Duration::from_secs(30),
                 "the writer stopped syncing"
             );
-            events.raise(Event::config_updated().with_detail("n", forwarded));
-            let t = Instant::now();
-            tx.send_to(&packet, dest).await.unwrap();
-            let got = tokio::time::timeout(Duration::from_secs(5), out.recv(&mut buf))
-                .await
-                .expect("datagram forwarded")
-                .unwrap();
-            assert_eq!(got, packet.len());
-            worst = worst.max(t.elapsed());
+            let took = round_trip(forwarded).await;
+            worst = worst.max((took, forwarded));
             forwarded += 1;
         }
         let status = events.status();
         println!(
             "forwarded {forwarded} datagrams in {:?} across {} syncs of {SYNC_TIME:?}; worst \
-             round trip {worst:?}; durable seq {}",
+             round trip {:?} (datagram {}); durable seq {}",
             started.elapsed(),
             disk.syncs() - syncs_before,
+            worst.0,
+            worst.1,
             status.durable_seq
         );
-        // Had a raise waited for a sync, one round trip would have taken >= 200 ms.
+        // Had a raise waited for a sync, one round trip would have taken >= 200 ms. Native
+        // round trips take well under a millisecond; under qemu-user the writer thread's
+        // work can stall the emulated runtime thread for tens of milliseconds, so the bound
+        // there is the sync time itself.
+        let bound = if std::env::var_os("QUOLL_RUNNER").is_some() {
+            SYNC_TIME
+        } else {
+            SYNC_TIME / 2
+        };
         assert!(
-            worst < SYNC_TIME / 2,
-            "a datagram took {worst:?} while the disk was slow"
+            worst.0 < bound,
+            "datagram {} took {:?} while the disk was slow",
+            worst.1,
+            worst.0
         );
         assert!(forwarded > 100, "only {forwarded} datagrams forwarded");
         assert!(status.durable_seq > 0, "nothing became durable");
