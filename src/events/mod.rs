@@ -310,7 +310,12 @@ impl Events {
     /// first. Only durable records (or, while degraded, the memory view). Reading again
     /// before `ack` returns the same records: at-least-once.
     pub async fn read_batch(&self, max: usize) -> Vec<Record> {
-        let after = self.status().acked_seq;
+        // From the last acknowledgement received, not the last one written to the cursor
+        // file: while degraded the cursor cannot be written, and delivery must still move on.
+        let after = match self.shared() {
+            Some(s) => s.ack_requested(),
+            None => self.inner.borrow().acked,
+        };
         self.read_after(after, max).await
     }
 

@@ -151,6 +151,11 @@ impl Shared {
         }
     }
 
+    /// The highest acknowledgement received (the cursor file may lag behind it).
+    pub fn ack_requested(&self) -> u64 {
+        lock(self).ack_to
+    }
+
     pub fn request_read(&self, after: u64, max: usize) -> oneshot::Receiver<Vec<Record>> {
         let (reply, rx) = oneshot::channel();
         lock(self).reads.push(ReadRequest { after, max, reply });
