@@ -12,11 +12,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::board::Profile;
 use crate::config::{self, Config};
-use crate::events::Events;
+use crate::events::{Events, LogConfig};
 use crate::node::Node;
-
-/// How many events the memory-only event store keeps.
-const EVENTS_IN_MEMORY: usize = 10_000;
 
 pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     init_logging();
@@ -136,7 +133,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
             return ExitCode::FAILURE;
         }
     };
-    let events = Events::in_memory(EVENTS_IN_MEMORY);
+    // The event log recovers before any flow starts, so the first event of this run gets
+    // a sequence number above every recovered one. A disk that fails here degrades the log
+    // to memory (and /healthz to "degraded"); it does not stop the node.
+    let data_dir = PathBuf::from(&config.storage.data_dir);
+    let (events, _recovery) = Events::open(&data_dir, LogConfig::from_storage(&config.storage));
     let node = Node::start(
         config,
         config_path,
@@ -205,6 +206,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
         let _ = c.await;
     }
     node.shutdown().await;
+    // Flush the log and join its writer: at most one commit (one fdatasync) of waiting.
+    node.events.close();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

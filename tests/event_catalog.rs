@@ -125,3 +125,54 @@ fn messages_are_ascii_and_serialize_as_the_manager_reads_them() {
         assert_eq!(Category::parse(e.category.as_str()), Some(e.category));
     }
 }
+
+/// The catalog section of docs/events.md, generated from the constructors.
+fn catalog_markdown() -> String {
+    let mut out = String::from(
+        "<!-- catalog:begin (generated: QUOLL_UPDATE_DOCS=1 cargo test --test event_catalog) -->\n",
+    );
+    for cat in Category::ALL {
+        let rows: Vec<_> = templates()
+            .into_iter()
+            .filter(|e| e.category == cat)
+            .collect();
+        let title = if cat.is_seed() {
+            format!("\n### `{}` ({} events)\n\n", cat.as_str(), rows.len())
+        } else {
+            format!(
+                "\n### `{}` ({} events, Quoll's own: not in the seed)\n\n",
+                cat.as_str(),
+                rows.len()
+            )
+        };
+        out.push_str(&title);
+        out.push_str("| severity | message |\n| --- | --- |\n");
+        for e in rows {
+            out.push_str(&format!("| {} | `{}` |\n", e.severity.as_str(), e.message));
+        }
+    }
+    out.push_str("<!-- catalog:end -->\n");
+    out
+}
+
+#[test]
+fn docs_list_every_event_of_the_catalog() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let begin = doc
+        .find("<!-- catalog:begin")
+        .expect("catalog:begin marker in docs/events.md");
+    let end_marker = "<!-- catalog:end -->\n";
+    let end = doc.find(end_marker).expect("catalog:end marker") + end_marker.len();
+    let expected = catalog_markdown();
+    if std::env::var_os("QUOLL_UPDATE_DOCS").is_some_and(|v| v == "1") {
+        let mut new = doc.clone();
+        new.replace_range(begin..end, &expected);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert!(
+        doc[begin..end] == expected,
+        "docs/events.md's catalog is out of date: QUOLL_UPDATE_DOCS=1 cargo test --test event_catalog"
+    );
+}

@@ -133,8 +133,17 @@ pub async fn answer(node: &Node, request: &str) -> Value {
         "flows" => json!(node.flows().await),
         "events" => {
             let all = node.events.snapshot();
+            let acked = node.events.status().acked_seq;
             let skip = all.len().saturating_sub(EVENTS_SHOWN);
-            json!(all[skip..])
+            let shown: Vec<Value> = all[skip..]
+                .iter()
+                .map(|r| {
+                    let mut v = json!(r);
+                    v["delivered"] = json!(r.seq <= acked);
+                    v
+                })
+                .collect();
+            json!(shown)
         }
         "tunnels" => json!(node.config().await.tunnels),
         "sessions" => json!([]),

@@ -532,7 +532,11 @@ impl Event {
     // ---- storage (Quoll's own, not in the seed) ---------------------------------------
 
     /// The log hit its byte budget and its oldest segment went.
-    pub fn events_dropped(count: u64, first_seq: u64, last_seq: u64) -> Self {
+    pub fn events_dropped(
+        count: impl fmt::Display + Into<Value> + Copy,
+        first_seq: u64,
+        last_seq: u64,
+    ) -> Self {
         Self::new(
             Warning,
             C::Storage,
@@ -556,7 +560,7 @@ impl Event {
         Self::new(Info, C::Storage, "Event log writable again".into(), None)
     }
     /// Start-up recovery skipped corrupt records in the middle of the log.
-    pub fn event_log_corrupt(skipped: u64) -> Self {
+    pub fn event_log_corrupt(skipped: impl fmt::Display + Into<Value> + Copy) -> Self {
         Self::new(
             Warning,
             C::Storage,
@@ -620,9 +624,9 @@ pub fn templates() -> Vec<Event> {
         Event::manager_auth_failed("{reason}"),
         Event::config_updated(),
         Event::config_persist_failed("{error}"),
-        Event::events_dropped(0, 0, 0),
+        Event::events_dropped("{count}", 0, 0),
         Event::event_log_degraded("{error}"),
         Event::event_log_recovered(),
-        Event::event_log_corrupt(0),
+        Event::event_log_corrupt("{n}"),
     ]
 }

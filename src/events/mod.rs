@@ -1,21 +1,37 @@
 //! Operational events: the catalog of `shared/seeds/events-and-alarms.txt` as typed
 //! constructors, and the handle every part of Quoll raises them through.
 //!
-//! This first cut keeps records in memory only; the durable on-flash queue comes behind the
-//! same `Events` handle.
+//! `Events::raise` stamps an event with its sequence number and raise time and hands it to
+//! the durable log (`writer.rs` on its own thread, `log.rs` over `storage.rs`, format in
+//! `codec.rs`). Raising never blocks and never waits for the disk. The manager link reads
+//! batches from the delivery cursor (`read_batch`) and acknowledges them (`ack`) after its
+//! write succeeded: delivery is at least once, and a duplicate carries the same `seq`.
+//! See `docs/events.md`.
 
 pub mod catalog;
+pub mod codec;
 pub mod console;
 pub mod latch;
+pub mod log;
+pub mod storage;
+pub mod writer;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::path::Path;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 pub use catalog::{Category, Event, Severity};
+
+use self::log::{Log, LogError, Recovery};
+use self::storage::{FsStorage, Storage};
+use self::writer::{Shared, WriterOptions};
 
 /// An event as recorded: sequence number and raise time attached.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,6 +42,67 @@ pub struct Record {
     pub event: Event,
 }
 
+impl Record {
+    /// The raise time as RFC 3339 UTC with milliseconds.
+    pub fn raised_at(&self) -> String {
+        crate::time::rfc3339_millis(self.raised_at_ms)
+    }
+
+    /// The manager `event` message for this record (`shared/spec/manager-protocol.md`):
+    /// the envelope timestamp is the raise time, and `details` carries `seq` and
+    /// `raised_at`, because the manager stamps what it stores with its receive time.
+    pub fn manager_message(&self) -> Value {
+        let mut details = self.event.details.clone();
+        details.insert("seq".into(), self.seq.into());
+        details.insert("raised_at".into(), self.raised_at().into());
+        let mut payload = serde_json::Map::new();
+        payload.insert("severity".into(), self.event.severity.as_str().into());
+        payload.insert("category".into(), self.event.category.as_str().into());
+        payload.insert("message".into(), self.event.message.clone().into());
+        if let Some(id) = &self.event.flow_id {
+            payload.insert("flow_id".into(), id.clone().into());
+        }
+        payload.insert("details".into(), Value::Object(details));
+        json!({"type": "event", "timestamp": self.raised_at(), "payload": payload})
+    }
+}
+
+/// The event log's state, for `/healthz` and the manager's `health` message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogStatus {
+    /// `false` when the disk failed and events are kept in memory only.
+    pub durable: bool,
+    /// Highest sequence number on disk (confirmed by `fdatasync`).
+    pub durable_seq: u64,
+    /// Acknowledged by the manager up to here.
+    pub acked_seq: u64,
+    /// The sequence number the next event gets.
+    pub next_seq: u64,
+    /// Records dropped because the queue to the writer was full.
+    pub queue_overflow: u64,
+    /// Undelivered records dropped by the byte budget.
+    pub budget_dropped: u64,
+    /// Group commits (one `fdatasync` each) since start.
+    pub commits: u64,
+}
+
+/// Settings of the durable log (from the config's `storage` block).
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    pub writer: WriterOptions,
+}
+
+impl LogConfig {
+    pub fn from_storage(s: &crate::config::StorageConfig) -> Self {
+        LogConfig {
+            writer: WriterOptions::new(
+                s.event_log_max_bytes,
+                Duration::from_millis(s.event_commit_max_delay_ms),
+            ),
+        }
+    }
+}
+
 /// The handle through which events are raised. Cheap to clone; raising never blocks.
 #[derive(Clone)]
 pub struct Events {
@@ -33,40 +110,268 @@ pub struct Events {
 }
 
 struct Inner {
-    next_seq: u64,
-    records: VecDeque<Record>,
+    /// The newest records, for `snapshot` (and the whole queue when memory-only).
+    recent: VecDeque<Record>,
     capacity: usize,
+    /// Memory-only mode: next sequence number and the acknowledged one.
+    next_seq: u64,
+    acked: u64,
+    durable: Option<Durable>,
 }
+
+struct Durable {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How many recent records a durable handle keeps for `snapshot`.
+const RECENT: usize = 1000;
 
 impl Events {
     /// Memory-only events keeping the newest `capacity` records.
     pub fn in_memory(capacity: usize) -> Self {
+        Self::with(capacity, 1, None)
+    }
+
+    fn with(capacity: usize, next_seq: u64, durable: Option<Durable>) -> Self {
         Events {
             inner: Rc::new(RefCell::new(Inner {
-                next_seq: 1,
-                records: VecDeque::new(),
+                recent: VecDeque::new(),
                 capacity: capacity.max(1),
+                next_seq,
+                acked: 0,
+                durable,
             })),
         }
     }
 
-    pub fn raise(&self, event: Event) {
-        tracing::info!(category = event.category.as_str(), flow_id = ?event.flow_id, "{}", event.message);
-        let mut inner = self.inner.borrow_mut();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        if inner.records.len() == inner.capacity {
-            inner.records.pop_front();
-        }
-        inner.records.push_back(Record {
-            seq,
-            raised_at_ms: crate::time::unix_millis(SystemTime::now()),
-            event,
-        });
+    /// The durable log under `dir`. Recovery runs here, before anything raises. A disk that
+    /// cannot be opened does not stop Quoll: the log starts degraded (memory only) and the
+    /// writer keeps trying. Returns what recovery found (`None` when it could not run).
+    pub fn open(dir: &Path, config: LogConfig) -> (Events, Option<Recovery>) {
+        let owned = dir.to_owned();
+        let opts = config.writer.log;
+        let open = move || -> Result<(Log<FsStorage>, Recovery), LogError> {
+            let storage = FsStorage::open(&owned).map_err(|source| LogError::Io {
+                op: "create directory",
+                file: owned.display().to_string(),
+                source,
+            })?;
+            Log::open(storage, opts)
+        };
+        let first = open();
+        let reopen = move || open().map(|(log, _)| log);
+        Self::start(first, reopen, config)
     }
 
-    /// The records currently held, oldest first.
+    /// The durable log over any storage (tests: `MemStorage`, `SlowSync`).
+    pub fn open_with<S, F>(
+        first: Result<(Log<S>, Recovery), LogError>,
+        reopen: F,
+        config: LogConfig,
+    ) -> (Events, Option<Recovery>)
+    where
+        S: Storage,
+        F: FnMut() -> Result<Log<S>, LogError> + Send + 'static,
+    {
+        Self::start(first, reopen, config)
+    }
+
+    fn start<S, F>(
+        first: Result<(Log<S>, Recovery), LogError>,
+        reopen: F,
+        config: LogConfig,
+    ) -> (Events, Option<Recovery>)
+    where
+        S: Storage,
+        F: FnMut() -> Result<Log<S>, LogError> + Send + 'static,
+    {
+        let (log, recovery) = match first {
+            Ok((log, rec)) => (Ok(log), Some(rec)),
+            Err(e) => (Err(e), None),
+        };
+        let next_seq = recovery.as_ref().map_or(1, |r| r.next_seq);
+        let acked = recovery.as_ref().map_or(0, |r| r.acked);
+        let (shared, thread) = writer::spawn(log, reopen, next_seq, acked, config.writer);
+        let events = Self::with(
+            RECENT,
+            next_seq,
+            Some(Durable {
+                shared,
+                thread: Some(thread),
+            }),
+        );
+        if let Some(rec) = &recovery {
+            if rec.corrupt > 0 {
+                events.raise(Event::event_log_corrupt(rec.corrupt));
+            }
+            tracing::info!(
+                records = rec.records,
+                pending = rec.pending,
+                next_seq = rec.next_seq,
+                truncated_bytes = rec.truncated_bytes,
+                corrupt = rec.corrupt,
+                "event log recovered"
+            );
+        }
+        (events, recovery)
+    }
+
+    /// Raise an event: it gets its sequence number (returned) and raise time now, and is
+    /// queued for the disk. Never blocks.
+    pub fn raise(&self, event: Event) -> u64 {
+        tracing::info!(category = event.category.as_str(), flow_id = ?event.flow_id, "{}", event.message);
+        let raised_at_ms = crate::time::unix_millis(SystemTime::now());
+        let mut inner = self.inner.borrow_mut();
+        let seq = match &inner.durable {
+            // The writer assigns under its lock (it raises storage events itself).
+            Some(d) => d.shared.push(event.clone(), raised_at_ms),
+            None => {
+                inner.next_seq += 1;
+                inner.next_seq - 1
+            }
+        };
+        let record = Record {
+            seq,
+            raised_at_ms,
+            event,
+        };
+        if inner.recent.len() == inner.capacity {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(record);
+        seq
+    }
+
+    /// The newest records raised through this handle, oldest first.
     pub fn snapshot(&self) -> Vec<Record> {
-        self.inner.borrow().records.iter().cloned().collect()
+        self.inner.borrow().recent.iter().cloned().collect()
+    }
+
+    /// Whether the log is memory-only because the disk failed.
+    pub fn is_degraded(&self) -> bool {
+        self.shared()
+            .is_some_and(|s| s.counters.degraded.load(Ordering::Relaxed))
+    }
+
+    pub fn status(&self) -> LogStatus {
+        let inner = self.inner.borrow();
+        match &inner.durable {
+            Some(d) => {
+                let c = &d.shared.counters;
+                LogStatus {
+                    durable: !c.degraded.load(Ordering::Relaxed),
+                    durable_seq: d.shared.durable_seq(),
+                    acked_seq: c.acked.load(Ordering::Relaxed),
+                    next_seq: d.shared.next_seq(),
+                    queue_overflow: c.queue_overflow.load(Ordering::Relaxed)
+                        + c.memory_overflow.load(Ordering::Relaxed),
+                    budget_dropped: c.budget_dropped.load(Ordering::Relaxed),
+                    commits: c.syncs.load(Ordering::Relaxed),
+                }
+            }
+            None => LogStatus {
+                durable: false,
+                durable_seq: 0,
+                acked_seq: inner.acked,
+                next_seq: inner.next_seq,
+                queue_overflow: 0,
+                budget_dropped: 0,
+                commits: 0,
+            },
+        }
+    }
+
+    /// A receiver of the highest durable sequence number (changes after each commit).
+    /// `None` for memory-only events.
+    pub fn durable_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared().map(|s| s.subscribe())
+    }
+
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.inner
+            .borrow()
+            .durable
+            .as_ref()
+            .map(|d| d.shared.clone())
+    }
+
+    // ---- delivery (the manager link) --------------------------------------------------
+
+    /// The next batch to deliver: up to `max` records after the acknowledged cursor, oldest
+    /// first. Only durable records (or, while degraded, the memory view). Reading again
+    /// before `ack` returns the same records: at-least-once.
+    pub async fn read_batch(&self, max: usize) -> Vec<Record> {
+        // From the last acknowledgement received, not the last one written to the cursor
+        // file: while degraded the cursor cannot be written, and delivery must still move on.
+        let after = match self.shared() {
+            Some(s) => s.ack_requested(),
+            None => self.inner.borrow().acked,
+        };
+        self.read_after(after, max).await
+    }
+
+    /// Up to `max` records with a sequence number above `after` (for a link that pipelines
+    /// several batches before their acknowledgements).
+    pub async fn read_after(&self, after: u64, max: usize) -> Vec<Record> {
+        match self.shared() {
+            // The writer thread reads the files, so the runtime never touches the disk.
+            Some(s) => s.request_read(after, max).await.unwrap_or_default(),
+            None => self
+                .inner
+                .borrow()
+                .recent
+                .iter()
+                .filter(|r| r.seq > after)
+                .take(max)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The manager has everything up to `seq` (after its write succeeded). The cursor file
+    /// follows within one writer cycle; a crash before then redelivers, never skips.
+    pub fn ack(&self, seq: u64) {
+        match self.shared() {
+            Some(s) => s.ack(seq),
+            None => {
+                let mut inner = self.inner.borrow_mut();
+                inner.acked = inner.acked.max(seq.min(inner.next_seq - 1));
+            }
+        }
+    }
+
+    /// Wait until every record raised so far is durable (or the log is degraded). For the
+    /// shutdown path and tests; the flows never call it.
+    pub async fn flushed(&self) {
+        let Some(s) = self.shared() else { return };
+        let target = s.next_seq() - 1;
+        let mut rx = s.subscribe();
+        let _ = rx
+            .wait_for(|&d| d >= target || s.counters.degraded.load(Ordering::Relaxed))
+            .await;
+    }
+
+    /// Flush the log and stop the writer thread (blocks for at most one commit). Raising
+    /// afterwards still works but only reaches memory.
+    pub fn close(&self) {
+        let durable = self.inner.borrow_mut().durable.take();
+        if let Some(d) = durable {
+            let shared = d.shared.clone();
+            drop(d); // shuts the writer down and joins it
+            self.inner.borrow_mut().next_seq = shared.next_seq();
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

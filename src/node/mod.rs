@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{self, Config, FlowConfig, OutputConfig};
-use crate::events::Events;
+use crate::events::{Events, LogStatus};
 use crate::flow::{FlowError, FlowManager, FlowView};
 
 pub struct Node {
@@ -48,6 +48,8 @@ pub struct Health {
     pub uptime_secs: u64,
     pub active_flows: usize,
     pub total_flows: usize,
+    /// The event queue (durable or degraded, depth, cursor).
+    pub event_log: LogStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,8 +121,16 @@ impl Node {
 
     pub async fn health(&self) -> Health {
         let (active_flows, total_flows) = self.flows.lock().await.counts();
+        // A memory-only event log is a degradation the operator must see: alarms raised now
+        // do not survive a power cut.
+        let event_log = self.events.status();
         Health {
-            status: "ok",
+            status: if self.events.is_degraded() {
+                "degraded"
+            } else {
+                "ok"
+            },
+            event_log,
             version: env!("CARGO_PKG_VERSION"),
             git_rev: env!("QUOLL_GIT_REV"),
             board: self.board.clone(),

@@ -1,0 +1,398 @@
+//! The on-disk format of the event log, as plain functions over bytes (no I/O here).
+//!
+//! ```text
+//! segment file  seg-<base_seq, 20 digits>.qev
+//!   header (20 bytes)  "QEVS" | version u16 LE | reserved u16 | base_seq u64 LE | crc32 u32 LE
+//!   frames...          len u32 LE | crc32 u32 LE | payload (len bytes)
+//!                      crc32 covers the 4 length bytes and the payload
+//!   payload            postcard: format u8, seq, raised_at_ms, severity u8, category str,
+//!                      message str, flow_id Option<str>, details (JSON text)
+//! cursor file   cursor (20 bytes)
+//!                      "QCUR" | version u16 LE | reserved u16 | acked_seq u64 LE | crc32 u32 LE
+//! ```
+//!
+//! The CRC covers the length, so a flipped length bit is caught instead of sending the
+//! reader off into the middle of a later record. Details travel as JSON text because
+//! postcard is not self-describing and cannot decode a `serde_json::Value`.
+//!
+//! Decoding never panics on any input (a proptest and a fuzz target check it).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Category, Event, Record, Severity};
+
+pub const SEGMENT_MAGIC: &[u8; 4] = b"QEVS";
+pub const CURSOR_MAGIC: &[u8; 4] = b"QCUR";
+/// Segment format this build writes. A reader skips (and keeps) segments of a newer version,
+/// so a rolled-back binary neither misreads nor deletes them.
+pub const SEGMENT_VERSION: u16 = 1;
+pub const CURSOR_VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 20;
+pub const CURSOR_LEN: usize = 20;
+pub const FRAME_OVERHEAD: usize = 8;
+/// Largest payload accepted. The manager takes messages up to 10 000 bytes; details are
+/// small. Anything larger is garbage, which keeps a corrupt length from asking for gigabytes.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Payload format byte, the first field of every record.
+const RECORD_FORMAT: u8 = 1;
+
+pub const SEGMENT_PREFIX: &str = "seg-";
+pub const SEGMENT_SUFFIX: &str = ".qev";
+pub const CURSOR_FILE: &str = "cursor";
+pub const CURSOR_TMP: &str = "cursor.tmp";
+
+/// What went wrong decoding a piece of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the structure needs.
+    Short {
+        need: usize,
+        have: usize,
+    },
+    BadMagic,
+    BadCrc,
+    /// A header of a format this build does not know.
+    UnsupportedVersion(u16),
+    /// A frame length of 0 or above `MAX_PAYLOAD`.
+    BadLength(u32),
+    /// The CRC matched but the payload does not decode (a newer record format, or a bug).
+    BadPayload(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { need, have } => {
+                write!(f, "truncated: need {need} bytes, have {have}")
+            }
+            DecodeError::BadMagic => f.write_str("bad magic"),
+            DecodeError::BadCrc => f.write_str("CRC mismatch"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
+            DecodeError::BadLength(n) => write!(f, "implausible record length {n}"),
+            DecodeError::BadPayload(e) => write!(f, "undecodable record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+// ---- names ---------------------------------------------------------------------------------
+
+pub fn segment_name(base_seq: u64) -> String {
+    format!("{SEGMENT_PREFIX}{base_seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base sequence number of a segment file name, or `None` if it is not one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+// ---- headers -------------------------------------------------------------------------------
+
+fn header(magic: &[u8; 4], version: u16, value: u64) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[..4].copy_from_slice(magic);
+    h[4..6].copy_from_slice(&version.to_le_bytes());
+    h[8..16].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32fast::hash(&h[..16]);
+    h[16..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Returns (version, value). The version is checked by the caller, after the CRC, so a
+/// newer header is told apart from a corrupt one.
+fn parse_header(bytes: &[u8], magic: &[u8; 4]) -> Result<(u16, u64), DecodeError> {
+    if bytes.len() < 20 {
+        return Err(DecodeError::Short {
+            need: 20,
+            have: bytes.len(),
+        });
+    }
+    if &bytes[..4] != magic {
+        return Err(DecodeError::BadMagic);
+    }
+    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..16]) != crc {
+        return Err(DecodeError::BadCrc);
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let value = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    Ok((version, value))
+}
+
+pub fn segment_header(base_seq: u64) -> [u8; HEADER_LEN] {
+    header(SEGMENT_MAGIC, SEGMENT_VERSION, base_seq)
+}
+
+/// The segment's base sequence number.
+pub fn parse_segment_header(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let (version, base) = parse_header(bytes, SEGMENT_MAGIC)?;
+    if version != SEGMENT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    Ok(base)
+}
+
+pub fn cursor_bytes(acked_seq: u64) -> [u8; CURSOR_LEN] {
+    header(CURSOR_MAGIC, CURSOR_VERSION, acked_seq)
+}
+
+/// The acknowledged sequence number held in a cursor file.
+pub fn parse_cursor(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let (version, acked) = parse_header(bytes, CURSOR_MAGIC)?;
+    if version != CURSOR_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    Ok(acked)
+}
+
+// ---- records -------------------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    format: u8,
+    seq: u64,
+    raised_at_ms: u64,
+    severity: u8,
+    #[serde(borrow)]
+    category: &'a str,
+    message: std::borrow::Cow<'a, str>,
+    flow_id: Option<std::borrow::Cow<'a, str>>,
+    details: std::borrow::Cow<'a, str>,
+}
+
+fn severity_code(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 0,
+        Severity::Warning => 1,
+        Severity::Critical => 2,
+    }
+}
+
+fn severity_from(code: u8) -> Option<Severity> {
+    Severity::ALL
+        .into_iter()
+        .find(|s| severity_code(*s) == code)
+}
+
+/// Append one framed record to `out`. Returns the frame length.
+pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> usize {
+    let details = if record.event.details.is_empty() {
+        String::new()
+    } else {
+        Value::Object(record.event.details.clone()).to_string()
+    };
+    let stored = Stored {
+        format: RECORD_FORMAT,
+        seq: record.seq,
+        raised_at_ms: record.raised_at_ms,
+        severity: severity_code(record.event.severity),
+        category: record.event.category.as_str(),
+        message: record.event.message.as_str().into(),
+        flow_id: record.event.flow_id.as_deref().map(Into::into),
+        details: details.into(),
+    };
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
+    // Serialising into a Vec cannot fail for these types.
+    let mut out_ref = std::mem::take(out);
+    out_ref = postcard::to_extend(&stored, out_ref).expect("postcard into a Vec");
+    *out = out_ref;
+    let len = out.len() - start - FRAME_OVERHEAD;
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[start..start + 4]);
+    h.update(&out[start + FRAME_OVERHEAD..]);
+    let crc = h.finalize();
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    len + FRAME_OVERHEAD
+}
+
+/// Check the frame at the start of `bytes`: returns its payload and total length.
+pub fn frame_at(bytes: &[u8]) -> Result<(&[u8], usize), DecodeError> {
+    if bytes.len() < FRAME_OVERHEAD {
+        return Err(DecodeError::Short {
+            need: FRAME_OVERHEAD,
+            have: bytes.len(),
+        });
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    if len == 0 || len as usize > MAX_PAYLOAD {
+        return Err(DecodeError::BadLength(len));
+    }
+    let total = FRAME_OVERHEAD + len as usize;
+    if bytes.len() < total {
+        return Err(DecodeError::Short {
+            need: total,
+            have: bytes.len(),
+        });
+    }
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[..4]);
+    h.update(&bytes[FRAME_OVERHEAD..total]);
+    if h.finalize() != crc {
+        return Err(DecodeError::BadCrc);
+    }
+    Ok((&bytes[FRAME_OVERHEAD..total], total))
+}
+
+/// The sequence number of a payload, without decoding the rest (recovery reads only this).
+pub fn payload_seq(payload: &[u8]) -> Result<u64, DecodeError> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: u8,
+        seq: u64,
+    }
+    let (head, _): (Head, _) =
+        postcard::take_from_bytes(payload).map_err(|e| DecodeError::BadPayload(e.to_string()))?;
+    if head.format != RECORD_FORMAT {
+        return Err(DecodeError::BadPayload(format!(
+            "record format {}",
+            head.format
+        )));
+    }
+    Ok(head.seq)
+}
+
+/// Decode a record payload (inside a frame whose CRC matched).
+pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
+    let bad = |what: String| DecodeError::BadPayload(what);
+    let stored: Stored = postcard::from_bytes(payload).map_err(|e| bad(e.to_string()))?;
+    if stored.format != RECORD_FORMAT {
+        return Err(bad(format!("record format {}", stored.format)));
+    }
+    let severity = severity_from(stored.severity)
+        .ok_or_else(|| bad(format!("severity {}", stored.severity)))?;
+    let category = Category::parse(stored.category)
+        .ok_or_else(|| bad(format!("category {:?}", stored.category)))?;
+    let details = if stored.details.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(&stored.details) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(bad("details are not a JSON object".into())),
+            Err(e) => return Err(bad(format!("details: {e}"))),
+        }
+    };
+    Ok(Record {
+        seq: stored.seq,
+        raised_at_ms: stored.raised_at_ms,
+        event: Event {
+            severity,
+            category,
+            message: stored.message.into_owned(),
+            flow_id: stored.flow_id.map(|s| s.into_owned()),
+            details,
+        },
+    })
+}
+
+// ---- scanning a segment ----------------------------------------------------------------------
+
+/// One valid frame found by `scan_frames`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    pub offset: usize,
+    pub len: usize,
+    pub seq: u64,
+}
+
+/// What a scan of a segment's frames found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Valid frames in order, with strictly increasing sequence numbers.
+    pub frames: Vec<FrameRef>,
+    /// Damaged stretches between valid frames (each counts as one corrupt record: a damaged
+    /// length makes it impossible to tell how many records a stretch held).
+    pub corrupt: u64,
+    /// End of the last valid frame: bytes after it are a torn (or damaged) tail.
+    pub valid_len: usize,
+}
+
+impl Scan {
+    pub fn has_tail(&self, file_len: usize) -> bool {
+        self.valid_len < file_len
+    }
+}
+
+/// Scan the frames of a segment body starting at `start` (after the header). A bad frame
+/// is skipped by searching forward, byte by byte, for the next frame that checks out; what
+/// lies between is counted as corrupt. A bad stretch with no valid frame after it is the
+/// tail, reported by `valid_len` and not counted (the caller decides what it means). A
+/// frame whose sequence number does not increase is treated as damage too: the log never
+/// writes one, so it can only be garbage whose CRC happens to match.
+pub fn scan_frames(bytes: &[u8], start: usize, min_seq: u64) -> Scan {
+    let mut scan = Scan {
+        valid_len: start.min(bytes.len()),
+        ..Scan::default()
+    };
+    let mut pos = start;
+    let mut last_seq: Option<u64> = None;
+    let mut in_damage = false;
+    while pos < bytes.len() {
+        let ok = frame_at(&bytes[pos..]).ok().and_then(|(payload, len)| {
+            let seq = payload_seq(payload).ok()?;
+            let fresh = seq >= min_seq && last_seq.is_none_or(|l| seq > l);
+            fresh.then_some((seq, len))
+        });
+        match ok {
+            Some((seq, len)) => {
+                if in_damage {
+                    scan.corrupt += 1;
+                    in_damage = false;
+                }
+                scan.frames.push(FrameRef {
+                    offset: pos,
+                    len,
+                    seq,
+                });
+                last_seq = Some(seq);
+                pos += len;
+                scan.valid_len = pos;
+            }
+            None => {
+                in_damage = true;
+                pos += 1;
+            }
+        }
+    }
+    scan
+}
+
+/// Decode the records of a segment file, whole. Returns the base sequence number, the
+/// records (in order) and the scan. Records whose frame is sound but whose payload does not
+/// decode are counted in `undecodable`.
+pub struct SegmentRead {
+    pub base_seq: u64,
+    pub records: Vec<Record>,
+    pub scan: Scan,
+    pub undecodable: u64,
+}
+
+pub fn read_segment(bytes: &[u8]) -> Result<SegmentRead, DecodeError> {
+    let base_seq = parse_segment_header(bytes)?;
+    let scan = scan_frames(bytes, HEADER_LEN, base_seq);
+    let mut records = Vec::with_capacity(scan.frames.len());
+    let mut undecodable = 0;
+    for f in &scan.frames {
+        let payload = &bytes[f.offset + FRAME_OVERHEAD..f.offset + f.len];
+        match decode_payload(payload) {
+            Ok(r) => records.push(r),
+            Err(_) => undecodable += 1,
+        }
+    }
+    Ok(SegmentRead {
+        base_seq,
+        records,
+        scan,
+        undecodable,
+    })
+}

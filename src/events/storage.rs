@@ -1,0 +1,446 @@
+//! The files under the event log, behind a small trait so the log's logic can be tested on a
+//! fault-injecting in-memory disk (`MemStorage`) as well as run on the real one
+//! (`FsStorage`).
+//!
+//! The trait is flat: one directory, files addressed by name. That is all the log needs, and
+//! it keeps the crash model of `MemStorage` simple to state: file contents are durable up to
+//! the last `sync` of that file, and directory entries (create, rename, remove) are durable
+//! up to the last `sync_dir`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One flat directory of files.
+pub trait Storage: Send + 'static {
+    /// Names of the files in the directory (any order).
+    fn list(&mut self) -> io::Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>>;
+    /// Create an empty file (truncating an existing one).
+    fn create(&mut self, name: &str) -> io::Result<()>;
+    /// Append bytes at the end of a file.
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Make the file's content durable (`fdatasync`).
+    fn sync(&mut self, name: &str) -> io::Result<()>;
+    /// Cut a file to `len` bytes (not durable until `sync`).
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
+    /// Atomically replace `to` by `from` (not durable until `sync_dir`).
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Make creations, renames and removals durable (fsync of the directory).
+    fn sync_dir(&mut self) -> io::Result<()>;
+}
+
+// ---- the real disk -------------------------------------------------------------------------
+
+/// Files in a directory on the real filesystem. The append handle of the file last written
+/// is kept open, so a batch costs one `write` and one `fdatasync`.
+pub struct FsStorage {
+    dir: PathBuf,
+    read_only: bool,
+    open: Option<(String, File)>,
+}
+
+impl FsStorage {
+    /// The writer's view: creates the directory if needed.
+    pub fn open(dir: &Path) -> io::Result<FsStorage> {
+        std::fs::create_dir_all(dir)?;
+        Ok(FsStorage {
+            dir: dir.to_owned(),
+            read_only: false,
+            open: None,
+        })
+    }
+
+    /// A reader's view (`quoll events`): never creates, writes or locks anything; every
+    /// mutating call fails with `PermissionDenied`.
+    pub fn read_only(dir: &Path) -> FsStorage {
+        FsStorage {
+            dir: dir.to_owned(),
+            read_only: true,
+            open: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only view of the event log",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn handle(&mut self, name: &str) -> io::Result<&mut File> {
+        self.writable()?;
+        let reopen = !matches!(&self.open, Some((n, _)) if n == name);
+        if reopen {
+            let f = OpenOptions::new().append(true).open(self.dir.join(name))?;
+            self.open = Some((name.to_owned(), f));
+        }
+        Ok(&mut self.open.as_mut().expect("just opened").1)
+    }
+
+    fn forget(&mut self, name: &str) {
+        if matches!(&self.open, Some((n, _)) if n == name) {
+            self.open = None;
+        }
+    }
+}
+
+impl Storage for FsStorage {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        File::open(self.dir.join(name))?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        self.writable()?;
+        let path = self.dir.join(name);
+        // Truncate, then reopen for appending (append and truncate in one open is refused
+        // by clippy as suspicious, and rightly reads oddly).
+        File::create(&path)?;
+        self.forget(name);
+        let f = OpenOptions::new().append(true).open(&path)?;
+        self.open = Some((name.to_owned(), f));
+        Ok(())
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.handle(name)?.write_all(bytes)
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        self.handle(name)?.sync_data()
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.handle(name)?.set_len(len)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.writable()?;
+        self.forget(from);
+        self.forget(to);
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.writable()?;
+        self.forget(name);
+        std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        self.writable()?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+// ---- the fault-injecting disk --------------------------------------------------------------
+
+/// An in-memory disk that can crash. On `crash`, every file goes back to its content at its
+/// last `sync`, plus a random prefix of what was appended since (a write that reached the
+/// platter without being confirmed), whose last sector (up to 512 bytes) is torn: filled with
+/// garbage. Directory changes not followed by `sync_dir` are undone. Bytes that were synced
+/// are never changed, which is the guarantee an append-only log relies on.
+///
+/// It can also be told to fail: `fail_after(n)` makes every operation after the next `n`
+/// fail (power is lost at that moment; call `crash` next), and `set_full(true)` makes writes
+/// fail with a disk-full error until cleared. Clones share one disk.
+#[derive(Clone, Default)]
+pub struct MemStorage {
+    disk: Arc<Mutex<MemDisk>>,
+}
+
+#[derive(Default)]
+struct MemDisk {
+    next_id: u64,
+    /// Name -> file id, as the running system sees it.
+    dir: BTreeMap<String, u64>,
+    /// Name -> file id, as it would be after a crash.
+    durable_dir: BTreeMap<String, u64>,
+    files: BTreeMap<u64, MemFile>,
+    ops_left: Option<u64>,
+    full: bool,
+    syncs: u64,
+    bytes_appended: u64,
+}
+
+#[derive(Default, Clone)]
+struct MemFile {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+/// Sector size for torn writes.
+const SECTOR: usize = 512;
+
+impl MemStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every operation after the next `ops` fails, as if power were lost there.
+    pub fn fail_after(&self, ops: u64) {
+        self.disk.lock().unwrap().ops_left = Some(ops);
+    }
+
+    /// Whether a `fail_after` limit was reached.
+    pub fn has_failed(&self) -> bool {
+        self.disk.lock().unwrap().ops_left == Some(0)
+    }
+
+    /// Make appends, creates and syncs fail with "no space left" (or succeed again).
+    pub fn set_full(&self, full: bool) {
+        self.disk.lock().unwrap().full = full;
+    }
+
+    /// `sync` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.disk.lock().unwrap().syncs
+    }
+
+    /// Bytes passed to `append` so far.
+    pub fn bytes_appended(&self) -> u64 {
+        self.disk.lock().unwrap().bytes_appended
+    }
+
+    /// Total bytes held in files the running system sees.
+    pub fn total_bytes(&self) -> u64 {
+        let d = self.disk.lock().unwrap();
+        d.dir.values().map(|id| d.files[id].data.len() as u64).sum()
+    }
+
+    /// Overwrite one byte of a file (bit rot, for the corruption tests). Durable at once.
+    pub fn corrupt(&self, name: &str, offset: usize, xor: u8) {
+        let mut d = self.disk.lock().unwrap();
+        let id = d.dir[name];
+        let f = d.files.get_mut(&id).unwrap();
+        f.data[offset] ^= xor;
+        if offset < f.synced.len() {
+            f.synced[offset] ^= xor;
+        }
+    }
+
+    /// Lose power: see the type's documentation. `seed` picks how much unsynced data
+    /// survives and what the torn sector holds. Clears `fail_after` and `set_full`.
+    pub fn crash(&self, seed: u64) {
+        let mut rng = XorShift(seed | 1);
+        let mut d = self.disk.lock().unwrap();
+        d.dir = d.durable_dir.clone();
+        let live: Vec<u64> = d.dir.values().copied().collect();
+        d.files.retain(|id, _| live.contains(id));
+        for f in d.files.values_mut() {
+            let mut kept = f.synced.clone();
+            if f.data.len() > f.synced.len() && f.data.starts_with(&f.synced) {
+                let extra = f.data.len() - f.synced.len();
+                let n = (rng.next() % (extra as u64 + 1)) as usize;
+                let start = kept.len();
+                kept.extend_from_slice(&f.data[start..start + n]);
+                if n > 0 {
+                    // Tear the last sector written: only bytes past the synced length.
+                    let sector_start = ((start + n - 1) / SECTOR * SECTOR).max(start);
+                    let torn_from =
+                        sector_start + (rng.next() as usize % (start + n - sector_start));
+                    for b in &mut kept[torn_from..] {
+                        *b = rng.next() as u8;
+                    }
+                }
+            }
+            f.data = kept.clone();
+            f.synced = kept;
+        }
+        d.ops_left = None;
+        d.full = false;
+    }
+}
+
+impl MemDisk {
+    fn op(&mut self) -> io::Result<()> {
+        match &mut self.ops_left {
+            Some(0) => Err(io::Error::other("simulated power loss")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn space(&self) -> io::Result<()> {
+        if self.full {
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device (simulated)",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn file(&mut self, name: &str) -> io::Result<&mut MemFile> {
+        let id = *self
+            .dir
+            .get(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, name.to_owned()))?;
+        Ok(self.files.get_mut(&id).expect("dir entry has a file"))
+    }
+}
+
+impl Storage for MemStorage {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        Ok(d.dir.keys().cloned().collect())
+    }
+
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        Ok(d.file(name)?.data.clone())
+    }
+
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        d.space()?;
+        let id = d.next_id;
+        d.next_id += 1;
+        d.files.insert(id, MemFile::default());
+        if let Some(old) = d.dir.insert(name.to_owned(), id)
+            && !d.durable_dir.values().any(|&v| v == old)
+        {
+            d.files.remove(&old);
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        d.space()?;
+        d.bytes_appended += bytes.len() as u64;
+        d.file(name)?.data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        d.space()?;
+        d.syncs += 1;
+        let f = d.file(name)?;
+        f.synced = f.data.clone();
+        Ok(())
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        let f = d.file(name)?;
+        f.data.truncate(len as usize);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        let id = d
+            .dir
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_owned()))?;
+        d.dir.insert(to.to_owned(), id);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        d.dir
+            .remove(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, name.to_owned()))?;
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        d.durable_dir = d.dir.clone();
+        let live: Vec<u64> = d.dir.values().copied().collect();
+        d.files.retain(|id, _| live.contains(id));
+        Ok(())
+    }
+}
+
+/// A storage whose `sync` takes a fixed time (a slow SD card), for the test that shows the
+/// packet loop does not wait for the disk.
+pub struct SlowSync<S> {
+    pub inner: S,
+    pub sync_time: std::time::Duration,
+}
+
+impl<S: Storage> Storage for SlowSync<S> {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.inner.read(name)
+    }
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        self.inner.create(name)
+    }
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.append(name, bytes)
+    }
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        // This is the writer thread: blocking here is the point of the fake.
+        std::thread::sleep(self.sync_time);
+        self.inner.sync(name)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&mut self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*): enough for crash points, no dependency.
+pub(crate) struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}

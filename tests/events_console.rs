@@ -1,0 +1,154 @@
+//! `quoll events` against a running and a stopped daemon, and `/healthz` when the event log
+//! cannot be written.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn config(api_port: u16, data_dir: &Path, in_port: u16, out_port: u16) -> Value {
+    json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": api_port },
+        "storage": { "data_dir": data_dir },
+        "flows": [{
+            "id": "f1", "name": "test", "enabled": true,
+            "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
+            "outputs": [{ "type": "udp", "id": "o1", "dest_addr": format!("127.0.0.1:{out_port}") }]
+        }]
+    })
+}
+
+fn events_json(data: &Path) -> Vec<Value> {
+    let out = quoll()
+        .args(["events", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("run quoll events");
+    assert!(out.status.success(), "quoll events failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// Every file of the data dir with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn events_are_readable_while_running_and_after_stop_without_touching_files() {
+    let dir = TempDir::new("events-console");
+    let data = dir.path().join("data");
+    let q = Quoll::start(
+        dir.path(),
+        &config(free_tcp_port(), &data, free_udp_port(), free_udp_port()),
+    );
+    // While running: the flow's start event becomes durable within the commit delay.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let recs = events_json(&data);
+        if recs.iter().any(|r| r["message"] == "Flow 'f1' started") {
+            break recs;
+        }
+        assert!(Instant::now() < deadline, "flow start event never durable");
+    };
+    let started = running
+        .iter()
+        .find(|r| r["message"] == "Flow 'f1' started")
+        .unwrap();
+    assert_eq!(started["delivered"], false);
+    assert_eq!(started["flow_id"], "f1");
+    assert!(started["raised_at"].as_str().unwrap().ends_with('Z'));
+    let (code, h) = q.api("GET", "/healthz", None);
+    assert_eq!((code, h["status"].as_str()), (200, Some("ok")));
+    assert_eq!(h["event_log"]["durable"], true);
+
+    let (status, _) = q.terminate();
+    assert!(status.success());
+    // Stopped: the stop event was flushed on SIGTERM.
+    let before = snapshot(&data);
+    let stopped = events_json(&data);
+    let seqs: Vec<u64> = stopped.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        stopped.iter().any(|r| r["message"] == "Flow 'f1' stopped"),
+        "{stopped:?}"
+    );
+    // The text view: 80 columns, pending marked.
+    let out = quoll()
+        .args(["events", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    assert!(text.contains("Flow 'f1' started"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with('*')), "{text}");
+    // --since
+    let last = *seqs.last().unwrap();
+    let out = quoll()
+        .args([
+            "events",
+            "--json",
+            "--since",
+            &last.to_string(),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    // Reading changed nothing.
+    assert_eq!(before, snapshot(&data));
+
+    // A restart continues the sequence.
+    let q = Quoll::start(
+        dir.path(),
+        &config(free_tcp_port(), &data, free_udp_port(), free_udp_port()),
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+    let after = events_json(&data);
+    let seqs: Vec<u64> = after.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert!(seqs.len() > stopped.len());
+}
+
+#[test]
+fn an_unwritable_data_dir_degrades_health_but_not_the_node() {
+    let dir = TempDir::new("events-degraded");
+    // A data dir below a regular file can never be created.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let data = blocker.join("data");
+    let q = Quoll::start(
+        dir.path(),
+        &config(free_tcp_port(), &data, free_udp_port(), free_udp_port()),
+    );
+    let (code, h) = q.api("GET", "/healthz", None);
+    assert_eq!(code, 200);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["event_log"]["durable"], false);
+    assert_eq!(
+        (h["active_flows"].as_u64(), h["total_flows"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
+}
