@@ -60,6 +60,40 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     local.block_on(&runtime, serve(config, config_path, board))
 }
 
+/// Hold an exclusive `flock` on `<data_dir>/lock` for the life of the process. A directory
+/// that cannot be created is not fatal here (the event log then degrades to memory and says
+/// so); another live daemon holding the lock is.
+fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
+    use std::os::fd::AsRawFd;
+    if std::fs::create_dir_all(dir).is_err() {
+        return Ok(None);
+    }
+    let path = dir.join("lock");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    else {
+        return Ok(None);
+    };
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(format!(
+            "{} is in use by another quoll (storage.data_dir must differ per daemon)",
+            dir.display()
+        ))
+    } else {
+        tracing::warn!("cannot lock {}: {err}", path.display());
+        Ok(None)
+    }
+}
+
 /// The board's config path, written from its default config when absent.
 fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
     let path = board.paths.config.clone();
@@ -137,6 +171,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
     // a sequence number above every recovered one. A disk that fails here degrades the log
     // to memory (and /healthz to "degraded"); it does not stop the node.
     let data_dir = PathBuf::from(&config.storage.data_dir);
+    // One daemon per data dir: two writers would interleave the event log's segments.
+    let _lock = match lock_data_dir(&data_dir) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("quoll: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (events, _recovery) = Events::open(&data_dir, LogConfig::from_storage(&config.storage));
     let node = Node::start(
         config,

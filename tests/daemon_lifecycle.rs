@@ -1,6 +1,6 @@
-//! `quoll run` under a fake systemd: a Unix datagram socket as `NOTIFY_SOCKET` receives
+//! `quoll run` as a service: under a fake systemd: a Unix datagram socket as `NOTIFY_SOCKET` receives
 //! `READY=1` only once the flows run, then `WATCHDOG=1` at half of `WATCHDOG_USEC` with a
-//! `STATUS=` line, and `STOPPING=1` on SIGTERM.
+//! `STATUS=` line, and `STOPPING=1` on SIGTERM; and one daemon per data dir.
 
 mod common;
 
@@ -104,4 +104,32 @@ fn without_notify_socket_nothing_changes() {
         log.contains("systemd notifications disabled"),
         "a broken NOTIFY_SOCKET is reported: {log}"
     );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let dir = TempDir::new("lock");
+    let config = json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
+        "storage": { "data_dir": dir.path().join("data") },
+        "flows": []
+    });
+    let first = Quoll::start(dir.path(), &config);
+    let mut second = config.clone();
+    second["server"]["listen_port"] = json!(free_tcp_port());
+    let path = dir.path().join("second.json");
+    std::fs::write(&path, second.to_string()).unwrap();
+    let out = common::quoll()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("QUOLL_RUNTIME_DIR", dir.path().join("run2"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another quoll"), "{err}");
+    let (status, _) = first.terminate();
+    assert!(status.success());
 }
