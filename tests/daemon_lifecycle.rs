@@ -1,6 +1,7 @@
-//! `quoll run` as a service: under a fake systemd: a Unix datagram socket as `NOTIFY_SOCKET` receives
-//! `READY=1` only once the flows run, then `WATCHDOG=1` at half of `WATCHDOG_USEC` with a
-//! `STATUS=` line, and `STOPPING=1` on SIGTERM; and one daemon per data dir.
+//! `quoll run` as a service. Under a fake systemd (a Unix datagram socket as
+//! `NOTIFY_SOCKET`) it sends `READY=1` only once the flows run, then `WATCHDOG=1` at half of
+//! `WATCHDOG_USEC` with a `STATUS=` line, and `STOPPING=1` on SIGTERM. And one daemon per
+//! data dir.
 
 mod common;
 
