@@ -90,6 +90,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         (h.active_flows, h.total_flows)
     };
     let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+    let manager = start_manager(&node);
     tracing::info!(api = %api_addr, active_flows = active, total_flows = total, "quoll ready");
 
     tokio::select! {
@@ -97,9 +98,31 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
     api.abort();
+    for task in manager {
+        task.abort();
+    }
     node.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The manager link, when the config has an enabled `manager` block. Its events come from
+/// the memory-only adapter until the durable queue lands (health then says `degraded`).
+fn start_manager(node: &std::rc::Rc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(cfg) = node.manager_config().filter(|m| m.enabled) else {
+        return Vec::new();
+    };
+    let (feed, watch) = crate::manager::MemoryFeed::new(node.events.clone());
+    let node = node.clone();
+    let link = async move {
+        if let Err(e) = crate::manager::run(node, cfg, feed, false).await {
+            tracing::error!("manager link not started: {e}");
+        }
+    };
+    vec![
+        tokio::task::spawn_local(watch),
+        tokio::task::spawn_local(link),
+    ]
 }
 
 fn init_logging() {

@@ -64,3 +64,51 @@ fn walk(v: &mut Value, in_tunnel: bool) {
         _ => {}
     }
 }
+
+/// Puts back into `pushed` every secret that `local` has and `pushed` omits, at any depth.
+/// A config the manager read through `get_config` has its secrets removed; when it comes
+/// back in `update_config`, the node's own secrets must survive. Array elements are paired
+/// by their `id` when they have one (flows, outputs, tunnels), else by position.
+pub fn restore_secrets(pushed: &mut Value, local: &Value) {
+    restore(pushed, local, false);
+}
+
+/// [`restore_secrets`] for one tunnel object (its `key` included).
+pub fn restore_secrets_in_tunnel(pushed: &mut Value, local: &Value) {
+    restore(pushed, local, true);
+}
+
+fn restore(pushed: &mut Value, local: &Value, in_tunnel: bool) {
+    match (pushed, local) {
+        (Value::Object(p), Value::Object(l)) => {
+            for (k, lv) in l {
+                let secret = SECRET_KEYS.contains(&k.as_str())
+                    || (in_tunnel && TUNNEL_SECRET_KEYS.contains(&k.as_str()));
+                match p.get_mut(k) {
+                    None if secret => {
+                        p.insert(k.clone(), lv.clone());
+                    }
+                    Some(pv) => restore(pv, lv, in_tunnel || k == "tunnels"),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(p), Value::Array(l)) => {
+            for (i, pv) in p.iter_mut().enumerate() {
+                let by_id = pv.get("id").and_then(Value::as_str).and_then(|id| {
+                    l.iter()
+                        .find(|lv| lv.get("id").and_then(Value::as_str) == Some(id))
+                });
+                let counterpart = match by_id {
+                    Some(lv) => Some(lv),
+                    None if pv.get("id").is_none() => l.get(i),
+                    None => None,
+                };
+                if let Some(lv) = counterpart {
+                    restore(pv, lv, in_tunnel);
+                }
+            }
+        }
+        _ => {}
+    }
+}
