@@ -35,7 +35,12 @@ impl FlowError {
             | FlowError::OutputNotFound { .. }
             | FlowError::TunnelNotFound(_) => "not_found",
             FlowError::Persist(_) => "config_persist_failed",
-            FlowError::Invalid(errors) if errors.iter().any(|e| e.message.contains("conflict")) => {
+            // Validation words a clash as "UDP port N on IP is already bound by …".
+            FlowError::Invalid(errors)
+                if errors
+                    .iter()
+                    .any(|e| e.message.contains("is already bound by")) =>
+            {
                 "port_conflict"
             }
             FlowError::Invalid(_) => "validation_error",

@@ -170,12 +170,14 @@ pub async fn run(
                 }
                 Action::SendHealth => {
                     let h = shell.health(link.counters()).await;
-                    shell.outbox.borrow_mut().push_health(h.to_string());
+                    let msg = protocol::envelope("health", &crate::time::now_rfc3339(), h);
+                    shell.outbox.borrow_mut().push_health(msg.to_string());
                     shell.wake.notify_one();
                 }
                 Action::SendStats => {
                     let s = shell.stats().await;
-                    shell.outbox.borrow_mut().push_stats(s.to_string());
+                    let msg = protocol::envelope("stats", &crate::time::now_rfc3339(), s);
+                    shell.outbox.borrow_mut().push_stats(msg.to_string());
                     shell.wake.notify_one();
                 }
                 Action::SendPing => shell.push(Frame::Ping),

@@ -413,9 +413,10 @@ impl Link {
                     .with_detail("failed_attempts", failed_attempts),
             ));
         }
-        // Health right after auth, then the event backlog.
-        self.actions.push_back(Action::Up);
+        // Health right after auth, queued before event delivery is switched on, so it is
+        // the first message of the session; then the event backlog.
         self.actions.push_back(Action::SendHealth);
+        self.actions.push_back(Action::Up);
     }
 
     /// A connect or auth attempt failed before the link was up.
@@ -561,7 +562,7 @@ mod tests {
                 "Connected to manager".into()
             )]
         );
-        assert_eq!(a[1..], [Action::Up, Action::SendHealth]);
+        assert_eq!(a[1..], [Action::SendHealth, Action::Up]);
         // Stats every second; health every 15.
         let mut stats = 0;
         let mut health = 0;
