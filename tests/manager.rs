@@ -590,6 +590,8 @@ fn garbage_from_the_manager_is_ignored() {
     );
     let rej = fm.state().of_type("command_ack")[0].msg.clone();
     failed(&rej, "validation_error");
+    assert!(wait_log(&q, "ignored an oversize manager message", t(10)), "{}", q.log());
+    assert!(wait_log(&q, "ignored a malformed manager message: not JSON", t(10)));
     drop(q);
     assert_clean(&fm);
 }
@@ -667,4 +669,36 @@ fn tls_self_signed_manager_is_refused_without_the_right_pin() {
         "{}",
         wrong.2.log()
     );
+}
+
+#[test]
+fn a_failed_config_write_is_reported_and_the_change_stays_live() {
+    let dir = TempDir::new("mgr-persist");
+    let (a_in, a_out) = (free_udp_port(), free_udp_port());
+    let mut fm = FakeManager::start(known_node());
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    // Root ignores file modes, so break the write another way: a directory where the
+    // config file was makes the final rename fail.
+    let path = dir.path().join("config.json");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let r = fm.command(
+        json!({"type": "create_flow", "flow": udp_flow("a", a_in, a_out)}),
+        t(10),
+    );
+    failed(&r, "config_persist_failed");
+    fm.expect("the persist warning", t(10), |s| {
+        s.events().iter().any(|e| {
+            e["payload"]["severity"] == "warning"
+                && e["payload"]["category"] == "config"
+                && e["payload"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Failed to persist configuration: "))
+        })
+    });
+    let (code, view) = q.api("GET", "/api/v1/flows/a", None);
+    assert_eq!((code, view["state"].as_str()), (200, Some("running")));
+    drop(q);
+    assert_clean(&fm);
 }
