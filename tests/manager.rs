@@ -484,7 +484,11 @@ fn every_command_action() {
         "not_found",
     );
 
-    let tunnel = json!({"id": "t-1", "name": "uplink", "relay_addr": "192.0.2.1:4433", "key": "tunnel-key-0001"});
+    // The relay protocol's tunnel object, secrets included.
+    let tunnel = json!({"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+        "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
+        "relay_addr": "192.0.2.1:4433", "tunnel_encryption_key": "ab".repeat(32),
+        "tunnel_bind_secret": "cd".repeat(32)});
     let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": tunnel}), limit)).clone();
     assert_eq!(
         (
@@ -500,15 +504,25 @@ fn every_command_action() {
     let c = fm.command(json!({"type": "get_config"}), limit);
     assert_eq!(
         c["payload"]["tunnels"],
-        json!([{"id": "t-1", "name": "uplink", "relay_addr": "192.0.2.1:4433"}])
+        json!([{"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+            "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
+            "relay_addr": "192.0.2.1:4433"}])
     );
+    // A re-push of what get_config showed (secrets stripped) is still the same tunnel.
+    let shown = c["payload"]["tunnels"][0].clone();
+    let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": shown}), limit)).clone();
+    assert_eq!(d["unchanged"], true);
     fm.expect("the tunnel in stats", limit, |s| {
         s.of_type("stats")
             .last()
             .is_some_and(|r| r.msg["payload"]["tunnels"][0]["id"] == "t-1")
     });
     let saved = read_json(&dir.path().join("config.json"));
-    assert_eq!(saved["tunnels"][0]["key"], "tunnel-key-0001");
+    assert_eq!(
+        saved["tunnels"][0]["tunnel_encryption_key"],
+        "ab".repeat(32)
+    );
+    assert_eq!(saved["tunnels"][0]["tunnel_bind_secret"], "cd".repeat(32));
     ok(&fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit));
     failed(
         &fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit),
@@ -590,8 +604,16 @@ fn garbage_from_the_manager_is_ignored() {
     );
     let rej = fm.state().of_type("command_ack")[0].msg.clone();
     failed(&rej, "validation_error");
-    assert!(wait_log(&q, "ignored an oversize manager message", t(10)), "{}", q.log());
-    assert!(wait_log(&q, "ignored a malformed manager message: not JSON", t(10)));
+    assert!(
+        wait_log(&q, "ignored an oversize manager message", t(10)),
+        "{}",
+        q.log()
+    );
+    assert!(wait_log(
+        &q,
+        "ignored a malformed manager message: not JSON",
+        t(10)
+    ));
     drop(q);
     assert_clean(&fm);
 }

@@ -9,7 +9,8 @@ pub mod validate;
 
 pub use model::*;
 pub use redact::{
-    SECRET_KEYS, redact_tunnel, redact_value, restore_secrets, restore_secrets_in_tunnel,
+    SECRET_KEYS, is_secret_key, redact_tunnel, redact_value, restore_secrets,
+    restore_secrets_in_tunnel,
 };
 pub use store::{ConfigFile, LoadError, SaveError};
 pub use validate::{ConfigError, parse_fingerprint, validate};

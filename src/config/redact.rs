@@ -26,6 +26,22 @@ pub const SECRET_KEYS: &[&str] = &[
 /// elsewhere `key` is an ordinary word (e.g. a stream or object key).
 const TUNNEL_SECRET_KEYS: &[&str] = &["key"];
 
+/// Suffixes that make a key a secret anywhere (`tunnel_bind_secret`, `bind_token`, …): the
+/// relay protocol's tunnel object carries `tunnel_bind_secret` and `tunnel_encryption_key`,
+/// and a newer manager will add more of the same kind.
+const SECRET_SUFFIXES: &[&str] = &["_secret", "_token", "_password", "_passphrase"];
+/// Suffixes that make a key a secret inside `tunnels` (`tunnel_encryption_key`).
+const TUNNEL_SECRET_SUFFIXES: &[&str] = &["_key"];
+
+/// Whether the value under `key` is a secret (`in_tunnel`: somewhere inside `tunnels`).
+pub fn is_secret_key(key: &str, in_tunnel: bool) -> bool {
+    SECRET_KEYS.contains(&key)
+        || SECRET_SUFFIXES.iter().any(|s| key.ends_with(s))
+        || (in_tunnel
+            && (TUNNEL_SECRET_KEYS.contains(&key)
+                || TUNNEL_SECRET_SUFFIXES.iter().any(|s| key.ends_with(s))))
+}
+
 impl Config {
     /// The whole config as JSON with every secret removed: safe to send in a
     /// `config_response` or to log.
@@ -52,10 +68,7 @@ pub fn redact_tunnel(v: &mut Value) {
 fn walk(v: &mut Value, in_tunnel: bool) {
     match v {
         Value::Object(map) => {
-            map.retain(|k, _| {
-                !(SECRET_KEYS.contains(&k.as_str())
-                    || (in_tunnel && TUNNEL_SECRET_KEYS.contains(&k.as_str())))
-            });
+            map.retain(|k, _| !is_secret_key(k, in_tunnel));
             for (k, child) in map.iter_mut() {
                 walk(child, in_tunnel || k == "tunnels");
             }
@@ -82,8 +95,7 @@ fn restore(pushed: &mut Value, local: &Value, in_tunnel: bool) {
     match (pushed, local) {
         (Value::Object(p), Value::Object(l)) => {
             for (k, lv) in l {
-                let secret = SECRET_KEYS.contains(&k.as_str())
-                    || (in_tunnel && TUNNEL_SECRET_KEYS.contains(&k.as_str()));
+                let secret = is_secret_key(k, in_tunnel);
                 match p.get_mut(k) {
                     None if secret => {
                         p.insert(k.clone(), lv.clone());

@@ -785,9 +785,13 @@ fn key_is_only_a_secret_inside_tunnels() {
         v,
         json!({"flows": [{"key": "stays"}], "tunnels": [{"x": {}}]})
     );
-    let mut t = json!({"id": "t", "key": "k", "passphrase": "p"});
+    let mut t = json!({"id": "t", "key": "k", "passphrase": "p",
+        "tunnel_encryption_key": "e", "tunnel_bind_secret": "b", "relay_addr": "r:1"});
     redact_tunnel(&mut t);
-    assert_eq!(t, json!({"id": "t"}));
+    assert_eq!(t, json!({"id": "t", "relay_addr": "r:1"}));
+    let mut v = json!({"flows": [{"api_key": "stays", "x_bind_token": "goes"}]});
+    redact_value(&mut v);
+    assert_eq!(v, json!({"flows": [{"api_key": "stays"}]}));
 }
 
 #[test]

@@ -737,7 +737,13 @@ fn check_message(shared: &Shared, conn: usize, text: &str) {
 fn find_secret(v: &Value, in_tunnel: bool) -> Option<String> {
     match v {
         Value::Object(m) => m.iter().find_map(|(k, c)| {
-            if SECRET_KEYS.contains(&k.as_str()) || (in_tunnel && k == "key") {
+            let suffix = ["_secret", "_token", "_password", "_passphrase"]
+                .iter()
+                .any(|x| k.ends_with(x));
+            if SECRET_KEYS.contains(&k.as_str())
+                || suffix
+                || (in_tunnel && (k == "key" || k.ends_with("_key")))
+            {
                 Some(k.clone())
             } else {
                 find_secret(c, in_tunnel || k == "tunnels")
