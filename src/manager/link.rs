@@ -748,6 +748,41 @@ mod tests {
     }
 
     #[test]
+    fn manager_events_are_latched_per_connection_cycle() {
+        let mut f = Fixture::token();
+        let mut all = raised(&f.connect_and_auth());
+        // Drop, then three failed attempts, then back up; twice.
+        for _ in 0..2 {
+            f.advance(5 * SEC);
+            f.link.handle_closed(f.now, "eof");
+            all.extend(raised(&f.drain()));
+            for _ in 0..3 {
+                f.next();
+                f.link.handle_connect_failed(f.now, "refused");
+                all.extend(raised(&f.drain()));
+            }
+            let a = f.connect_and_auth();
+            let connected = a.iter().find_map(|a| match a {
+                Action::Raise(e) if e.message == "Connected to manager" => Some(e.clone()),
+                _ => None,
+            });
+            assert_eq!(connected.unwrap().details["failed_attempts"], 3);
+            all.extend(raised(&a));
+        }
+        let msgs: Vec<&str> = all.iter().map(|(_, _, m)| m.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "Connected to manager",
+                "Manager connection lost, reconnecting",
+                "Connected to manager",
+                "Manager connection lost, reconnecting",
+                "Connected to manager"
+            ]
+        );
+    }
+
+    #[test]
     fn auth_and_connect_deadlines() {
         let mut f = Fixture::token();
         f.next();
