@@ -724,3 +724,23 @@ fn a_failed_config_write_is_reported_and_the_change_stays_live() {
     drop(q);
     assert_clean(&fm);
 }
+
+#[test]
+fn a_dead_url_is_skipped_for_the_next_one() {
+    let dir = TempDir::new("mgr-rotate");
+    let fm = FakeManager::start(known_node());
+    // Nothing listens on the first URL.
+    let dead = format!("ws://127.0.0.1:{}/ws/node", free_tcp_port());
+    let manager = json!({ "urls": [dead, fm.url(false)], "allow_plain_ws": true,
+                          "node_id": NODE_ID, "node_secret": NODE_SECRET });
+    let q = Quoll::start(dir.path(), &config(&dir, manager, json!([])));
+    fm.expect("auth on the second URL", t(20), |s| {
+        s.auth_results == ["ok"]
+    });
+    // The refused first attempt was this cycle's report, delivered once the link was up.
+    fm.expect("the events", t(20), |s| {
+        s.has_event("Manager connection lost, reconnecting") && s.has_event("Connected to manager")
+    });
+    drop(q);
+    assert_clean(&fm);
+}
