@@ -744,3 +744,81 @@ fn a_dead_url_is_skipped_for_the_next_one() {
     drop(q);
     assert_clean(&fm);
 }
+
+#[test]
+fn a_manager_that_stops_reading_blocks_neither_flows_nor_events() {
+    let dir = TempDir::new("mgr-slow");
+    let (a_in, b_in, b_out) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (a_rx, a_out) = udp_receiver();
+    let fm = FakeManager::start(Options {
+        small_rcvbuf: true,
+        ..known_node()
+    });
+    let q = Quoll::start(
+        dir.path(),
+        &config(&dir, plain(&fm), json!([udp_flow("a", a_in, a_out)])),
+    );
+    fm.expect("link up", t(20), |s| {
+        s.auth_results == ["ok"] && !s.of_type("health").is_empty()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let tx = sender(a_in, stop.clone());
+    assert!(receive_until(&a_rx, t(10), |d| d.len() >= 50).len() >= 50);
+
+    // The manager stops reading and floods the node with commands: far more replies than
+    // the socket buffers and the bounded reply queue hold.
+    fm.set_reading(false);
+    for i in 0..400 {
+        fm.send_json(
+            json!({"type": "command", "timestamp": fake_manager::now_rfc3339(),
+            "payload": {"command_id": format!("flood-{i}"), "action": {"type": "get_config"}}}),
+        );
+    }
+    assert!(
+        wait_log(&q, "manager not reading: dropped a reply", t(20)),
+        "{}",
+        q.log()
+    );
+
+    // Meanwhile the node works: flows forward without a gap, the API answers, events are
+    // raised (and wait in the queue).
+    let got = receive_until(&a_rx, t(10), |d| d.len() >= 500);
+    let seqs: Vec<u32> = got
+        .iter()
+        .map(|d| u32::from_be_bytes([d[4], d[5], d[6], d[7]]))
+        .collect();
+    assert!(
+        seqs.len() >= 500 && seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "flow a stalled or glitched"
+    );
+    let asked = Instant::now();
+    let b = udp_flow("b", b_in, b_out).to_string();
+    assert_eq!(q.api("POST", "/api/v1/flows", Some(&b)).0, 201);
+    assert!(
+        asked.elapsed() < t(2),
+        "the API waited for the manager: {:?}",
+        asked.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    tx.join().unwrap();
+
+    // The manager reads again: the backlog drains and the event raised during the stall
+    // arrives, in order after everything before it.
+    fm.set_reading(true);
+    fm.expect("the event raised during the stall", t(30), |s| {
+        s.has_event("Flow 'b' started")
+    });
+    let s = fm.state();
+    let responses = s.of_type("config_response").len();
+    assert!(responses < 400, "nothing was shed: {responses} replies");
+    let seqs: Vec<u64> = s
+        .events()
+        .iter()
+        .map(|e| e["payload"]["details"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(s.connections, 1, "the stall must not cost the connection");
+    drop(s);
+    drop(q);
+    assert_clean(&fm);
+}

@@ -53,6 +53,8 @@ pub struct Options {
     pub tokens: Vec<String>,
     /// Known nodes: (node_id, node_secret).
     pub nodes: Vec<(String, String)>,
+    /// A tiny socket receive buffer, so a manager that stops reading pushes back at once.
+    pub small_rcvbuf: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +126,8 @@ impl Shared {
 
 enum Ctl {
     Send(Message),
+    /// Stop / resume reading the current connection (a slow manager).
+    Reading(bool),
     /// Close the current connection.
     Drop,
     Stop,
@@ -151,7 +155,7 @@ impl FakeManager {
             }),
             changed: Condvar::new(),
         });
-        let socket = tokio_socket(opts.port).expect("bind the fake manager");
+        let socket = tokio_socket(opts.port, opts.small_rcvbuf).expect("bind the fake manager");
         let port = socket.local_addr().unwrap().port();
         let (ctl, rx) = mpsc::unbounded_channel();
         let thread = {
@@ -237,6 +241,11 @@ impl FakeManager {
         self.send(Message::text(v.to_string()));
     }
 
+    /// Stop reading from the node (`false`) or start again (`true`); sending goes on.
+    pub fn set_reading(&self, on: bool) {
+        let _ = self.ctl.send(Ctl::Reading(on));
+    }
+
     /// Close the current connection (the manager going away for a moment).
     pub fn drop_connection(&self) {
         let _ = self.ctl.send(Ctl::Drop);
@@ -298,9 +307,14 @@ impl Drop for FakeManager {
 
 /// A listening socket with SO_REUSEADDR, so a restarted manager gets its port back while the
 /// old connections sit in TIME_WAIT.
-fn tokio_socket(port: u16) -> io::Result<std::net::TcpListener> {
+fn tokio_socket(port: u16, small_rcvbuf: bool) -> io::Result<std::net::TcpListener> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     s.set_reuse_address(true)?;
+    if small_rcvbuf {
+        // Inherited by accepted sockets; set before listen so the window is small from
+        // the first segment.
+        s.set_recv_buffer_size(4096)?;
+    }
     s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
     s.listen(16)?;
     s.set_nonblocking(true)?;
@@ -327,7 +341,7 @@ async fn serve(
         .unwrap();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
-    let mut current: Option<(mpsc::UnboundedSender<Message>, tokio::task::JoinHandle<()>)> = None;
+    let mut current: Option<(mpsc::UnboundedSender<Ctl>, tokio::task::JoinHandle<()>)> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -340,9 +354,9 @@ async fn serve(
                 }
             }
             c = ctl.recv() => match c {
-                Some(Ctl::Send(m)) => {
+                Some(c @ (Ctl::Send(_) | Ctl::Reading(_))) => {
                     if let Some((tx, _)) = &current {
-                        let _ = tx.send(m);
+                        let _ = tx.send(c);
                     }
                 }
                 Some(Ctl::Drop) => {
@@ -367,7 +381,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut rx: mpsc::UnboundedReceiver<Ctl>,
 ) {
     let io: Box<dyn Io> = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
@@ -438,9 +452,10 @@ async fn connection(
         return;
     }
 
+    let mut reading = true;
     loop {
         tokio::select! {
-            m = stream.next() => match m {
+            m = stream.next(), if reading => match m {
                 Some(Ok(Message::Text(t))) => check_message(&shared, conn, t.as_str()),
                 Some(Ok(Message::Binary(_))) => shared.violation("binary frame from the edge".into()),
                 Some(Ok(Message::Ping(p))) => {
@@ -451,11 +466,13 @@ async fn connection(
                 Some(Err(_)) | None => return,
             },
             out = rx.recv() => match out {
-                Some(m) => {
+                Some(Ctl::Send(m)) => {
                     if sink.send(m).await.is_err() {
                         return;
                     }
                 }
+                Some(Ctl::Reading(on)) => reading = on,
+                Some(_) => {}
                 None => return,
             }
         }
