@@ -205,6 +205,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
             None
         }
     };
+    let manager = start_manager(&node);
     tracing::info!(api = %api_addr, active_flows = active, total_flows = total, "quoll ready");
     // READY=1 only now: config loaded, events recovered, flows started, API listening.
     if let Some(n) = &notifier {
@@ -242,6 +243,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
     }
     feeder.abort();
     api.abort();
+    for task in manager {
+        task.abort();
+    }
     if let Some(c) = console {
         c.abort();
         // Let the aborted task drop (it removes the socket file) before we exit.
@@ -264,6 +268,25 @@ async fn status_line(node: &Node) -> String {
         "{}: {}/{} flows running",
         h.status, h.active_flows, h.total_flows
     )
+}
+
+/// The manager link, when the config has an enabled `manager` block, fed from the event
+/// log's delivery cursor.
+fn start_manager(node: &std::rc::Rc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(cfg) = node.manager_config().filter(|m| m.enabled) else {
+        return Vec::new();
+    };
+    let (feed, watch) = crate::manager::LogFeed::new(node.events.clone());
+    let node = node.clone();
+    let link = async move {
+        if let Err(e) = crate::manager::run(node, cfg, feed).await {
+            tracing::error!("manager link not started: {e}");
+        }
+    };
+    vec![
+        tokio::task::spawn_local(watch),
+        tokio::task::spawn_local(link),
+    ]
 }
 
 fn init_logging() {

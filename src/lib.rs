@@ -14,6 +14,7 @@ pub mod events;
 pub mod flow;
 pub mod http;
 pub mod input;
+pub mod manager;
 pub mod net;
 pub mod node;
 pub mod output;

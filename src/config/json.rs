@@ -194,7 +194,7 @@ impl Config {
         m.insert("tunnels".into(), Value::Array(self.tunnels.clone()));
         m.insert("storage".into(), self.storage.to_value());
         if let Some(v) = &self.manager {
-            m.insert("manager".into(), v.clone());
+            m.insert("manager".into(), v.to_value());
         }
         if let Some(v) = &self.bridge {
             m.insert("bridge".into(), v.clone());
@@ -360,7 +360,10 @@ fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
         None => Some(StorageConfig::default()),
         Some(v) => read_storage(v, o.errors),
     };
-    let manager = o.optional::<Value>("manager");
+    let manager = match o.take("manager") {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => read_manager(v, o.errors).map(Some),
+    };
     let bridge = o.optional::<Value>("bridge");
     let extra = o.rest();
     Some(Config {
@@ -369,9 +372,63 @@ fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
         flows: flows?,
         tunnels,
         storage: storage?,
-        manager,
+        manager: manager?,
         bridge,
         extra,
+    })
+}
+
+impl ManagerConfig {
+    /// Known fields first, in the order of docs/configuration.md; absent optional ones are
+    /// left out (an absent credential is not an empty one).
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("enabled".into(), self.enabled.into());
+        m.insert("urls".into(), self.urls.clone().into());
+        for (k, v) in [
+            ("registration_token", &self.registration_token),
+            ("node_id", &self.node_id),
+            ("node_secret", &self.node_secret),
+            ("cert_fingerprint", &self.cert_fingerprint),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone().into());
+            }
+        }
+        m.insert(
+            "accept_self_signed_cert".into(),
+            self.accept_self_signed_cert.into(),
+        );
+        m.insert("allow_plain_ws".into(), self.allow_plain_ws.into());
+        m.insert("protocol_version".into(), self.protocol_version.into());
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+fn read_manager(v: Value, errors: &mut Vec<ConfigError>) -> Option<ManagerConfig> {
+    let mut o = Obj::new(v, "manager".into(), errors)?;
+    let d = ManagerConfig::empty();
+    let enabled = o.defaulted("enabled", d.enabled);
+    let urls = o.optional_strings("urls").unwrap_or_default();
+    let registration_token = o.optional::<String>("registration_token");
+    let node_id = o.optional::<String>("node_id");
+    let node_secret = o.optional::<String>("node_secret");
+    let cert_fingerprint = o.optional::<String>("cert_fingerprint");
+    let accept_self_signed_cert = o.defaulted("accept_self_signed_cert", false);
+    let allow_plain_ws = o.defaulted("allow_plain_ws", false);
+    let protocol_version = o.defaulted("protocol_version", d.protocol_version);
+    Some(ManagerConfig {
+        enabled,
+        urls,
+        registration_token,
+        node_id,
+        node_secret,
+        cert_fingerprint,
+        accept_self_signed_cert,
+        allow_plain_ws,
+        protocol_version,
+        extra: o.rest(),
     })
 }
 

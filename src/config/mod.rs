@@ -8,9 +8,12 @@ pub mod store;
 pub mod validate;
 
 pub use model::*;
-pub use redact::{SECRET_KEYS, redact_tunnel, redact_value};
+pub use redact::{
+    SECRET_KEYS, is_secret_key, redact_tunnel, redact_value, restore_secrets,
+    restore_secrets_in_tunnel,
+};
 pub use store::{ConfigFile, LoadError, SaveError};
-pub use validate::{ConfigError, validate};
+pub use validate::{ConfigError, parse_fingerprint, validate};
 
 /// The config `quoll run` uses when no `--config` is given: loopback only, works on a fresh
 /// machine.

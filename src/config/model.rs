@@ -21,8 +21,8 @@ pub struct Config {
     /// Relay tunnels, owned by the tunnel code; kept as JSON here.
     pub tunnels: Vec<Value>,
     pub storage: StorageConfig,
-    /// The manager link block (URLs, credentials); kept as JSON here.
-    pub manager: Option<Value>,
+    /// The manager link (URLs, credentials, TLS pin); absent means no manager.
+    pub manager: Option<ManagerConfig>,
     /// The RTSP->WebSocket bridge block; kept as JSON here.
     pub bridge: Option<Value>,
     pub extra: Extra,
@@ -201,4 +201,146 @@ pub struct UdpOutputConfig {
 
 impl UdpOutputConfig {
     pub const DEFAULT_DSCP: u8 = 46;
+}
+
+/// The `manager` block: how this node reaches its central manager.
+///
+/// `Debug` is hand-written so the credentials never reach a log line.
+#[derive(Clone, PartialEq)]
+pub struct ManagerConfig {
+    /// Whether the link runs at all (a block can be kept but switched off).
+    pub enabled: bool,
+    /// `wss://host[:port]/path` URLs, tried in turn; `ws://` only with `allow_plain_ws`.
+    pub urls: Vec<String>,
+    /// One-time enrollment token; dropped once the manager answers with credentials.
+    pub registration_token: Option<String>,
+    pub node_id: Option<String>,
+    pub node_secret: Option<String>,
+    /// SHA-256 of the manager's leaf certificate, hex, colons optional.
+    pub cert_fingerprint: Option<String>,
+    /// Accept a certificate no public root vouches for; only together with the pin.
+    pub accept_self_signed_cert: bool,
+    /// Allow `ws://` URLs (manager behind a TLS-terminating proxy on the same host, tests).
+    pub allow_plain_ws: bool,
+    /// The manager protocol version announced in `auth`.
+    pub protocol_version: u32,
+    pub extra: Extra,
+}
+
+impl ManagerConfig {
+    pub const DEFAULT_PROTOCOL_VERSION: u32 = 1;
+
+    /// A block with every default and no URL or credential.
+    pub fn empty() -> Self {
+        ManagerConfig {
+            enabled: true,
+            urls: Vec::new(),
+            registration_token: None,
+            node_id: None,
+            node_secret: None,
+            cert_fingerprint: None,
+            accept_self_signed_cert: false,
+            allow_plain_ws: false,
+            protocol_version: Self::DEFAULT_PROTOCOL_VERSION,
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ManagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ManagerConfig")
+            .field("enabled", &self.enabled)
+            .field("urls", &self.urls)
+            .field("registration_token", &hidden(&self.registration_token))
+            .field("node_id", &self.node_id)
+            .field("node_secret", &hidden(&self.node_secret))
+            .field("cert_fingerprint", &self.cert_fingerprint)
+            .field("accept_self_signed_cert", &self.accept_self_signed_cert)
+            .field("allow_plain_ws", &self.allow_plain_ws)
+            .field("protocol_version", &self.protocol_version)
+            .field("extra_keys", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A parsed manager URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerUrl {
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl ManagerUrl {
+    /// `wss://host[:port][/path]` or `ws://…`. No user info (credentials never go in a URL),
+    /// no fragment. A missing port is the scheme's (443 / 80); managers usually listen on
+    /// 8443, so write it.
+    pub fn parse(s: &str) -> Result<ManagerUrl, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("wss://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("ws://") {
+            (false, r)
+        } else {
+            return Err("must start with wss:// (or ws://)".into());
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if authority.contains('@') {
+            return Err("must not contain user info (put credentials in the manager block)".into());
+        }
+        if path.contains('#') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("path must not contain a fragment, spaces or control characters".into());
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("unclosed '[' in host")?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{h:?} is not an IPv6 address"))?;
+            let port = match after {
+                "" => default_port,
+                p => parse_port(p.strip_prefix(':').ok_or("junk after ']'")?)?,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), parse_port(p)?),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        if !host.contains(':')
+            && !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(format!("host {host:?} is not a host name or IP address"));
+        }
+        Ok(ManagerUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("port {p:?} is not a port number 1-65535")),
+        Ok(n) => Ok(n),
+    }
 }

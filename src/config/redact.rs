@@ -26,6 +26,22 @@ pub const SECRET_KEYS: &[&str] = &[
 /// elsewhere `key` is an ordinary word (e.g. a stream or object key).
 const TUNNEL_SECRET_KEYS: &[&str] = &["key"];
 
+/// Suffixes that make a key a secret anywhere (`tunnel_bind_secret`, `bind_token`, …): the
+/// relay protocol's tunnel object carries `tunnel_bind_secret` and `tunnel_encryption_key`,
+/// and a newer manager will add more of the same kind.
+const SECRET_SUFFIXES: &[&str] = &["_secret", "_token", "_password", "_passphrase"];
+/// Suffixes that make a key a secret inside `tunnels` (`tunnel_encryption_key`).
+const TUNNEL_SECRET_SUFFIXES: &[&str] = &["_key"];
+
+/// Whether the value under `key` is a secret (`in_tunnel`: somewhere inside `tunnels`).
+pub fn is_secret_key(key: &str, in_tunnel: bool) -> bool {
+    SECRET_KEYS.contains(&key)
+        || SECRET_SUFFIXES.iter().any(|s| key.ends_with(s))
+        || (in_tunnel
+            && (TUNNEL_SECRET_KEYS.contains(&key)
+                || TUNNEL_SECRET_SUFFIXES.iter().any(|s| key.ends_with(s))))
+}
+
 impl Config {
     /// The whole config as JSON with every secret removed: safe to send in a
     /// `config_response` or to log.
@@ -52,15 +68,59 @@ pub fn redact_tunnel(v: &mut Value) {
 fn walk(v: &mut Value, in_tunnel: bool) {
     match v {
         Value::Object(map) => {
-            map.retain(|k, _| {
-                !(SECRET_KEYS.contains(&k.as_str())
-                    || (in_tunnel && TUNNEL_SECRET_KEYS.contains(&k.as_str())))
-            });
+            map.retain(|k, _| !is_secret_key(k, in_tunnel));
             for (k, child) in map.iter_mut() {
                 walk(child, in_tunnel || k == "tunnels");
             }
         }
         Value::Array(items) => items.iter_mut().for_each(|i| walk(i, in_tunnel)),
+        _ => {}
+    }
+}
+
+/// Puts back into `pushed` every secret that `local` has and `pushed` omits, at any depth.
+/// A config the manager read through `get_config` has its secrets removed; when it comes
+/// back in `update_config`, the node's own secrets must survive. Array elements are paired
+/// by their `id` when they have one (flows, outputs, tunnels), else by position.
+pub fn restore_secrets(pushed: &mut Value, local: &Value) {
+    restore(pushed, local, false);
+}
+
+/// [`restore_secrets`] for one tunnel object (its `key` included).
+pub fn restore_secrets_in_tunnel(pushed: &mut Value, local: &Value) {
+    restore(pushed, local, true);
+}
+
+fn restore(pushed: &mut Value, local: &Value, in_tunnel: bool) {
+    match (pushed, local) {
+        (Value::Object(p), Value::Object(l)) => {
+            for (k, lv) in l {
+                let secret = is_secret_key(k, in_tunnel);
+                match p.get_mut(k) {
+                    None if secret => {
+                        p.insert(k.clone(), lv.clone());
+                    }
+                    Some(pv) => restore(pv, lv, in_tunnel || k == "tunnels"),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(p), Value::Array(l)) => {
+            for (i, pv) in p.iter_mut().enumerate() {
+                let by_id = pv.get("id").and_then(Value::as_str).and_then(|id| {
+                    l.iter()
+                        .find(|lv| lv.get("id").and_then(Value::as_str) == Some(id))
+                });
+                let counterpart = match by_id {
+                    Some(lv) => Some(lv),
+                    None if pv.get("id").is_none() => l.get(i),
+                    None => None,
+                };
+                if let Some(lv) = counterpart {
+                    restore(pv, lv, in_tunnel);
+                }
+            }
+        }
         _ => {}
     }
 }

@@ -353,8 +353,10 @@ fn everything() -> Value {
         "tunnels": [{"id": "t1", "key": "secret-key", "relay": "r:1"}],
         "storage": {"data_dir": "/var/lib/quoll", "event_log_max_bytes": 2097152,
                     "event_commit_max_delay_ms": 10, "compress": true},
-        "manager": {"urls": ["wss://m:8443/ws/node"], "node_secret": "ns",
-                    "registration_token": "rt"},
+        "manager": {"enabled": true, "urls": ["wss://m:8443/ws/node"],
+                    "registration_token": "rt", "node_id": "nid", "node_secret": "ns",
+                    "accept_self_signed_cert": false, "allow_plain_ws": false,
+                    "protocol_version": 1, "retry": {"secret": "x"}},
         "bridge": {"enabled": false, "password": "bp"},
         "zz_future": {"deep": [{"passphrase": "pp"}]}
     })
@@ -761,7 +763,12 @@ fn redaction_removes_every_secret_and_keeps_the_rest() {
     }
     // Tunnel `key` goes; everything else stays.
     assert_eq!(r["tunnels"][0], json!({"id": "t1", "relay": "r:1"}));
-    assert_eq!(r["manager"], json!({"urls": ["wss://m:8443/ws/node"]}));
+    assert_eq!(
+        r["manager"],
+        json!({"enabled": true, "urls": ["wss://m:8443/ws/node"], "node_id": "nid",
+               "accept_self_signed_cert": false, "allow_plain_ws": false,
+               "protocol_version": 1, "retry": {}})
+    );
     assert_eq!(r["flows"][1]["input"]["redundancy"]["latency_ms"], 200);
     assert_eq!(r["flows"][3]["input"]["username"], "u");
     assert_eq!(r["zz_future"], json!({"deep": [{}]}));
@@ -778,7 +785,94 @@ fn key_is_only_a_secret_inside_tunnels() {
         v,
         json!({"flows": [{"key": "stays"}], "tunnels": [{"x": {}}]})
     );
-    let mut t = json!({"id": "t", "key": "k", "passphrase": "p"});
+    let mut t = json!({"id": "t", "key": "k", "passphrase": "p",
+        "tunnel_encryption_key": "e", "tunnel_bind_secret": "b", "relay_addr": "r:1"});
     redact_tunnel(&mut t);
-    assert_eq!(t, json!({"id": "t"}));
+    assert_eq!(t, json!({"id": "t", "relay_addr": "r:1"}));
+    let mut v = json!({"flows": [{"api_key": "stays", "x_bind_token": "goes"}]});
+    redact_value(&mut v);
+    assert_eq!(v, json!({"flows": [{"api_key": "stays"}]}));
+}
+
+#[test]
+fn restore_secrets_puts_back_what_a_push_omits() {
+    let local = json!({"flows": [
+        {"id": "a", "input": {"type": "srt", "passphrase": "pa"}},
+        {"id": "b", "input": {"type": "srt", "passphrase": "pb"}}],
+        "tunnels": [{"id": "t", "key": "k"}]});
+    // The manager reordered the flows and changed b's passphrase.
+    let mut pushed = json!({"flows": [
+        {"id": "b", "input": {"type": "srt", "passphrase": "new"}},
+        {"id": "a", "input": {"type": "srt"}}],
+        "tunnels": [{"id": "t"}]});
+    restore_secrets(&mut pushed, &local);
+    assert_eq!(pushed["flows"][0]["input"]["passphrase"], "new");
+    assert_eq!(pushed["flows"][1]["input"]["passphrase"], "pa");
+    assert_eq!(pushed["tunnels"][0]["key"], "k");
+}
+
+#[test]
+fn manager_block_is_typed_and_validated_by_path() {
+    let base = |m: serde_json::Value| json!({"version": 1, "manager": m}).to_string();
+    let ok = parse(&base(json!({"urls": ["wss://m.example:8443/ws/node"],
+        "registration_token": "t", "cert_fingerprint": "ab".repeat(32), "x_future": 1})))
+    .expect("valid");
+    let m = ok.manager.as_ref().unwrap();
+    assert!(m.enabled);
+    assert_eq!(m.protocol_version, 1);
+    assert_eq!(m.extra["x_future"], 1);
+    assert!(!format!("{m:?}").contains("\"t\""), "Debug hides the token");
+
+    let errors = parse(&base(
+        json!({"urls": ["ws://m:8443/ws/node", "http://x", "wss://u:p@h/"],
+        "node_id": "n", "accept_self_signed_cert": true, "cert_fingerprint": "zz",
+        "protocol_version": 0}),
+    ))
+    .unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "manager.urls[0]",
+            "manager.urls[1]",
+            "manager.urls[2]",
+            "manager.node_secret",
+            "manager.cert_fingerprint",
+            "manager.protocol_version"
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.message.contains("u:p")),
+        "user info is not echoed"
+    );
+    let e = parse(&base(
+        json!({"urls": ["wss://m/"], "node_id": "n", "node_secret": "s",
+        "accept_self_signed_cert": true}),
+    ))
+    .unwrap_err();
+    assert_eq!(e[0].path, "manager.accept_self_signed_cert");
+    let e = parse(&base(json!({"urls": []}))).unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(parse(&base(json!({"enabled": false}))).is_ok());
+    assert!(
+        parse(&base(
+            json!({"urls": ["ws://127.0.0.1:1/ws/node"], "allow_plain_ws": true,
+        "node_id": "n", "node_secret": "s"})
+        ))
+        .is_ok()
+    );
+    assert_eq!(
+        crate::config::ManagerUrl::parse("wss://[::1]:9/ws/node").unwrap(),
+        crate::config::ManagerUrl {
+            tls: true,
+            host: "::1".into(),
+            port: 9,
+            path: "/ws/node".into()
+        }
+    );
+    assert_eq!(
+        crate::config::ManagerUrl::parse("wss://m").unwrap().port,
+        443
+    );
 }

@@ -104,6 +104,72 @@ impl Validator {
             self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
         }
         self.storage(&cfg.storage);
+        if let Some(m) = &cfg.manager {
+            self.manager(m);
+        }
+    }
+
+    fn manager(&mut self, m: &ManagerConfig) {
+        if m.enabled && m.urls.is_empty() {
+            self.err("manager.urls", "must list at least one URL when enabled");
+        }
+        for (i, u) in m.urls.iter().enumerate() {
+            let path = index("manager.urls", i);
+            match ManagerUrl::parse(u) {
+                // A URL with user info may carry a password: not echoed.
+                Err(why) if u.contains('@') => self.err(path, format!("URL {why}")),
+                Err(why) => self.err(path, format!("{} {why}", quoted(u))),
+                Ok(url) if !url.tls && !m.allow_plain_ws => self.err(
+                    path,
+                    format!(
+                        "{} is plain ws:// (unencrypted); use wss:// or set manager.allow_plain_ws",
+                        quoted(u)
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        let has_creds = m.node_id.is_some() || m.node_secret.is_some();
+        match (&m.node_id, &m.node_secret) {
+            (Some(_), None) => self.err("manager.node_secret", "required together with node_id"),
+            (None, Some(_)) => self.err("manager.node_id", "required together with node_secret"),
+            _ => {}
+        }
+        for (key, v) in [
+            ("registration_token", &m.registration_token),
+            ("node_id", &m.node_id),
+            ("node_secret", &m.node_secret),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                self.err(child("manager", key), "must not be empty");
+            }
+        }
+        if m.enabled && !has_creds && m.registration_token.is_none() {
+            self.err(
+                "manager",
+                "needs registration_token (to enroll) or node_id and node_secret",
+            );
+        }
+        if let Some(fp) = &m.cert_fingerprint
+            && parse_fingerprint(fp).is_none()
+        {
+            self.err(
+                "manager.cert_fingerprint",
+                format!(
+                    "{} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                    quoted(fp)
+                ),
+            );
+        }
+        if m.accept_self_signed_cert && m.cert_fingerprint.is_none() {
+            self.err(
+                "manager.accept_self_signed_cert",
+                "requires cert_fingerprint (a self-signed certificate is only trusted when pinned)",
+            );
+        }
+        if m.protocol_version == 0 {
+            self.err("manager.protocol_version", "must be at least 1");
+        }
     }
 
     fn server(&mut self, s: &ServerConfig) {
@@ -418,6 +484,20 @@ impl Validator {
             }
         }
     }
+}
+
+/// A SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 fn family(ip: IpAddr) -> &'static str {

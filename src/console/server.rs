@@ -149,7 +149,7 @@ pub async fn answer(node: &Node, request: &str) -> Value {
         "sessions" => json!([]),
         "manager" => {
             let cfg = node.config().await;
-            let mut block = cfg.manager.unwrap_or(Value::Null);
+            let mut block = cfg.manager.map_or(Value::Null, |m| m.to_value());
             crate::config::redact_value(&mut block);
             json!({ "config": block })
         }

@@ -394,11 +394,50 @@ impl Storage for MemStorage {
     }
 }
 
-/// A storage whose `sync` takes a fixed time (a slow SD card), for the test that shows the
-/// packet loop does not wait for the disk.
+/// A storage whose `sync` (the `fdatasync`) is slow: it takes at least `sync_time`, and
+/// while the test holds the gate it does not return at all. Holding the gate makes "the
+/// runtime does not wait for the disk" a causal check, not a timing one: anything that
+/// waited for a sync would wait forever.
 pub struct SlowSync<S> {
     pub inner: S,
     pub sync_time: std::time::Duration,
+    pub gate: std::sync::Arc<SyncGate>,
+}
+
+/// Holds `SlowSync` syncs until opened, and counts the ones in progress.
+#[derive(Default)]
+pub struct SyncGate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    in_sync: u64,
+    started: u64,
+}
+
+impl SyncGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Syncs started from now on block until `release`.
+    pub fn hold(&self) {
+        self.state().held = true;
+    }
+    pub fn release(&self) {
+        self.state().held = false;
+        self.changed.notify_all();
+    }
+    /// Syncs in progress right now.
+    pub fn in_sync(&self) -> u64 {
+        self.state().in_sync
+    }
+    /// Syncs started so far.
+    pub fn started(&self) -> u64 {
+        self.state().started
+    }
 }
 
 impl<S: Storage> Storage for SlowSync<S> {
@@ -416,7 +455,22 @@ impl<S: Storage> Storage for SlowSync<S> {
     }
     fn sync(&mut self, name: &str) -> io::Result<()> {
         // This is the writer thread: blocking here is the point of the fake.
+        {
+            let mut st = self.gate.state();
+            st.in_sync += 1;
+            st.started += 1;
+        }
         std::thread::sleep(self.sync_time);
+        let mut st = self.gate.state();
+        while st.held {
+            st = self
+                .gate
+                .changed
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        st.in_sync -= 1;
+        drop(st);
         self.inner.sync(name)
     }
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {

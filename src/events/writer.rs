@@ -207,10 +207,12 @@ where
         opts,
     });
     shared.counters.acked.store(acked, Ordering::Relaxed);
-    let s = shared.clone();
+    // Built here, not on the thread: a log that failed to open is degraded (and /healthz
+    // says so) before `open` returns, so READY and the first health report are truthful.
+    let writer = Writer::new(shared.clone(), log, reopen);
     let handle = std::thread::Builder::new()
         .name("quoll-eventlog".into())
-        .spawn(move || Writer::new(s, log, reopen).run())
+        .spawn(move || writer.run())
         .expect("spawn the event log writer thread");
     (shared, handle)
 }

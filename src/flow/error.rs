@@ -18,6 +18,9 @@ pub enum FlowError {
     /// The change would make the config invalid; nothing was changed.
     Invalid(Vec<ConfigError>),
     InputStart(InputError),
+    TunnelNotFound(String),
+    /// The change is live, but writing the config file failed.
+    Persist(String),
     OutputStart {
         output_id: String,
         error: OutputError,
@@ -28,8 +31,16 @@ impl FlowError {
     /// The `error_code` of the manager protocol's `command_ack` and the API's error body.
     pub fn code(&self) -> &'static str {
         match self {
-            FlowError::NotFound(_) | FlowError::OutputNotFound { .. } => "not_found",
-            FlowError::Invalid(errors) if errors.iter().any(|e| e.message.contains("conflict")) => {
+            FlowError::NotFound(_)
+            | FlowError::OutputNotFound { .. }
+            | FlowError::TunnelNotFound(_) => "not_found",
+            FlowError::Persist(_) => "config_persist_failed",
+            // Validation words a clash as "UDP port N on IP is already bound by …".
+            FlowError::Invalid(errors)
+                if errors
+                    .iter()
+                    .any(|e| e.message.contains("is already bound by")) =>
+            {
                 "port_conflict"
             }
             FlowError::Invalid(_) => "validation_error",
@@ -65,6 +76,8 @@ impl fmt::Display for FlowError {
                 Ok(())
             }
             FlowError::InputStart(e) => write!(f, "input: {e}"),
+            FlowError::TunnelNotFound(id) => write!(f, "tunnel '{id}' not found"),
+            FlowError::Persist(e) => write!(f, "failed to persist configuration: {e}"),
             FlowError::OutputStart { output_id, error } => {
                 write!(f, "output '{output_id}': {error}")
             }

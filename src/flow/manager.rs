@@ -274,6 +274,24 @@ impl FlowManager {
         }
     }
 
+    /// Set the config of a stopped flow without starting it (a config diff stops every
+    /// changed flow first, then starts them, so flows can trade ports).
+    pub fn set_config(&mut self, config: FlowConfig) -> Result<(), FlowError> {
+        let flow = self.find(&config.id)?;
+        debug_assert!(flow.run.is_none(), "set_config on a running flow");
+        flow.config = config;
+        Ok(())
+    }
+
+    /// Put the flows in the order of `ids` (ids not listed keep their place at the end).
+    pub fn reorder(&mut self, ids: &[&str]) {
+        self.flows.sort_by_key(|f| {
+            ids.iter()
+                .position(|id| *id == f.config.id)
+                .unwrap_or(usize::MAX)
+        });
+    }
+
     /// Add an output. On a running flow it starts at once, reading the live ring; the
     /// other outputs are not touched.
     pub async fn add_output(

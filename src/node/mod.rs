@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{self, Config, FlowConfig, OutputConfig};
-use crate::events::{Events, LogStatus};
+use serde_json::Value;
+
+use crate::config::{self, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
+use crate::events::{Event, Events, LogStatus};
 use crate::flow::{FlowError, FlowManager, FlowView};
 
 pub struct Node {
@@ -32,6 +34,21 @@ pub enum FlowAction {
     Start,
     Stop,
     Restart,
+}
+
+/// What `update_config` did, flow by flow.
+#[derive(Debug, Default)]
+pub struct ConfigDiff {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Flows in the new config that failed to start (they stay, in state `error`).
+    pub failed: Vec<(String, FlowError)>,
+    /// `server` changed: the local API moves at the next start.
+    pub restart_required: bool,
+    /// Whether anything at all changed (and was persisted).
+    pub changed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,16 +192,236 @@ impl Node {
         self.check(&flows, |f| f.push(flow.clone()))?;
         let id = flow.id.clone();
         let started = flows.create(flow).await;
-        self.persist(&flows);
+        let persisted = self.persist(&flows);
         started?;
+        persisted?;
         Ok(flows.view(&id).expect("flow just created"))
+    }
+
+    /// Replace one flow's config; that flow alone restarts (if it ran or is enabled).
+    pub async fn update_flow(
+        &self,
+        flow_id: &str,
+        flow: FlowConfig,
+    ) -> Result<FlowView, FlowError> {
+        let mut flows = self.flows.lock().await;
+        if !flows.contains(flow_id) {
+            return Err(FlowError::NotFound(flow_id.to_owned()));
+        }
+        if flow.id != flow_id {
+            return Err(FlowError::Invalid(vec![ConfigError::new(
+                "flow.id",
+                format!("{:?} differs from flow_id {flow_id:?}", flow.id),
+            )]));
+        }
+        self.check(&flows, |fs| {
+            if let Some(f) = fs.iter_mut().find(|f| f.id == flow_id) {
+                *f = flow.clone();
+            }
+        })?;
+        let started = flows.replace(flow).await;
+        let persisted = self.persist(&flows);
+        started?;
+        persisted?;
+        flows
+            .view(flow_id)
+            .ok_or_else(|| FlowError::NotFound(flow_id.to_owned()))
+    }
+
+    /// Apply a whole pushed config as a diff: flows whose config is unchanged are not
+    /// touched (they keep forwarding), removed flows stop, changed flows restart, new flows
+    /// start. Validated as a whole first: on any problem nothing changes.
+    ///
+    /// The node keeps what is its own: the `manager` and `storage` blocks always stay local
+    /// (a push must not be able to cut the node off its manager or move its data), and every
+    /// secret the push omits (`get_config` strips them) is kept from the running config.
+    /// `server` is stored but only takes effect at the next start.
+    pub async fn update_config(&self, pushed: Value) -> Result<ConfigDiff, FlowError> {
+        let mut flows = self.flows.lock().await;
+        let current = {
+            let mut c = self.base.borrow().clone();
+            c.flows = flows.configs();
+            c
+        };
+        let Value::Object(mut merged) = pushed else {
+            return Err(FlowError::Invalid(vec![ConfigError::new(
+                "config",
+                "expected an object",
+            )]));
+        };
+        let local = current.to_value();
+        for own in ["manager", "storage"] {
+            match local.get(own) {
+                Some(v) => merged.insert(own.into(), v.clone()),
+                None => merged.remove(own),
+            };
+        }
+        let mut merged = Value::Object(merged);
+        config::restore_secrets(&mut merged, &local);
+        let prefix = |errors: Vec<ConfigError>| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let path = if e.path == "$" {
+                        "config".to_string()
+                    } else {
+                        format!("config.{}", e.path)
+                    };
+                    ConfigError::new(path, e.message)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut candidate =
+            Config::from_value(merged).map_err(|e| FlowError::Invalid(prefix(e)))?;
+        let errors = config::validate(&candidate);
+        if !errors.is_empty() {
+            return Err(FlowError::Invalid(prefix(errors)));
+        }
+
+        let mut diff = ConfigDiff {
+            restart_required: current.server != candidate.server,
+            ..ConfigDiff::default()
+        };
+        let new_flows = std::mem::take(&mut candidate.flows);
+        // Stop phase: removed and changed flows release their sockets first, so flows may
+        // trade ports within one push.
+        for old in &current.flows {
+            match new_flows.iter().find(|f| f.id == old.id) {
+                None => {
+                    flows.delete(&old.id).await?;
+                    diff.deleted.push(old.id.clone());
+                }
+                Some(new) if new != old => {
+                    flows.stop(&old.id).await?;
+                    flows.set_config(new.clone())?;
+                    diff.updated.push(old.id.clone());
+                }
+                Some(_) => diff.unchanged.push(old.id.clone()),
+            }
+        }
+        // Start phase.
+        for new in &new_flows {
+            let result = if diff.updated.contains(&new.id) {
+                if new.enabled {
+                    flows.start(&new.id).await
+                } else {
+                    Ok(())
+                }
+            } else if !diff.unchanged.contains(&new.id) {
+                diff.created.push(new.id.clone());
+                flows.create(new.clone()).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                diff.failed.push((new.id.clone(), e));
+            }
+        }
+        let order: Vec<&str> = new_flows.iter().map(|f| f.id.as_str()).collect();
+        flows.reorder(&order);
+        diff.changed = diff.restart_required
+            || !(diff.created.is_empty() && diff.updated.is_empty() && diff.deleted.is_empty())
+            || candidate.tunnels != current.tunnels
+            || candidate.extra != current.extra
+            || candidate.bridge != current.bridge
+            || candidate.version != current.version;
+        *self.base.borrow_mut() = candidate;
+        if diff.changed {
+            self.persist(&flows)?;
+        }
+        Ok(diff)
+    }
+
+    /// Stored tunnel configs (the tunnel engine comes later).
+    pub fn tunnels(&self) -> Vec<Value> {
+        self.base.borrow().tunnels.clone()
+    }
+
+    /// Store a tunnel. `Ok(false)`: an identical tunnel was already there (the manager
+    /// re-pushes its tunnels on every connect), nothing changed. A tunnel with the same id
+    /// but other settings is replaced. Secrets the push omits are kept.
+    pub async fn create_tunnel(&self, mut tunnel: Value) -> Result<bool, FlowError> {
+        let id = match tunnel.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            _ => {
+                return Err(FlowError::Invalid(vec![ConfigError::new(
+                    "tunnel.id",
+                    "missing required field (a non-empty string)",
+                )]));
+            }
+        };
+        if !tunnel.is_object() {
+            return Err(FlowError::Invalid(vec![ConfigError::new(
+                "tunnel",
+                "expected an object",
+            )]));
+        }
+        let flows = self.flows.lock().await;
+        {
+            let mut base = self.base.borrow_mut();
+            let existing = base.tunnels.iter().position(|t| t["id"] == id.as_str());
+            match existing {
+                Some(i) => {
+                    config::restore_secrets_in_tunnel(&mut tunnel, &base.tunnels[i]);
+                    // The tunnel holds its shared key: compare without an early exit.
+                    let same = crate::manager::tls::ct_eq(
+                        tunnel.to_string().as_bytes(),
+                        base.tunnels[i].to_string().as_bytes(),
+                    );
+                    if same {
+                        return Ok(false);
+                    }
+                    base.tunnels[i] = tunnel;
+                }
+                None => base.tunnels.push(tunnel),
+            }
+        }
+        self.persist(&flows)?;
+        Ok(true)
+    }
+
+    pub async fn delete_tunnel(&self, id: &str) -> Result<(), FlowError> {
+        let flows = self.flows.lock().await;
+        {
+            let mut base = self.base.borrow_mut();
+            let before = base.tunnels.len();
+            base.tunnels.retain(|t| t["id"] != id);
+            if base.tunnels.len() == before {
+                return Err(FlowError::TunnelNotFound(id.to_owned()));
+            }
+        }
+        self.persist(&flows)
+    }
+
+    pub fn manager_config(&self) -> Option<ManagerConfig> {
+        self.base.borrow().manager.clone()
+    }
+
+    /// `register_ack`: keep the issued credentials and forget the single-use token, in one
+    /// atomic write of the config file (mode 0600).
+    pub async fn set_manager_credentials(
+        &self,
+        node_id: &str,
+        node_secret: &str,
+    ) -> Result<(), FlowError> {
+        let flows = self.flows.lock().await;
+        {
+            let mut base = self.base.borrow_mut();
+            let m = base.manager.get_or_insert_with(ManagerConfig::empty);
+            m.node_id = Some(node_id.to_owned());
+            m.node_secret = Some(node_secret.to_owned());
+            m.registration_token = None;
+        }
+        if self.config_path.is_none() {
+            tracing::warn!("no config file: the manager credentials last until quoll stops");
+        }
+        self.persist(&flows)
     }
 
     pub async fn delete_flow(&self, id: &str) -> Result<(), FlowError> {
         let mut flows = self.flows.lock().await;
         flows.delete(id).await?;
-        self.persist(&flows);
-        Ok(())
+        self.persist(&flows)
     }
 
     pub async fn flow_action(&self, id: &str, action: FlowAction) -> Result<FlowView, FlowError> {
@@ -214,7 +451,7 @@ impl Node {
             }
         })?;
         flows.add_output(flow_id, output).await?;
-        self.persist(&flows);
+        self.persist(&flows)?;
         flows
             .view(flow_id)
             .ok_or_else(|| FlowError::NotFound(flow_id.to_owned()))
@@ -227,7 +464,7 @@ impl Node {
     ) -> Result<FlowView, FlowError> {
         let mut flows = self.flows.lock().await;
         flows.remove_output(flow_id, output_id).await?;
-        self.persist(&flows);
+        self.persist(&flows)?;
         flows
             .view(flow_id)
             .ok_or_else(|| FlowError::NotFound(flow_id.to_owned()))
@@ -238,20 +475,24 @@ impl Node {
         self.flows.lock().await.stop_all().await;
     }
 
-    /// Write the config back when the node runs from a file. A failure is logged and the
-    /// running state kept: the change is live, only its persistence failed.
-    fn persist(&self, flows: &FlowManager) {
+    /// Write the config back when the node runs from a file. On a failure the running
+    /// state is kept (the change is live, only its persistence failed), the `config`
+    /// warning event is raised, and the error returned for the reply.
+    fn persist(&self, flows: &FlowManager) -> Result<(), FlowError> {
         let Some(path) = &self.config_path else {
-            return;
+            return Ok(());
         };
         let mut cfg = self.base.borrow().clone();
         cfg.flows = flows.configs();
         let result = serde_json::to_vec_pretty(&cfg)
             .map_err(std::io::Error::other)
             .and_then(|bytes| config::store::write_atomic(path, &bytes, 0o600));
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), "failed to persist configuration: {e}");
-        }
+        result.map_err(|e| {
+            let error = e.to_string();
+            tracing::warn!(path = %path.display(), "failed to persist configuration: {error}");
+            self.events.raise(Event::config_persist_failed(&error));
+            FlowError::Persist(error)
+        })
     }
 }
 

@@ -1,0 +1,186 @@
+//! Manager commands, executed through `Node` (the one door for changes: validation first,
+//! then the change, then an atomic write of the config file).
+
+use serde_json::{Value, json};
+
+use super::protocol;
+use crate::config::{ConfigError, FlowConfig, OutputConfig};
+use crate::events::Event;
+use crate::flow::FlowError;
+use crate::node::{FlowAction, Node};
+
+/// What a command produced, before it is stamped and sent.
+#[derive(Debug)]
+pub enum Reply {
+    Ok(Option<Value>),
+    Err {
+        error: String,
+        code: &'static str,
+    },
+    /// `get_config` is answered with `config_response`, not a `command_ack`.
+    Config(Value),
+}
+
+impl Reply {
+    /// The message to send.
+    pub fn into_message(self, timestamp: &str, command_id: &str) -> Value {
+        match self {
+            Reply::Ok(data) => protocol::ack_ok(timestamp, command_id, data),
+            Reply::Err { error, code } => protocol::ack_err(timestamp, command_id, &error, code),
+            Reply::Config(cfg) => protocol::envelope("config_response", timestamp, cfg),
+        }
+    }
+}
+
+fn err(e: &FlowError) -> Reply {
+    Reply::Err {
+        error: e.to_string(),
+        code: e.code(),
+    }
+}
+
+fn invalid(path: &str, message: &str) -> Reply {
+    err(&FlowError::Invalid(vec![ConfigError::new(path, message)]))
+}
+
+/// A required string field of the action.
+fn string<'a>(action: &'a Value, field: &str) -> Result<&'a str, Reply> {
+    match action.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err(invalid(field, "expected a non-empty string")),
+        None => Err(invalid(field, "missing required field")),
+    }
+}
+
+fn field(action: &Value, name: &str) -> Result<Value, Reply> {
+    action
+        .get(name)
+        .cloned()
+        .ok_or_else(|| invalid(name, "missing required field"))
+}
+
+/// Run one action. Config changes that succeed raise "Configuration updated"; a failed
+/// write raises the persist warning (in `Node`) and answers `config_persist_failed`.
+pub async fn execute(node: &Node, action: &Value) -> Reply {
+    match run(node, action).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
+    let kind = action.get("type").and_then(Value::as_str).unwrap_or("");
+    let changed = |r: Result<Value, FlowError>| match r {
+        Ok(data) => {
+            node.events.raise(Event::config_updated());
+            Ok(Reply::Ok(Some(data)))
+        }
+        Err(e) => Err(err(&e)),
+    };
+    let view = |v: crate::flow::FlowView| {
+        let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+        crate::config::redact_value(&mut v);
+        v
+    };
+    match kind {
+        "get_config" => Ok(Reply::Config(node.config().await.redacted())),
+        "update_config" => {
+            let cfg = field(action, "config")?;
+            let diff = node.update_config(cfg).await.map_err(|e| err(&e))?;
+            if diff.changed {
+                node.events.raise(Event::config_updated());
+            }
+            let data = json!({
+                "changed": diff.changed,
+                "created": diff.created,
+                "updated": diff.updated,
+                "deleted": diff.deleted,
+                "unchanged": diff.unchanged,
+                "restart_required": diff.restart_required,
+            });
+            match diff.failed.first() {
+                None => Ok(Reply::Ok(Some(data))),
+                Some((id, e)) => Err(Reply::Err {
+                    error: format!(
+                        "configuration applied and saved, but flow '{id}' failed to start: {e}"
+                    ),
+                    code: e.code(),
+                }),
+            }
+        }
+        "create_flow" => {
+            let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
+                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            changed(node.create_flow(flow).await.map(view))
+        }
+        "update_flow" => {
+            let id = string(action, "flow_id")?;
+            let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
+                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            changed(node.update_flow(id, flow).await.map(view))
+        }
+        "delete_flow" => {
+            let id = string(action, "flow_id")?;
+            changed(
+                node.delete_flow(id)
+                    .await
+                    .map(|()| json!({ "flow_id": id, "deleted": true })),
+            )
+        }
+        "start_flow" | "stop_flow" | "restart_flow" => {
+            let id = string(action, "flow_id")?;
+            let a = match kind {
+                "start_flow" => FlowAction::Start,
+                "stop_flow" => FlowAction::Stop,
+                _ => FlowAction::Restart,
+            };
+            // Lifecycle only: the stored config does not change.
+            let v = node.flow_action(id, a).await.map_err(|e| err(&e))?;
+            Ok(Reply::Ok(Some(view(v))))
+        }
+        "add_output" => {
+            let id = string(action, "flow_id")?;
+            let output = OutputConfig::from_value_at(field(action, "output")?, "output")
+                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            changed(node.add_output(id, output).await.map(view))
+        }
+        "remove_output" => {
+            let id = string(action, "flow_id")?;
+            let output_id = string(action, "output_id")?;
+            changed(node.remove_output(id, output_id).await.map(view))
+        }
+        "create_tunnel" => {
+            let tunnel = field(action, "tunnel")?;
+            let id = tunnel.get("id").cloned().unwrap_or(Value::Null);
+            match node.create_tunnel(tunnel).await.map_err(|e| err(&e))? {
+                true => {
+                    node.events.raise(Event::config_updated());
+                    Ok(Reply::Ok(Some(tunnel_data(id, false))))
+                }
+                false => Ok(Reply::Ok(Some(tunnel_data(id, true)))),
+            }
+        }
+        "delete_tunnel" => {
+            let id = string(action, "tunnel_id")?;
+            changed(
+                node.delete_tunnel(id)
+                    .await
+                    .map(|()| json!({ "tunnel_id": id, "deleted": true })),
+            )
+        }
+        other => Err(Reply::Err {
+            error: format!("unknown action {other:?}"),
+            code: "unknown_action",
+        }),
+    }
+}
+
+/// The truth about a stored tunnel: this build keeps its config but has no tunnel engine.
+fn tunnel_data(id: Value, unchanged: bool) -> Value {
+    json!({
+        "tunnel_id": id,
+        "stored": true,
+        "unchanged": unchanged,
+        "running": false,
+        "note": "tunnel config stored; this build has no tunnel engine yet",
+    })
+}

@@ -1,0 +1,825 @@
+//! The manager link end to end: the real quoll binary against a fake manager that enforces
+//! `shared/spec/manager-protocol.md` (tests/fake_manager). Loopback only, temp dirs, free
+//! ports; every wait polls a condition with a deadline.
+
+mod common;
+mod fake_manager;
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fake_manager::{FakeManager, Options, parse_rfc3339_utc};
+use serde_json::{Value, json};
+
+/// Deadlines stretch under emulation: a quoll under qemu-user is 10-50x slower.
+fn t(secs: u64) -> Duration {
+    let emulated = std::env::var("QUOLL_RUNNER").is_ok_and(|r| !r.trim().is_empty());
+    Duration::from_secs(if emulated { secs * 6 } else { secs })
+}
+
+const NODE_ID: &str = "11111111-2222-4333-8444-555555555555";
+const NODE_SECRET: &str = "node-secret-value-0001";
+
+fn config(dir: &TempDir, manager: Value, flows: Value) -> Value {
+    json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
+        "storage": { "data_dir": dir.path().join("data") },
+        "flows": flows,
+        "manager": manager,
+    })
+}
+
+fn plain(fm: &FakeManager) -> Value {
+    json!({ "urls": [fm.url(false)], "allow_plain_ws": true,
+            "node_id": NODE_ID, "node_secret": NODE_SECRET })
+}
+
+fn known_node() -> Options {
+    Options {
+        nodes: vec![(NODE_ID.into(), NODE_SECRET.into())],
+        ..Options::default()
+    }
+}
+
+fn udp_flow(id: &str, in_port: u16, out_port: u16) -> Value {
+    json!({ "id": id, "name": id,
+            "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
+            "outputs": [{ "type": "udp", "id": "out", "name": "out",
+                          "dest_addr": format!("127.0.0.1:{out_port}") }] })
+}
+
+/// Poll the quoll log for `needle` until `limit`.
+fn wait_log(q: &Quoll, needle: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if q.log().contains(needle) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn assert_clean(fm: &FakeManager) {
+    let s = fm.state();
+    assert!(
+        s.violations.is_empty(),
+        "spec violations: {:#?}",
+        s.violations
+    );
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn registration_then_reconnect_with_stored_credentials() {
+    let dir = TempDir::new("mgr-reg");
+    let fm = FakeManager::start(Options {
+        tokens: vec!["reg-token-0001".into()],
+        ..Options::default()
+    });
+    let cfg = config(
+        &dir,
+        json!({ "urls": [fm.url(false)], "allow_plain_ws": true,
+                "registration_token": "reg-token-0001", "x_keep": {"a": 1} }),
+        json!([]),
+    );
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("registration", t(20), |s| s.auth_results == ["registered"]);
+    assert_eq!(fm.state().auths[0]["registration_token"], "reg-token-0001");
+    fm.expect("health, stats and the connected event", t(20), |s| {
+        !s.of_type("stats").is_empty() && s.has_event("Connected to manager")
+    });
+    {
+        let s = fm.state();
+        assert_eq!(s.messages[0].msg["type"], "health", "health comes first");
+        let h = &s.messages[0].msg["payload"];
+        assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(h["status"], "ok", "durable event log, no failed flow: {h}");
+        assert_eq!(h["event_log"], "durable");
+        assert!(h["event_queue_depth"].is_u64() && h["memory"]["rss_bytes"].is_u64());
+    }
+    let (node_id, node_secret) = fm.state().nodes[0].clone();
+
+    // Persisted at once, atomically, 0600, token gone, unknown fields kept.
+    let path = dir.path().join("config.json");
+    let saved = read_json(&path);
+    assert_eq!(saved["manager"]["node_id"], node_id.as_str());
+    assert_eq!(saved["manager"]["node_secret"], node_secret.as_str());
+    assert!(saved["manager"].get("registration_token").is_none());
+    assert_eq!(saved["manager"]["x_keep"], json!({"a": 1}));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains(&node_secret) && !log.contains("reg-token-0001"),
+        "secret in log:\n{log}"
+    );
+
+    // After a restart: the stored credentials, not the token.
+    let q = Quoll::start(dir.path(), &saved);
+    fm.expect("auth with stored credentials", t(20), |s| {
+        s.auth_results == ["registered", "ok"]
+    });
+    let auth = fm.state().auths[1].clone();
+    assert_eq!(auth["node_id"], node_id.as_str());
+    assert_eq!(auth["node_secret"], node_secret.as_str());
+    assert!(auth.get("registration_token").is_none());
+    assert_eq!(auth["protocol_version"], 1);
+    fm.expect("stats on the second session", t(20), |s| {
+        s.of_type("stats").iter().any(|r| r.conn == 1)
+    });
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn auth_error_raises_the_event_and_backs_off() {
+    let dir = TempDir::new("mgr-autherr");
+    let fm = FakeManager::start(Options::default());
+    let cfg = config(
+        &dir,
+        json!({ "urls": [fm.url(false)], "allow_plain_ws": true,
+                "node_id": NODE_ID, "node_secret": "wrong-secret" }),
+        json!([]),
+    );
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("an auth attempt", t(20), |s| s.auth_results == ["error"]);
+    assert!(
+        wait_log(
+            &q,
+            "Manager authentication failed: Invalid node secret",
+            t(10)
+        ),
+        "{}",
+        q.log()
+    );
+    // Backoff: no second attempt in the next few seconds (it is 30-40 s away; the exact
+    // schedule is tested on fake time in src/manager/link.rs).
+    assert!(
+        !fm.wait(Duration::from_secs(3), |s| s.connections > 1),
+        "reconnected right after auth_error"
+    );
+    assert!(!q.log().contains("wrong-secret"));
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn events_raised_during_an_outage_arrive_afterwards_in_order_with_their_raise_time() {
+    let dir = TempDir::new("mgr-outage");
+    let (a_in, a_out) = (free_udp_port(), free_udp_port());
+    let (b_in, b_out) = (free_udp_port(), free_udp_port());
+    let fm = FakeManager::start(known_node());
+    let cfg = config(&dir, plain(&fm), json!([udp_flow("a", a_in, a_out)]));
+    let q = Quoll::start(dir.path(), &cfg);
+    // Raised before the link was up, delivered from the queue.
+    fm.expect("the startup events", t(20), |s| {
+        s.has_event("Flow 'a' started") && s.has_event("Connected to manager")
+    });
+
+    let (port, before, violations) = fm.stop();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(
+        wait_log(&q, "Manager connection lost, reconnecting", t(20)),
+        "{}",
+        q.log()
+    );
+    // The outage: three events while nobody listens.
+    let outage_start = fake_manager::now_ms();
+    assert_eq!(q.api("POST", "/api/v1/flows/a/stop", None).0, 200);
+    assert_eq!(q.api("POST", "/api/v1/flows/a/start", None).0, 200);
+    let b = udp_flow("b", b_in, b_out).to_string();
+    assert_eq!(q.api("POST", "/api/v1/flows", Some(&b)).0, 201);
+    let outage_end = fake_manager::now_ms();
+
+    let fm = FakeManager::start(Options {
+        port,
+        ..known_node()
+    });
+    fm.expect("reconnect and the backlog", t(60), |s| {
+        s.has_event("Flow 'b' started")
+    });
+    let s = fm.state();
+    let events: Vec<&Value> = s.events();
+    let msgs: Vec<&str> = events
+        .iter()
+        .map(|e| e["payload"]["message"].as_str().unwrap())
+        .collect();
+    let pos = |m: &str| {
+        msgs.iter()
+            .position(|x| *x == m)
+            .unwrap_or_else(|| panic!("{m} missing: {msgs:?}"))
+    };
+    let (lost, stopped, started, b_started) = (
+        pos("Manager connection lost, reconnecting"),
+        pos("Flow 'a' stopped"),
+        msgs.iter().rposition(|x| *x == "Flow 'a' started").unwrap(),
+        pos("Flow 'b' started"),
+    );
+    assert!(
+        lost < stopped && stopped < started && started < b_started,
+        "{msgs:?}"
+    );
+    // Sequence numbers strictly increasing, across both manager runs.
+    let seqs: Vec<u64> = before
+        .iter()
+        .filter(|r| r.msg["type"] == "event")
+        .map(|r| &r.msg)
+        .chain(events.iter().copied())
+        .map(|e| e["payload"]["details"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // Each outage event carries its own raise time, not its delivery time.
+    let arrived = s.messages[0].at;
+    let arrived_ms = arrived
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for i in [stopped, started, b_started] {
+        let raised = parse_rfc3339_utc(events[i]["timestamp"].as_str().unwrap()).unwrap();
+        assert!(
+            raised >= outage_start && raised <= outage_end && raised < arrived_ms,
+            "{}: raised {raised}, outage {outage_start}..{outage_end}, reconnected {arrived_ms}",
+            events[i]
+        );
+    }
+    drop(s);
+    drop(q);
+    assert_clean(&fm);
+}
+
+/// A datagram of 7 TS packets whose payload carries `n`.
+fn datagram(n: u32) -> Vec<u8> {
+    let mut d = vec![0xFFu8; 1316];
+    for (i, p) in d.chunks_mut(188).enumerate() {
+        p[0] = 0x47;
+        p[1] = 0x01;
+        p[2] = 0x00;
+        p[3] = 0x10 | ((n as usize * 7 + i) & 0x0F) as u8;
+        p[4..8].copy_from_slice(&n.to_be_bytes());
+    }
+    d
+}
+
+fn sender(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<u32> {
+    thread::spawn(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut n = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let _ = s.send_to(&datagram(n), ("127.0.0.1", port));
+            n += 1;
+            // Pacing the source (1000 datagrams/s), not waiting for anything.
+            thread::sleep(Duration::from_millis(1));
+        }
+        n
+    })
+}
+
+fn ok(reply: &Value) -> &Value {
+    assert_eq!(reply["type"], "command_ack", "{reply}");
+    assert_eq!(reply["payload"]["success"], true, "{reply}");
+    &reply["payload"]["data"]
+}
+
+fn failed(reply: &Value, code: &str) {
+    assert_eq!(reply["type"], "command_ack", "{reply}");
+    assert_eq!(reply["payload"]["success"], false, "{reply}");
+    assert_eq!(reply["payload"]["error_code"], code, "{reply}");
+}
+
+#[test]
+fn update_config_changes_one_flow_while_the_other_keeps_forwarding() {
+    let dir = TempDir::new("mgr-diff");
+    let (a_in, b_in) = (free_udp_port(), free_udp_port());
+    let (a_rx, a_out) = udp_receiver();
+    let (b_rx, b_out) = udp_receiver();
+    let (b2_rx, b2_out) = udp_receiver();
+    let mut fm = FakeManager::start(known_node());
+    let cfg = config(
+        &dir,
+        plain(&fm),
+        json!([udp_flow("a", a_in, a_out), udp_flow("b", b_in, b_out)]),
+    );
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tx_a = sender(a_in, stop.clone());
+    let tx_b = sender(b_in, stop.clone());
+    let first = receive_until(&a_rx, t(10), |d| d.len() >= 100);
+    assert!(first.len() >= 100, "flow a is not forwarding");
+    assert!(receive_until(&b_rx, t(10), |d| d.len() >= 10).len() >= 10);
+    let (_, a_before) = q.api("GET", "/api/v1/flows/a", None);
+
+    // A push that nothing can run: refused, nothing changes.
+    let mut bad = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
+    bad["flows"][1]["outputs"][0]["dest_addr"] = json!("not-an-address");
+    let r = fm.command(json!({"type": "update_config", "config": bad}), t(10));
+    failed(&r, "validation_error");
+    assert!(
+        r["payload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("config.flows[1].outputs[0].dest_addr"),
+        "{r}"
+    );
+
+    // Move b's output; a must not notice.
+    let mut cfg = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
+    cfg["flows"][1]["outputs"][0]["dest_addr"] = json!(format!("127.0.0.1:{b2_out}"));
+    let r = fm.command(json!({"type": "update_config", "config": cfg}), t(20));
+    let data = ok(&r);
+    assert_eq!(data["updated"], json!(["b"]), "{r}");
+    assert_eq!(data["unchanged"], json!(["a"]), "{r}");
+    assert!(
+        receive_until(&b2_rx, t(10), |d| d.len() >= 10).len() >= 10,
+        "b moved"
+    );
+
+    // a kept running through the update: its counters were never reset (a restart starts
+    // them from zero) and its stream has no gap.
+    let got = receive_until(&a_rx, t(10), |d| d.len() >= 300);
+    stop.store(true, Ordering::Relaxed);
+    tx_a.join().unwrap();
+    tx_b.join().unwrap();
+    let (_, a_after) = q.api("GET", "/api/v1/flows/a", None);
+    assert_eq!(a_after["state"], "running");
+    assert!(
+        a_after["input"]["datagrams"].as_u64() > a_before["input"]["datagrams"].as_u64(),
+        "{a_before} / {a_after}"
+    );
+    let seqs: Vec<u32> = first
+        .iter()
+        .chain(got.iter())
+        .map(|d| u32::from_be_bytes([d[4], d[5], d[6], d[7]]))
+        .collect();
+    let gaps = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert_eq!(gaps, 0, "flow a glitched during the update");
+
+    // Persisted, and the config event raised.
+    let saved = read_json(&dir.path().join("config.json"));
+    assert_eq!(
+        saved["flows"][1]["outputs"][0]["dest_addr"],
+        format!("127.0.0.1:{b2_out}")
+    );
+    assert_eq!(
+        saved["manager"]["node_secret"], NODE_SECRET,
+        "node-local secret kept"
+    );
+    fm.expect("config event", t(10), |s| {
+        s.has_event("Configuration updated")
+    });
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn every_command_action() {
+    let dir = TempDir::new("mgr-cmds");
+    let (a_in, a_out, b_in, b_out, c_out) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let mut fm = FakeManager::start(known_node());
+    let cfg = config(&dir, plain(&fm), json!([udp_flow("a", a_in, a_out)]));
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    let limit = t(10);
+
+    let c = fm.command(json!({"type": "get_config"}), limit);
+    assert_eq!(c["type"], "config_response");
+    assert_eq!(c["payload"]["flows"][0]["id"], "a");
+    assert_eq!(c["payload"]["manager"]["node_id"], NODE_ID);
+    assert!(!c.to_string().contains(NODE_SECRET));
+
+    let d = ok(&fm.command(
+        json!({"type": "create_flow", "flow": udp_flow("b", b_in, b_out)}),
+        limit,
+    ))
+    .clone();
+    assert_eq!(
+        (d["id"].as_str(), d["state"].as_str()),
+        (Some("b"), Some("running"))
+    );
+    // Same input port as a: refused before anything changes.
+    failed(
+        &fm.command(
+            json!({"type": "create_flow", "flow": udp_flow("c", a_in, c_out)}),
+            limit,
+        ),
+        "port_conflict",
+    );
+    failed(
+        &fm.command(json!({"type": "create_flow", "flow": {"id": "x"}}), limit),
+        "validation_error",
+    );
+    let d = ok(&fm.command(
+        json!({"type": "update_flow", "flow_id": "b", "flow": udp_flow("b", b_in, c_out)}),
+        limit,
+    ))
+    .clone();
+    assert_eq!(d["outputs"][0]["id"], "out");
+    assert_eq!(d["state"], "running");
+    failed(
+        &fm.command(
+            json!({"type": "update_flow", "flow_id": "zz", "flow": udp_flow("zz", b_in, c_out)}),
+            limit,
+        ),
+        "not_found",
+    );
+    for (action, state) in [
+        ("stop_flow", "stopped"),
+        ("start_flow", "running"),
+        ("restart_flow", "running"),
+    ] {
+        let d = ok(&fm.command(json!({"type": action, "flow_id": "b"}), limit)).clone();
+        assert_eq!(d["state"], state, "{action}");
+    }
+    failed(
+        &fm.command(json!({"type": "start_flow"}), limit),
+        "validation_error",
+    );
+    failed(
+        &fm.command(json!({"type": "stop_flow", "flow_id": "nope"}), limit),
+        "not_found",
+    );
+
+    let out = json!({"type": "rtp", "id": "extra", "name": "x", "dest_addr": format!("127.0.0.1:{c_out}")});
+    let d = ok(&fm.command(
+        json!({"type": "add_output", "flow_id": "a", "output": out}),
+        limit,
+    ))
+    .clone();
+    assert_eq!(d["outputs"].as_array().unwrap().len(), 2);
+    let d = ok(&fm.command(
+        json!({"type": "remove_output", "flow_id": "a", "output_id": "extra"}),
+        limit,
+    ))
+    .clone();
+    assert_eq!(d["outputs"].as_array().unwrap().len(), 1);
+    failed(
+        &fm.command(
+            json!({"type": "remove_output", "flow_id": "a", "output_id": "extra"}),
+            limit,
+        ),
+        "not_found",
+    );
+
+    ok(&fm.command(json!({"type": "delete_flow", "flow_id": "b"}), limit));
+    failed(
+        &fm.command(json!({"type": "delete_flow", "flow_id": "b"}), limit),
+        "not_found",
+    );
+
+    // The relay protocol's tunnel object, secrets included.
+    let tunnel = json!({"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+        "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
+        "relay_addr": "192.0.2.1:4433", "tunnel_encryption_key": "ab".repeat(32),
+        "tunnel_bind_secret": "cd".repeat(32)});
+    let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": tunnel}), limit)).clone();
+    assert_eq!(
+        (
+            d["stored"].as_bool(),
+            d["unchanged"].as_bool(),
+            d["running"].as_bool()
+        ),
+        (Some(true), Some(false), Some(false))
+    );
+    // The manager re-pushes its tunnels on every connect: idempotent.
+    let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": tunnel}), limit)).clone();
+    assert_eq!(d["unchanged"], true);
+    let c = fm.command(json!({"type": "get_config"}), limit);
+    assert_eq!(
+        c["payload"]["tunnels"],
+        json!([{"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+            "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
+            "relay_addr": "192.0.2.1:4433"}])
+    );
+    // A re-push of what get_config showed (secrets stripped) is still the same tunnel.
+    let shown = c["payload"]["tunnels"][0].clone();
+    let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": shown}), limit)).clone();
+    assert_eq!(d["unchanged"], true);
+    fm.expect("the tunnel in stats", limit, |s| {
+        s.of_type("stats")
+            .last()
+            .is_some_and(|r| r.msg["payload"]["tunnels"][0]["id"] == "t-1")
+    });
+    let saved = read_json(&dir.path().join("config.json"));
+    assert_eq!(
+        saved["tunnels"][0]["tunnel_encryption_key"],
+        "ab".repeat(32)
+    );
+    assert_eq!(saved["tunnels"][0]["tunnel_bind_secret"], "cd".repeat(32));
+    ok(&fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit));
+    failed(
+        &fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit),
+        "not_found",
+    );
+    failed(
+        &fm.command(
+            json!({"type": "create_tunnel", "tunnel": {"name": "no id"}}),
+            limit,
+        ),
+        "validation_error",
+    );
+
+    failed(
+        &fm.command(json!({"type": "reboot_the_moon"}), limit),
+        "unknown_action",
+    );
+
+    // The persisted config holds the end state.
+    let saved = read_json(&dir.path().join("config.json"));
+    let ids: Vec<&str> = saved["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a"]);
+    assert_eq!(saved["tunnels"], json!([]));
+    // create_flow, update_flow, add_output, remove_output, delete_flow, create_tunnel (once),
+    // delete_tunnel: seven config changes, seven events.
+    fm.expect("config events", limit, |s| {
+        s.events()
+            .iter()
+            .filter(|e| e["payload"]["message"] == "Configuration updated")
+            .count()
+            == 7
+    });
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn garbage_from_the_manager_is_ignored() {
+    let dir = TempDir::new("mgr-garbage");
+    let mut fm = FakeManager::start(known_node());
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    use tokio_tungstenite::tungstenite::Message;
+    for g in [
+        "not json",
+        "[1,2,3]",
+        "{\"no_type\":1}",
+        "{\"type\":\"future_thing\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"payload\":{}}",
+        "{\"type\":\"command\",\"payload\":{\"action\":{\"type\":\"get_config\"}}}",
+        "{\"type\":\"auth_ok\"}",
+    ] {
+        fm.send(Message::text(g));
+    }
+    fm.send(Message::binary(vec![0u8, 1, 2]));
+    fm.send(Message::text("x".repeat(6_000_000)));
+    // A command without a usable action is answered, not dropped.
+    fm.send_json(
+        json!({"type": "command", "timestamp": fake_manager::now_rfc3339(),
+                        "payload": {"command_id": "bad-1", "action": "nope"}}),
+    );
+    fm.send_json(json!({"type": "ping", "timestamp": fake_manager::now_rfc3339()}));
+    fm.expect("pong and the rejection", t(20), |s| {
+        !s.of_type("pong").is_empty()
+            && s.of_type("command_ack")
+                .iter()
+                .any(|r| r.msg["payload"]["command_id"] == "bad-1")
+    });
+    let r = fm.command(json!({"type": "get_config"}), t(10));
+    assert_eq!(r["type"], "config_response");
+    assert_eq!(
+        fm.state().connections,
+        1,
+        "garbage must not cost the connection"
+    );
+    let rej = fm.state().of_type("command_ack")[0].msg.clone();
+    failed(&rej, "validation_error");
+    assert!(
+        wait_log(&q, "ignored an oversize manager message", t(10)),
+        "{}",
+        q.log()
+    );
+    assert!(wait_log(
+        &q,
+        "ignored a malformed manager message: not JSON",
+        t(10)
+    ));
+    drop(q);
+    assert_clean(&fm);
+}
+
+fn self_signed() -> (Vec<u8>, Vec<u8>) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    (ck.cert.der().to_vec(), ck.signing_key.serialize_der())
+}
+
+fn hex_colons(b: &[u8]) -> String {
+    quoll::manager::tls::fingerprint_hex(b)
+}
+
+#[test]
+fn tls_self_signed_manager_is_accepted_with_the_pin() {
+    let dir = TempDir::new("mgr-tls-ok");
+    let (cert, key) = self_signed();
+    let pin = hex_colons(&quoll::manager::tls::sha256(&cert)).to_lowercase();
+    let fm = FakeManager::start(Options {
+        tls: Some((cert, key)),
+        ..known_node()
+    });
+    let manager = json!({ "urls": [fm.url(true)], "node_id": NODE_ID, "node_secret": NODE_SECRET,
+                          "cert_fingerprint": pin, "accept_self_signed_cert": true });
+    let q = Quoll::start(dir.path(), &config(&dir, manager, json!([])));
+    fm.expect("auth over TLS", t(30), |s| s.auth_results == ["ok"]);
+    fm.expect("stats over TLS", t(20), |s| !s.of_type("stats").is_empty());
+    assert_eq!(fm.state().tls_failures, 0);
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn tls_self_signed_manager_is_refused_without_the_right_pin() {
+    let (cert, key) = self_signed();
+    let start = |tag: &str, extra: Value| {
+        let dir = TempDir::new(tag);
+        let fm = FakeManager::start(Options {
+            tls: Some((cert.clone(), key.clone())),
+            ..known_node()
+        });
+        let mut manager =
+            json!({ "urls": [fm.url(true)], "node_id": NODE_ID, "node_secret": NODE_SECRET });
+        for (k, v) in extra.as_object().unwrap() {
+            manager[k] = v.clone();
+        }
+        let q = Quoll::start(dir.path(), &config(&dir, manager, json!([])));
+        (dir, fm, q)
+    };
+    // A pin of another certificate, even with accept_self_signed_cert.
+    let wrong = start(
+        "mgr-tls-wrong",
+        json!({"cert_fingerprint": "ab".repeat(32), "accept_self_signed_cert": true}),
+    );
+    // No pin: webpki verification, which a self-signed certificate fails.
+    let unpinned = start("mgr-tls-nopin", json!({}));
+    // The right pin but without accept_self_signed_cert: the chain must still verify.
+    let pin = hex_colons(&quoll::manager::tls::sha256(&cert));
+    let chain = start("mgr-tls-chain", json!({"cert_fingerprint": pin}));
+    for (_, fm, q) in [&wrong, &unpinned, &chain] {
+        fm.expect("a refused TLS handshake", t(30), |s| s.tls_failures >= 1);
+        assert!(
+            fm.state().auths.is_empty(),
+            "credentials sent to an unverified manager"
+        );
+        assert!(
+            wait_log(q, "Manager connection lost, reconnecting", t(10)),
+            "{}",
+            q.log()
+        );
+    }
+    assert!(
+        wrong.2.log().contains("does not match cert_fingerprint"),
+        "{}",
+        wrong.2.log()
+    );
+}
+
+#[test]
+fn a_failed_config_write_is_reported_and_the_change_stays_live() {
+    let dir = TempDir::new("mgr-persist");
+    let (a_in, a_out) = (free_udp_port(), free_udp_port());
+    let mut fm = FakeManager::start(known_node());
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    // Root ignores file modes, so break the write another way: a directory where the
+    // config file was makes the final rename fail.
+    let path = dir.path().join("config.json");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let r = fm.command(
+        json!({"type": "create_flow", "flow": udp_flow("a", a_in, a_out)}),
+        t(10),
+    );
+    failed(&r, "config_persist_failed");
+    fm.expect("the persist warning", t(10), |s| {
+        s.events().iter().any(|e| {
+            e["payload"]["severity"] == "warning"
+                && e["payload"]["category"] == "config"
+                && e["payload"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Failed to persist configuration: "))
+        })
+    });
+    let (code, view) = q.api("GET", "/api/v1/flows/a", None);
+    assert_eq!((code, view["state"].as_str()), (200, Some("running")));
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_dead_url_is_skipped_for_the_next_one() {
+    let dir = TempDir::new("mgr-rotate");
+    let fm = FakeManager::start(known_node());
+    // Nothing listens on the first URL.
+    let dead = format!("ws://127.0.0.1:{}/ws/node", free_tcp_port());
+    let manager = json!({ "urls": [dead, fm.url(false)], "allow_plain_ws": true,
+                          "node_id": NODE_ID, "node_secret": NODE_SECRET });
+    let q = Quoll::start(dir.path(), &config(&dir, manager, json!([])));
+    fm.expect("auth on the second URL", t(20), |s| {
+        s.auth_results == ["ok"]
+    });
+    // The refused first attempt was this cycle's report, delivered once the link was up.
+    fm.expect("the events", t(20), |s| {
+        s.has_event("Manager connection lost, reconnecting") && s.has_event("Connected to manager")
+    });
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_manager_that_stops_reading_blocks_neither_flows_nor_events() {
+    let dir = TempDir::new("mgr-slow");
+    let (a_in, b_in, b_out) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (a_rx, a_out) = udp_receiver();
+    let fm = FakeManager::start(Options {
+        small_rcvbuf: true,
+        ..known_node()
+    });
+    let q = Quoll::start(
+        dir.path(),
+        &config(&dir, plain(&fm), json!([udp_flow("a", a_in, a_out)])),
+    );
+    fm.expect("link up", t(20), |s| {
+        s.auth_results == ["ok"] && !s.of_type("health").is_empty()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let tx = sender(a_in, stop.clone());
+    assert!(receive_until(&a_rx, t(10), |d| d.len() >= 50).len() >= 50);
+
+    // The manager stops reading and floods the node with commands: far more replies than
+    // the socket buffers and the bounded reply queue hold.
+    fm.set_reading(false);
+    for i in 0..400 {
+        fm.send_json(
+            json!({"type": "command", "timestamp": fake_manager::now_rfc3339(),
+            "payload": {"command_id": format!("flood-{i}"), "action": {"type": "get_config"}}}),
+        );
+    }
+    assert!(
+        wait_log(&q, "manager not reading: dropped a reply", t(20)),
+        "{}",
+        q.log()
+    );
+
+    // Meanwhile the node works: flows forward without a gap, the API answers, events are
+    // raised (and wait in the queue).
+    let got = receive_until(&a_rx, t(10), |d| d.len() >= 500);
+    let seqs: Vec<u32> = got
+        .iter()
+        .map(|d| u32::from_be_bytes([d[4], d[5], d[6], d[7]]))
+        .collect();
+    assert!(
+        seqs.len() >= 500 && seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "flow a stalled or glitched"
+    );
+    let asked = Instant::now();
+    let b = udp_flow("b", b_in, b_out).to_string();
+    assert_eq!(q.api("POST", "/api/v1/flows", Some(&b)).0, 201);
+    assert!(
+        asked.elapsed() < t(2),
+        "the API waited for the manager: {:?}",
+        asked.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    tx.join().unwrap();
+
+    // The manager reads again: the backlog drains and the event raised during the stall
+    // arrives, in order after everything before it.
+    fm.set_reading(true);
+    fm.expect("the event raised during the stall", t(30), |s| {
+        s.has_event("Flow 'b' started")
+    });
+    let s = fm.state();
+    let responses = s.of_type("config_response").len();
+    assert!(responses < 400, "nothing was shed: {responses} replies");
+    let seqs: Vec<u64> = s
+        .events()
+        .iter()
+        .map(|e| e["payload"]["details"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(s.connections, 1, "the stall must not cost the connection");
+    drop(s);
+    drop(q);
+    assert_clean(&fm);
+}
