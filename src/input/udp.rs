@@ -3,21 +3,22 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::InputError;
 use crate::config::UdpInputConfig;
 use crate::flow::stats::{InputStats, bump};
+use crate::net::mmsg::{BATCH, RecvBatch};
 use crate::rtp::{self, SeqTracker};
 use crate::ts::analyzer::TsAnalyzer;
 use crate::ts::chunk::Chunker;
 use crate::ts::ring::FlowRing;
 
-/// Largest UDP payload: anything we receive fits, so nothing is silently truncated.
-const RECV_BUF: usize = 65_536;
 /// Consecutive receive errors after which the input is declared lost.
 const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
 
@@ -91,15 +92,16 @@ impl UdpInput {
         stats: Rc<InputStats>,
         epoch: Instant,
     ) -> InputError {
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut batch = RecvBatch::new(BATCH);
         let mut seq = SeqTracker::default();
         let mut errors = 0u32;
         loop {
-            let (len, from) = match self.socket.recv_from(&mut buf).await {
-                Ok(r) => {
-                    errors = 0;
-                    r
-                }
+            if let Err(e) = self.socket.readable().await {
+                return InputError::Receive(e);
+            }
+            match recv_batch(&self.socket, &mut batch) {
+                Ok(0) => continue,
+                Ok(_) => errors = 0,
                 Err(e) => {
                     bump(&stats.recv_errors, 1);
                     errors += 1;
@@ -109,18 +111,47 @@ impl UdpInput {
                     tokio::task::yield_now().await;
                     continue;
                 }
-            };
+            }
+            // One clock read per batch: the datagrams of a batch were all waiting in the
+            // socket when the batch was read, so this is when quoll received every one of them.
             let now = Instant::now();
+            let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
+            self.forward(&batch, now, recv_us, &mut seq, &ring, &ts, &stats);
+            ring.wake();
+            if batch.len() == batch.capacity() {
+                // More may be waiting, and the socket is still marked readable: let the
+                // outputs (and everything else on this thread) run before the next batch.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Filter, depacketize, chunk and analyse every datagram of `batch` and push the chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        batch: &RecvBatch,
+        now: Instant,
+        recv_us: u64,
+        seq: &mut SeqTracker,
+        ring: &FlowRing,
+        ts: &RefCell<TsPath>,
+        stats: &InputStats,
+    ) {
+        let mut ts = ts.borrow_mut();
+        let TsPath { chunker, analyzer } = &mut *ts;
+        let mut ring = ring.ring.borrow_mut();
+        for i in 0..batch.len() {
+            let (datagram, from) = batch.get(i);
             if let Some(allowed) = &self.allowed
-                && !allowed.contains(&from.ip().to_canonical())
+                && !from.is_some_and(|ip| allowed.contains(&ip))
             {
                 bump(&stats.filtered, 1);
                 continue;
             }
             bump(&stats.datagrams, 1);
-            bump(&stats.bytes, len as u64);
-            stats.rate.add(now, len);
-            let datagram = &buf[..len];
+            bump(&stats.bytes, datagram.len() as u64);
+            stats.rate.add(now, datagram.len());
             let payload = if self.rtp {
                 match rtp::parse(datagram) {
                     Ok(h) => {
@@ -142,9 +173,6 @@ impl UdpInput {
             } else {
                 datagram
             };
-            let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
-            let mut ts = ts.borrow_mut();
-            let TsPath { chunker, analyzer } = &mut *ts;
             chunker.split(payload, |chunk| {
                 analyzer.feed(chunk);
                 bump(
@@ -157,6 +185,39 @@ impl UdpInput {
     }
 }
 
+/// One `recvmmsg` into `batch` if the reactor says the socket is readable: `Ok(n)` with the
+/// datagrams stored (0 when it was not readable after all), or the socket's error.
+///
+/// tokio clears a socket's readiness only when the operation inside `try_io` returns
+/// WouldBlock. A short batch means recvmmsg met an empty queue, so it reports WouldBlock
+/// after storing the datagrams: that clears readiness without the extra empty `recvfrom`
+/// the usual loop needs. This is race-free: the clear applies only to the readiness event
+/// it was read under (tokio compares the event's tick), and a datagram arriving after the
+/// queue ran empty raises a new edge that the reactor sees at its next poll, on this same
+/// thread, after the clear.
+fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let mut got = 0;
+    let res = socket.try_io(Interest::READABLE, || {
+        got = batch.recv(socket.as_fd())?;
+        if ready_after(got, batch.capacity()) {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    });
+    match res {
+        Ok(()) => Ok(got),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(got),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: only
+/// a full batch can have left some behind.
+fn ready_after(got: usize, capacity: usize) -> bool {
+    got >= capacity
+}
+
 fn parse_ip(s: Option<&str>, field: &'static str) -> Result<Option<IpAddr>, InputError> {
     s.map(|s| {
         s.parse().map_err(|_| InputError::BadConfig {
@@ -165,4 +226,17 @@ fn parse_ip(s: Option<&str>, field: &'static str) -> Result<Option<IpAddr>, Inpu
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_batch_keeps_the_socket_readable() {
+        assert!(!ready_after(0, BATCH));
+        assert!(!ready_after(1, BATCH));
+        assert!(!ready_after(BATCH - 1, BATCH));
+        assert!(ready_after(BATCH, BATCH));
+    }
 }
