@@ -2,18 +2,17 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::time::Instant;
-
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::time::{Duration, Instant};
 
 use super::InputError;
 use crate::config::UdpInputConfig;
 use crate::flow::stats::{InputStats, bump};
 use crate::net::mmsg::{BATCH, RecvBatch};
+use crate::net::wake::{OneShotReadable, Ticker};
 use crate::rtp::{self, SeqTracker};
 use crate::ts::analyzer::TsAnalyzer;
 use crate::ts::chunk::Chunker;
@@ -21,6 +20,11 @@ use crate::ts::ring::FlowRing;
 
 /// Consecutive receive errors after which the input is declared lost.
 const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
+/// How often a busy input drains its socket. This is the most latency quoll adds to a
+/// datagram (plus scheduling), and the longest burst an output sends at once;
+/// srt-live-transmit polls its UDP sockets on a similar or longer period. The first datagram
+/// after a pause is forwarded at once.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 pub struct UdpInput {
     socket: UdpSocket,
@@ -85,6 +89,15 @@ impl UdpInput {
     }
 
     /// Receive until the task is dropped; returns only when the socket keeps failing.
+    ///
+    /// Two modes. Idle: the socket is armed ([`OneShotReadable`]) and the task sleeps until
+    /// a datagram arrives, which is forwarded at once. Busy, once datagrams come faster than
+    /// [`POLL_INTERVAL`]: the socket is disarmed and drained every interval with as few
+    /// `recvmmsg` calls as it takes, until a tick finds it empty and the input goes idle
+    /// again. While busy, arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
+    /// output move a whole interval of datagrams, where waking per datagram cost a context
+    /// switch and three syscalls each. A sparse stream stays idle, woken per datagram, which
+    /// is then the cheaper way.
     pub async fn run(
         self,
         ring: Rc<FlowRing>,
@@ -92,36 +105,109 @@ impl UdpInput {
         stats: Rc<InputStats>,
         epoch: Instant,
     ) -> InputError {
+        let (armed, ticker) = match OneShotReadable::new(self.socket.as_fd())
+            .and_then(|a| Ok((a, Ticker::new(POLL_INTERVAL)?)))
+        {
+            Ok(w) => w,
+            Err(e) => return InputError::Receive(e),
+        };
         let mut batch = RecvBatch::new(BATCH);
         let mut seq = SeqTracker::default();
         let mut errors = 0u32;
-        loop {
-            if let Err(e) = self.socket.readable().await {
-                return InputError::Receive(e);
+        // Consecutive receive errors are counted across both modes; too many end the input.
+        let mut account = |res: io::Result<usize>| match res {
+            Ok(n) => {
+                if n > 0 {
+                    errors = 0;
+                }
+                Ok(n)
             }
-            match recv_batch(&self.socket, &mut batch) {
-                Ok(0) => continue,
-                Ok(_) => errors = 0,
-                Err(e) => {
-                    bump(&stats.recv_errors, 1);
-                    errors += 1;
-                    if errors >= MAX_CONSECUTIVE_ERRORS {
-                        return InputError::Receive(e);
-                    }
-                    tokio::task::yield_now().await;
-                    continue;
+            Err(e) => {
+                bump(&stats.recv_errors, 1);
+                errors += 1;
+                if errors >= MAX_CONSECUTIVE_ERRORS {
+                    Err(InputError::Receive(e))
+                } else {
+                    Ok(0)
                 }
             }
-            // One clock read per batch: the datagrams of a batch were all waiting in the
-            // socket when the batch was read, so this is when quoll received every one of them.
-            let now = Instant::now();
-            let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
-            self.forward(&batch, now, recv_us, &mut seq, &ring, &ts, &stats);
-            ring.wake();
-            if batch.len() == batch.capacity() {
-                // More may be waiting, and the socket is still marked readable: let the
-                // outputs (and everything else on this thread) run before the next batch.
-                tokio::task::yield_now().await;
+        };
+        let mut last_wake: Option<Instant> = None;
+        loop {
+            if let Err(e) = armed.readable().await {
+                return InputError::Receive(e);
+            }
+            let woke = Instant::now();
+            let gap = last_wake.map(|t| woke.saturating_duration_since(t));
+            last_wake = Some(woke);
+            let got = match account(
+                self.drain(&mut batch, &mut seq, &ring, &ts, &stats, epoch)
+                    .await,
+            ) {
+                Ok(n) => n,
+                Err(e) => return e,
+            };
+            if !go_busy(got, gap) {
+                continue;
+            }
+            if let Err(e) = ticker.start() {
+                return InputError::Receive(e);
+            }
+            loop {
+                if let Err(e) = ticker.tick().await {
+                    return InputError::Receive(e);
+                }
+                match account(
+                    self.drain(&mut batch, &mut seq, &ring, &ts, &stats, epoch)
+                        .await,
+                ) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return e,
+                }
+            }
+            if let Err(e) = ticker.stop() {
+                return InputError::Receive(e);
+            }
+        }
+    }
+
+    /// Receive and forward everything the socket holds: `Ok(datagrams)`, 0 if it was empty.
+    async fn drain(
+        &self,
+        batch: &mut RecvBatch,
+        seq: &mut SeqTracker,
+        ring: &FlowRing,
+        ts: &RefCell<TsPath>,
+        stats: &InputStats,
+        epoch: Instant,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            match batch.recv(self.socket.as_fd()) {
+                Ok(n) => {
+                    // One clock read per batch: the datagrams of a batch were all waiting in
+                    // the socket when it was read, which is when quoll received them.
+                    let now = Instant::now();
+                    let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
+                    self.forward(batch, now, recv_us, seq, ring, ts, stats);
+                    ring.wake();
+                    total += n;
+                    if !more_after(n, batch.capacity()) {
+                        return Ok(total);
+                    }
+                    // A full batch: more may be waiting. Let the outputs send this one
+                    // before the next can overwrite ring slots they have not read.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if total > 0 => {
+                    // Datagrams came before it: count it, keep them, try again next tick.
+                    bump(&stats.recv_errors, 1);
+                    return Ok(total);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -185,36 +271,16 @@ impl UdpInput {
     }
 }
 
-/// One `recvmmsg` into `batch` if the reactor says the socket is readable: `Ok(n)` with the
-/// datagrams stored (0 when it was not readable after all), or the socket's error.
-///
-/// tokio clears a socket's readiness only when the operation inside `try_io` returns
-/// WouldBlock. A short batch means recvmmsg met an empty queue, so it reports WouldBlock
-/// after storing the datagrams: that clears readiness without the extra empty `recvfrom`
-/// the usual loop needs. This is race-free: the clear applies only to the readiness event
-/// it was read under (tokio compares the event's tick), and a datagram arriving after the
-/// queue ran empty raises a new edge that the reactor sees at its next poll, on this same
-/// thread, after the clear.
-fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-    let mut got = 0;
-    let res = socket.try_io(Interest::READABLE, || {
-        got = batch.recv(socket.as_fd())?;
-        if ready_after(got, batch.capacity()) {
-            Ok(())
-        } else {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
-    });
-    match res {
-        Ok(()) => Ok(got),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(got),
-        Err(e) => Err(e),
-    }
+/// Whether an input woken by a datagram should switch to draining on the ticker: when more
+/// than one was already waiting, or the previous wake-up was less than an interval ago. In
+/// both cases datagrams come faster than the ticker would wake, so ticking costs less.
+fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
+    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < POLL_INTERVAL))
 }
 
-/// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: only
-/// a full batch can have left some behind.
-fn ready_after(got: usize, capacity: usize) -> bool {
+/// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: a
+/// short batch means recvmmsg met an empty queue.
+fn more_after(got: usize, capacity: usize) -> bool {
     got >= capacity
 }
 
@@ -233,10 +299,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_full_batch_keeps_the_socket_readable() {
-        assert!(!ready_after(0, BATCH));
-        assert!(!ready_after(1, BATCH));
-        assert!(!ready_after(BATCH - 1, BATCH));
-        assert!(ready_after(BATCH, BATCH));
+    fn busy_mode_only_when_datagrams_come_faster_than_the_ticker() {
+        let short = Some(POLL_INTERVAL / 4);
+        let long = Some(POLL_INTERVAL * 3);
+        assert!(go_busy(2, None), "a backlog means the input is behind");
+        assert!(go_busy(5, long));
+        assert!(go_busy(1, short), "wake-ups closer than a tick");
+        assert!(!go_busy(1, long), "a sparse stream stays event-driven");
+        assert!(!go_busy(1, None), "the first datagram ever");
+        assert!(!go_busy(0, short), "a wake-up that found nothing");
+        assert!(!go_busy(1, Some(POLL_INTERVAL)));
+    }
+
+    #[test]
+    fn only_a_full_batch_can_leave_datagrams_behind() {
+        assert!(!more_after(0, BATCH));
+        assert!(!more_after(1, BATCH));
+        assert!(!more_after(BATCH - 1, BATCH));
+        assert!(more_after(BATCH, BATCH));
     }
 }

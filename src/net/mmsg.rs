@@ -126,12 +126,19 @@ impl RecvBatch {
     /// Datagram `i` of the last batch and its source address (None for a family we do not
     /// speak, which an IP socket never reports).
     pub fn get(&self, i: usize) -> (&[u8], Option<IpAddr>) {
-        assert!(i < self.filled, "datagram {i} of a batch of {}", self.filled);
+        assert!(
+            i < self.filled,
+            "datagram {i} of a batch of {}",
+            self.filled
+        );
         let msg = &self.msgs[i];
         // A UDP payload fits the 64 KiB buffer; min() keeps a bogus length from panicking.
         let len = (msg.msg_len as usize).min(MAX_DATAGRAM);
         let data = &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len];
-        (data, sockaddr_ip(&self.addrs[i], msg.msg_hdr.msg_namelen as usize))
+        (
+            data,
+            sockaddr_ip(&self.addrs[i], msg.msg_hdr.msg_namelen as usize),
+        )
     }
 }
 
@@ -142,8 +149,11 @@ pub fn sockaddr_ip(addr: &libc::sockaddr_storage, len: usize) -> Option<IpAddr> 
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type,
             // and the family says this one is a sockaddr_in.
-            let sin = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+            let sin =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
         }
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
@@ -155,18 +165,30 @@ pub fn sockaddr_ip(addr: &libc::sockaddr_storage, len: usize) -> Option<IpAddr> 
     }
 }
 
-/// `sendmmsg` state for one destination: up to [`BATCH`] datagrams per call, each one
-/// payload slice, optionally preceded by a small header (RTP), gathered without copying.
+/// Sends for one destination: up to [`BATCH`] datagrams per call, each one payload slice,
+/// optionally preceded by a small header (RTP), gathered without copying.
+///
+/// Where the kernel has UDP GSO (Linux 4.18+, probed once), a run of equal-sized datagrams
+/// goes out as one `sendmsg` with `UDP_SEGMENT`: the kernel builds one buffer and cuts it
+/// into the same datagrams on the wire, instead of one socket-buffer allocation, route and
+/// receiver wake-up per datagram. Anything else, and every send after the kernel or the
+/// device has refused GSO once, goes through `sendmmsg`.
 pub struct SendBatch {
     dest: SockAddr,
+    gso: bool,
     iovs: Box<[libc::iovec]>,
     msgs: Box<[libc::mmsghdr]>,
 }
 
+/// Most bytes one GSO send may carry: the IPv4 total length is 16 bits, less headers.
+const GSO_MAX_BYTES: usize = 65_000;
+
 impl SendBatch {
-    pub fn new(dest: SocketAddr) -> Self {
+    /// State for sending to `dest` through `socket` (probed for GSO support).
+    pub fn new(dest: SocketAddr, socket: BorrowedFd<'_>) -> Self {
         SendBatch {
             dest: SockAddr::from(dest),
+            gso: gso_supported(socket),
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -179,10 +201,15 @@ impl SendBatch {
         }
     }
 
-    /// One non-blocking `sendmmsg` of `payloads[i]`, each after `headers[i]` when headers are
-    /// given (there must be as many). `Ok(n)`: the first n went out (n ≥ 1; a short count
-    /// means the next one failed, and sending it again reports why). At most [`BATCH`] per
-    /// call; the rest is the caller's next call.
+    /// Whether sends still try GSO.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Non-blocking send of `payloads[i]`, each after `headers[i]` when headers are given
+    /// (there must be as many). `Ok(n)`: the first n went out (n ≥ 1; a short count means
+    /// the next one failed, and sending it again reports why). At most [`BATCH`] per call;
+    /// the rest is the caller's next call.
     pub fn send<H: AsRef<[u8]>>(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -196,6 +223,85 @@ impl SendBatch {
         if let Some(h) = headers {
             assert!(h.len() >= n, "{} headers for {n} payloads", h.len());
         }
+        let header_len = |i: usize| headers.map_or(0, |h| h[i].as_ref().len());
+        if self.gso {
+            let run = gso_run((0..n).map(|i| header_len(i) + payloads[i].len()));
+            if run >= 2 {
+                let seg = header_len(0) + payloads[0].len();
+                match self.send_gso(fd, &payloads[..run], headers, seg) {
+                    Ok(()) => return Ok(run),
+                    // The kernel or the device cannot do it (no checksum offload gives EIO):
+                    // nothing was sent; stop trying and send these the plain way.
+                    Err(e) if gso_refused(&e) => self.gso = false,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.send_mmsg(fd, &payloads[..n], headers)
+    }
+
+    fn send_gso<H: AsRef<[u8]>>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        payloads: &[&[u8]],
+        headers: Option<&[H]>,
+        seg: usize,
+    ) -> io::Result<()> {
+        let mut used = 0;
+        for (i, payload) in payloads.iter().enumerate() {
+            if let Some(h) = headers {
+                self.iovs[used] = iovec(h[i].as_ref());
+                used += 1;
+            }
+            self.iovs[used] = iovec(payload);
+            used += 1;
+        }
+        // Room for one cmsghdr and a u16, aligned like cmsghdr (u64 alignment suffices).
+        let mut control = [0u64; 4];
+        // SAFETY: all-zero is a valid msghdr (see zeroed_mmsghdr).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = self.dest.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = self.dest.len() as _;
+        msg.msg_iov = self.iovs.as_mut_ptr();
+        msg.msg_iovlen = used as _;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as _) } as usize;
+        debug_assert!(space <= mem::size_of_val(&control));
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `control`, which is large and aligned enough for one
+        // cmsghdr with a u16 (checked above), so CMSG_FIRSTHDR is non-null and CMSG_DATA
+        // points inside `control`; the u16 write is unaligned-safe.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as _) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+        }
+        // SAFETY: `msg` points at iovecs owned by `self` that point at `payloads` and
+        // `headers` (lent for this call), at `self.dest` and at `control`; the kernel only
+        // reads them. `fd` is a valid open socket for the duration of the borrow.
+        let r = unsafe {
+            libc::sendmsg(
+                fd.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn send_mmsg<H: AsRef<[u8]>>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        payloads: &[&[u8]],
+        headers: Option<&[H]>,
+    ) -> io::Result<usize> {
+        let n = payloads.len();
         let per = if headers.is_some() { 2 } else { 1 };
         for (i, (msg, iovs)) in self
             .msgs
@@ -208,8 +314,7 @@ impl SendBatch {
             let (first, rest) = iovs.split_at_mut(1);
             match headers {
                 Some(h) => {
-                    let h = h[i].as_ref();
-                    first[0] = iovec(h);
+                    first[0] = iovec(h[i].as_ref());
                     rest[0] = iovec(payload);
                 }
                 None => first[0] = iovec(payload),
@@ -240,6 +345,56 @@ impl SendBatch {
         }
         Ok(sent as usize)
     }
+}
+
+/// How many datagrams from the start, of these lengths, one GSO send can carry: all of the
+/// first one's length, then at most one shorter (the kernel cuts at the segment size, so only
+/// the last segment may be short), within [`GSO_MAX_BYTES`].
+pub fn gso_run(lens: impl IntoIterator<Item = usize>) -> usize {
+    let mut lens = lens.into_iter();
+    let Some(seg) = lens.next() else { return 0 };
+    if seg == 0 {
+        return 1;
+    }
+    let (mut run, mut bytes) = (1, seg);
+    for len in lens {
+        if len == 0 || len > seg || bytes + len > GSO_MAX_BYTES {
+            break;
+        }
+        run += 1;
+        bytes += len;
+        if len < seg {
+            break;
+        }
+    }
+    run
+}
+
+/// Whether a GSO send failed because GSO cannot be used here (rather than, say, a full
+/// buffer): then nothing was sent and plain sends will do.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// Whether the kernel knows UDP GSO: it answers `getsockopt(UDP_SEGMENT)` only if it does.
+/// Older kernels would ignore the cmsg and send one huge datagram, so this must be asked.
+fn gso_supported(socket: BorrowedFd<'_>) -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val`/`len` are a valid buffer and its length; `socket` is an open socket.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
 }
 
 fn iovec(b: &[u8]) -> libc::iovec {
@@ -327,12 +482,15 @@ mod tests {
     #[test]
     fn sendmmsg_sends_each_payload_with_its_header() {
         let (rx, tx) = pair();
-        let mut s = SendBatch::new(rx.local_addr().unwrap());
+        let mut s = SendBatch::new(rx.local_addr().unwrap(), tx.as_fd());
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let headers: Vec<[u8; 2]> = (0..5u8).map(|i| [0xEE, i]).collect();
         assert_eq!(s.send(tx.as_fd(), &slices, Some(&headers)).unwrap(), 5);
-        assert_eq!(s.send::<[u8; 2]>(tx.as_fd(), &slices[..2], None).unwrap(), 2);
+        assert_eq!(
+            s.send::<[u8; 2]>(tx.as_fd(), &slices[..2], None).unwrap(),
+            2
+        );
         let got = recv_all(&rx, &mut RecvBatch::new(BATCH), 7);
         assert_eq!(got.len(), 7);
         for (i, (d, _)) in got[..5].iter().enumerate() {
@@ -346,11 +504,63 @@ mod tests {
     #[test]
     fn sendmmsg_caps_one_call_at_batch() {
         let (rx, tx) = pair();
-        let mut s = SendBatch::new(rx.local_addr().unwrap());
+        let mut s = SendBatch::new(rx.local_addr().unwrap(), tx.as_fd());
         let one = [0x47u8; 188];
         let many = [&one[..]; BATCH + 5];
         assert_eq!(s.send::<[u8; 0]>(tx.as_fd(), &many, None).unwrap(), BATCH);
         assert_eq!(s.send::<[u8; 0]>(tx.as_fd(), &[], None).unwrap(), 0);
+    }
+
+    #[test]
+    fn gso_and_plain_sends_deliver_the_same_datagrams() {
+        let (rx, tx) = pair();
+        let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(4 << 20);
+        let mut s = SendBatch::new(rx.local_addr().unwrap(), tx.as_fd());
+        // Full 1316-byte chunks, then a short one, then full again: two GSO runs (where
+        // supported) of 3 and 2, and the same datagrams either way.
+        let lens = [1316, 1316, 1316, 188 * 3, 1316, 1316];
+        let payloads: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| vec![i as u8; l])
+            .collect();
+        let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let headers: Vec<[u8; 12]> = (0..6u8).map(|i| [i; 12]).collect();
+        for with_headers in [false, true] {
+            let mut at = 0;
+            while at < slices.len() {
+                let h = with_headers.then(|| &headers[at..]);
+                at += s.send(tx.as_fd(), &slices[at..], h).unwrap();
+            }
+            let got = recv_all(&rx, &mut RecvBatch::new(BATCH), 6);
+            assert_eq!(got.len(), 6, "gso {}", s.gso());
+            for (i, (d, _)) in got.iter().enumerate() {
+                let body = if with_headers {
+                    assert_eq!(&d[..12], &headers[i]);
+                    &d[12..]
+                } else {
+                    &d[..]
+                };
+                assert_eq!(body, payloads[i].as_slice(), "datagram {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn gso_run_takes_equal_sizes_and_one_short_tail() {
+        assert_eq!(gso_run([]), 0);
+        assert_eq!(gso_run([1316]), 1);
+        assert_eq!(gso_run([1316, 1316, 1316]), 3);
+        assert_eq!(
+            gso_run([1316, 1316, 564, 1316]),
+            3,
+            "a short one ends the run"
+        );
+        assert_eq!(gso_run([1316, 1328]), 1, "a longer one cannot follow");
+        assert_eq!(gso_run([564, 564, 188]), 3);
+        assert_eq!(gso_run([1316, 0, 1316]), 1, "empty datagrams go alone");
+        assert_eq!(gso_run([0, 0]), 1);
+        assert_eq!(gso_run([1328; 64]), GSO_MAX_BYTES / 1328);
     }
 
     #[test]

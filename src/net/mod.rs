@@ -1,8 +1,11 @@
 //! Socket setup shared by UDP/RTP inputs and outputs: binding, multicast membership, source
-//! filtering, DSCP, TTL and buffer sizes. All through socket2. Receivers are handed to tokio;
-//! senders are not (see [`bind_sender`]). [`mmsg`] has the batched syscalls of the packet path.
+//! filtering, DSCP, TTL and buffer sizes. All through socket2. The sockets are plain
+//! non-blocking std sockets, not registered with tokio's reactor: the packet path decides
+//! when it wants to be woken ([`wake`] for inputs, `output::udp` for full send buffers).
+//! [`mmsg`] has the batched syscalls of the packet path.
 
 pub mod mmsg;
+pub mod wake;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,13 +16,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// to ride out a scheduling hiccup. The kernel caps it at `net.core.rmem_max`.
 const BUFFER_BYTES: usize = 4 << 20;
 
-/// A UDP socket bound to `bind`, joined to the group when `bind` is multicast (on
-/// `interface` when given). Multicast binds use the group address with SO_REUSEADDR so
+/// A non-blocking UDP socket bound to `bind`, joined to the group when `bind` is multicast
+/// (on `interface` when given). Multicast binds use the group address with SO_REUSEADDR so
 /// several receivers on the host can join the same group.
 pub fn bind_receiver(
     bind: SocketAddr,
     interface: Option<IpAddr>,
-) -> io::Result<tokio::net::UdpSocket> {
+) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     let _ = socket.set_recv_buffer_size(BUFFER_BYTES);
@@ -43,7 +46,7 @@ pub fn bind_receiver(
         }
         _ => {}
     }
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// A non-blocking UDP socket for sending to `dest`: bound to `bind` (or an ephemeral port),
@@ -167,6 +170,7 @@ mod tests {
                 .port();
             let group = SocketAddr::new(group.ip(), port);
             let rx = bind_receiver(group, Some("127.0.0.1".parse().unwrap())).unwrap();
+            let rx = tokio::net::UdpSocket::from_std(rx).unwrap();
             let tx = bind_sender(group, None, Some("127.0.0.1".parse().unwrap()), 0, 1).unwrap();
             tx.send_to(b"hello", group).unwrap();
             let mut buf = [0u8; 16];

@@ -81,7 +81,7 @@ impl UdpOutput {
     /// Forward every chunk of the ring from now on, until the task is dropped.
     pub async fn run(mut self, ring: Rc<FlowRing>, stats: Rc<OutputStats>) {
         let mut reader = ring.ring.borrow().reader();
-        let mut batch = SendBatch::new(self.dest);
+        let mut batch = SendBatch::new(self.dest, self.socket.as_fd());
         loop {
             // Register for the wake-up before looking, so a push between the look and the
             // await is not missed.
