@@ -144,7 +144,13 @@ impl Ticker {
             let mut guard = self.fd.readable().await?;
             let mut count = [0u8; 8];
             match guard.try_io(|f| f.get_ref().read(&mut count)) {
-                Ok(r) => return r.map(drop),
+                Ok(r) => {
+                    // The count is read, so the timer is not readable now: clearing here
+                    // saves the EAGAIN read the next call would need to find that out. The
+                    // next expiry is a new edge, seen by the reactor after this clear.
+                    guard.clear_ready();
+                    return r.map(drop);
+                }
                 // Nothing expired after all (a stale edge): readiness is cleared, wait again.
                 Err(_would_block) => continue,
             }

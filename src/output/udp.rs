@@ -115,6 +115,9 @@ impl UdpOutput {
     }
 }
 
+/// The RTP headers of one batch, one per chunk (None for plain UDP).
+type Headers<'h> = Option<&'h [[u8; rtp::HEADER_LEN]]>;
+
 /// What one [`drain_once`] did.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
@@ -138,7 +141,7 @@ fn drain_once(
     reader: &mut Reader,
     stats: &OutputStats,
     mut rtp: Option<&mut RtpState>,
-    send: impl FnOnce(&[&[u8]], Option<&[[u8; rtp::HEADER_LEN]]>) -> io::Result<usize>,
+    send: impl FnOnce(&[&[u8]], Headers<'_>) -> io::Result<usize>,
 ) -> Step {
     let mut payloads: [&[u8]; BATCH] = [&[]; BATCH];
     let mut headers = [[0u8; rtp::HEADER_LEN]; BATCH];
@@ -218,4 +221,162 @@ fn random_u32() -> u32 {
             .unwrap_or(0),
     );
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn chunk(tag: u8) -> Vec<u8> {
+        let mut v = vec![0u8; 7 * PACKET_LEN];
+        for p in v.chunks_mut(PACKET_LEN) {
+            p[0] = 0x47;
+            p[1] = tag;
+        }
+        v
+    }
+
+    fn ring_with(n: u8, capacity: usize) -> (Ring, Reader) {
+        let mut ring = Ring::new(capacity);
+        let reader = ring.reader();
+        for i in 0..n {
+            ring.push(&chunk(i), u64::from(i) * 1000);
+        }
+        (ring, reader)
+    }
+
+    /// Tags of the chunks each call to the fake sender saw.
+    type Calls = RefCell<Vec<Vec<u8>>>;
+
+    fn fake<'a>(
+        calls: &'a Calls,
+        result: io::Result<usize>,
+    ) -> impl FnOnce(&[&[u8]], Headers<'_>) -> io::Result<usize> + 'a {
+        move |p, _| {
+            calls.borrow_mut().push(p.iter().map(|c| c[1]).collect());
+            result
+        }
+    }
+
+    #[test]
+    fn sends_in_batches_and_counts_what_went_out() {
+        let (ring, mut r) = ring_with(40, 64);
+        let stats = OutputStats::default();
+        let calls = Calls::default();
+        assert_eq!(
+            drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(BATCH))),
+            Step::Sent
+        );
+        assert_eq!(
+            drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(8))),
+            Step::Sent
+        );
+        assert_eq!(
+            drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(0))),
+            Step::Empty
+        );
+        let calls = calls.into_inner();
+        assert_eq!(calls.len(), 2, "the empty ring calls no sender");
+        assert_eq!(calls[0], (0..BATCH as u8).collect::<Vec<_>>());
+        assert_eq!(calls[1], (BATCH as u8..40).collect::<Vec<_>>());
+        assert_eq!(stats.datagrams.get(), 40);
+        assert_eq!(stats.packets.get(), 40 * 7);
+        assert_eq!(stats.bytes.get(), 40 * 7 * PACKET_LEN as u64);
+    }
+
+    #[test]
+    fn a_short_send_resumes_after_the_last_chunk_sent() {
+        let (ring, mut r) = ring_with(5, 8);
+        let stats = OutputStats::default();
+        let calls = Calls::default();
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(2)));
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(3)));
+        assert_eq!(calls.into_inner(), vec![vec![0, 1, 2, 3, 4], vec![2, 3, 4]]);
+        assert_eq!(stats.datagrams.get(), 5);
+    }
+
+    #[test]
+    fn would_block_keeps_the_chunks_for_the_retry() {
+        let (ring, mut r) = ring_with(3, 8);
+        let stats = OutputStats::default();
+        let calls = Calls::default();
+        let blocked = io::Error::from(io::ErrorKind::WouldBlock);
+        assert_eq!(
+            drain_once(&ring, &mut r, &stats, None, fake(&calls, Err(blocked))),
+            Step::Blocked
+        );
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(3)));
+        assert_eq!(calls.into_inner(), vec![vec![0, 1, 2], vec![0, 1, 2]]);
+        assert_eq!(stats.send_errors.get(), 0);
+        assert_eq!(stats.datagrams.get(), 3);
+    }
+
+    #[test]
+    fn an_error_skips_one_chunk_and_is_counted() {
+        let (ring, mut r) = ring_with(3, 8);
+        let stats = OutputStats::default();
+        let calls = Calls::default();
+        let unreachable = io::Error::from_raw_os_error(libc::ENETUNREACH);
+        assert_eq!(
+            drain_once(&ring, &mut r, &stats, None, fake(&calls, Err(unreachable))),
+            Step::Sent
+        );
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(2)));
+        assert_eq!(calls.into_inner(), vec![vec![0, 1, 2], vec![1, 2]]);
+        assert_eq!(stats.send_errors.get(), 1);
+        assert_eq!(stats.datagrams.get(), 2);
+    }
+
+    #[test]
+    fn a_lagging_reader_counts_dropped_and_sends_from_the_head() {
+        let mut ring = Ring::new(4);
+        let mut r = ring.reader();
+        for i in 0..10 {
+            ring.push(&chunk(i), 0);
+        }
+        let stats = OutputStats::default();
+        let calls = Calls::default();
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(0)));
+        // Lagged to the head: nothing left to send this time, 10 chunks' packets dropped.
+        assert_eq!(stats.dropped.get(), 10 * 7);
+        assert!(calls.borrow().is_empty());
+        ring.push(&chunk(42), 0);
+        drain_once(&ring, &mut r, &stats, None, fake(&calls, Ok(1)));
+        assert_eq!(calls.into_inner(), vec![vec![42]]);
+    }
+
+    #[test]
+    fn rtp_headers_number_consecutively_and_only_sent_ones_advance_seq() {
+        let (ring, mut r) = ring_with(4, 8);
+        let stats = OutputStats::default();
+        let mut state = RtpState {
+            seq: 0xFFFE,
+            ssrc: 0x1234_5678,
+        };
+        let seen = RefCell::new(Vec::new());
+        let send = |p: &[&[u8]], h: Headers<'_>| {
+            let h = h.expect("RTP output sends headers");
+            assert_eq!(h.len(), p.len());
+            for hdr in h {
+                assert_eq!(hdr[1], rtp::PT_MP2T);
+                assert_eq!(&hdr[8..12], &0x1234_5678u32.to_be_bytes());
+                seen.borrow_mut().push(u16::from_be_bytes([hdr[2], hdr[3]]));
+            }
+            Ok(3)
+        };
+        drain_once(&ring, &mut r, &stats, Some(&mut state), send);
+        assert_eq!(state.seq, 0x0001, "advanced by the 3 sent, wrapping");
+        assert_eq!(seen.into_inner(), vec![0xFFFE, 0xFFFF, 0x0000, 0x0001]);
+        // The fourth goes again with the next number, 0x0001.
+        let again = RefCell::new(Vec::new());
+        drain_once(&ring, &mut r, &stats, Some(&mut state), |_, h| {
+            again
+                .borrow_mut()
+                .push(u16::from_be_bytes([h.unwrap()[0][2], h.unwrap()[0][3]]));
+            Ok(1)
+        });
+        assert_eq!(again.into_inner(), vec![0x0001]);
+        assert_eq!(state.seq, 0x0002);
+    }
 }
