@@ -24,7 +24,7 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
 /// datagram (plus scheduling), and the longest burst an output sends at once;
 /// srt-live-transmit polls its UDP sockets on a similar or longer period. The first datagram
 /// after a pause is forwarded at once.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(3);
 
 pub struct UdpInput {
     socket: UdpSocket,
