@@ -2,24 +2,29 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::time::Instant;
-
-use tokio::net::UdpSocket;
+use std::time::{Duration, Instant};
 
 use super::InputError;
 use crate::config::UdpInputConfig;
 use crate::flow::stats::{InputStats, bump};
+use crate::net::mmsg::{BATCH, RecvBatch};
+use crate::net::wake::{OneShotReadable, Ticker};
 use crate::rtp::{self, SeqTracker};
 use crate::ts::analyzer::TsAnalyzer;
 use crate::ts::chunk::Chunker;
 use crate::ts::ring::FlowRing;
 
-/// Largest UDP payload: anything we receive fits, so nothing is silently truncated.
-const RECV_BUF: usize = 65_536;
 /// Consecutive receive errors after which the input is declared lost.
 const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
+/// How often a busy input drains its socket. This is the most latency quoll adds to a
+/// datagram (plus scheduling), and the longest burst an output sends at once;
+/// srt-live-transmit polls its UDP sockets on a similar or longer period. The first datagram
+/// after a pause is forwarded at once.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(3);
 
 pub struct UdpInput {
     socket: UdpSocket,
@@ -84,6 +89,15 @@ impl UdpInput {
     }
 
     /// Receive until the task is dropped; returns only when the socket keeps failing.
+    ///
+    /// Two modes. Idle: the socket is armed ([`OneShotReadable`]) and the task sleeps until
+    /// a datagram arrives, which is forwarded at once. Busy, once datagrams come faster than
+    /// [`POLL_INTERVAL`]: the socket is disarmed and drained every interval with as few
+    /// `recvmmsg` calls as it takes, until a tick finds it empty and the input goes idle
+    /// again. While busy, arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
+    /// output move a whole interval of datagrams, where waking per datagram cost a context
+    /// switch and three syscalls each. A sparse stream stays idle, woken per datagram, which
+    /// is then the cheaper way.
     pub async fn run(
         self,
         ring: Rc<FlowRing>,
@@ -91,36 +105,139 @@ impl UdpInput {
         stats: Rc<InputStats>,
         epoch: Instant,
     ) -> InputError {
-        let mut buf = vec![0u8; RECV_BUF];
+        let (armed, ticker) = match OneShotReadable::new(self.socket.as_fd())
+            .and_then(|a| Ok((a, Ticker::new(POLL_INTERVAL)?)))
+        {
+            Ok(w) => w,
+            Err(e) => return InputError::Receive(e),
+        };
+        let mut batch = RecvBatch::new(BATCH);
         let mut seq = SeqTracker::default();
         let mut errors = 0u32;
-        loop {
-            let (len, from) = match self.socket.recv_from(&mut buf).await {
-                Ok(r) => {
+        // Consecutive receive errors are counted across both modes; too many end the input.
+        let mut account = |res: io::Result<usize>| match res {
+            Ok(n) => {
+                if n > 0 {
                     errors = 0;
-                    r
                 }
-                Err(e) => {
-                    bump(&stats.recv_errors, 1);
-                    errors += 1;
-                    if errors >= MAX_CONSECUTIVE_ERRORS {
-                        return InputError::Receive(e);
-                    }
-                    tokio::task::yield_now().await;
-                    continue;
+                Ok(n)
+            }
+            Err(e) => {
+                bump(&stats.recv_errors, 1);
+                errors += 1;
+                if errors >= MAX_CONSECUTIVE_ERRORS {
+                    Err(InputError::Receive(e))
+                } else {
+                    Ok(0)
                 }
+            }
+        };
+        let mut last_wake: Option<Instant> = None;
+        loop {
+            if let Err(e) = armed.readable().await {
+                return InputError::Receive(e);
+            }
+            let woke = Instant::now();
+            let gap = last_wake.map(|t| woke.saturating_duration_since(t));
+            last_wake = Some(woke);
+            let got = match account(
+                self.drain(&mut batch, &mut seq, &ring, &ts, &stats, epoch)
+                    .await,
+            ) {
+                Ok(n) => n,
+                Err(e) => return e,
             };
-            let now = Instant::now();
+            if !go_busy(got, gap) {
+                continue;
+            }
+            if let Err(e) = ticker.start() {
+                return InputError::Receive(e);
+            }
+            loop {
+                if let Err(e) = ticker.tick().await {
+                    return InputError::Receive(e);
+                }
+                match account(
+                    self.drain(&mut batch, &mut seq, &ring, &ts, &stats, epoch)
+                        .await,
+                ) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return e,
+                }
+            }
+            if let Err(e) = ticker.stop() {
+                return InputError::Receive(e);
+            }
+        }
+    }
+
+    /// Receive and forward everything the socket holds: `Ok(datagrams)`, 0 if it was empty.
+    async fn drain(
+        &self,
+        batch: &mut RecvBatch,
+        seq: &mut SeqTracker,
+        ring: &FlowRing,
+        ts: &RefCell<TsPath>,
+        stats: &InputStats,
+        epoch: Instant,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            match batch.recv(self.socket.as_fd()) {
+                Ok(n) => {
+                    // One clock read per batch: the datagrams of a batch were all waiting in
+                    // the socket when it was read, which is when quoll received them.
+                    let now = Instant::now();
+                    let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
+                    self.forward(batch, now, recv_us, seq, ring, ts, stats);
+                    ring.wake();
+                    total += n;
+                    if !more_after(n, batch.capacity()) {
+                        return Ok(total);
+                    }
+                    // A full batch: more may be waiting. Let the outputs send this one
+                    // before the next can overwrite ring slots they have not read.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if total > 0 => {
+                    // Datagrams came before it: count it, keep them, try again next tick.
+                    bump(&stats.recv_errors, 1);
+                    return Ok(total);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Filter, depacketize, chunk and analyse every datagram of `batch` and push the chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        batch: &RecvBatch,
+        now: Instant,
+        recv_us: u64,
+        seq: &mut SeqTracker,
+        ring: &FlowRing,
+        ts: &RefCell<TsPath>,
+        stats: &InputStats,
+    ) {
+        let mut ts = ts.borrow_mut();
+        let TsPath { chunker, analyzer } = &mut *ts;
+        let mut ring = ring.ring.borrow_mut();
+        for i in 0..batch.len() {
+            let (datagram, from) = batch.get(i);
             if let Some(allowed) = &self.allowed
-                && !allowed.contains(&from.ip().to_canonical())
+                && !from.is_some_and(|ip| allowed.contains(&ip))
             {
                 bump(&stats.filtered, 1);
                 continue;
             }
             bump(&stats.datagrams, 1);
-            bump(&stats.bytes, len as u64);
-            stats.rate.add(now, len);
-            let datagram = &buf[..len];
+            bump(&stats.bytes, datagram.len() as u64);
+            stats.rate.add(now, datagram.len());
             let payload = if self.rtp {
                 match rtp::parse(datagram) {
                     Ok(h) => {
@@ -142,9 +259,6 @@ impl UdpInput {
             } else {
                 datagram
             };
-            let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
-            let mut ts = ts.borrow_mut();
-            let TsPath { chunker, analyzer } = &mut *ts;
             chunker.split(payload, |chunk| {
                 analyzer.feed(chunk);
                 bump(
@@ -157,6 +271,19 @@ impl UdpInput {
     }
 }
 
+/// Whether an input woken by a datagram should switch to draining on the ticker: when more
+/// than one was already waiting, or the previous wake-up was less than an interval ago. In
+/// both cases datagrams come faster than the ticker would wake, so ticking costs less.
+fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
+    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < POLL_INTERVAL))
+}
+
+/// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: a
+/// short batch means recvmmsg met an empty queue.
+fn more_after(got: usize, capacity: usize) -> bool {
+    got >= capacity
+}
+
 fn parse_ip(s: Option<&str>, field: &'static str) -> Result<Option<IpAddr>, InputError> {
     s.map(|s| {
         s.parse().map_err(|_| InputError::BadConfig {
@@ -165,4 +292,30 @@ fn parse_ip(s: Option<&str>, field: &'static str) -> Result<Option<IpAddr>, Inpu
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_mode_only_when_datagrams_come_faster_than_the_ticker() {
+        let short = Some(POLL_INTERVAL / 4);
+        let long = Some(POLL_INTERVAL * 3);
+        assert!(go_busy(2, None), "a backlog means the input is behind");
+        assert!(go_busy(5, long));
+        assert!(go_busy(1, short), "wake-ups closer than a tick");
+        assert!(!go_busy(1, long), "a sparse stream stays event-driven");
+        assert!(!go_busy(1, None), "the first datagram ever");
+        assert!(!go_busy(0, short), "a wake-up that found nothing");
+        assert!(!go_busy(1, Some(POLL_INTERVAL)));
+    }
+
+    #[test]
+    fn only_a_full_batch_can_leave_datagrams_behind() {
+        assert!(!more_after(0, BATCH));
+        assert!(!more_after(1, BATCH));
+        assert!(!more_after(BATCH - 1, BATCH));
+        assert!(more_after(BATCH, BATCH));
+    }
 }

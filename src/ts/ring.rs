@@ -141,9 +141,25 @@ impl Ring {
             recv_us: slot.recv_us,
         })
     }
+
+    /// Move `r` past up to `n` chunks, exactly as `n` reads would. An output that read a
+    /// batch, sent only part of it and rewound uses this to step past what went out.
+    pub fn advance(&self, r: &mut Reader, n: usize) {
+        for _ in 0..n {
+            if let Read::Empty = self.read(r) {
+                break;
+            }
+        }
+    }
 }
 
 /// A ring with the wake-up that tells readers new data is there.
+///
+/// The input pushes a whole receive batch through `ring` and then calls [`wake`] once: the
+/// outputs run after the input task yields anyway (one thread), so one wake-up per batch
+/// does the work of one per chunk.
+///
+/// [`wake`]: FlowRing::wake
 pub struct FlowRing {
     pub ring: RefCell<Ring>,
     pub notify: Notify,
@@ -160,6 +176,11 @@ impl FlowRing {
     /// Push one chunk and wake the readers.
     pub fn push(&self, packets: &[u8], recv_us: u64) {
         self.ring.borrow_mut().push(packets, recv_us);
+        self.wake();
+    }
+
+    /// Wake every reader waiting for data (after pushes made through `ring` directly).
+    pub fn wake(&self) {
         self.notify.notify_waiters();
     }
 }
@@ -233,6 +254,28 @@ mod tests {
                 other => panic!("expected chunk, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn advance_steps_like_reads_and_stops_at_head() {
+        let mut ring = Ring::new(8);
+        let mut r = ring.reader();
+        for i in 0..5 {
+            ring.push(&chunk(i, 1 + usize::from(i)), 0);
+        }
+        let mut by_reads = r.clone();
+        for _ in 0..3 {
+            assert!(matches!(ring.read(&mut by_reads), Read::Chunk(_)));
+        }
+        ring.advance(&mut r, 3);
+        assert_eq!((r.next, r.packets), (by_reads.next, by_reads.packets));
+        match ring.read(&mut r) {
+            Read::Chunk(c) => assert_eq!(c.data[1], 3),
+            other => panic!("expected chunk, got {other:?}"),
+        }
+        ring.advance(&mut r, 100);
+        assert!(matches!(ring.read(&mut r), Read::Empty));
+        assert_eq!(r.packets, ring.packets_written());
     }
 
     #[test]

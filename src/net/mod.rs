@@ -1,5 +1,11 @@
 //! Socket setup shared by UDP/RTP inputs and outputs: binding, multicast membership, source
-//! filtering, DSCP, TTL and buffer sizes. All through socket2, then handed to tokio.
+//! filtering, DSCP, TTL and buffer sizes. All through socket2. The sockets are plain
+//! non-blocking std sockets, not registered with tokio's reactor: the packet path decides
+//! when it wants to be woken ([`wake`] for inputs, `output::udp` for full send buffers).
+//! [`mmsg`] has the batched syscalls of the packet path.
+
+pub mod mmsg;
+pub mod wake;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,13 +16,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// to ride out a scheduling hiccup. The kernel caps it at `net.core.rmem_max`.
 const BUFFER_BYTES: usize = 4 << 20;
 
-/// A UDP socket bound to `bind`, joined to the group when `bind` is multicast (on
-/// `interface` when given). Multicast binds use the group address with SO_REUSEADDR so
+/// A non-blocking UDP socket bound to `bind`, joined to the group when `bind` is multicast
+/// (on `interface` when given). Multicast binds use the group address with SO_REUSEADDR so
 /// several receivers on the host can join the same group.
 pub fn bind_receiver(
     bind: SocketAddr,
     interface: Option<IpAddr>,
-) -> io::Result<tokio::net::UdpSocket> {
+) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     let _ = socket.set_recv_buffer_size(BUFFER_BYTES);
@@ -40,18 +46,23 @@ pub fn bind_receiver(
         }
         _ => {}
     }
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// A UDP socket for sending to `dest`: bound to `bind` (or an ephemeral port), with DSCP
-/// set, and for a multicast destination the TTL/hop limit and outgoing interface.
+/// A non-blocking UDP socket for sending to `dest`: bound to `bind` (or an ephemeral port),
+/// with DSCP set, and for a multicast destination the TTL/hop limit and outgoing interface.
+///
+/// It is deliberately not registered with tokio's reactor. Registration is edge-triggered for
+/// read and write, and a UDP socket becomes writable again each time the kernel frees a sent
+/// datagram, so every send would cost one more `epoll_wait` round of the runtime for nothing.
+/// An output registers only while its socket buffer is full (`output::udp`).
 pub fn bind_sender(
     dest: SocketAddr,
     bind: Option<SocketAddr>,
     interface: Option<IpAddr>,
     dscp: u8,
     ttl: u32,
-) -> io::Result<tokio::net::UdpSocket> {
+) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     let _ = socket.set_send_buffer_size(BUFFER_BYTES);
@@ -80,7 +91,7 @@ pub fn bind_sender(
             }
         }
     }
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// The index of the interface that holds address `ip` (0 = let the kernel choose).
@@ -159,8 +170,9 @@ mod tests {
                 .port();
             let group = SocketAddr::new(group.ip(), port);
             let rx = bind_receiver(group, Some("127.0.0.1".parse().unwrap())).unwrap();
+            let rx = tokio::net::UdpSocket::from_std(rx).unwrap();
             let tx = bind_sender(group, None, Some("127.0.0.1".parse().unwrap()), 0, 1).unwrap();
-            tx.send_to(b"hello", group).await.unwrap();
+            tx.send_to(b"hello", group).unwrap();
             let mut buf = [0u8; 16];
             let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
                 .await
