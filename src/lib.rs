@@ -16,5 +16,6 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod rtp;
+pub mod srt;
 pub mod time;
 pub mod ts;

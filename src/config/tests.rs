@@ -306,13 +306,17 @@ fn everything() -> Value {
         "latency_ms": 120, "peer_idle_timeout_secs": 30, "passphrase": "0123456789abc",
         "aes_key_len": 32, "stream_id": "#!::r=live", "future_srt": {"x": [1, 2]},
         "redundancy": {"mode": "caller", "local_addr": "0.0.0.0:9001",
-                       "remote_addr": "10.0.1.2:9000", "latency_ms": 200, "passphrase": "abcdefghijk"}});
+                       "remote_addr": "10.0.1.2:9000", "latency_ms": 200,
+                       "peer_idle_timeout_secs": 30, "passphrase": "abcdefghijk"}});
     let mut srt_in = srt.clone();
     srt_in["type"] = json!("srt");
     let mut srt_out = srt;
     srt_out["type"] = json!("srt");
     srt_out["id"] = json!("srt-out");
     srt_out["name"] = json!("SRT");
+    // Callers from ephemeral ports: no conflict with the SRT input's fixed ports.
+    srt_out["local_addr"] = json!("0.0.0.0:0");
+    srt_out["redundancy"]["local_addr"] = json!("0.0.0.0:0");
     json!({
         "version": 1,
         "server": {"listen_addr": "0.0.0.0", "listen_port": 8080, "tls": {"cert": "c.pem"}},
@@ -383,9 +387,12 @@ fn round_trip_is_lossless_at_every_level() {
     assert_eq!(compact.matches("\"type\"").count(), n_inputs_outputs + 1);
     // And it is not kept in `extra` as well as in the enum.
     match &cfg.flows[1].input {
-        InputConfig::Srt(x) => {
-            assert!(!x.contains_key("type"));
-            assert_eq!(x["latency_ms"], 120);
+        InputConfig::Srt(c) => {
+            assert!(!c.extra.contains_key("type"));
+            assert_eq!(c.extra.keys().collect::<Vec<_>>(), ["future_srt"]);
+            assert_eq!(c.latency_ms, 120);
+            assert_eq!(c.mode, SrtMode::Caller);
+            assert_eq!(c.redundancy.as_ref().map(|l| l.latency_ms), Some(200));
         }
         other => panic!("expected srt, got {other:?}"),
     }
@@ -425,15 +432,13 @@ fn unsupported_types_round_trip_but_do_not_validate() {
     assert_eq!(
         e,
         vec![
-            r#"flows[0].outputs[2].type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[1].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt)"#,
         ]
     );
 }
@@ -512,18 +517,15 @@ fn output_id_rules() {
 #[test]
 fn unsupported_input_and_output_types() {
     one(
-        |v| {
-            v["flows"][0]["input"] =
-                json!({"type": "srt", "mode": "listener", "local_addr": "0.0.0.0:9000"})
-        },
-        r#"flows[0].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
+        |v| v["flows"][0]["input"] = json!({"type": "rtmp", "listen_addr": "0.0.0.0:1935"}),
+        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
     );
     one(
         |v| {
             v["flows"][0]["outputs"][0] =
                 json!({"type": "hls", "id": "h", "ingest_url": "https://x"})
         },
-        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
+        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
     );
 }
 
