@@ -129,11 +129,11 @@ impl Merge {
     pub fn offer(&mut self, leg: usize, now: Instant, datagram: &[u8]) -> Verdict {
         let leg = leg.min(1);
         self.stats.offered[leg] += 1;
-        let v = if datagram.first() == Some(&0x47) && datagram.len() % PACKET_LEN == 0 {
+        let v = if datagram.first() == Some(&0x47) && datagram.len().is_multiple_of(PACKET_LEN) {
             self.offer_ts(leg, now, datagram)
         } else {
             match rtp::parse(datagram) {
-                Ok(h) if h.payload_len > 0 && h.payload_len % PACKET_LEN == 0 => {
+                Ok(h) if h.payload_len > 0 && h.payload_len.is_multiple_of(PACKET_LEN) => {
                     self.offer_rtp(h.seq, h.payload_offset, h.payload_len)
                 }
                 _ => Verdict::Malformed,
@@ -549,6 +549,7 @@ mod tests {
         assert_eq!(ev, [LegEvent::LegLost(2), LegEvent::BothLost]);
     }
 
+    #[allow(clippy::needless_range_loop)]
     mod prop {
         use super::*;
         use proptest::prelude::*;

@@ -98,6 +98,11 @@ pub struct Quoll {
 impl Quoll {
     /// Start `quoll run --config <dir>/config.json` and wait (bounded) for its ready line.
     pub fn start(dir: &Path, config: &serde_json::Value) -> Quoll {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// `start` with extra environment variables (e.g. `QUOLL_LOG`).
+    pub fn start_with_env(dir: &Path, config: &serde_json::Value, env: &[(&str, &str)]) -> Quoll {
         let path = dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let api_port = config["server"]["listen_port"]
@@ -108,6 +113,7 @@ impl Quoll {
             .arg("--config")
             .arg(&path)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,3 +1,5 @@
+// QUOLL PATCH: vendored third-party code; its own lints are not Quoll's to fix.
+#![allow(warnings)]
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
