@@ -811,3 +811,129 @@ fn five_percent_loss_at_120_ms_latency_loses_nothing() {
     let (status, _) = q.terminate();
     assert!(status.success());
 }
+
+/// Rendezvous with libsrt: both sides connect to each other at once.
+#[test]
+fn rendezvous_input_with_srt_live_transmit() {
+    if !peers() {
+        return;
+    }
+    let fx = fixture("srt-rendezvous", 3);
+    let (rx, out_port) = udp_receiver();
+    let (local, remote, slt_in) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let q = Quoll::start_with_env(
+        fx.dir.path(),
+        &config(
+            free_tcp_port(),
+            json!({"type": "srt", "mode": "rendezvous", "local_addr": format!("127.0.0.1:{local}"),
+                   "remote_addr": format!("127.0.0.1:{remote}")}),
+            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
+            &fx.dir,
+        ),
+        &[("QUOLL_LOG", "info,quoll::input::srt=debug")],
+    );
+    let _slt = slt(&[
+        &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
+        &format!("srt://127.0.0.1:{local}?mode=rendezvous&port={remote}&localport={remote}"),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(15), || count(
+            &q.log(),
+            "SRT input connected (mode=rendezvous)"
+        ) == 1),
+        "log:\n{}",
+        q.log()
+    );
+    let mut sender = ffmpeg_send(
+        &fx.source,
+        &format!("udp://127.0.0.1:{slt_in}?pkt_size=1316"),
+        &fx.reference,
+    );
+    let reference = finished_reference(&mut sender, &fx.reference);
+    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
+    assert_eq!(out.len(), reference.len(), "byte count");
+    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}
+
+fn signal(peer: &Peer, sig: &str) {
+    let pid = peer.child.as_ref().expect("running").id();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A caller that freezes (SIGSTOP: no ACKs, no keepalives, socket still open) is detected
+/// as stale and dropped; a third caller beyond `max_connections` is refused; and the
+/// listener's port is free again when the flow restarts (srt-tokio kept it bound).
+#[test]
+fn output_listener_stale_peer_caller_limit_and_restart() {
+    if !peers() {
+        return;
+    }
+    let dir = TempDir::new("srt-stale");
+    let (in_port, port) = (free_udp_port(), free_udp_port());
+    let api = free_tcp_port();
+    let q = Quoll::start(
+        dir.path(),
+        &config(
+            api,
+            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
+            json!([{ "type": "srt", "id": "s", "mode": "listener",
+                     "local_addr": format!("127.0.0.1:{port}"), "max_connections": 2,
+                     "peer_idle_timeout_secs": 60 }]),
+            &dir,
+        ),
+    );
+    let caller = |sink: u16| {
+        slt(&[
+            &format!("srt://127.0.0.1:{port}?mode=caller"),
+            &format!("udp://127.0.0.1:{sink}"),
+        ])
+    };
+    let frozen = caller(free_udp_port());
+    let _ok = caller(free_udp_port());
+    assert!(wait_until(Duration::from_secs(10), || count(
+        &q.log(),
+        "SRT output 's' connected"
+    ) == 2));
+    let _third = caller(free_udp_port());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+            f["outputs"][0]["srt"]["refused"].as_u64().unwrap_or(0) >= 1
+        }),
+        "third caller not refused; log:\n{}",
+        q.log()
+    );
+    // Data flows, then one peer freezes.
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut chunk = vec![0u8; 1316];
+    for p in chunk.chunks_mut(188) {
+        p[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
+    }
+    signal(&frozen, "STOP");
+    let stale = wait_until(Duration::from_secs(20), || {
+        for (i, p) in chunk.chunks_mut(188).enumerate() {
+            p[3] = 0x10 | ((p[3] + 1 + i as u8) & 0x0F);
+        }
+        let _ = tx.send_to(&chunk, ("127.0.0.1", in_port));
+        count(&q.log(), "SRT output 's' stale connection detected") == 1
+    });
+    signal(&frozen, "CONT");
+    assert!(
+        stale,
+        "frozen peer not detected as stale; log:\n{}",
+        q.log()
+    );
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    assert_eq!(f["outputs"][0]["srt"]["stale"], 1, "{f}");
+    // Restart: the SRT port must be free at once.
+    let (code, f) = q.api("POST", "/api/v1/flows/f1/restart", None);
+    assert_eq!(code, 200, "{f}");
+    assert_eq!(f["state"], "running", "{f}; log:\n{}", q.log());
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
+}

@@ -784,3 +784,122 @@ fn key_is_only_a_secret_inside_tunnels() {
     redact_tunnel(&mut t);
     assert_eq!(t, json!({"id": "t"}));
 }
+
+// ---- SRT ----
+
+fn srt_in(v: &mut Value, input: Value) {
+    v["flows"][0]["input"] = input;
+}
+
+#[test]
+fn srt_defaults_and_typed_fields() {
+    let cfg = parse(
+        r##"{"flows":[{"id":"a","input":{"type":"srt","mode":"listener","local_addr":"0.0.0.0:9000"},
+        "outputs":[{"type":"srt","id":"o","mode":"caller","local_addr":"0.0.0.0:0",
+                    "remote_addr":"10.0.0.2:9000","stream_id":"#!::r=live"}]}]}"##,
+    )
+    .unwrap();
+    let InputConfig::Srt(i) = &cfg.flows[0].input else {
+        panic!("srt input expected")
+    };
+    assert_eq!(i.mode, SrtMode::Listener);
+    assert_eq!(i.latency_ms, 120);
+    assert_eq!(i.peer_idle_timeout_secs, 30);
+    assert!(i.passphrase.is_none() && i.redundancy.is_none());
+    let OutputKind::Srt(o) = &cfg.flows[0].outputs[0].kind else {
+        panic!("srt output expected")
+    };
+    assert_eq!(o.stream_id.as_deref(), Some("#!::r=live"));
+}
+
+#[test]
+fn srt_shape_errors_have_paths() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "server", "latency_ms": "x",
+                   "redundancy": {"mode": 3, "local_addr": "127.0.0.1:9001"}}),
+        )
+    });
+    assert_eq!(
+        e,
+        [
+            r#"flows[0].input.mode: unknown SRT mode "server" (expected caller, listener or rendezvous)"#,
+            "flows[0].input.local_addr: missing required field",
+            "flows[0].input.latency_ms: invalid type: string \"x\", expected u64",
+            "flows[0].input.redundancy.mode: expected a string (caller, listener or rendezvous), found number `3`",
+        ]
+    );
+}
+
+#[test]
+fn srt_values_are_checked_on_both_legs() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
+                   "latency_ms": 70000, "peer_idle_timeout_secs": 0, "passphrase": "short",
+                   "aes_key_len": 20, "max_connections": 2,
+                   "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:0",
+                                  "remote_addr": "[::1]:9000",
+                                  "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:9"}}}),
+        )
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].input.remote_addr: required in caller mode",
+            "flows[0].input.latency_ms: 70000 is out of range (0..=60000)",
+            "flows[0].input.peer_idle_timeout_secs: 0 is out of range (1..=3600)",
+            "flows[0].input.passphrase: must be 10 to 79 characters long (this one has 5)",
+            "flows[0].input.aes_key_len: 20 is not an AES key length (expected 16, 24 or 32)",
+            "flows[0].input.max_connections: only SRT outputs in listener mode take callers",
+            "flows[0].input.redundancy.local_addr: port must not be 0 in listener mode (the peer needs a fixed port)",
+            "flows[0].input.redundancy.remote_addr: [::1]:9000 is IPv6 but local_addr 127.0.0.1:0 is IPv4",
+            "flows[0].input.redundancy.redundancy: a redundancy leg cannot have a redundancy leg of its own (2 legs at most)",
+        ]
+    );
+    // The passphrase itself never appears in a message.
+    assert!(e.iter().all(|m| !m.contains("short\"")));
+}
+
+#[test]
+fn srt_ports_conflict_with_udp_and_between_legs() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+                   "redundancy": {"mode": "listener", "local_addr": "0.0.0.0:9000"}}),
+        );
+        v["flows"][1]["outputs"] = json!([{"type": "srt", "id": "s", "mode": "listener",
+            "local_addr": "127.0.0.1:9000", "max_connections": 4}]);
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].input.redundancy.local_addr: UDP port 9000 on 0.0.0.0 is already bound by flows[0].input.local_addr (127.0.0.1:9000)",
+            "flows[1].outputs[0].local_addr: UDP port 9000 on 127.0.0.1 is already bound by flows[0].input.local_addr (127.0.0.1:9000)",
+        ]
+    );
+}
+
+#[test]
+fn srt_passphrases_are_redacted_on_both_legs() {
+    let mut v = base();
+    srt_in(
+        &mut v,
+        json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+               "passphrase": "leg-one-secret", "aes_key_len": 32,
+               "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:9001",
+                              "passphrase": "leg-two-secret"}}),
+    );
+    let cfg = parse(&v.to_string()).unwrap();
+    let text = cfg.redacted().to_string();
+    assert!(
+        !text.contains("leg-one-secret") && !text.contains("leg-two-secret"),
+        "{text}"
+    );
+    assert!(text.contains("\"aes_key_len\":32"), "{text}");
+    // Debug output (logs) of the typed config: validation messages never echo it either.
+    assert!(cfg.to_value().to_string().contains("leg-two-secret"));
+}

@@ -330,6 +330,7 @@ impl FlowManager {
             let (_, task) = run.outputs.remove(i);
             task.abort();
             let _ = task.await;
+            settle().await;
         }
         flow.config.outputs.remove(pos);
         flow.output_stats.retain(|(id, _)| id != output_id);
@@ -354,6 +355,16 @@ impl Running {
             task.abort();
             let _ = task.await;
         }
+        settle().await;
+    }
+}
+
+/// Lets tasks that were aborted as a consequence (srt-tokio's own connection and listener
+/// tasks, whose handles our tasks dropped) run their cancellation, so their sockets are
+/// closed when a stop returns and a restart can bind the same ports.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
     }
 }
 

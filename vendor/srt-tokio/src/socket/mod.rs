@@ -139,22 +139,11 @@ impl Drop for SrtSocket {
     fn drop(&mut self) {
         // QUOLL PATCH: upstream kept the connection task running after the socket was
         // dropped until its close handshake finished, or, with a vanished peer, until the
-        // peer idle timeout: the UDP port stayed bound that long. Dropping the data sender
-        // still starts the graceful close (a Shutdown packet to the peer); the task gets one
-        // second for it and is then aborted.
-        if self.task.is_finished() {
-            return;
-        }
-        let abort = self.task.abort_handle();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    abort.abort();
-                });
-            }
-            Err(_) => abort.abort(),
-        }
+        // peer idle timeout: the UDP port (for a listener's connections, the listener's
+        // port) stayed bound that long, so a stopped flow could not be started again. The
+        // task is aborted: the peer notices by its idle timeout instead of a Shutdown. Use
+        // `close_and_finish` first for a graceful close.
+        self.task.abort();
     }
 }
 

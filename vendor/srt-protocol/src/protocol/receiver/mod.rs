@@ -178,6 +178,8 @@ impl<'a> ReceiverContext<'a> {
         let rtt = self.receiver.arq.handle_ack2_packet(now, seq_num);
         if let Some(rtt) = rtt {
             self.timers.update_rtt(rtt);
+            // QUOLL PATCH: upstream never filled the RTT statistics (always 0).
+            self.stats.rx_average_rtt = rtt.mean_as_duration();
             //self.warn("ack not found", now, &seq_num);
             self.stats.rx_ack2_errors += 1;
         }

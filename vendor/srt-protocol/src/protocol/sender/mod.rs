@@ -129,6 +129,11 @@ impl<'a> SenderContext<'a> {
         if matches!(ack, Acknowledgement::Lite(_)) {
             self.stats.rx_light_ack += 1;
         }
+        // QUOLL PATCH: upstream never filled the RTT statistics (always 0). A full ACK
+        // carries the receiver's RTT estimate.
+        if let Some(rtt) = ack.rtt() {
+            self.stats.tx_average_rtt = rtt.mean_as_duration();
+        }
 
         match self.sender.send_buffer.update_largest_acked_seq_number(
             ack.ack_number(),
