@@ -937,3 +937,158 @@ fn output_listener_stale_peer_caller_limit_and_restart() {
     let (status, log) = q.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// An SRT output with a redundancy leg feeds both legs: two srt-live-transmit listeners each
+/// get the whole stream.
+#[test]
+fn redundant_output_feeds_both_legs() {
+    if !peers() {
+        return;
+    }
+    let fx = fixture("srt-out-redundant", 3);
+    let (rx1, out1) = udp_receiver();
+    let (rx2, out2) = udp_receiver();
+    let (in_port, l1, l2) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let _s1 = slt(&[
+        &format!("srt://:{l1}?mode=listener"),
+        &format!("udp://127.0.0.1:{out1}?sndbuf=4194304"),
+    ]);
+    let _s2 = slt(&[
+        &format!("srt://:{l2}?mode=listener"),
+        &format!("udp://127.0.0.1:{out2}?sndbuf=4194304"),
+    ]);
+    assert!(wait_until(Duration::from_secs(10), || udp_bound(l1) && udp_bound(l2)));
+    let q = Quoll::start(
+        fx.dir.path(),
+        &config(
+            free_tcp_port(),
+            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
+            json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
+                     "remote_addr": format!("127.0.0.1:{l1}"),
+                     "redundancy": {"mode": "caller", "local_addr": "127.0.0.1:0",
+                                    "remote_addr": format!("127.0.0.1:{l2}")} }]),
+            &fx.dir,
+        ),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || count(
+            &q.log(),
+            "SRT output 's' connected"
+        ) == 2),
+        "log:\n{}",
+        q.log()
+    );
+    let mut sender = ffmpeg_send(
+        &fx.source,
+        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
+        &fx.reference,
+    );
+    let reference = finished_reference(&mut sender, &fx.reference);
+    for rx in [&rx1, &rx2] {
+        let out = receive_bytes(rx, reference.len(), Duration::from_secs(10));
+        assert_eq!(out.len(), reference.len(), "byte count");
+        assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
+    }
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    assert_eq!(f["outputs"][0]["srt"]["connections"], 2, "{f}");
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}
+
+/// 2022-7 with RTP inside SRT: one RTP stream (ffmpeg `rtp_mpegts`) duplicated to two
+/// srt-live-transmit senders; quoll merges the legs by RTP sequence number and strips the
+/// headers. Leg 2's sender is killed mid-stream: the TS out equals the RTP payloads sent.
+#[test]
+fn redundant_rtp_input_merges_by_sequence_number() {
+    if !peers() {
+        return;
+    }
+    let fx = fixture("srt-redundancy-rtp", 5);
+    let (rx, out_port) = udp_receiver();
+    let (leg1, leg2, in1, in2) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let q = Quoll::start(
+        fx.dir.path(),
+        &config(
+            free_tcp_port(),
+            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{leg1}"),
+                   "redundancy": {"mode": "listener", "local_addr": format!("127.0.0.1:{leg2}")}}),
+            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
+            &fx.dir,
+        ),
+    );
+    let _a = slt(&[
+        &format!("udp://127.0.0.1:{in1}?rcvbuf=4194304"),
+        &format!("srt://127.0.0.1:{leg1}?mode=caller"),
+    ]);
+    let mut b = slt(&[
+        &format!("udp://127.0.0.1:{in2}?rcvbuf=4194304"),
+        &format!("srt://127.0.0.1:{leg2}?mode=caller"),
+    ]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let log = q.log();
+        log.contains("redundant leg 1)") && log.contains("redundant leg 2)")
+    }));
+    // The duplicator: every RTP datagram to both senders; the TS payloads are the reference.
+    let (dup_rx, dup_port) = udp_receiver();
+    let mut sender = Peer::spawn(
+        "ffmpeg rtp sender",
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(&fx.source)
+            .args(["-map", "0", "-c", "copy", "-f", "rtp_mpegts"])
+            .arg(format!("rtp://127.0.0.1:{dup_port}?pkt_size=1328")),
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut reference = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut forwarded = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut idle_since = Instant::now();
+    while Instant::now() < deadline && idle_since.elapsed() < Duration::from_secs(2) {
+        let Ok(n) = dup_rx.recv(&mut buf) else {
+            continue;
+        };
+        idle_since = Instant::now();
+        let d = &buf[..n];
+        assert!(n > 12 && d[0] >> 6 == 2, "not RTP");
+        reference.extend_from_slice(&d[12..]);
+        let _ = tx.send_to(d, ("127.0.0.1", in1));
+        if b.child.is_some() {
+            let _ = tx.send_to(d, ("127.0.0.1", in2));
+        }
+        forwarded += 1;
+        if forwarded == 150 {
+            b.kill();
+        }
+    }
+    assert!(sender.wait(Duration::from_secs(5)));
+    assert!(reference.len() > 100_000);
+    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
+    assert_eq!(cc_errors(&out), 0);
+    assert_eq!(out.len(), reference.len(), "byte count; log:\n{}", q.log());
+    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
+    assert!(wait_until(Duration::from_secs(5), || q
+        .log()
+        .contains("Redundant leg 2 lost")));
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    // The lagging leg's copies arrive after newer packets went out: counted as late.
+    let srt = &f["input"]["srt"];
+    assert!(
+        srt["duplicates"].as_u64().unwrap() + srt["late"].as_u64().unwrap() > 100,
+        "{f}"
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}
