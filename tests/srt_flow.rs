@@ -1092,3 +1092,46 @@ fn redundant_rtp_input_merges_by_sequence_number() {
     let (status, _) = q.terminate();
     assert!(status.success());
 }
+
+/// `peer_idle_timeout_secs` is applied: a caller that freezes (SIGSTOP) is dropped after
+/// about 2 s, and the input reports the disconnect once.
+#[test]
+fn input_peer_idle_timeout_drops_a_frozen_caller() {
+    if !peers() {
+        return;
+    }
+    let dir = TempDir::new("srt-idle");
+    let (port, slt_in) = (free_udp_port(), free_udp_port());
+    let q = Quoll::start(
+        dir.path(),
+        &config(
+            free_tcp_port(),
+            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}"),
+                   "peer_idle_timeout_secs": 2}),
+            json!([]),
+            &dir,
+        ),
+    );
+    let frozen = slt(&[
+        &format!("udp://127.0.0.1:{slt_in}"),
+        &format!("srt://127.0.0.1:{port}?mode=caller"),
+    ]);
+    assert!(wait_until(Duration::from_secs(10), || count(
+        &q.log(),
+        "SRT input connected (mode=listener)"
+    ) == 1));
+    let t0 = Instant::now();
+    signal(&frozen, "STOP");
+    let dropped = wait_until(Duration::from_secs(10), || {
+        count(&q.log(), "SRT input disconnected, reconnecting") == 1
+    });
+    let took = t0.elapsed();
+    signal(&frozen, "CONT");
+    assert!(dropped, "log:\n{}", q.log());
+    assert!(
+        took >= Duration::from_millis(1500),
+        "dropped after {took:?}, before the idle timeout"
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}
