@@ -7,7 +7,6 @@ use std::{
 };
 
 use thiserror::Error;
-use url::Host;
 
 // A simple wrapper for SocketAddr. This is used to support scenarios where using ToSocketAddrs in
 // function parameters is undesirable or impossible, yet still support similar use of ergonomic
@@ -45,11 +44,10 @@ impl TryFrom<&str> for SocketAddress {
                 port: u16::from_str(port)?,
             }),
             (Some(host), port, None) => Ok(Self {
-                host: match url::Host::parse(host)? {
-                    Host::Domain(domain) => SocketHost::Domain(domain),
-                    Host::Ipv4(ipv4) => SocketHost::Ipv4(ipv4),
-                    Host::Ipv6(ipv6) => SocketHost::Ipv6(ipv6),
-                },
+                // QUOLL PATCH: the `url` crate (with IDNA and ICU tables, most of srt-tokio's
+                // weight in the binary) was used only for this. IPv4, a bracketed IPv6 or a
+                // plain domain name; no IDNA.
+                host: parse_host(host)?,
                 port: port.map(u16::from_str).unwrap_or(Ok(0))?,
             }),
             _ => Err(SocketAddressParseError::Invalid(address.to_string())),
@@ -152,8 +150,23 @@ impl From<ParseIntError> for SocketAddressParseError {
     }
 }
 
-impl From<url::ParseError> for SocketAddressParseError {
-    fn from(error: url::ParseError) -> Self {
-        SocketAddressParseError::InvalidHost(error.to_string())
+fn parse_host(host: &str) -> Result<SocketHost, SocketAddressParseError> {
+    if let Ok(ipv4) = host.parse::<Ipv4Addr>() {
+        return Ok(SocketHost::Ipv4(ipv4));
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(SocketHost::Ipv6)
+            .map_err(|e| SocketAddressParseError::InvalidHost(e.to_string()));
+    }
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if valid {
+        Ok(SocketHost::Domain(host.to_ascii_lowercase()))
+    } else {
+        Err(SocketAddressParseError::InvalidHost(host.to_string()))
     }
 }

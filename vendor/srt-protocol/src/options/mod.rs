@@ -14,7 +14,8 @@ mod socket;
 mod srt_version;
 mod stream_id;
 mod units;
-mod uri;
+// QUOLL PATCH: `uri` (SrtUri, never used by srt-tokio) removed with its url and regex
+// dependencies.
 mod validation;
 
 pub use address::*;
@@ -33,7 +34,6 @@ pub use socket::*;
 pub use srt_version::*;
 pub use stream_id::*;
 pub use units::*;
-pub use uri::url_parse;
 pub use validation::*;
 
 // see https://github.com/Haivision/srt/blob/master/docs/API/API-socket-options.md
