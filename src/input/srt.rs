@@ -251,6 +251,10 @@ impl SrtInput {
             .map(|(i, leg)| run_leg(i, leg, core).boxed_local())
             .collect();
         let watch = async {
+            if !redundant {
+                // Nothing to watch: no timer wake-ups for a single leg.
+                return std::future::pending().await;
+            }
             let mut tick = tokio::time::interval(WATCH_EVERY);
             let mut out = Vec::new();
             loop {
