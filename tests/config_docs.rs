@@ -13,9 +13,12 @@ fn documented_examples_validate() {
         }
         found += 1;
     }
-    assert_eq!(found, 3, "expected three JSON examples");
+    assert_eq!(found, 4, "expected four JSON examples");
     // The first example is the built-in default, verbatim.
     let first = doc
+        .split("\n## Example\n")
+        .nth(1)
+        .expect("an Example section")
         .split("```json\n")
         .nth(1)
         .unwrap()

@@ -271,8 +271,8 @@ impl InputConfig {
                 }
                 put_extra(&mut m, &u.extra);
             }
-            InputConfig::Srt(x)
-            | InputConfig::Rtmp(x)
+            InputConfig::Srt(c) => c.write(&mut m),
+            InputConfig::Rtmp(x)
             | InputConfig::Rtsp(x)
             | InputConfig::Webrtc(x)
             | InputConfig::Whep(x) => put_extra(&mut m, x),
@@ -308,10 +308,10 @@ impl OutputConfig {
                 }
                 put_extra(&mut m, &u.extra);
             }
-            OutputKind::Srt(x)
-            | OutputKind::Rtmp(x)
-            | OutputKind::Hls(x)
-            | OutputKind::Webrtc(x) => put_extra(&mut m, x),
+            OutputKind::Srt(c) => c.write(&mut m),
+            OutputKind::Rtmp(x) | OutputKind::Hls(x) | OutputKind::Webrtc(x) => {
+                put_extra(&mut m, x)
+            }
         }
         Value::Object(m)
     }
@@ -547,7 +547,7 @@ fn read_input(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<I
     Some(match ty.as_str() {
         "udp" => InputConfig::Udp(read_udp_input(o)?),
         "rtp" => InputConfig::Rtp(read_udp_input(o)?),
-        "srt" => InputConfig::Srt(o.rest()),
+        "srt" => InputConfig::Srt(read_srt(o)?),
         "rtmp" => InputConfig::Rtmp(o.rest()),
         "rtsp" => InputConfig::Rtsp(o.rest()),
         "webrtc" => InputConfig::Webrtc(o.rest()),
@@ -577,7 +577,7 @@ fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<
     let kind = match ty?.as_str() {
         "udp" => OutputKind::Udp(read_udp_output(o)?),
         "rtp" => OutputKind::Rtp(read_udp_output(o)?),
-        "srt" => OutputKind::Srt(o.rest()),
+        "srt" => OutputKind::Srt(read_srt(o)?),
         "rtmp" => OutputKind::Rtmp(o.rest()),
         "hls" => OutputKind::Hls(o.rest()),
         "webrtc" => OutputKind::Webrtc(o.rest()),
@@ -602,6 +602,110 @@ fn read_udp_output(mut o: Obj<'_>) -> Option<UdpOutputConfig> {
         interface_addr,
         dscp,
         ttl,
+        extra: o.rest(),
+    })
+}
+
+impl SrtConfig {
+    /// Writes the known fields in the spec's order, then `extra`.
+    fn write(&self, m: &mut Map<String, Value>) {
+        m.insert("mode".into(), self.mode.as_str().into());
+        m.insert("local_addr".into(), self.local_addr.clone().into());
+        if let Some(r) = &self.remote_addr {
+            m.insert("remote_addr".into(), r.clone().into());
+        }
+        m.insert("latency_ms".into(), self.latency_ms.into());
+        m.insert(
+            "peer_idle_timeout_secs".into(),
+            self.peer_idle_timeout_secs.into(),
+        );
+        if let Some(p) = &self.passphrase {
+            m.insert("passphrase".into(), p.clone().into());
+        }
+        if let Some(k) = self.aes_key_len {
+            m.insert("aes_key_len".into(), k.into());
+        }
+        if let Some(s) = &self.stream_id {
+            m.insert("stream_id".into(), s.clone().into());
+        }
+        if let Some(n) = self.max_connections {
+            m.insert("max_connections".into(), n.into());
+        }
+        if let Some(leg) = &self.redundancy {
+            let mut l = Map::new();
+            leg.write(&mut l);
+            m.insert("redundancy".into(), Value::Object(l));
+        }
+        put_extra(m, &self.extra);
+    }
+}
+
+/// An SRT endpoint. The `redundancy` leg is read the same way; a nested `redundancy` inside
+/// it is left to validation to refuse.
+fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
+    let mode = match o.take("mode") {
+        Some(Value::String(m)) => match SrtMode::parse(&m) {
+            Some(mode) => Some(mode),
+            None => {
+                o.err(
+                    "mode",
+                    format!(
+                        "unknown SRT mode {} (expected caller, listener or rendezvous)",
+                        quoted(&m)
+                    ),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            o.err(
+                "mode",
+                format!(
+                    "expected a string (caller, listener or rendezvous), found {}",
+                    kind_of(&other)
+                ),
+            );
+            None
+        }
+        None => {
+            o.err(
+                "mode",
+                "missing required field (caller, listener or rendezvous)",
+            );
+            None
+        }
+    };
+    let local_addr = o.required::<String>("local_addr");
+    let remote_addr = o.optional::<String>("remote_addr");
+    let latency_ms = o.defaulted("latency_ms", SrtConfig::DEFAULT_LATENCY_MS);
+    let peer_idle_timeout_secs = o.defaulted(
+        "peer_idle_timeout_secs",
+        SrtConfig::DEFAULT_PEER_IDLE_TIMEOUT_SECS,
+    );
+    let passphrase = o.optional::<String>("passphrase");
+    let aes_key_len = o.optional::<u16>("aes_key_len");
+    let stream_id = o.optional::<String>("stream_id");
+    let max_connections = o.optional::<u32>("max_connections");
+    let redundancy = match o.take("redundancy") {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => {
+            let path = child(&o.path, "redundancy");
+            Obj::new(v, path, o.errors)
+                .and_then(|leg| read_srt(leg))
+                .map(|leg| Some(Box::new(leg)))
+        }
+    };
+    Some(SrtConfig {
+        mode: mode?,
+        local_addr: local_addr?,
+        remote_addr,
+        latency_ms,
+        peer_idle_timeout_secs,
+        passphrase,
+        aes_key_len,
+        stream_id,
+        max_connections,
+        redundancy: redundancy?,
         extra: o.rest(),
     })
 }

@@ -105,10 +105,10 @@ impl FlowConfig {
 pub enum InputConfig {
     Udp(UdpInputConfig),
     Rtp(UdpInputConfig),
+    Srt(SrtConfig),
     /// Input types of the spec that this build does not run yet: kept verbatim (every field
     /// but `type`) so a config holding them round-trips, and refused by validation with a
     /// clear message.
-    Srt(Extra),
     Rtmp(Extra),
     Rtsp(Extra),
     Webrtc(Extra),
@@ -120,7 +120,7 @@ impl InputConfig {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "rtsp", "webrtc", "whep"];
     /// The input types this build can run.
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp"];
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt"];
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -158,8 +158,8 @@ pub struct OutputConfig {
 pub enum OutputKind {
     Udp(UdpOutputConfig),
     Rtp(UdpOutputConfig),
-    /// Output types of the spec that this build does not run yet; see `InputConfig::Srt`.
-    Srt(Extra),
+    Srt(SrtConfig),
+    /// Output types of the spec that this build does not run yet; see `InputConfig::Rtmp`.
     Rtmp(Extra),
     Hls(Extra),
     Webrtc(Extra),
@@ -170,7 +170,7 @@ impl OutputKind {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "hls", "webrtc"];
     /// The output types this build can run.
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp"];
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt"];
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -242,6 +242,89 @@ impl ManagerConfig {
             accept_self_signed_cert: false,
             allow_plain_ws: false,
             protocol_version: Self::DEFAULT_PROTOCOL_VERSION,
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// How an SRT endpoint connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtMode {
+    /// Connects to `remote_addr`, and reconnects forever with backoff.
+    Caller,
+    /// Waits on `local_addr` for callers.
+    Listener,
+    /// Both sides connect to each other at once (`local_addr` and `remote_addr`).
+    Rendezvous,
+}
+
+impl SrtMode {
+    pub const ALL: [SrtMode; 3] = [SrtMode::Caller, SrtMode::Listener, SrtMode::Rendezvous];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtMode::Caller => "caller",
+            SrtMode::Listener => "listener",
+            SrtMode::Rendezvous => "rendezvous",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// An SRT input or output (one leg), plus an optional second leg for SMPTE 2022-7 style
+/// redundancy. Field names and defaults follow the manager protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrtConfig {
+    pub mode: SrtMode,
+    /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
+    pub local_addr: String,
+    /// `ip:port` of the peer (caller and rendezvous).
+    pub remote_addr: Option<String>,
+    /// SRT latency (TSBPD delay) in milliseconds, both directions.
+    pub latency_ms: u64,
+    /// A connection that hears nothing from its peer for this long is dropped.
+    pub peer_idle_timeout_secs: u64,
+    /// AES passphrase, 10 to 79 characters; absent means no encryption.
+    pub passphrase: Option<String>,
+    /// AES key length in bytes (16, 24 or 32); absent means 16 (or the peer's, as listener).
+    pub aes_key_len: Option<u16>,
+    /// SRT stream id sent by a caller (`SRTO_STREAMID`).
+    pub stream_id: Option<String>,
+    /// Quoll-only, outputs in listener mode: how many callers may be fed at once.
+    pub max_connections: Option<u32>,
+    /// The second leg (same fields; a leg has no `redundancy` of its own).
+    pub redundancy: Option<Box<SrtConfig>>,
+    pub extra: Extra,
+}
+
+impl SrtConfig {
+    pub const DEFAULT_LATENCY_MS: u64 = 120;
+    pub const DEFAULT_PEER_IDLE_TIMEOUT_SECS: u64 = 30;
+    pub const LATENCY_MS_RANGE: std::ops::RangeInclusive<u64> = 0..=60_000;
+    pub const PEER_IDLE_TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600;
+    pub const PASSPHRASE_LEN: std::ops::RangeInclusive<usize> = 10..=79;
+    pub const AES_KEY_LENS: [u16; 3] = [16, 24, 32];
+    /// libsrt's limit for `SRTO_STREAMID`.
+    pub const MAX_STREAM_ID_LEN: usize = 512;
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+    pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+
+    /// A leg with defaults for everything but mode and address (tests, examples).
+    pub fn new(mode: SrtMode, local_addr: impl Into<String>) -> Self {
+        SrtConfig {
+            mode,
+            local_addr: local_addr.into(),
+            remote_addr: None,
+            latency_ms: Self::DEFAULT_LATENCY_MS,
+            peer_idle_timeout_secs: Self::DEFAULT_PEER_IDLE_TIMEOUT_SECS,
+            passphrase: None,
+            aes_key_len: None,
+            stream_id: None,
+            max_connections: None,
+            redundancy: None,
             extra: Extra::new(),
         }
     }

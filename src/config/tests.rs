@@ -306,13 +306,17 @@ fn everything() -> Value {
         "latency_ms": 120, "peer_idle_timeout_secs": 30, "passphrase": "0123456789abc",
         "aes_key_len": 32, "stream_id": "#!::r=live", "future_srt": {"x": [1, 2]},
         "redundancy": {"mode": "caller", "local_addr": "0.0.0.0:9001",
-                       "remote_addr": "10.0.1.2:9000", "latency_ms": 200, "passphrase": "abcdefghijk"}});
+                       "remote_addr": "10.0.1.2:9000", "latency_ms": 200,
+                       "peer_idle_timeout_secs": 30, "passphrase": "abcdefghijk"}});
     let mut srt_in = srt.clone();
     srt_in["type"] = json!("srt");
     let mut srt_out = srt;
     srt_out["type"] = json!("srt");
     srt_out["id"] = json!("srt-out");
     srt_out["name"] = json!("SRT");
+    // Callers from ephemeral ports: no conflict with the SRT input's fixed ports.
+    srt_out["local_addr"] = json!("0.0.0.0:0");
+    srt_out["redundancy"]["local_addr"] = json!("0.0.0.0:0");
     json!({
         "version": 1,
         "server": {"listen_addr": "0.0.0.0", "listen_port": 8080, "tls": {"cert": "c.pem"}},
@@ -385,9 +389,12 @@ fn round_trip_is_lossless_at_every_level() {
     assert_eq!(compact.matches("\"type\"").count(), n_inputs_outputs + 1);
     // And it is not kept in `extra` as well as in the enum.
     match &cfg.flows[1].input {
-        InputConfig::Srt(x) => {
-            assert!(!x.contains_key("type"));
-            assert_eq!(x["latency_ms"], 120);
+        InputConfig::Srt(c) => {
+            assert!(!c.extra.contains_key("type"));
+            assert_eq!(c.extra.keys().collect::<Vec<_>>(), ["future_srt"]);
+            assert_eq!(c.latency_ms, 120);
+            assert_eq!(c.mode, SrtMode::Caller);
+            assert_eq!(c.redundancy.as_ref().map(|l| l.latency_ms), Some(200));
         }
         other => panic!("expected srt, got {other:?}"),
     }
@@ -427,15 +434,13 @@ fn unsupported_types_round_trip_but_do_not_validate() {
     assert_eq!(
         e,
         vec![
-            r#"flows[0].outputs[2].type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[1].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp)"#,
-            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp)"#,
+            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt)"#,
         ]
     );
 }
@@ -514,18 +519,15 @@ fn output_id_rules() {
 #[test]
 fn unsupported_input_and_output_types() {
     one(
-        |v| {
-            v["flows"][0]["input"] =
-                json!({"type": "srt", "mode": "listener", "local_addr": "0.0.0.0:9000"})
-        },
-        r#"flows[0].input.type: "srt" is not supported by this build yet (supported: udp, rtp)"#,
+        |v| v["flows"][0]["input"] = json!({"type": "rtmp", "listen_addr": "0.0.0.0:1935"}),
+        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
     );
     one(
         |v| {
             v["flows"][0]["outputs"][0] =
                 json!({"type": "hls", "id": "h", "ingest_url": "https://x"})
         },
-        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp)"#,
+        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
     );
 }
 
@@ -875,4 +877,123 @@ fn manager_block_is_typed_and_validated_by_path() {
         crate::config::ManagerUrl::parse("wss://m").unwrap().port,
         443
     );
+}
+
+// ---- SRT ----
+
+fn srt_in(v: &mut Value, input: Value) {
+    v["flows"][0]["input"] = input;
+}
+
+#[test]
+fn srt_defaults_and_typed_fields() {
+    let cfg = parse(
+        r##"{"flows":[{"id":"a","input":{"type":"srt","mode":"listener","local_addr":"0.0.0.0:9000"},
+        "outputs":[{"type":"srt","id":"o","mode":"caller","local_addr":"0.0.0.0:0",
+                    "remote_addr":"10.0.0.2:9000","stream_id":"#!::r=live"}]}]}"##,
+    )
+    .unwrap();
+    let InputConfig::Srt(i) = &cfg.flows[0].input else {
+        panic!("srt input expected")
+    };
+    assert_eq!(i.mode, SrtMode::Listener);
+    assert_eq!(i.latency_ms, 120);
+    assert_eq!(i.peer_idle_timeout_secs, 30);
+    assert!(i.passphrase.is_none() && i.redundancy.is_none());
+    let OutputKind::Srt(o) = &cfg.flows[0].outputs[0].kind else {
+        panic!("srt output expected")
+    };
+    assert_eq!(o.stream_id.as_deref(), Some("#!::r=live"));
+}
+
+#[test]
+fn srt_shape_errors_have_paths() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "server", "latency_ms": "x",
+                   "redundancy": {"mode": 3, "local_addr": "127.0.0.1:9001"}}),
+        )
+    });
+    assert_eq!(
+        e,
+        [
+            r#"flows[0].input.mode: unknown SRT mode "server" (expected caller, listener or rendezvous)"#,
+            "flows[0].input.local_addr: missing required field",
+            "flows[0].input.latency_ms: invalid type: string \"x\", expected u64",
+            "flows[0].input.redundancy.mode: expected a string (caller, listener or rendezvous), found number `3`",
+        ]
+    );
+}
+
+#[test]
+fn srt_values_are_checked_on_both_legs() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
+                   "latency_ms": 70000, "peer_idle_timeout_secs": 0, "passphrase": "short",
+                   "aes_key_len": 20, "max_connections": 2,
+                   "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:0",
+                                  "remote_addr": "[::1]:9000",
+                                  "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:9"}}}),
+        )
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].input.remote_addr: required in caller mode",
+            "flows[0].input.latency_ms: 70000 is out of range (0..=60000)",
+            "flows[0].input.peer_idle_timeout_secs: 0 is out of range (1..=3600)",
+            "flows[0].input.passphrase: must be 10 to 79 characters long (this one has 5)",
+            "flows[0].input.aes_key_len: 20 is not an AES key length (expected 16, 24 or 32)",
+            "flows[0].input.max_connections: only SRT outputs in listener mode take callers",
+            "flows[0].input.redundancy.local_addr: port must not be 0 in listener mode (the peer needs a fixed port)",
+            "flows[0].input.redundancy.remote_addr: [::1]:9000 is IPv6 but local_addr 127.0.0.1:0 is IPv4",
+            "flows[0].input.redundancy.redundancy: a redundancy leg cannot have a redundancy leg of its own (2 legs at most)",
+        ]
+    );
+    // The passphrase itself never appears in a message.
+    assert!(e.iter().all(|m| !m.contains("short\"")));
+}
+
+#[test]
+fn srt_ports_conflict_with_udp_and_between_legs() {
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+                   "redundancy": {"mode": "listener", "local_addr": "0.0.0.0:9000"}}),
+        );
+        v["flows"][1]["outputs"] = json!([{"type": "srt", "id": "s", "mode": "listener",
+            "local_addr": "127.0.0.1:9000", "max_connections": 4}]);
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].input.redundancy.local_addr: UDP port 9000 on 0.0.0.0 is already bound by flows[0].input.local_addr (127.0.0.1:9000)",
+            "flows[1].outputs[0].local_addr: UDP port 9000 on 127.0.0.1 is already bound by flows[0].input.local_addr (127.0.0.1:9000)",
+        ]
+    );
+}
+
+#[test]
+fn srt_passphrases_are_redacted_on_both_legs() {
+    let mut v = base();
+    srt_in(
+        &mut v,
+        json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+               "passphrase": "leg-one-secret", "aes_key_len": 32,
+               "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:9001",
+                              "passphrase": "leg-two-secret"}}),
+    );
+    let cfg = parse(&v.to_string()).unwrap();
+    let text = cfg.redacted().to_string();
+    assert!(
+        !text.contains("leg-one-secret") && !text.contains("leg-two-secret"),
+        "{text}"
+    );
+    assert!(text.contains("\"aes_key_len\":32"), "{text}");
+    // Debug output (logs) of the typed config: validation messages never echo it either.
+    assert!(cfg.to_value().to_string().contains("leg-two-secret"));
 }

@@ -86,15 +86,19 @@ impl Validator {
             .flows
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| match &f.input {
-                InputConfig::Udp(u) | InputConfig::Rtp(u) => {
-                    let addr = u.bind_addr.parse::<SocketAddr>().ok()?;
-                    Some(Bind {
+            .flat_map(|(i, f)| match &f.input {
+                InputConfig::Udp(u) | InputConfig::Rtp(u) => u
+                    .bind_addr
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .map(|addr| Bind {
                         addr,
                         path: child(&index("flows", i), "input.bind_addr"),
                     })
-                }
-                _ => None,
+                    .into_iter()
+                    .collect(),
+                InputConfig::Srt(c) => srt_binds(c, &child(&index("flows", i), "input")),
+                _ => Vec::new(),
             })
             .collect();
         let mut output_binds: Vec<Bind> = Vec::new();
@@ -300,6 +304,11 @@ impl Validator {
     fn input(&mut self, input: &InputConfig, path: &str, input_binds: &[Bind]) {
         let u = match input {
             InputConfig::Udp(u) | InputConfig::Rtp(u) => u,
+            InputConfig::Srt(c) => {
+                self.srt(c, path, false);
+                self.srt_input_binds(c, path, input_binds);
+                return;
+            }
             other => {
                 self.unsupported(
                     child(path, "type"),
@@ -360,6 +369,30 @@ impl Validator {
     ) {
         let u = match kind {
             OutputKind::Udp(u) | OutputKind::Rtp(u) => u,
+            OutputKind::Srt(c) => {
+                self.srt(c, path, true);
+                for b in srt_binds(c, path) {
+                    let clash = input_binds
+                        .iter()
+                        .chain(output_binds.iter())
+                        .find(|o| overlaps(o.addr, b.addr));
+                    if let Some(other) = clash {
+                        self.err(
+                            b.path.clone(),
+                            format!(
+                                "UDP port {} on {} is already bound by {} ({})",
+                                b.addr.port(),
+                                b.addr.ip(),
+                                other.path,
+                                other.addr
+                            ),
+                        );
+                    } else {
+                        output_binds.push(b);
+                    }
+                }
+                return;
+            }
             other => {
                 self.unsupported(
                     child(path, "type"),
@@ -436,6 +469,166 @@ impl Validator {
         }
     }
 
+    /// One SRT endpoint and its `redundancy` leg. `output` allows `max_connections`.
+    fn srt(&mut self, c: &SrtConfig, path: &str, output: bool) {
+        self.srt_leg(c, path, output);
+        if let Some(leg) = &c.redundancy {
+            let lpath = child(path, "redundancy");
+            self.srt_leg(leg, &lpath, output);
+            if leg.redundancy.is_some() {
+                self.err(
+                    child(&lpath, "redundancy"),
+                    "a redundancy leg cannot have a redundancy leg of its own (2 legs at most)",
+                );
+            }
+        }
+    }
+
+    fn srt_leg(&mut self, c: &SrtConfig, path: &str, output: bool) {
+        let lpath = child(path, "local_addr");
+        let local = self.socket_addr(&lpath, &c.local_addr);
+        if let Some(l) = local
+            && l.port() == 0
+            && c.mode != SrtMode::Caller
+        {
+            self.err(
+                lpath,
+                format!(
+                    "port must not be 0 in {} mode (the peer needs a fixed port)",
+                    c.mode.as_str()
+                ),
+            );
+        }
+        let rpath = child(path, "remote_addr");
+        match (&c.remote_addr, c.mode) {
+            (None, SrtMode::Caller | SrtMode::Rendezvous) => {
+                self.err(rpath, format!("required in {} mode", c.mode.as_str()))
+            }
+            (Some(r), _) => {
+                if let Some(r) = self.socket_addr(&rpath, r) {
+                    if r.port() == 0 {
+                        self.err(rpath.clone(), "port must not be 0");
+                    } else if r.ip().is_unspecified() && c.mode != SrtMode::Listener {
+                        self.err(
+                            rpath.clone(),
+                            format!("{r} is not an address to connect to"),
+                        );
+                    }
+                    if let Some(l) = local
+                        && l.is_ipv4() != r.is_ipv4()
+                    {
+                        self.err(
+                            rpath,
+                            format!(
+                                "{r} is {} but local_addr {l} is {}",
+                                family(r.ip()),
+                                family(l.ip())
+                            ),
+                        );
+                    }
+                }
+            }
+            (None, SrtMode::Listener) => {}
+        }
+        let r = SrtConfig::LATENCY_MS_RANGE;
+        if !r.contains(&c.latency_ms) {
+            self.err(
+                child(path, "latency_ms"),
+                format!(
+                    "{} is out of range ({}..={})",
+                    c.latency_ms,
+                    r.start(),
+                    r.end()
+                ),
+            );
+        }
+        let r = SrtConfig::PEER_IDLE_TIMEOUT_SECS_RANGE;
+        if !r.contains(&c.peer_idle_timeout_secs) {
+            self.err(
+                child(path, "peer_idle_timeout_secs"),
+                format!(
+                    "{} is out of range ({}..={})",
+                    c.peer_idle_timeout_secs,
+                    r.start(),
+                    r.end()
+                ),
+            );
+        }
+        if let Some(p) = &c.passphrase {
+            // Counted in characters like the manager does; libsrt counts bytes, so a
+            // non-ASCII passphrase must also fit 79 bytes.
+            let n = p.chars().count();
+            let r = SrtConfig::PASSPHRASE_LEN;
+            if !r.contains(&n) || p.len() > *r.end() {
+                // The passphrase itself is never echoed: messages end up in logs.
+                self.err(
+                    child(path, "passphrase"),
+                    format!(
+                        "must be {} to {} characters long (this one has {n})",
+                        r.start(),
+                        r.end()
+                    ),
+                );
+            }
+        }
+        if let Some(k) = c.aes_key_len
+            && !SrtConfig::AES_KEY_LENS.contains(&k)
+        {
+            self.err(
+                child(path, "aes_key_len"),
+                format!("{k} is not an AES key length (expected 16, 24 or 32)"),
+            );
+        }
+        if let Some(s) = &c.stream_id
+            && s.len() > SrtConfig::MAX_STREAM_ID_LEN
+        {
+            self.err(
+                child(path, "stream_id"),
+                format!(
+                    "is {} bytes long (at most {})",
+                    s.len(),
+                    SrtConfig::MAX_STREAM_ID_LEN
+                ),
+            );
+        }
+        if let Some(n) = c.max_connections {
+            let mpath = child(path, "max_connections");
+            let r = SrtConfig::MAX_CONNECTIONS_RANGE;
+            if !output {
+                self.err(mpath, "only SRT outputs in listener mode take callers");
+            } else if c.mode != SrtMode::Listener {
+                self.err(mpath, "only applies in listener mode");
+            } else if !r.contains(&n) {
+                self.err(
+                    mpath,
+                    format!("{n} is out of range ({}..={})", r.start(), r.end()),
+                );
+            }
+        }
+    }
+
+    /// An SRT input's UDP ports against the inputs before it (and leg 2 against leg 1).
+    fn srt_input_binds(&mut self, c: &SrtConfig, path: &str, input_binds: &[Bind]) {
+        for b in srt_binds(c, path) {
+            if let Some(other) = input_binds
+                .iter()
+                .take_while(|o| o.path != b.path)
+                .find(|o| overlaps(o.addr, b.addr))
+            {
+                self.err(
+                    b.path.clone(),
+                    format!(
+                        "UDP port {} on {} is already bound by {} ({})",
+                        b.addr.port(),
+                        b.addr.ip(),
+                        other.path,
+                        other.addr
+                    ),
+                );
+            }
+        }
+    }
+
     fn unsupported(&mut self, path: String, ty: &str, supported: &[&str]) {
         self.err(
             path,
@@ -498,6 +691,24 @@ pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
         out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(out)
+}
+
+/// The fixed UDP ports an SRT endpoint binds (its legs' `local_addr`s with a port).
+fn srt_binds(c: &SrtConfig, path: &str) -> Vec<Bind> {
+    let leg2 = c
+        .redundancy
+        .as_deref()
+        .map(|r| (r, child(path, "redundancy")));
+    std::iter::once((c, path.to_string()))
+        .chain(leg2)
+        .filter_map(|(l, p)| {
+            let addr = l.local_addr.parse::<SocketAddr>().ok()?;
+            (addr.port() != 0).then(|| Bind {
+                addr,
+                path: child(&p, "local_addr"),
+            })
+        })
+        .collect()
 }
 
 fn family(ip: IpAddr) -> &'static str {

@@ -16,8 +16,10 @@ use super::stats::{InputSnapshot, InputStats, OutputSnapshot, OutputStats};
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
 use crate::input::InputError;
+use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
 use crate::output::OutputError;
+use crate::output::srt::SrtOutput;
 use crate::output::udp::UdpOutput;
 use crate::ts::analyzer::TsInfo;
 use crate::ts::ring::FlowRing;
@@ -123,6 +125,7 @@ impl Flow {
             rtp_lost: s.rtp_lost.get(),
             rtp_reordered: s.rtp_reordered.get(),
             recv_errors: s.recv_errors.get(),
+            srt: s.srt.get(),
         };
         let running = self.run.is_some();
         let outputs = self
@@ -304,7 +307,7 @@ impl FlowManager {
         if let Some(run) = &flow.run {
             let ring = run.ring.clone();
             let stats = Rc::new(OutputStats::default());
-            match spawn_output(&output, ring, stats.clone()) {
+            match spawn_output(&output, ring, stats.clone(), flow_id, &events) {
                 Ok(task) => {
                     flow.output_stats.retain(|(id, _)| *id != output.id);
                     flow.output_stats.push((output.id.clone(), stats));
@@ -345,6 +348,7 @@ impl FlowManager {
             let (_, task) = run.outputs.remove(i);
             task.abort();
             let _ = task.await;
+            settle().await;
         }
         flow.config.outputs.remove(pos);
         flow.output_stats.retain(|(id, _)| id != output_id);
@@ -369,6 +373,16 @@ impl Running {
             task.abort();
             let _ = task.await;
         }
+        settle().await;
+    }
+}
+
+/// Lets tasks that were aborted as a consequence (srt-tokio's own connection and listener
+/// tasks, whose handles our tasks dropped) run their cancellation, so their sockets are
+/// closed when a stop returns and a restart can bind the same ports.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -377,14 +391,15 @@ impl Running {
 fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, FlowError> {
     let cfg = &flow.config;
     let input = match &cfg.input {
-        InputConfig::Udp(c) => UdpInput::bind(c, false),
-        InputConfig::Rtp(c) => UdpInput::bind(c, true),
+        InputConfig::Udp(c) => UdpInput::bind(c, false).map(BoundInput::Udp),
+        InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
+        InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
         other => Err(InputError::Unsupported(other.type_name())),
     }
     .map_err(FlowError::InputStart)?;
     let mut outputs = Vec::with_capacity(cfg.outputs.len());
     for o in &cfg.outputs {
-        let bound = bind_output(o).map_err(|error| FlowError::OutputStart {
+        let bound = bind_output(o, &cfg.id, events).map_err(|error| FlowError::OutputStart {
             output_id: o.id.clone(),
             error,
         })?;
@@ -422,22 +437,49 @@ fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, Fl
     })
 }
 
+enum BoundInput {
+    Udp(UdpInput),
+    Srt(SrtInput),
+}
+
+impl BoundInput {
+    async fn run(
+        self,
+        ring: Rc<FlowRing>,
+        ts: Rc<RefCell<TsPath>>,
+        stats: Rc<InputStats>,
+        epoch: Instant,
+    ) -> InputError {
+        match self {
+            BoundInput::Udp(i) => i.run(ring, ts, stats, epoch).await,
+            BoundInput::Srt(i) => i.run(ring, ts, stats, epoch).await,
+        }
+    }
+}
+
 enum BoundOutput {
     Udp(UdpOutput),
+    Srt(SrtOutput),
 }
 
 impl BoundOutput {
     async fn run(self, ring: Rc<FlowRing>, stats: Rc<OutputStats>) {
         match self {
             BoundOutput::Udp(o) => o.run(ring, stats).await,
+            BoundOutput::Srt(o) => o.run(ring, stats).await,
         }
     }
 }
 
-fn bind_output(o: &OutputConfig) -> Result<BoundOutput, OutputError> {
+fn bind_output(
+    o: &OutputConfig,
+    flow_id: &str,
+    events: &Events,
+) -> Result<BoundOutput, OutputError> {
     match &o.kind {
         OutputKind::Udp(c) => UdpOutput::bind(c, false).map(BoundOutput::Udp),
         OutputKind::Rtp(c) => UdpOutput::bind(c, true).map(BoundOutput::Udp),
+        OutputKind::Srt(c) => SrtOutput::bind(c, flow_id, &o.id, events).map(BoundOutput::Srt),
         other => Err(OutputError::Unsupported(other.type_name())),
     }
 }
@@ -446,7 +488,9 @@ fn spawn_output(
     o: &OutputConfig,
     ring: Rc<FlowRing>,
     stats: Rc<OutputStats>,
+    flow_id: &str,
+    events: &Events,
 ) -> Result<JoinHandle<()>, OutputError> {
-    let bound = bind_output(o)?;
+    let bound = bind_output(o, flow_id, events)?;
     Ok(tokio::task::spawn_local(bound.run(ring, stats)))
 }

@@ -67,6 +67,8 @@ pub struct InputStats {
     pub rtp_reordered: Cell<u64>,
     pub recv_errors: Cell<u64>,
     pub rate: RateMeter,
+    /// SRT inputs only: connection state and SRT counters, refreshed about once a second.
+    pub srt: Cell<Option<SrtInputSnapshot>>,
 }
 
 /// Output-side counters.
@@ -78,6 +80,59 @@ pub struct OutputStats {
     /// TS packets this output missed because it fell a whole ring behind.
     pub dropped: Cell<u64>,
     pub send_errors: Cell<u64>,
+    /// SRT outputs only, refreshed about once a second.
+    pub srt: Cell<Option<SrtOutputSnapshot>>,
+}
+
+/// One SRT connection's (or leg's) counters, from srt-tokio's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SrtLinkSnapshot {
+    pub connected: bool,
+    /// Connections made since the flow started.
+    pub connects: u64,
+    pub rtt_ms: f64,
+    /// Data packets received (input) or sent (output), retransmissions included.
+    pub data_packets: u64,
+    /// Retransmitted packets received (input) or sent (output).
+    pub retransmits: u64,
+    /// Packets detected lost (input: missing on arrival; output: reported by NAK).
+    pub lost: u64,
+    /// Packets dropped as too late (TLPKTDROP).
+    pub dropped: u64,
+    /// Input only: packets that failed to decrypt.
+    pub decrypt_errors: u64,
+}
+
+/// What an SRT input adds to the input stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SrtInputSnapshot {
+    pub leg1: SrtLinkSnapshot,
+    /// The redundancy leg, if configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leg2: Option<SrtLinkSnapshot>,
+    /// Redundancy: datagrams dropped because the other leg delivered them first.
+    pub duplicates: u64,
+    /// Redundancy with RTP: datagrams older than what was already forwarded.
+    pub late: u64,
+}
+
+/// What an SRT output adds to the output stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SrtOutputSnapshot {
+    /// Peers fed right now.
+    pub connections: u64,
+    /// Connections made since the output started.
+    pub connects: u64,
+    /// Connections dropped as stale (no ACK while sending).
+    pub stale: u64,
+    /// Callers refused because `max_connections` were already fed.
+    pub refused: u64,
+    /// Largest round-trip time among the current connections.
+    pub rtt_ms: f64,
+    /// Summed over the current connections.
+    pub retransmits: u64,
+    pub lost: u64,
+    pub dropped: u64,
 }
 
 pub fn bump(c: &Cell<u64>, n: u64) {
@@ -100,6 +155,8 @@ pub struct InputSnapshot {
     pub rtp_lost: u64,
     pub rtp_reordered: u64,
     pub recv_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt: Option<SrtInputSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +170,8 @@ pub struct OutputSnapshot {
     pub bytes: u64,
     pub dropped: u64,
     pub send_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt: Option<SrtOutputSnapshot>,
 }
 
 impl OutputStats {
@@ -126,6 +185,7 @@ impl OutputStats {
             bytes: self.bytes.get(),
             dropped: self.dropped.get(),
             send_errors: self.send_errors.get(),
+            srt: self.srt.get(),
         }
     }
 }

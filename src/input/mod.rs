@@ -1,6 +1,7 @@
 //! Flow inputs: where packets enter Quoll. An input binds at flow start (so a bind failure
 //! is a start failure the operator sees at once), then runs as one task writing the ring.
 
+pub mod srt;
 pub mod udp;
 
 use std::fmt;
@@ -22,6 +23,8 @@ pub enum InputError {
     Receive(io::Error),
     /// The configured input type is not run by this build.
     Unsupported(&'static str),
+    /// An SRT input could not be set up, or its listener stopped.
+    Srt(crate::srt::SrtError),
 }
 
 impl fmt::Display for InputError {
@@ -33,6 +36,7 @@ impl fmt::Display for InputError {
             InputError::Unsupported(t) => {
                 write!(f, "input type '{t}' is not supported by this build")
             }
+            InputError::Srt(e) => write!(f, "SRT: {e}"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Flow outputs: where packets leave Quoll. Each output is one task holding a reader of the
 //! flow's ring; it binds at start so a bind failure is reported at once.
 
+pub mod srt;
 pub mod udp;
 
 use std::fmt;
@@ -9,9 +10,17 @@ use std::io;
 /// Why an output could not start.
 #[derive(Debug)]
 pub enum OutputError {
-    BadConfig { field: &'static str, value: String },
-    Bind { addr: String, source: io::Error },
+    BadConfig {
+        field: &'static str,
+        value: String,
+    },
+    Bind {
+        addr: String,
+        source: io::Error,
+    },
     Unsupported(&'static str),
+    /// An SRT output could not be set up.
+    Srt(crate::srt::SrtError),
 }
 
 impl fmt::Display for OutputError {
@@ -24,6 +33,7 @@ impl fmt::Display for OutputError {
             OutputError::Unsupported(t) => {
                 write!(f, "output type '{t}' is not supported by this build")
             }
+            OutputError::Srt(e) => write!(f, "SRT: {e}"),
         }
     }
 }

@@ -1,0 +1,441 @@
+//! SRT input: listener, caller or rendezvous, with an optional second leg merged hitlessly
+//! (SMPTE 2022-7 style, `crate::srt::merge`).
+//!
+//! Each leg runs as its own future inside the input task (so aborting the task stops both).
+//! A leg's payload goes through the same chunker, analyzer and ring as a UDP input's. Events
+//! follow the seed's SRT and redundancy tables, latched with `ConnectionCycle` (disconnect
+//! once per cycle, "connection failed" once per failing cycle, not per retry) and `LegWatch`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::{FutureExt, LocalBoxFuture};
+use srt_tokio::access::{RejectReason, ServerRejectReason};
+use srt_tokio::{SrtListener, SrtSocket};
+use tokio::net::UdpSocket;
+
+use super::InputError;
+use super::udp::TsPath;
+use crate::config::{SrtConfig, SrtMode};
+use crate::events::latch::{ConnectionCycle, LinkEvent};
+use crate::events::{Event, Events};
+use crate::flow::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
+use crate::rtp;
+use crate::srt::merge::{LegEvent, LegWatch, Merge, Verdict};
+use crate::srt::{Backoff, Endpoint, SrtError};
+use crate::ts::ring::FlowRing;
+
+/// How often connection counters are copied into the stats.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often the redundancy legs are checked for silence.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Most raw-TS datagrams the merge remembers: 8.6 s at 20 Mbit/s, 1.7 s at 100 Mbit/s;
+/// hashes and times only (about 48 bytes each with the credit table), so under 1 MiB.
+const MERGE_CAPACITY: usize = 16_384;
+
+struct Leg {
+    ep: Endpoint,
+    /// Bound at flow start (a bind failure is a start failure); used by the first attempt.
+    socket: Option<UdpSocket>,
+}
+
+pub struct SrtInput {
+    flow_id: String,
+    events: Events,
+    legs: Vec<Leg>,
+}
+
+/// State shared by the legs of one input (one task, borrowed between awaits only).
+struct Core {
+    flow_id: String,
+    events: Events,
+    ring: Rc<FlowRing>,
+    ts: Rc<RefCell<TsPath>>,
+    stats: Rc<InputStats>,
+    epoch: Instant,
+    /// Two legs: merge and watch them.
+    merge: Option<(Merge, LegWatch)>,
+    links: [SrtLinkSnapshot; 2],
+    redundant: bool,
+}
+
+impl Core {
+    fn datagram(&mut self, leg: usize, data: &[u8]) {
+        let now = Instant::now();
+        let stats = &self.stats;
+        bump(&stats.datagrams, 1);
+        bump(&stats.bytes, data.len() as u64);
+        stats.rate.add(now, data.len());
+        let payload = match &mut self.merge {
+            Some((merge, watch)) => {
+                watch.on_data(leg, now);
+                match merge.offer(leg, now, data) {
+                    Verdict::Forward { offset, len } => &data[offset..offset + len],
+                    Verdict::Malformed => {
+                        bump(&stats.malformed, 1);
+                        return;
+                    }
+                    Verdict::Duplicate | Verdict::Late => return,
+                }
+            }
+            None => match data.first() {
+                Some(0x47) => data,
+                // RTP-wrapped TS (some encoders send it over SRT): strip the header.
+                _ => match rtp::parse(data) {
+                    Ok(h) => &data[h.payload_offset..h.payload_offset + h.payload_len],
+                    // Not RTP either: let the chunker resynchronise and count it.
+                    Err(_) => data,
+                },
+            },
+        };
+        let recv_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let mut ts = self.ts.borrow_mut();
+        let TsPath { chunker, analyzer } = &mut *ts;
+        let ring = &self.ring;
+        chunker.split(payload, |chunk| {
+            analyzer.feed(chunk);
+            bump(
+                &stats.packets,
+                (chunk.len() / crate::ts::packet::PACKET_LEN) as u64,
+            );
+            ring.push(chunk, recv_us);
+        });
+    }
+
+    fn raise(&self, e: Event) {
+        self.events.raise(e);
+    }
+
+    /// The "connected" event for `leg` of this input (the seed has the listener leg-1 row
+    /// only; leg 2 uses the `{mode}` row with the same wording).
+    fn connected_event(&self, leg: usize, mode: SrtMode) -> Event {
+        let f = &self.flow_id;
+        match (self.redundant, mode, leg) {
+            (false, SrtMode::Listener, _) => Event::srt_input_listener_connected(f),
+            (false, m, _) => Event::srt_input_connected(f, m.as_str()),
+            (true, SrtMode::Listener, 0) => Event::srt_input_redundant_leg1_connected(f),
+            (true, SrtMode::Listener, _) => {
+                Event::srt_input_connected(f, "listener, redundant leg 2")
+            }
+            (true, m, _) => Event::srt_input_connected(f, m.as_str()),
+        }
+        .with_detail("leg", leg as u64 + 1)
+    }
+
+    fn link_event(&mut self, leg: usize, mode: SrtMode, ev: Option<LinkEvent>, error: &str) {
+        match ev {
+            Some(LinkEvent::Connected { .. }) => {
+                self.links[leg].connected = true;
+                self.links[leg].connects += 1;
+                self.raise(self.connected_event(leg, mode));
+            }
+            Some(LinkEvent::Lost { .. }) => {
+                self.links[leg].connected = false;
+                self.raise(
+                    Event::srt_input_disconnected(&self.flow_id).with_detail("leg", leg as u64 + 1),
+                );
+            }
+            Some(LinkEvent::Failed) => self.raise(
+                Event::srt_input_connection_failed(&self.flow_id, error)
+                    .with_detail("leg", leg as u64 + 1),
+            ),
+            None => {}
+        }
+    }
+
+    fn disconnected(&mut self, leg: usize) {
+        self.links[leg].connected = false;
+        if let Some((_, watch)) = &mut self.merge {
+            let mut out = Vec::new();
+            watch.on_disconnect(leg, Instant::now(), &mut out);
+            self.leg_events(&out);
+        }
+    }
+
+    fn leg_events(&self, out: &[LegEvent]) {
+        for e in out {
+            self.raise(match e {
+                LegEvent::LegLost(n) => Event::redundant_leg_lost(&self.flow_id, *n),
+                LegEvent::BothLost => Event::redundant_legs_lost(&self.flow_id),
+            });
+        }
+    }
+
+    fn link_stats(&mut self, leg: usize, s: &srt_tokio::SocketStatistics) {
+        let l = &mut self.links[leg];
+        l.rtt_ms = s.rx_average_rtt.as_secs_f64() * 1000.0;
+        l.data_packets = s.rx_data;
+        l.retransmits = s.rx_retransmit_data;
+        l.lost = s.rx_loss_data;
+        l.dropped = s.rx_dropped_data;
+        l.decrypt_errors = s.rx_decrypt_errors;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let (duplicates, late) = match &self.merge {
+            Some((m, _)) => (m.stats().duplicates, m.stats().late),
+            None => (0, 0),
+        };
+        self.stats.srt.set(Some(SrtInputSnapshot {
+            leg1: self.links[0],
+            leg2: self.redundant.then_some(self.links[1]),
+            duplicates,
+            late,
+        }));
+    }
+}
+
+impl SrtInput {
+    /// Parse and bind every leg's UDP socket now.
+    pub fn bind(cfg: &SrtConfig, flow_id: &str, events: &Events) -> Result<Self, InputError> {
+        let legs = Endpoint::legs(cfg)
+            .map_err(InputError::Srt)?
+            .into_iter()
+            .map(|ep| {
+                let socket = ep.bind().map_err(InputError::Srt)?;
+                Ok(Leg {
+                    ep,
+                    socket: Some(socket),
+                })
+            })
+            .collect::<Result<Vec<_>, InputError>>()?;
+        Ok(SrtInput {
+            flow_id: flow_id.to_owned(),
+            events: events.clone(),
+            legs,
+        })
+    }
+
+    /// Runs until the task is dropped; returns only if a listener cannot be set up.
+    pub async fn run(
+        self,
+        ring: Rc<FlowRing>,
+        ts: Rc<RefCell<TsPath>>,
+        stats: Rc<InputStats>,
+        epoch: Instant,
+    ) -> InputError {
+        let redundant = self.legs.len() > 1;
+        let window = self
+            .legs
+            .iter()
+            .map(|l| Duration::from_millis(l.ep.cfg.latency_ms))
+            .max()
+            .unwrap_or_default()
+            * 2
+            + Duration::from_secs(1);
+        let core = RefCell::new(Core {
+            flow_id: self.flow_id,
+            events: self.events,
+            ring,
+            ts,
+            stats,
+            epoch,
+            merge: redundant.then(|| {
+                (
+                    Merge::new(window, MERGE_CAPACITY),
+                    LegWatch::new(LegWatch::DEFAULT_TIMEOUT),
+                )
+            }),
+            links: Default::default(),
+            redundant,
+        });
+        core.borrow().publish();
+        let core = &core;
+        let legs: Vec<LocalBoxFuture<'_, InputError>> = self
+            .legs
+            .into_iter()
+            .enumerate()
+            .map(|(i, leg)| run_leg(i, leg, core).boxed_local())
+            .collect();
+        let watch = async {
+            if !redundant {
+                // Nothing to watch: no timer wake-ups for a single leg.
+                return std::future::pending().await;
+            }
+            let mut tick = tokio::time::interval(WATCH_EVERY);
+            let mut out = Vec::new();
+            loop {
+                tick.tick().await;
+                let mut c = core.borrow_mut();
+                if let Some((_, w)) = &mut c.merge {
+                    out.clear();
+                    w.tick(Instant::now(), &mut out);
+                    c.leg_events(&out);
+                }
+            }
+        };
+        tokio::select! {
+            (e, _, _) = futures::future::select_all(legs) => e,
+            never = watch => never,
+        }
+    }
+}
+
+/// Waits for data on `sock`, or forever when there is none.
+async fn next_data(
+    sock: &mut Option<SrtSocket>,
+) -> Option<Result<(Instant, bytes::Bytes), std::io::Error>> {
+    match sock {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_leg(idx: usize, leg: Leg, core: &RefCell<Core>) -> InputError {
+    match leg.ep.mode {
+        SrtMode::Listener => run_listener(idx, leg, core).await,
+        SrtMode::Caller | SrtMode::Rendezvous => run_caller(idx, leg, core).await,
+    }
+}
+
+async fn run_listener(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputError {
+    let ep = &leg.ep;
+    let opts = match ep.options() {
+        Ok(o) => o,
+        Err(e) => return InputError::Srt(e),
+    };
+    let Some(socket) = leg.socket.take() else {
+        return InputError::Srt(SrtError::Options("listener socket missing".into()));
+    };
+    let (listener, mut incoming) = match SrtListener::builder()
+        .set(|o| *o = opts)
+        .socket(socket)
+        .bind(ep.local)
+        .await
+    {
+        Ok(l) => l,
+        Err(source) => {
+            return InputError::Srt(SrtError::Bind {
+                addr: ep.local,
+                source,
+            });
+        }
+    };
+    let mut cycle = ConnectionCycle::new(Instant::now());
+    let mut current: Option<SrtSocket> = None;
+    let mut rejected_seen = 0u64;
+    let mut tick = tokio::time::interval(STATS_EVERY / 2);
+    loop {
+        tokio::select! {
+            req = incoming.incoming().next() => {
+                let Some(req) = req else {
+                    return InputError::Srt(SrtError::Options("listener stopped".into()));
+                };
+                if current.is_some() {
+                    // One caller feeds an input; a second one is refused, as libsrt
+                    // listeners in srt-live-transmit do.
+                    let _ = req.reject(RejectReason::Server(ServerRejectReason::Overload)).await;
+                    continue;
+                }
+                let remote = req.remote();
+                match req.accept(None).await {
+                    Ok(s) => {
+                        tracing::info!(flow_id = %core.borrow().flow_id, leg = idx + 1, %remote, "SRT caller accepted");
+                        current = Some(s);
+                        let ev = cycle.connected(Instant::now());
+                        core.borrow_mut().link_event(idx, ep.mode, ev, "");
+                    }
+                    Err(e) => {
+                        let ev = cycle.attempt_failed(Instant::now());
+                        let msg = SrtError::Connect { remote, source: e }.to_string();
+                        core.borrow_mut().link_event(idx, ep.mode, ev, &msg);
+                    }
+                }
+            }
+            data = next_data(&mut current) => match data {
+                Some(Ok((_, bytes))) => core.borrow_mut().datagram(idx, &bytes),
+                _ => {
+                    current = None;
+                    let ev = cycle.lost(Instant::now());
+                    let mut c = core.borrow_mut();
+                    c.link_event(idx, ep.mode, ev, "");
+                    c.disconnected(idx);
+                }
+            },
+            _ = tick.tick() => {
+                // A caller refused in the handshake (wrong or missing passphrase) never
+                // reaches `incoming`: the listener's counters tell.
+                let rejected = listener.latest_statistics().cx_rejected;
+                if rejected > rejected_seen {
+                    rejected_seen = rejected;
+                    if current.is_none() {
+                        let ev = cycle.attempt_failed(Instant::now());
+                        let msg = SrtError::CallerRejected { local: ep.local, count: rejected }.to_string();
+                        core.borrow_mut().link_event(idx, ep.mode, ev, &msg);
+                    }
+                }
+                if let Some(s) = &current {
+                    core.borrow_mut().link_stats(idx, &s.latest_statistics());
+                }
+            }
+        }
+    }
+}
+
+async fn run_caller(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputError {
+    let ep = leg.ep.clone();
+    let Some(remote) = ep.remote else {
+        return InputError::Srt(SrtError::BadConfig {
+            field: "remote_addr",
+            value: String::new(),
+        });
+    };
+    let mut cycle = ConnectionCycle::new(Instant::now());
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = async {
+            let socket = match leg.socket.take() {
+                Some(s) => s,
+                None => ep.bind()?,
+            };
+            let b = SrtSocket::builder().set(|o| *o = ep.options().unwrap_or_default());
+            let b = b.socket(socket);
+            let r = match ep.mode {
+                SrtMode::Rendezvous => b.rendezvous(remote).await,
+                _ => b.call(remote, ep.cfg.stream_id.as_deref()).await,
+            };
+            r.map_err(|e| SrtError::from_connect(remote, e))
+        };
+        // Options are checked before the first attempt so a bad one is not retried forever.
+        if let Err(e) = ep.options() {
+            return InputError::Srt(e);
+        }
+        match attempt.await {
+            Ok(mut sock) => {
+                let ev = cycle.connected(Instant::now());
+                core.borrow_mut().link_event(idx, ep.mode, ev, "");
+                let since = Instant::now();
+                let mut tick = tokio::time::interval(STATS_EVERY);
+                loop {
+                    tokio::select! {
+                        d = sock.next() => match d {
+                            Some(Ok((_, bytes))) => core.borrow_mut().datagram(idx, &bytes),
+                            _ => break,
+                        },
+                        _ = tick.tick() => core.borrow_mut().link_stats(idx, &sock.latest_statistics()),
+                    }
+                }
+                drop(sock);
+                let ev = cycle.lost(Instant::now());
+                let mut c = core.borrow_mut();
+                c.link_event(idx, ep.mode, ev, "");
+                c.disconnected(idx);
+                drop(c);
+                // A connection that lasted is a fresh start; one that flapped keeps backing off.
+                if since.elapsed() > Duration::from_secs(10) {
+                    backoff.reset();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(flow_id = %core.borrow().flow_id, leg = idx + 1, "SRT connect failed: {e}");
+                let ev = cycle.attempt_failed(Instant::now());
+                core.borrow_mut()
+                    .link_event(idx, ep.mode, ev, &e.to_string());
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

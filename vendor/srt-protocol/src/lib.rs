@@ -1,0 +1,10 @@
+// QUOLL PATCH: vendored third-party code; its own lints are not Quoll's to fix.
+#![allow(warnings)]
+pub mod access;
+pub mod connection;
+pub mod listener;
+pub mod options;
+pub mod packet;
+pub mod protocol;
+pub mod settings;
+pub mod statistics;
