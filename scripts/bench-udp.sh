@@ -7,8 +7,9 @@
 #
 # Per case: a paced sender (examples/udp_pace.rs) pushes the TS as 1316-byte datagrams at an
 # exact bitrate for SECONDS into the relay; a receiver counts what comes out of every output.
-# Measured on the relay process: CPU seconds (utime+stime from /proc/PID/stat, over the
-# sending window), peak RSS (VmHWM at the end), drops on its input socket (/proc/net/udp);
+# Measured on the relay process: CPU seconds over the sending window (summed over its
+# threads from /proc/PID/task/*/schedstat, in nanoseconds), peak RSS (VmHWM at the end),
+# drops on its input socket (/proc/net/udp);
 # at the receiver: datagrams lost over all outputs, and how many of them its own sockets
 # dropped (so lost - relay input drops - receiver drops were lost inside or after the relay). CPU s/GB is per GB of input payload.
 # srt-live-transmit gets the same 4 MiB socket buffers quoll asks for (src/net.rs), through
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-for p in ffmpeg srt-live-transmit awk getconf; do
+for p in ffmpeg srt-live-transmit awk; do
     command -v "$p" >/dev/null || { echo "missing $p (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -60,7 +61,6 @@ cargo build --release -q --bin quoll
 cargo build --release -q --example udp_pace
 QUOLL=target/release/quoll
 PACE=target/release/examples/udp_pace
-HZ=$(getconf CLK_TCK)
 
 # A CBR 20 Mbit/s TS, 6 s of 720p25 H.264 + AAC; looped by the sender at whatever rate.
 TS=$TMP/in.ts
@@ -70,7 +70,10 @@ ffmpeg -nostdin -hide_banner -loglevel error \
     -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 12M -maxrate 12M -bufsize 4M \
     -g 25 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts -muxrate 20M "$TS"
 
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# CPU time in nanoseconds, every thread of the process (/proc/PID/task/*/schedstat, first
+# field: time on a CPU). utime+stime from /proc/PID/stat counts 10 ms clock ticks, too coarse
+# for the half-second totals of a 20 Mbit/s run.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # Drops counted on the UDP socket bound to 127.0.0.1:PORT (last column of /proc/net/udp).
 udp_drops() {
@@ -132,14 +135,14 @@ EOF
     fi
     sleep 0.5
     local c0 c1 hwm drops sent
-    c0=$(cpu_ticks "$pid")
+    c0=$(cpu_ns "$pid")
     sent=$("$PACE" send "$TS" "127.0.0.1:$in_port" "$rate" "$DUR")
     # The receiver keeps its sockets until 1.5 s after the last datagram: read their drops now.
     sleep 0.5
     local rdrops=0 o
     for o in "${outs[@]}"; do rdrops=$((rdrops + $(udp_drops "${o##*:}"))); done
     wait "$rpid"
-    c1=$(cpu_ticks "$pid")
+    c1=$(cpu_ns "$pid")
     hwm=$(vm_hwm_kb "$pid")
     drops=$(udp_drops "$in_port")
     kill "$pid" 2>/dev/null || true
@@ -152,7 +155,7 @@ EOF
     rpk=$(awk '/^recv / { for (i = 1; i <= NF; i++) if ($i ~ /^packets=/) { split($i, a, "="); s += a[2] } } END { print s + 0 }' "$TMP/recv.txt")
     lost=$((spk * nout - rpk))
     local cpu cpugb rss loss
-    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     cpugb=$(awk -v c="$cpu" -v by="$sby" 'BEGIN { printf "%.2f", c / (by / 1e9) }')
     rss=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
     loss=$(awk -v l="$lost" -v s="$spk" -v n="$nout" 'BEGIN { printf "%.3f", 100 * l / (s * n) }')
