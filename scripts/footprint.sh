@@ -91,5 +91,5 @@ if [ "$QEMU" = 1 ]; then
     measure qemu-aarch64 qemu-aarch64 "$PWD/target-aarch64/aarch64-unknown-linux-gnu/release/quoll"
 fi
 echo
-echo "Under qemu-user, RSS includes the emulator and its translated code; the thread names"
-echo "come from the emulated process (qemu adds none of its own for a single-threaded guest)."
+echo "Under qemu-user, RSS includes the emulator and its translated code, and qemu adds one"
+echo "thread of its own (its RCU thread); the guest's runtime thread shows as qemu-aarch64."
