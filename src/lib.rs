@@ -6,6 +6,7 @@
 //! durable writes; `http/` the local API; `cli.rs` the command line.
 
 pub mod board;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod console;
