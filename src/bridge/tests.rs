@@ -22,7 +22,6 @@ fn timing() -> Timing {
 #[derive(Debug, Clone)]
 struct FakeWorker {
     stream_id: String,
-    pid: u32,
     alive: bool,
 }
 
@@ -67,7 +66,6 @@ impl Harness {
                         worker,
                         FakeWorker {
                             stream_id,
-                            pid: self.next_pid,
                             alive: true,
                         },
                     );
