@@ -19,6 +19,7 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod rtp;
+pub mod rtsp;
 pub mod systemd;
 pub mod time;
 pub mod ts;

@@ -646,3 +646,249 @@ mod idle_recovery {
         assert_eq!(problems.len(), 2, "{problems:?}");
     }
 }
+
+/// The shell on a real runtime with a fake worker: clients over in-memory streams.
+mod shell {
+    use std::rc::Rc;
+
+    use futures_util::StreamExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::super::{Bridge, Exit, Launcher};
+    use crate::config::BridgeConfig;
+
+    pub fn run<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    pub fn bridge_config(queue: usize) -> BridgeConfig {
+        let v = serde_json::json!({
+            "bridge": {"streams": {"cam": {"rtsp_url": "rtsp://127.0.0.1:9/x"}},
+                       "client_queue_chunks": queue, "max_client_lags": 3}
+        });
+        crate::config::parse(&v.to_string())
+            .unwrap()
+            .bridge
+            .unwrap()
+    }
+
+    /// A fake worker that says it started (pid 4242) and waits to be stopped.
+    pub fn idle_launcher() -> Launcher {
+        Rc::new(|_spec, ctx| {
+            Box::pin(async move {
+                ctx.started(Some(4242));
+                ctx.stop.notified().await;
+                Exit {
+                    signal: Some(15),
+                    ..Exit::default()
+                }
+            })
+        })
+    }
+
+    fn packets(n: usize, tag: u8) -> Vec<u8> {
+        let mut v = vec![tag; n * 188];
+        for p in v.chunks_mut(188) {
+            p[0] = 0x47;
+        }
+        v
+    }
+
+    #[test]
+    fn slow_client_is_dropped_and_never_slows_the_fast_one() {
+        run(async {
+            let cfg = bridge_config(16);
+            let b =
+                Bridge::with_launcher(Some(&cfg), Default::default(), |_| None, idle_launcher());
+            tokio::task::spawn_local(b.clone().run());
+            // Fast client: reads everything. Slow client: a 2 KiB pipe it never reads.
+            let (fast_srv, fast_cli) = tokio::io::duplex(1 << 20);
+            let (slow_srv, _slow_cli) = tokio::io::duplex(2048);
+            let fast_ws = WebSocketStream::from_raw_socket(fast_srv, Role::Server, None).await;
+            let slow_ws = WebSocketStream::from_raw_socket(slow_srv, Role::Server, None).await;
+            let fast =
+                tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", fast_ws));
+            let slow =
+                tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", slow_ws));
+            let mut reader = WebSocketStream::from_raw_socket(fast_cli, Role::Client, None).await;
+            let got = Rc::new(std::cell::Cell::new(0usize));
+            let counter = got.clone();
+            let read_task = tokio::task::spawn_local(async move {
+                while let Some(Ok(m)) = reader.next().await {
+                    if let Message::Binary(d) = m {
+                        assert_eq!(d.len() % 188, 0, "frames are whole TS packets");
+                        counter.set(counter.get() + d.len());
+                    }
+                }
+            });
+            // Let both attach and the worker start.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(b.health().clients, 2);
+            assert_eq!(b.snapshots()[0].pid, Some(4242));
+            let ring = b.rings.borrow().get("cam").cloned().unwrap();
+            let chunk = packets(7, 1);
+            let chunks = 16 * 12;
+            for _ in 0..chunks {
+                ring.push(&chunk, 0);
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while got.get() < chunks * 1316 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(got.get(), chunks * 1316, "the fast client lost nothing");
+            tokio::time::timeout(std::time::Duration::from_secs(5), slow)
+                .await
+                .expect("slow client disconnected")
+                .unwrap();
+            let h = b.health();
+            assert_eq!(h.slow_disconnects, 1);
+            assert!(h.lagged_chunks >= 16, "{h:?}");
+            assert_eq!(h.clients, 1, "the fast client stays");
+            assert_eq!(b.snapshots()[0].client_count, 1);
+            // Manual stop closes the remaining client and destroys the session.
+            b.stop("cam");
+            tokio::time::timeout(std::time::Duration::from_secs(5), fast)
+                .await
+                .unwrap()
+                .unwrap();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_task).await;
+            assert_eq!(b.health().sessions, 0);
+            assert_eq!(b.health().clients, 0);
+        });
+    }
+}
+
+/// `health-route.test.ts`: `/healthz` over a real HTTP connection on loopback.
+mod health_route {
+    use std::rc::Rc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::shell::{bridge_config, idle_launcher, run};
+    use crate::events::Events;
+    use crate::node::Node;
+
+    async fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[test]
+    fn healthz_is_200_with_a_stable_structure_and_the_sessions() {
+        run(async {
+            let mut cfg = crate::config::parse(crate::config::EMBEDDED_DEFAULT).unwrap();
+            cfg.flows.clear();
+            cfg.bridge = Some(bridge_config(64));
+            let node: Rc<Node> = Node::start_with_launcher(
+                cfg,
+                None,
+                Events::in_memory(100),
+                None,
+                Some(idle_launcher()),
+            )
+            .await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+
+            // No session yet: the structure is there, empty.
+            let (status, v) = get(port, "/healthz").await;
+            assert_eq!(status, 200);
+            for key in [
+                "status",
+                "version",
+                "uptime_secs",
+                "active_flows",
+                "total_flows",
+                "bridge",
+                "sessions",
+            ] {
+                assert!(v.get(key).is_some(), "healthz lacks {key}: {v}");
+            }
+            assert_eq!(v["status"], "ok");
+            assert_eq!(v["sessions"], serde_json::json!([]));
+            for key in [
+                "sessions",
+                "clients",
+                "restarts",
+                "bytes",
+                "streams",
+                "lagged_chunks",
+                "slow_disconnects",
+            ] {
+                assert!(v["bridge"].get(key).is_some(), "bridge lacks {key}: {v}");
+            }
+            assert_eq!(v["bridge"]["streams"], 1);
+
+            // A client attached: its session shows up, as the manager reports it.
+            let _a = node.bridge.attach("cam").unwrap();
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            let (status, v) = get(port, "/healthz").await;
+            assert_eq!(status, 200);
+            assert_eq!(v["bridge"]["sessions"], 1);
+            assert_eq!(v["bridge"]["clients"], 1);
+            let s = &v["sessions"][0];
+            for key in [
+                "streamId",
+                "sessionId",
+                "state",
+                "pid",
+                "clientCount",
+                "restartCount",
+                "lastStartedAt",
+                "lastStoppedAt",
+                "lastRestartAt",
+                "lastDataAt",
+                "lastExitCode",
+                "lastExitSignal",
+            ] {
+                assert!(s.get(key).is_some(), "snapshot lacks {key}: {s}");
+            }
+            assert_eq!(s["streamId"], "cam");
+            assert_eq!(s["state"], "running");
+            assert_eq!(s["pid"], 4242);
+            assert_eq!(s["clientCount"], 1);
+            assert!(s["lastStartedAt"].as_u64().is_some());
+            // It is what the stream manager says, serializable as is.
+            let direct = serde_json::to_value(node.bridge.snapshots()).unwrap();
+            assert_eq!(v["sessions"], direct);
+            let text = serde_json::to_string(&node.health().await).unwrap();
+            assert!(text.contains("\"sessions\""));
+
+            // Unknown stream: 404 on the WebSocket route; a plain GET of a known one: 426.
+            let (status, _) = get(port, "/ws/stream/nope").await;
+            assert_eq!(status, 404);
+            let (status, _) = get(port, "/ws/stream/cam").await;
+            assert_eq!(status, 426);
+            node.shutdown().await;
+        });
+    }
+}

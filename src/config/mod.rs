@@ -8,7 +8,7 @@ pub mod store;
 pub mod validate;
 
 pub use model::*;
-pub use redact::{SECRET_KEYS, redact_tunnel, redact_value};
+pub use redact::{SECRET_KEYS, redact_tunnel, redact_value, strip_url_password};
 pub use store::{ConfigFile, LoadError, SaveError};
 pub use validate::{ConfigError, validate};
 

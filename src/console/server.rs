@@ -137,7 +137,7 @@ pub async fn answer(node: &Node, request: &str) -> Value {
             json!(all[skip..])
         }
         "tunnels" => json!(node.config().await.tunnels),
-        "sessions" => json!([]),
+        "sessions" => json!(node.bridge.snapshots()),
         "manager" => {
             let cfg = node.config().await;
             let mut block = cfg.manager.unwrap_or(Value::Null);

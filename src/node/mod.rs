@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bridge::{Bridge, BridgeHealth, SessionSnapshot};
 use crate::config::{self, Config, FlowConfig, OutputConfig};
 use crate::events::Events;
 use crate::flow::{FlowError, FlowManager, FlowView};
@@ -21,6 +22,9 @@ pub struct Node {
     base: RefCell<Config>,
     flows: tokio::sync::Mutex<FlowManager>,
     pub events: Events,
+    /// The RTSP->WebSocket bridge (no streams when the config has no `bridge`).
+    pub bridge: Rc<Bridge>,
+    bridge_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     config_path: Option<PathBuf>,
     started: Instant,
     board: Option<String>,
@@ -48,6 +52,10 @@ pub struct Health {
     pub uptime_secs: u64,
     pub active_flows: usize,
     pub total_flows: usize,
+    /// The bridge's runtime stats.
+    pub bridge: BridgeHealth,
+    /// Every bridge session's snapshot.
+    pub sessions: Vec<SessionSnapshot>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,23 +71,44 @@ impl Node {
     /// Build the node and start its enabled flows. A flow that fails to start stays in
     /// state `error` (and its event is raised); the node runs on.
     pub async fn start(
-        mut config: Config,
+        config: Config,
         config_path: Option<PathBuf>,
         events: Events,
         board: Option<String>,
     ) -> Rc<Node> {
+        Self::start_with_launcher(config, config_path, events, board, None).await
+    }
+
+    /// `start` with the bridge's workers replaced (tests run fake workers).
+    pub async fn start_with_launcher(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+        events: Events,
+        board: Option<String>,
+        launcher: Option<crate::bridge::Launcher>,
+    ) -> Rc<Node> {
         let flows = std::mem::take(&mut config.flows);
-        let mut manager = FlowManager::new(events.clone());
+        let taps = crate::flow::manager::FlowTaps::default();
+        let mut manager = FlowManager::with_taps(events.clone(), taps.clone());
         for flow in flows {
             let id = flow.id.clone();
             if let Err(e) = manager.create(flow).await {
                 tracing::error!(flow_id = %id, "flow failed to start: {e}");
             }
         }
+        let bridge = match launcher {
+            None => Bridge::new(config.bridge.as_ref(), taps),
+            Some(l) => {
+                Bridge::with_launcher(config.bridge.as_ref(), taps, |k| std::env::var(k).ok(), l)
+            }
+        };
+        let bridge_task = tokio::task::spawn_local(bridge.clone().run());
         Rc::new(Node {
             base: RefCell::new(config),
             flows: tokio::sync::Mutex::new(manager),
             events,
+            bridge,
+            bridge_task: RefCell::new(Some(bridge_task)),
             config_path,
             started: Instant::now(),
             board,
@@ -128,6 +157,8 @@ impl Node {
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
+            bridge: self.bridge.health(),
+            sessions: self.bridge.snapshots(),
         }
     }
 
@@ -225,6 +256,10 @@ impl Node {
 
     /// Stop every flow (the shutdown path).
     pub async fn shutdown(&self) {
+        if let Some(t) = self.bridge_task.borrow_mut().take() {
+            t.abort();
+        }
+        self.bridge.shutdown().await;
         self.flows.lock().await.stop_all().await;
     }
 

@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(to_90k(48_000, 48_000, 0), 90_000);
         assert_eq!(to_90k(0, 90_000, 90_000), 90_000);
         assert_eq!(to_90k(-90_000, 90_000, 0), (1 << 33) - 90_000);
-        assert_eq!(to_90k(i64::MAX, 0, u64::MAX) < (1 << 33), true);
+        assert!(to_90k(i64::MAX, 0, u64::MAX) < (1 << 33));
     }
 
     #[test]
