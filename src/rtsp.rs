@@ -110,6 +110,10 @@ pub struct Puller {
     map: Vec<Option<usize>>,
     /// What was set up, for logs: `h264+aac`.
     pub codecs: String,
+    /// Whether a video stream was set up, and whether its first key frame has come: until
+    /// then nothing is written, so the TS starts decodable (PAT, PMT, a key frame).
+    has_video: bool,
+    keyed: bool,
 }
 
 /// DESCRIBE, SETUP every H.264/H.265/AAC stream, PLAY. The whole exchange is bounded by
@@ -173,6 +177,8 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
     let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
     Ok(Puller {
         demuxed,
+        has_video: kinds.iter().any(|k| k.is_video()),
+        keyed: false,
         mux: TsMuxer::new(&kinds),
         map,
         codecs: names.join("+"),
@@ -188,15 +194,20 @@ impl Puller {
             Some(Err(e)) => Err(e.to_string()),
             Some(Ok(CodecItem::VideoFrame(f))) => {
                 if let Some(Some(idx)) = self.map.get(f.stream_id()) {
-                    let ts = f.timestamp();
-                    let pts = to_90k(ts.elapsed(), ts.clock_rate().get(), TS_OFFSET_90K);
-                    self.mux
-                        .write_frame(*idx, pts, f.is_random_access_point(), f.data(), out);
+                    let key = f.is_random_access_point();
+                    self.keyed |= key;
+                    if self.keyed {
+                        let ts = f.timestamp();
+                        let pts = to_90k(ts.elapsed(), ts.clock_rate().get(), TS_OFFSET_90K);
+                        self.mux.write_frame(*idx, pts, key, f.data(), out);
+                    }
                 }
                 Ok(())
             }
             Some(Ok(CodecItem::AudioFrame(f))) => {
-                if let Some(Some(idx)) = self.map.get(f.stream_id()) {
+                if let Some(Some(idx)) = self.map.get(f.stream_id())
+                    && (self.keyed || !self.has_video)
+                {
                     let ts = f.timestamp();
                     let pts = to_90k(ts.elapsed(), ts.clock_rate().get(), TS_OFFSET_90K);
                     self.mux.write_frame(*idx, pts, false, f.data(), out);
