@@ -30,6 +30,17 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
+/// The server side's limits: a viewer sends only control frames, so what it may send is
+/// small; what we buffer for it is about two frames.
+pub fn ws_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(64 << 10);
+    config.max_frame_size = Some(16 << 10);
+    config.write_buffer_size = 0;
+    config.max_write_buffer_size = 2 * MAX_FRAME + (64 << 10);
+    config
+}
+
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
     *r.status_mut() = status;
@@ -80,15 +91,10 @@ pub fn handle(bridge: Rc<Bridge>, stream_id: &str, req: Request<Incoming>) -> Re
     tokio::task::spawn_local(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(64 << 10);
-                config.max_frame_size = Some(16 << 10);
-                config.write_buffer_size = 0;
-                config.max_write_buffer_size = 2 * MAX_FRAME + (64 << 10);
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(config),
+                    Some(ws_config()),
                 )
                 .await;
                 client(bridge, &stream_id, ws).await;
