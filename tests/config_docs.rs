@@ -13,7 +13,7 @@ fn documented_examples_validate() {
         }
         found += 1;
     }
-    assert_eq!(found, 2, "expected two JSON examples");
+    assert_eq!(found, 3, "expected three JSON examples");
     // The first example is the built-in default, verbatim.
     let first = doc
         .split("```json\n")
