@@ -114,6 +114,9 @@ pub struct Puller {
     /// then nothing is written, so the TS starts decodable (PAT, PMT, a key frame).
     has_video: bool,
     keyed: bool,
+    /// Whether the last `next` wrote a video frame (or there is no video): a good moment
+    /// to hand the TS on, so audio frames travel with the next video frame.
+    pub flush_point: bool,
 }
 
 /// DESCRIBE, SETUP every H.264/H.265/AAC stream, PLAY. The whole exchange is bounded by
@@ -179,6 +182,7 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
         demuxed,
         has_video: kinds.iter().any(|k| k.is_video()),
         keyed: false,
+        flush_point: false,
         mux: TsMuxer::new(&kinds),
         map,
         codecs: names.join("+"),
@@ -189,6 +193,7 @@ impl Puller {
     /// Waits for the next frame and appends its TS packets to `out` (possibly none, for
     /// items that are not frames). An error or the end of the stream ends the session.
     pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.flush_point = !self.has_video;
         match self.demuxed.next().await {
             None => Err("the camera ended the stream".into()),
             Some(Err(e)) => Err(e.to_string()),
@@ -197,6 +202,7 @@ impl Puller {
                     let key = f.is_random_access_point();
                     self.keyed |= key;
                     if self.keyed {
+                        self.flush_point = true;
                         let ts = f.timestamp();
                         let pts = to_90k(ts.elapsed(), ts.clock_rate().get(), TS_OFFSET_90K);
                         self.mux.write_frame(*idx, pts, key, f.data(), out);
