@@ -14,6 +14,15 @@ pkgs=(
     ffmpeg                       # test peer + benchmark input generator
     srt-tools                    # srt-live-transmit: test peer + benchmark reference
     time                         # /usr/bin/time for scripts
+    # Bridge tests: GStreamer's RTSP server serving an H.264 + AAC test pattern
+    # (tests/support/rtsp_server.py), and a real browser playing the WebSocket stream.
+    python3-gi                   # GObject introspection for Debian's /usr/bin/python3
+    gir1.2-gst-rtsp-server-1.0   # GstRtspServer (pulls libgstrtspserver and gir1.2-gstreamer)
+    gstreamer1.0-plugins-base    # videotestsrc, audiotestsrc, audioconvert
+    gstreamer1.0-plugins-good    # rtph264pay, rtpmp4gpay
+    gstreamer1.0-plugins-ugly    # x264enc
+    gstreamer1.0-libav           # avenc_aac
+    chromium                     # headless browser: mpegts.js playback (tests/bridge_browser.rs)
 )
 if [ "${1:-}" = --armv7 ]; then
     arches+=(armhf)
@@ -64,4 +73,5 @@ echo "cargo: $(cargo --version)"
 echo "rustc: $(rustc --version) (host), $(/usr/bin/rustc --version) (cross)"
 echo "nextest: $(cargo nextest --version 2>/dev/null | head -n 1 || echo 'not installed: cargo test is used')"
 echo "qemu: $(qemu-aarch64 --version | head -n 1)"
+echo "bridge peers: $(/usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); print(Gst.version_string())"); $(chromium --version 2>/dev/null | head -n 1)"
 echo "peers: $(ffmpeg -version | head -n 1 | cut -d' ' -f1-3); $(srt-live-transmit -version 2>&1 | grep -m1 -o 'SRT Library version: [0-9.]*')"

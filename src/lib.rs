@@ -6,6 +6,7 @@
 //! durable writes; `http/` the local API; `cli.rs` the command line.
 
 pub mod board;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -19,6 +20,7 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod rtp;
+pub mod rtsp;
 pub mod srt;
 pub mod systemd;
 pub mod time;

@@ -53,7 +53,7 @@ fn broken_file_lists_every_problem_by_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in [
         "server.listen_port: must not be 0",
-        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
         r#"flows[0].outputs[0].dest_addr: "x" is not a socket address"#,
         "flows[0].outputs[0].dscp: 70 is out of range (0..=63)",
         r#"flows[1].id: "a" is already used by flows[0].id"#,

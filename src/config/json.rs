@@ -196,8 +196,8 @@ impl Config {
         if let Some(v) = &self.manager {
             m.insert("manager".into(), v.to_value());
         }
-        if let Some(v) = &self.bridge {
-            m.insert("bridge".into(), v.clone());
+        if let Some(b) = &self.bridge {
+            m.insert("bridge".into(), b.to_value());
         }
         put_extra(&mut m, &self.extra);
         Value::Object(m)
@@ -272,10 +272,22 @@ impl InputConfig {
                 put_extra(&mut m, &u.extra);
             }
             InputConfig::Srt(c) => c.write(&mut m),
-            InputConfig::Rtmp(x)
-            | InputConfig::Rtsp(x)
-            | InputConfig::Webrtc(x)
-            | InputConfig::Whep(x) => put_extra(&mut m, x),
+            InputConfig::Rtsp(r) => {
+                m.insert("rtsp_url".into(), r.rtsp_url.clone().into());
+                if let Some(u) = &r.username {
+                    m.insert("username".into(), u.clone().into());
+                }
+                if let Some(p) = &r.password {
+                    m.insert("password".into(), p.clone().into());
+                }
+                m.insert("transport".into(), r.transport.clone().into());
+                m.insert("timeout_secs".into(), r.timeout_secs.into());
+                m.insert("reconnect_delay_secs".into(), r.reconnect_delay_secs.into());
+                put_extra(&mut m, &r.extra);
+            }
+            InputConfig::Rtmp(x) | InputConfig::Webrtc(x) | InputConfig::Whep(x) => {
+                put_extra(&mut m, x)
+            }
         }
         Value::Object(m)
     }
@@ -364,7 +376,10 @@ fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
         None | Some(Value::Null) => Some(None),
         Some(v) => read_manager(v, o.errors).map(Some),
     };
-    let bridge = o.optional::<Value>("bridge");
+    let bridge = match o.take("bridge") {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => read_bridge(v, o.errors).map(Some),
+    };
     let extra = o.rest();
     Some(Config {
         version,
@@ -373,7 +388,7 @@ fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
         tunnels,
         storage: storage?,
         manager: manager?,
-        bridge,
+        bridge: bridge?,
         extra,
     })
 }
@@ -549,7 +564,7 @@ fn read_input(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<I
         "rtp" => InputConfig::Rtp(read_udp_input(o)?),
         "srt" => InputConfig::Srt(read_srt(o)?),
         "rtmp" => InputConfig::Rtmp(o.rest()),
-        "rtsp" => InputConfig::Rtsp(o.rest()),
+        "rtsp" => InputConfig::Rtsp(read_rtsp_input(o)?),
         "webrtc" => InputConfig::Webrtc(o.rest()),
         "whep" => InputConfig::Whep(o.rest()),
         // take_type only lets known types through; KNOWN_TYPES and this match go together.
@@ -567,6 +582,161 @@ fn read_udp_input(mut o: Obj<'_>) -> Option<UdpInputConfig> {
         allowed_sources,
         extra: o.rest(),
     })
+}
+
+fn read_rtsp_input(mut o: Obj<'_>) -> Option<RtspInputConfig> {
+    let rtsp_url = o.required::<String>("rtsp_url");
+    let username = o.optional::<String>("username");
+    let password = o.optional::<String>("password");
+    let transport = o.defaulted("transport", RtspInputConfig::DEFAULT_TRANSPORT.to_string());
+    let timeout_secs = o.defaulted("timeout_secs", RtspInputConfig::DEFAULT_TIMEOUT_SECS);
+    let reconnect_delay_secs = o.defaulted(
+        "reconnect_delay_secs",
+        RtspInputConfig::DEFAULT_RECONNECT_DELAY_SECS,
+    );
+    Some(RtspInputConfig {
+        rtsp_url: rtsp_url?,
+        username,
+        password,
+        transport,
+        timeout_secs,
+        reconnect_delay_secs,
+        extra: o.rest(),
+    })
+}
+
+fn read_bridge(v: Value, errors: &mut Vec<ConfigError>) -> Option<BridgeConfig> {
+    let mut o = Obj::new(v, "bridge".into(), errors)?;
+    let d = BridgeConfig::default();
+    let streams = match o.take("streams") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Object(map)) => {
+            let mut streams = Some(Vec::with_capacity(map.len()));
+            for (id, item) in map {
+                let path = child("bridge.streams", &id);
+                let s = read_bridge_stream(id, item, path, o.errors);
+                streams = streams.zip(s).map(|(mut v, s)| {
+                    v.push(s);
+                    v
+                });
+            }
+            streams
+        }
+        Some(other) => {
+            o.err(
+                "streams",
+                format!(
+                    "expected an object mapping stream ids to sources, found {}",
+                    kind_of(&other)
+                ),
+            );
+            None
+        }
+    };
+    let idle_timeout_ms = o.defaulted("idle_timeout_ms", d.idle_timeout_ms);
+    let sweep_interval_ms = o.defaulted("sweep_interval_ms", d.sweep_interval_ms);
+    let restart_delay_ms = o.defaulted("restart_delay_ms", d.restart_delay_ms);
+    let max_restarts = o.defaulted("max_restarts", d.max_restarts);
+    let max_clients_per_stream = o.defaulted("max_clients_per_stream", d.max_clients_per_stream);
+    let client_queue_chunks = o.defaulted("client_queue_chunks", d.client_queue_chunks);
+    let max_client_lags = o.defaulted("max_client_lags", d.max_client_lags);
+    let ffmpeg_path = o.defaulted("ffmpeg_path", d.ffmpeg_path);
+    Some(BridgeConfig {
+        streams: streams?,
+        idle_timeout_ms,
+        sweep_interval_ms,
+        restart_delay_ms,
+        max_restarts,
+        max_clients_per_stream,
+        client_queue_chunks,
+        max_client_lags,
+        ffmpeg_path,
+        extra: o.rest(),
+    })
+}
+
+fn read_bridge_stream(
+    id: String,
+    v: Value,
+    path: String,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BridgeStreamConfig> {
+    let mut o = Obj::new(v, path, errors)?;
+    let rtsp_url = o.optional::<String>("rtsp_url");
+    let username = o.optional::<String>("username");
+    let password = o.optional::<String>("password");
+    let transport = o.defaulted("transport", RtspInputConfig::DEFAULT_TRANSPORT.to_string());
+    let timeout_secs = o.defaulted("timeout_secs", RtspInputConfig::DEFAULT_TIMEOUT_SECS);
+    let flow_id = o.optional::<String>("flow_id");
+    let worker = o.defaulted("worker", "inprocess".to_string());
+    let ffmpeg_video = o.defaulted("ffmpeg_video", "copy".to_string());
+    Some(BridgeStreamConfig {
+        id,
+        rtsp_url,
+        username,
+        password,
+        transport,
+        timeout_secs,
+        flow_id,
+        worker,
+        ffmpeg_video,
+        extra: o.rest(),
+    })
+}
+
+impl BridgeConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        let mut streams = Map::new();
+        for s in &self.streams {
+            streams.insert(s.id.clone(), s.to_value());
+        }
+        m.insert("streams".into(), Value::Object(streams));
+        m.insert("idle_timeout_ms".into(), self.idle_timeout_ms.into());
+        m.insert("sweep_interval_ms".into(), self.sweep_interval_ms.into());
+        m.insert("restart_delay_ms".into(), self.restart_delay_ms.into());
+        m.insert("max_restarts".into(), self.max_restarts.into());
+        m.insert(
+            "max_clients_per_stream".into(),
+            self.max_clients_per_stream.into(),
+        );
+        m.insert(
+            "client_queue_chunks".into(),
+            self.client_queue_chunks.into(),
+        );
+        m.insert("max_client_lags".into(), self.max_client_lags.into());
+        m.insert("ffmpeg_path".into(), self.ffmpeg_path.clone().into());
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+impl BridgeStreamConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(u) = &self.rtsp_url {
+            m.insert("rtsp_url".into(), u.clone().into());
+        }
+        if let Some(u) = &self.username {
+            m.insert("username".into(), u.clone().into());
+        }
+        if let Some(p) = &self.password {
+            m.insert("password".into(), p.clone().into());
+        }
+        if self.rtsp_url.is_some() {
+            m.insert("transport".into(), self.transport.clone().into());
+            m.insert("timeout_secs".into(), self.timeout_secs.into());
+        }
+        if let Some(f) = &self.flow_id {
+            m.insert("flow_id".into(), f.clone().into());
+        }
+        m.insert("worker".into(), self.worker.clone().into());
+        if self.worker == "ffmpeg" {
+            m.insert("ffmpeg_video".into(), self.ffmpeg_video.clone().into());
+        }
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
 }
 
 fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<OutputConfig> {

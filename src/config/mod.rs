@@ -10,7 +10,7 @@ pub mod validate;
 pub use model::*;
 pub use redact::{
     SECRET_KEYS, is_secret_key, redact_tunnel, redact_value, restore_secrets,
-    restore_secrets_in_tunnel,
+    restore_secrets_in_tunnel, strip_url_password,
 };
 pub use store::{ConfigFile, LoadError, SaveError};
 pub use validate::{ConfigError, parse_fingerprint, validate};

@@ -23,8 +23,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The manager link (URLs, credentials, TLS pin); absent means no manager.
     pub manager: Option<ManagerConfig>,
-    /// The RTSP->WebSocket bridge block; kept as JSON here.
-    pub bridge: Option<Value>,
+    /// The RTSP->WebSocket bridge block (absent: no bridge streams).
+    pub bridge: Option<BridgeConfig>,
     pub extra: Extra,
 }
 
@@ -110,7 +110,7 @@ pub enum InputConfig {
     /// but `type`) so a config holding them round-trips, and refused by validation with a
     /// clear message.
     Rtmp(Extra),
-    Rtsp(Extra),
+    Rtsp(RtspInputConfig),
     Webrtc(Extra),
     Whep(Extra),
 }
@@ -120,7 +120,7 @@ impl InputConfig {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "rtsp", "webrtc", "whep"];
     /// The input types this build can run.
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt"];
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "rtsp"];
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -330,6 +330,89 @@ impl SrtConfig {
     }
 }
 
+/// An RTSP camera as a flow input (the spec's fields), pulled with retina and remuxed to
+/// MPEG-TS in-process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtspInputConfig {
+    /// `rtsp://[user:pass@]host[:port]/path`.
+    pub rtsp_url: String,
+    pub username: Option<String>,
+    /// A secret: removed by `redacted()`.
+    pub password: Option<String>,
+    /// `tcp` (interleaved on the RTSP connection, the default) or `udp`.
+    pub transport: String,
+    /// A connection attempt, or a stream that sends nothing for this long, has failed.
+    pub timeout_secs: u64,
+    /// Wait between reconnection attempts.
+    pub reconnect_delay_secs: u64,
+    pub extra: Extra,
+}
+
+impl RtspInputConfig {
+    pub const DEFAULT_TRANSPORT: &'static str = "tcp";
+    pub const TRANSPORTS: &'static [&'static str] = &["tcp", "udp"];
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+    pub const DEFAULT_RECONNECT_DELAY_SECS: u64 = 5;
+    pub const TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
+    pub const RECONNECT_DELAY_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+}
+
+/// The RTSP->WebSocket bridge (`bridge`). Browsers open `ws://HOST:PORT/ws/stream/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeConfig {
+    /// Stream id -> source, in the document's order (a JSON object keyed by stream id).
+    pub streams: Vec<BridgeStreamConfig>,
+    /// `STREAM_IDLE_TIMEOUT_MS` overrides it.
+    pub idle_timeout_ms: u64,
+    /// `STREAM_SWEEP_INTERVAL_MS` overrides it.
+    pub sweep_interval_ms: u64,
+    /// `STREAM_RESTART_DELAY_MS` overrides it.
+    pub restart_delay_ms: u64,
+    /// `STREAM_MAX_RESTARTS` overrides it.
+    pub max_restarts: u32,
+    /// Clients per stream; one more is refused.
+    pub max_clients_per_stream: usize,
+    /// Each client's queue, in 7-packet chunks (1316 bytes): how far behind it may fall.
+    pub client_queue_chunks: usize,
+    /// A client that had to skip chunks this many times is disconnected.
+    pub max_client_lags: u32,
+    /// The FFmpeg binary of `ffmpeg` workers.
+    pub ffmpeg_path: String,
+    pub extra: Extra,
+}
+
+impl BridgeConfig {
+    pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 15_000;
+    pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 5_000;
+    pub const DEFAULT_RESTART_DELAY_MS: u64 = 2_000;
+    pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+    pub const DEFAULT_MAX_CLIENTS_PER_STREAM: usize = 32;
+    pub const DEFAULT_CLIENT_QUEUE_CHUNKS: usize = 512;
+    pub const DEFAULT_MAX_CLIENT_LAGS: u32 = 3;
+    pub const DEFAULT_FFMPEG_PATH: &'static str = "ffmpeg";
+    pub const MAX_STREAMS: usize = 64;
+    pub const MAX_CLIENTS_RANGE: std::ops::RangeInclusive<usize> = 1..=1024;
+    pub const CLIENT_QUEUE_CHUNKS_RANGE: std::ops::RangeInclusive<usize> = 16..=8192;
+    pub const MS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400_000;
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            streams: Vec::new(),
+            idle_timeout_ms: Self::DEFAULT_IDLE_TIMEOUT_MS,
+            sweep_interval_ms: Self::DEFAULT_SWEEP_INTERVAL_MS,
+            restart_delay_ms: Self::DEFAULT_RESTART_DELAY_MS,
+            max_restarts: Self::DEFAULT_MAX_RESTARTS,
+            max_clients_per_stream: Self::DEFAULT_MAX_CLIENTS_PER_STREAM,
+            client_queue_chunks: Self::DEFAULT_CLIENT_QUEUE_CHUNKS,
+            max_client_lags: Self::DEFAULT_MAX_CLIENT_LAGS,
+            ffmpeg_path: Self::DEFAULT_FFMPEG_PATH.into(),
+            extra: Extra::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ManagerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
@@ -426,4 +509,28 @@ fn parse_port(p: &str) -> Result<u16, String> {
         Ok(0) | Err(_) => Err(format!("port {p:?} is not a port number 1-65535")),
         Ok(n) => Ok(n),
     }
+}
+
+/// One bridge stream: an RTSP camera (`rtsp_url`) or the output of a flow (`flow_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeStreamConfig {
+    pub id: String,
+    pub rtsp_url: Option<String>,
+    pub username: Option<String>,
+    /// A secret: removed by `redacted()`.
+    pub password: Option<String>,
+    pub transport: String,
+    pub timeout_secs: u64,
+    /// Read the TS of this flow instead of a camera.
+    pub flow_id: Option<String>,
+    /// `inprocess` (retina + Quoll's remux, the default) or `ffmpeg` (a child process).
+    pub worker: String,
+    /// For `ffmpeg` workers: `copy` (remux) or `mpeg1video` (transcode for JSMpeg).
+    pub ffmpeg_video: String,
+    pub extra: Extra,
+}
+
+impl BridgeStreamConfig {
+    pub const WORKERS: &'static [&'static str] = &["inprocess", "ffmpeg"];
+    pub const FFMPEG_VIDEO: &'static [&'static str] = &["copy", "mpeg1video"];
 }

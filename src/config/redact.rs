@@ -22,6 +22,21 @@ pub const SECRET_KEYS: &[&str] = &[
     "private_key",
 ];
 
+/// Keys holding URLs whose userinfo may carry a password (`rtsp://user:pass@cam/`): the
+/// password part is removed, the rest kept.
+const URL_KEYS: &[&str] = &["rtsp_url"];
+
+/// `rtsp://user:pass@host/p` -> `rtsp://user@host/p`; anything else unchanged.
+pub fn strip_url_password(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
 /// Keys that are secrets only inside `tunnels`: there `key` is the tunnel's shared key, while
 /// elsewhere `key` is an ordinary word (e.g. a stream or object key).
 const TUNNEL_SECRET_KEYS: &[&str] = &["key"];
@@ -70,6 +85,11 @@ fn walk(v: &mut Value, in_tunnel: bool) {
         Value::Object(map) => {
             map.retain(|k, _| !is_secret_key(k, in_tunnel));
             for (k, child) in map.iter_mut() {
+                if URL_KEYS.contains(&k.as_str())
+                    && let Value::String(u) = child
+                {
+                    *u = strip_url_password(u);
+                }
                 walk(child, in_tunnel || k == "tunnels");
             }
         }

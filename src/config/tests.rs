@@ -361,7 +361,15 @@ fn everything() -> Value {
                     "registration_token": "rt", "node_id": "nid", "node_secret": "ns",
                     "accept_self_signed_cert": false, "allow_plain_ws": false,
                     "protocol_version": 1, "retry": {"secret": "x"}},
-        "bridge": {"enabled": false, "password": "bp"},
+        "bridge": {"streams": {
+                       "cam1": {"rtsp_url": "rtsp://cam/2", "username": "u", "password": "bp",
+                                "transport": "udp", "timeout_secs": 7, "worker": "ffmpeg",
+                                "ffmpeg_video": "mpeg1video", "label": "door"},
+                       "studio": {"flow_id": "udp-flow", "worker": "inprocess"}},
+                   "idle_timeout_ms": 15000, "sweep_interval_ms": 5000,
+                   "restart_delay_ms": 2000, "max_restarts": 5, "max_clients_per_stream": 32,
+                   "client_queue_chunks": 512, "max_client_lags": 3, "ffmpeg_path": "ffmpeg",
+                   "enabled": false},
         "zz_future": {"deep": [{"passphrase": "pp"}]}
     })
 }
@@ -437,10 +445,9 @@ fn unsupported_types_round_trip_but_do_not_validate() {
             r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
             r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
             r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt)"#,
+            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
+            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
+            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
         ]
     );
 }
@@ -520,7 +527,7 @@ fn output_id_rules() {
 fn unsupported_input_and_output_types() {
     one(
         |v| v["flows"][0]["input"] = json!({"type": "rtmp", "listen_addr": "0.0.0.0:1935"}),
-        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
+        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
     );
     one(
         |v| {
@@ -996,4 +1003,120 @@ fn srt_passphrases_are_redacted_on_both_legs() {
     assert!(text.contains("\"aes_key_len\":32"), "{text}");
     // Debug output (logs) of the typed config: validation messages never echo it either.
     assert!(cfg.to_value().to_string().contains("leg-two-secret"));
+}
+
+// ---- RTSP input and bridge ----
+
+fn with_bridge(bridge: serde_json::Value) -> Vec<String> {
+    let mut v: serde_json::Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
+    v["bridge"] = bridge;
+    match parse(&v.to_string()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn rtsp_input_reads_with_spec_defaults_and_validates() {
+    let flow: FlowConfig = serde_json::from_value(json!({
+        "id": "cam", "input": {"type": "rtsp", "rtsp_url": "rtsp://10.0.0.5/live"}
+    }))
+    .unwrap();
+    match &flow.input {
+        InputConfig::Rtsp(r) => {
+            assert_eq!(r.transport, "tcp");
+            assert_eq!(r.timeout_secs, 10);
+            assert_eq!(r.reconnect_delay_secs, 5);
+            assert_eq!(r.username, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    one(
+        |v| v["flows"][0]["input"] = json!({"type": "rtsp", "rtsp_url": "http://x/y"}),
+        r#"flows[0].input.rtsp_url: scheme "http" is not rtsp (expected rtsp://host[:port]/path)"#,
+    );
+    let mut v: serde_json::Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
+    v["flows"][0]["input"] = json!({"type": "rtsp", "rtsp_url": "rtsp://", "transport": "sctp",
+        "timeout_secs": 0, "reconnect_delay_secs": 99999, "username": 5});
+    let e: Vec<String> = parse(&v.to_string())
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        e,
+        vec!["flows[0].input.username: invalid type: integer `5`, expected a string"]
+    );
+    v["flows"][0]["input"]["username"] = json!("u");
+    let e: Vec<String> = parse(&v.to_string())
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        e,
+        vec![
+            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
+            r#"flows[0].input.transport: "sctp" is not one of tcp, udp"#,
+            "flows[0].input.timeout_secs: 0 is out of range (1..=300)",
+            "flows[0].input.reconnect_delay_secs: 99999 is out of range (1..=3600)",
+        ]
+    );
+}
+
+#[test]
+fn bridge_streams_validate_by_path() {
+    assert_eq!(
+        with_bridge(json!({"streams": {"cam1": {"rtsp_url": "rtsp://127.0.0.1:8554/test"}}})),
+        Vec::<String>::new()
+    );
+    let e = with_bridge(json!({
+        "streams": {
+            "bad id": {"rtsp_url": "rtsp://a/b"},
+            "both": {"rtsp_url": "rtsp://a/b", "flow_id": "flow-1"},
+            "none": {},
+            "ghost": {"flow_id": "nope"},
+            "w": {"rtsp_url": "rtsp://a/b", "worker": "gst", "transport": "quic"},
+            "f": {"rtsp_url": "rtsp://a/b", "worker": "ffmpeg", "ffmpeg_video": "vp9"}
+        },
+        "sweep_interval_ms": 0,
+        "client_queue_chunks": 1,
+        "max_client_lags": 0
+    }));
+    assert_eq!(
+        e,
+        vec![
+            r#"bridge.streams.bad id: "bad id" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
+            "bridge.streams.both: has both rtsp_url and flow_id; a stream has one source",
+            "bridge.streams.none: needs a source: rtsp_url (a camera) or flow_id (a flow's output)",
+            r#"bridge.streams.ghost.flow_id: no flow has id "nope""#,
+            r#"bridge.streams.w.transport: "quic" is not one of tcp, udp"#,
+            r#"bridge.streams.w.worker: "gst" is not one of inprocess, ffmpeg"#,
+            r#"bridge.streams.f.ffmpeg_video: "vp9" is not one of copy, mpeg1video"#,
+            "bridge.sweep_interval_ms: 0 is out of range (1..=86400000)",
+            "bridge.client_queue_chunks: 1 is out of range (16..=8192)",
+            "bridge.max_client_lags: must be at least 1",
+        ]
+    );
+    let e = with_bridge(json!({"streams": [1], "max_restarts": "x"}));
+    assert_eq!(
+        e,
+        vec![
+            "bridge.streams: expected an object mapping stream ids to sources, found an array",
+            r#"bridge.max_restarts: invalid type: string "x", expected u32"#,
+        ]
+    );
+}
+
+#[test]
+fn rtsp_credentials_are_redacted() {
+    let mut v: serde_json::Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
+    v["flows"][0]["input"] = json!({"type": "rtsp", "rtsp_url": "rtsp://admin:hunter2@cam/1",
+        "username": "admin", "password": "hunter2"});
+    v["bridge"] = json!({"streams": {"c": {"rtsp_url": "rtsp://u:pw@cam/2", "password": "pw"}}});
+    let cfg = parse(&v.to_string()).unwrap();
+    let text = cfg.redacted().to_string();
+    assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
+    assert!(text.contains("rtsp://admin@cam/1"), "{text}");
+    assert!(text.contains("\"username\":\"admin\""));
 }

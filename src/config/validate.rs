@@ -111,6 +111,9 @@ impl Validator {
         if let Some(m) = &cfg.manager {
             self.manager(m);
         }
+        if let Some(b) = &cfg.bridge {
+            self.bridge(b, cfg);
+        }
     }
 
     fn manager(&mut self, m: &ManagerConfig) {
@@ -173,6 +176,151 @@ impl Validator {
         }
         if m.protocol_version == 0 {
             self.err("manager.protocol_version", "must be at least 1");
+        }
+    }
+
+    fn bridge(&mut self, b: &BridgeConfig, cfg: &Config) {
+        if b.streams.len() > BridgeConfig::MAX_STREAMS {
+            self.err(
+                "bridge.streams",
+                format!(
+                    "{} streams (at most {})",
+                    b.streams.len(),
+                    BridgeConfig::MAX_STREAMS
+                ),
+            );
+        }
+        for s in &b.streams {
+            let path = child("bridge.streams", &s.id);
+            self.id(path.clone(), &s.id);
+            match (&s.rtsp_url, &s.flow_id) {
+                (Some(url), None) => {
+                    self.rtsp_url(&child(&path, "rtsp_url"), url);
+                    self.one_of(
+                        &child(&path, "transport"),
+                        &s.transport,
+                        RtspInputConfig::TRANSPORTS,
+                    );
+                    self.range(
+                        &child(&path, "timeout_secs"),
+                        s.timeout_secs,
+                        RtspInputConfig::TIMEOUT_SECS_RANGE,
+                    );
+                }
+                (None, Some(flow)) => {
+                    if !cfg.flows.iter().any(|f| &f.id == flow) {
+                        self.err(
+                            child(&path, "flow_id"),
+                            format!("no flow has id {}", quoted(flow)),
+                        );
+                    }
+                    if s.worker != "inprocess" {
+                        self.err(
+                            child(&path, "worker"),
+                            "a flow_id stream is read in-process: worker must be \"inprocess\"",
+                        );
+                    }
+                }
+                (Some(_), Some(_)) => self.err(
+                    path.clone(),
+                    "has both rtsp_url and flow_id; a stream has one source",
+                ),
+                (None, None) => self.err(
+                    path.clone(),
+                    "needs a source: rtsp_url (a camera) or flow_id (a flow's output)",
+                ),
+            }
+            self.one_of(
+                &child(&path, "worker"),
+                &s.worker,
+                BridgeStreamConfig::WORKERS,
+            );
+            if s.worker == "ffmpeg" {
+                self.one_of(
+                    &child(&path, "ffmpeg_video"),
+                    &s.ffmpeg_video,
+                    BridgeStreamConfig::FFMPEG_VIDEO,
+                );
+            }
+        }
+        for (key, v) in [
+            ("bridge.idle_timeout_ms", b.idle_timeout_ms),
+            ("bridge.sweep_interval_ms", b.sweep_interval_ms),
+            ("bridge.restart_delay_ms", b.restart_delay_ms),
+        ] {
+            self.range(key, v, BridgeConfig::MS_RANGE);
+        }
+        self.range(
+            "bridge.max_clients_per_stream",
+            b.max_clients_per_stream as u64,
+            *BridgeConfig::MAX_CLIENTS_RANGE.start() as u64
+                ..=*BridgeConfig::MAX_CLIENTS_RANGE.end() as u64,
+        );
+        self.range(
+            "bridge.client_queue_chunks",
+            b.client_queue_chunks as u64,
+            *BridgeConfig::CLIENT_QUEUE_CHUNKS_RANGE.start() as u64
+                ..=*BridgeConfig::CLIENT_QUEUE_CHUNKS_RANGE.end() as u64,
+        );
+        if b.max_client_lags == 0 {
+            self.err("bridge.max_client_lags", "must be at least 1");
+        }
+        if b.ffmpeg_path.is_empty() {
+            self.err("bridge.ffmpeg_path", "must not be empty");
+        }
+    }
+
+    fn rtsp_input(&mut self, r: &RtspInputConfig, path: &str) {
+        self.rtsp_url(&child(path, "rtsp_url"), &r.rtsp_url);
+        self.one_of(
+            &child(path, "transport"),
+            &r.transport,
+            RtspInputConfig::TRANSPORTS,
+        );
+        self.range(
+            &child(path, "timeout_secs"),
+            r.timeout_secs,
+            RtspInputConfig::TIMEOUT_SECS_RANGE,
+        );
+        self.range(
+            &child(path, "reconnect_delay_secs"),
+            r.reconnect_delay_secs,
+            RtspInputConfig::RECONNECT_DELAY_SECS_RANGE,
+        );
+    }
+
+    fn rtsp_url(&mut self, path: &str, s: &str) {
+        match url::Url::parse(s) {
+            Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(u) if u.scheme() != "rtsp" => self.err(
+                path,
+                format!(
+                    "scheme {} is not rtsp (expected rtsp://host[:port]/path)",
+                    quoted(u.scheme())
+                ),
+            ),
+            _ => self.err(
+                path,
+                "is not an RTSP URL (expected rtsp://host[:port]/path)",
+            ),
+        }
+    }
+
+    fn one_of(&mut self, path: &str, v: &str, allowed: &[&str]) {
+        if !allowed.contains(&v) {
+            self.err(
+                path,
+                format!("{} is not one of {}", quoted(v), allowed.join(", ")),
+            );
+        }
+    }
+
+    fn range(&mut self, path: &str, v: u64, r: std::ops::RangeInclusive<u64>) {
+        if !r.contains(&v) {
+            self.err(
+                path,
+                format!("{v} is out of range ({}..={})", r.start(), r.end()),
+            );
         }
     }
 
@@ -307,6 +455,10 @@ impl Validator {
             InputConfig::Srt(c) => {
                 self.srt(c, path, false);
                 self.srt_input_binds(c, path, input_binds);
+                return;
+            }
+            InputConfig::Rtsp(r) => {
+                self.rtsp_input(r, path);
                 return;
             }
             other => {

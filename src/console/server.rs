@@ -146,7 +146,7 @@ pub async fn answer(node: &Node, request: &str) -> Value {
             json!(shown)
         }
         "tunnels" => json!(node.config().await.tunnels),
-        "sessions" => json!([]),
+        "sessions" => json!(node.bridge.snapshots()),
         "manager" => {
             let cfg = node.config().await;
             let mut block = cfg.manager.map_or(Value::Null, |m| m.to_value());

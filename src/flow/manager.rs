@@ -16,6 +16,7 @@ use super::stats::{InputSnapshot, InputStats, OutputSnapshot, OutputStats};
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
 use crate::input::InputError;
+use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
 use crate::output::OutputError;
@@ -153,18 +154,28 @@ impl Flow {
     }
 }
 
+/// The rings of the running flows, by flow id: where the bridge's `flow_id` streams read.
+pub type FlowTaps = Rc<RefCell<std::collections::BTreeMap<String, Rc<FlowRing>>>>;
+
 pub struct FlowManager {
     flows: Vec<Flow>,
     events: Events,
+    taps: FlowTaps,
     /// Origin of the flows' monotonic receive timestamps.
     epoch: Instant,
 }
 
 impl FlowManager {
     pub fn new(events: Events) -> Self {
+        Self::with_taps(events, FlowTaps::default())
+    }
+
+    /// A manager that publishes each running flow's ring in `taps`.
+    pub fn with_taps(events: Events, taps: FlowTaps) -> Self {
         FlowManager {
             flows: Vec::new(),
             events,
+            taps,
             epoch: Instant::now(),
         }
     }
@@ -229,6 +240,10 @@ impl FlowManager {
         }
         match spawn(flow, &events, epoch) {
             Ok(run) => {
+                self.taps
+                    .borrow_mut()
+                    .insert(id.to_owned(), run.ring.clone());
+                let flow = self.find(id)?;
                 flow.run = Some(run);
                 events.raise(Event::flow_started(id));
                 Ok(())
@@ -244,6 +259,7 @@ impl FlowManager {
     /// Stop a flow: its tasks are gone (and its sockets closed) when this returns.
     pub async fn stop(&mut self, id: &str) -> Result<(), FlowError> {
         let events = self.events.clone();
+        self.taps.borrow_mut().remove(id);
         let flow = self.find(id)?;
         *flow.error.borrow_mut() = None;
         if let Some(run) = flow.run.take() {
@@ -393,6 +409,7 @@ fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, Fl
     let input = match &cfg.input {
         InputConfig::Udp(c) => UdpInput::bind(c, false).map(BoundInput::Udp),
         InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
+        InputConfig::Rtsp(c) => RtspInput::new(c).map(BoundInput::Rtsp),
         InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
         other => Err(InputError::Unsupported(other.type_name())),
     }
@@ -424,7 +441,9 @@ fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, Fl
         let (ring, ts, stats) = (ring.clone(), flow.ts.clone(), flow.input_stats.clone());
         let (error, events, id) = (flow.error.clone(), events.clone(), flow.config.id.clone());
         tokio::task::spawn_local(async move {
-            let e = input.run(ring, ts, stats, epoch).await;
+            let e = input
+                .run(ring, ts, stats, epoch, (events.clone(), id.clone()))
+                .await;
             tracing::error!(flow_id = %id, "input lost: {e}");
             *error.borrow_mut() = Some(e.to_string());
             events.raise(Event::flow_input_lost(&id, &e.to_string()));
@@ -440,6 +459,7 @@ fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, Fl
 enum BoundInput {
     Udp(UdpInput),
     Srt(SrtInput),
+    Rtsp(RtspInput),
 }
 
 impl BoundInput {
@@ -449,10 +469,12 @@ impl BoundInput {
         ts: Rc<RefCell<TsPath>>,
         stats: Rc<InputStats>,
         epoch: Instant,
+        (events, flow_id): (Events, String),
     ) -> InputError {
         match self {
             BoundInput::Udp(i) => i.run(ring, ts, stats, epoch).await,
             BoundInput::Srt(i) => i.run(ring, ts, stats, epoch).await,
+            BoundInput::Rtsp(i) => i.run(ring, ts, stats, epoch, events, flow_id).await,
         }
     }
 }

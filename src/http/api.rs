@@ -22,6 +22,9 @@ pub async fn handle(node: &Node, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
+        (&Method::GET, ["ws", "stream", id]) => {
+            crate::bridge::ws::handle(node.bridge.clone(), id, req)
+        }
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &node.health().await),
         (&Method::GET, ["api", "v1", "flows"]) => json(StatusCode::OK, &node.flows().await),
         (&Method::POST, ["api", "v1", "flows"]) => match body::<FlowConfig>(req).await {
@@ -61,11 +64,13 @@ pub async fn handle(node: &Node, req: Request<Incoming>) -> Response<Body> {
             respond(node.remove_output(id, output_id).await, StatusCode::OK)
         }
         (&Method::GET, ["api", "v1", "stats"]) => json(StatusCode::OK, &node.stats().await),
-        (_, ["healthz"] | ["api", "v1", ..]) if known_path(&segments) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed",
-            "method_not_allowed",
-        ),
+        (_, ["healthz"] | ["api", "v1", ..] | ["ws", "stream", _]) if known_path(&segments) => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                "method_not_allowed",
+            )
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("no route for {method} {path}"),
@@ -78,6 +83,7 @@ fn known_path(segments: &[&str]) -> bool {
     matches!(
         segments,
         ["healthz"]
+            | ["ws", "stream", _]
             | ["api", "v1", "flows" | "stats"]
             | ["api", "v1", "flows", _]
             | [

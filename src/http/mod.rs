@@ -40,6 +40,8 @@ pub async fn serve(listener: TcpListener, node: Rc<Node>) {
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
+                // The bridge's WebSocket route takes the connection over.
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, "api connection ended: {e}");

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use serde_json::Value;
 
+use crate::bridge::{Bridge, BridgeHealth, SessionSnapshot};
 use crate::config::{self, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
 use crate::events::{Event, Events, LogStatus};
 use crate::flow::{FlowError, FlowManager, FlowView};
@@ -23,6 +24,9 @@ pub struct Node {
     base: RefCell<Config>,
     flows: tokio::sync::Mutex<FlowManager>,
     pub events: Events,
+    /// The RTSP->WebSocket bridge (no streams when the config has no `bridge`).
+    pub bridge: Rc<Bridge>,
+    bridge_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     config_path: Option<PathBuf>,
     started: Instant,
     board: Option<String>,
@@ -67,6 +71,10 @@ pub struct Health {
     pub total_flows: usize,
     /// The event queue (durable or degraded, depth, cursor).
     pub event_log: LogStatus,
+    /// The bridge's runtime stats.
+    pub bridge: BridgeHealth,
+    /// Every bridge session's snapshot.
+    pub sessions: Vec<SessionSnapshot>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,23 +90,44 @@ impl Node {
     /// Build the node and start its enabled flows. A flow that fails to start stays in
     /// state `error` (and its event is raised); the node runs on.
     pub async fn start(
-        mut config: Config,
+        config: Config,
         config_path: Option<PathBuf>,
         events: Events,
         board: Option<String>,
     ) -> Rc<Node> {
+        Self::start_with_launcher(config, config_path, events, board, None).await
+    }
+
+    /// `start` with the bridge's workers replaced (tests run fake workers).
+    pub async fn start_with_launcher(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+        events: Events,
+        board: Option<String>,
+        launcher: Option<crate::bridge::Launcher>,
+    ) -> Rc<Node> {
         let flows = std::mem::take(&mut config.flows);
-        let mut manager = FlowManager::new(events.clone());
+        let taps = crate::flow::manager::FlowTaps::default();
+        let mut manager = FlowManager::with_taps(events.clone(), taps.clone());
         for flow in flows {
             let id = flow.id.clone();
             if let Err(e) = manager.create(flow).await {
                 tracing::error!(flow_id = %id, "flow failed to start: {e}");
             }
         }
+        let bridge = match launcher {
+            None => Bridge::new(config.bridge.as_ref(), taps),
+            Some(l) => {
+                Bridge::with_launcher(config.bridge.as_ref(), taps, |k| std::env::var(k).ok(), l)
+            }
+        };
+        let bridge_task = tokio::task::spawn_local(bridge.clone().run());
         Rc::new(Node {
             base: RefCell::new(config),
             flows: tokio::sync::Mutex::new(manager),
             events,
+            bridge,
+            bridge_task: RefCell::new(Some(bridge_task)),
             config_path,
             started: Instant::now(),
             board,
@@ -155,6 +184,8 @@ impl Node {
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
+            bridge: self.bridge.health(),
+            sessions: self.bridge.snapshots(),
         }
     }
 
@@ -472,6 +503,10 @@ impl Node {
 
     /// Stop every flow (the shutdown path).
     pub async fn shutdown(&self) {
+        if let Some(t) = self.bridge_task.borrow_mut().take() {
+            t.abort();
+        }
+        self.bridge.shutdown().await;
         self.flows.lock().await.stop_all().await;
     }
 

@@ -3,6 +3,7 @@
 pub mod analyzer;
 pub mod chunk;
 pub mod continuity;
+pub mod mux;
 pub mod packet;
 pub mod psi;
 pub mod ring;

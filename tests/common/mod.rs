@@ -119,6 +119,13 @@ impl Quoll {
     /// `start` with extra environment variables for the daemon.
     pub fn start_with_env(dir: &Path, config: &serde_json::Value, env: &[(&str, &str)]) -> Quoll {
         let path = dir.join("config.json");
+        // Every test daemon keeps its state in its own scratch dir: never in the checkout,
+        // and never shared (one daemon per data dir).
+        let mut config = config.clone();
+        if config["storage"]["data_dir"].is_null() {
+            config["storage"]["data_dir"] = dir.join("data").to_string_lossy().into();
+        }
+        let config = &config;
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let api_port = config["server"]["listen_port"]
             .as_u64()
@@ -303,4 +310,237 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Python with GStreamer's introspection bindings (Debian's, not a pyenv shim).
+pub fn gst_python() -> String {
+    std::env::var("QUOLL_GST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".to_owned())
+}
+
+/// Whether the GStreamer RTSP test server can run here (see `have_peer`).
+pub fn have_rtsp_server() -> bool {
+    let ok = Command::new(gst_python())
+        .args([
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("QUOLL_REQUIRE_PEERS").is_none(),
+            "the GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is required (QUOLL_REQUIRE_PEERS is set)"
+        );
+        eprintln!("skipping: GStreamer RTSP server bindings not installed");
+    }
+    ok
+}
+
+/// `tests/support/rtsp_server.py` on 127.0.0.1, killed on drop.
+pub struct RtspServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    args: Vec<String>,
+}
+
+impl RtspServer {
+    pub fn start(port: u16, args: &[&str]) -> RtspServer {
+        let mut s = RtspServer {
+            child: None,
+            port,
+            url: String::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.restart();
+        s
+    }
+
+    /// (Re)start on the same port, waiting (bounded) for its READY line.
+    pub fn restart(&mut self) {
+        self.kill();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_server.py");
+        let mut child = Command::new(gst_python())
+            .arg(script)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rtsp_server.py");
+        let stdout = child.stdout.take().unwrap();
+        self.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        self.url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("rtsp_server.py did not get ready");
+    }
+
+    /// Kill it (SIGKILL) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `f` until it gives `Some`, or panic with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A WebSocket viewer of `ws://127.0.0.1:{port}/ws/stream/{id}` on its own thread: counts
+/// the bytes it receives and keeps the first `keep` of them.
+pub struct WsViewer {
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub frames: Arc<std::sync::atomic::AtomicU64>,
+    pub kept: Arc<Mutex<Vec<u8>>>,
+    pub closed: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WsViewer {
+    pub fn connect(port: u16, stream: &str, keep: usize) -> WsViewer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio_tungstenite::tungstenite::{self, Message};
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{port}/ws/stream/{stream}");
+        let (mut ws, resp) = tungstenite::client(url.as_str(), tcp).expect("websocket handshake");
+        assert_eq!(resp.status(), 101);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let frames = Arc::new(AtomicU64::new(0));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, f, k, c, s) = (
+            bytes.clone(),
+            frames.clone(),
+            kept.clone(),
+            closed.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            loop {
+                if s.load(Ordering::Relaxed) {
+                    let _ = ws.close(None);
+                    let _ = ws.flush();
+                    break;
+                }
+                match ws.read() {
+                    Ok(Message::Binary(d)) => {
+                        assert_eq!(d.len() % 188, 0, "frames carry whole TS packets");
+                        b.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        f.fetch_add(1, Ordering::Relaxed);
+                        let mut k = k.lock().unwrap();
+                        if k.len() < keep {
+                            let n = (keep - k.len()).min(d.len());
+                            k.extend_from_slice(&d[..n]);
+                        }
+                    }
+                    Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed) => {
+                        c.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => {
+                        c.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        });
+        WsViewer {
+            bytes,
+            frames,
+            kept,
+            closed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Close from our side and wait for the thread.
+    pub fn close(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WsViewer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// ffprobe's verdict on a TS file: the codec names, and whatever it printed as errors.
+pub fn ffprobe_ts(path: &Path) -> (Vec<String>, String) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let codecs = v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["codec_name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (codecs, String::from_utf8_lossy(&out.stderr).into_owned())
 }

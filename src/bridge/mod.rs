@@ -1,0 +1,789 @@
+//! The RTSP->WebSocket bridge: on-demand sessions that pull a camera (or read a flow) and
+//! fan MPEG-TS out to browser WebSocket clients (`ws://HOST:PORT/ws/stream/{id}`).
+//!
+//! `lifecycle.rs` decides (sans-IO); this file is its shell on the runtime thread: it runs
+//! the workers the core asks for, reports their starts, data and exits back, closes the
+//! clients of a stopped session, and sleeps until the core's next timeout.
+//!
+//! Fan-out: each session has one ring of `client_queue_chunks` chunks (7 TS packets each).
+//! The worker writes it; every client holds a cursor into it, so a chunk is stored once
+//! whatever the number of clients. A client's queue is the distance between its cursor and
+//! the head: it is bounded by the ring. A client that falls a whole ring behind skips to the
+//! head (the chunks it missed are counted) and after `max_client_lags` such skips it is
+//! disconnected. The worker never waits for a client.
+//!
+//! Workers: `inprocess` (retina + `ts::mux`, no transcoding), `ffmpeg` (a child process,
+//! `-c copy` or MPEG-1 video for JSMpeg), and the `flow_id` tap that copies a flow's ring.
+
+pub mod lifecycle;
+pub mod ws;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+
+use crate::config::{BridgeConfig, BridgeStreamConfig};
+use crate::flow::manager::FlowTaps;
+use crate::rtsp;
+use crate::ts::packet::{PACKET_LEN, SYNC_BYTE};
+use crate::ts::ring::{CHUNK_BYTES, FlowRing, Read};
+pub use lifecycle::{
+    Action, AttachError, ClientId, DetachReason, Exit, RuntimeStats, SessionId, SessionSnapshot,
+    SessionState, StopReason, StreamManager, Timing, WorkerId,
+};
+
+/// One configured stream.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub id: String,
+    pub source: SourceSpec,
+    pub worker: WorkerKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Rtsp {
+        source: rtsp::Source,
+        timeout: Duration,
+    },
+    Flow(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerKind {
+    InProcess,
+    /// `video`: `copy` or `mpeg1video`.
+    Ffmpeg {
+        video: String,
+    },
+}
+
+/// The shell's knobs (from `bridge` in the config, timing overridden by the environment).
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    #[serde(skip)]
+    pub timing: Timing,
+    pub max_clients_per_stream: usize,
+    pub client_queue_chunks: usize,
+    pub max_client_lags: u32,
+    pub ffmpeg_path: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &BridgeConfig, env: impl Fn(&str) -> Option<String>) -> Settings {
+        let timing = Timing {
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+            sweep_interval: Duration::from_millis(cfg.sweep_interval_ms.max(1)),
+            restart_delay: Duration::from_millis(cfg.restart_delay_ms),
+            max_restarts: cfg.max_restarts,
+        };
+        let (timing, problems) = timing.with_env(env);
+        for p in problems {
+            tracing::warn!("bridge: ignoring {p}");
+        }
+        Settings {
+            timing,
+            max_clients_per_stream: cfg.max_clients_per_stream,
+            client_queue_chunks: cfg.client_queue_chunks,
+            max_client_lags: cfg.max_client_lags,
+            ffmpeg_path: cfg.ffmpeg_path.clone(),
+        }
+    }
+}
+
+impl StreamSpec {
+    pub fn from_config(s: &BridgeStreamConfig) -> Result<StreamSpec, String> {
+        let source = match (&s.rtsp_url, &s.flow_id) {
+            (Some(url), _) => SourceSpec::Rtsp {
+                source: rtsp::Source::new(
+                    url,
+                    s.username.as_deref(),
+                    s.password.as_deref(),
+                    &s.transport,
+                )?,
+                timeout: Duration::from_secs(s.timeout_secs.max(1)),
+            },
+            (None, Some(f)) => SourceSpec::Flow(f.clone()),
+            (None, None) => return Err("no source".into()),
+        };
+        let worker = if s.worker == "ffmpeg" {
+            WorkerKind::Ffmpeg {
+                video: s.ffmpeg_video.clone(),
+            }
+        } else {
+            WorkerKind::InProcess
+        };
+        Ok(StreamSpec {
+            id: s.id.clone(),
+            source,
+            worker,
+        })
+    }
+}
+
+/// What a worker gets: where to write, how to report, when to stop.
+pub struct WorkerCtx {
+    bridge: Weak<Bridge>,
+    pub worker: WorkerId,
+    pub stream_id: String,
+    pub session_id: SessionId,
+    pub ring: Rc<FlowRing>,
+    pub stop: Rc<Notify>,
+    pub ffmpeg_path: String,
+    pub taps: FlowTaps,
+    epoch: Instant,
+}
+
+impl WorkerCtx {
+    /// The worker runs (`pid` for a process).
+    pub fn started(&self, pid: Option<u32>) {
+        if let Some(b) = self.bridge.upgrade() {
+            b.core
+                .borrow_mut()
+                .worker_started(Instant::now(), self.worker, pid);
+            b.pump();
+        }
+    }
+
+    /// Write whole TS packets (any number) into the session's ring and count them as data.
+    pub fn push_packets(&self, ts: &[u8]) {
+        if ts.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let recv_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        for c in ts.chunks(CHUNK_BYTES) {
+            self.ring.push(c, recv_us);
+        }
+        self.data(now, ts.len());
+    }
+
+    fn data(&self, now: Instant, n: usize) {
+        if let Some(b) = self.bridge.upgrade() {
+            b.core.borrow_mut().worker_data(now, self.worker, n);
+        }
+    }
+}
+
+pub type WorkerFuture = Pin<Box<dyn Future<Output = Exit>>>;
+/// Runs a worker to its end. The default runs the real workers; tests put in a fake.
+pub type Launcher = Rc<dyn Fn(&StreamSpec, WorkerCtx) -> WorkerFuture>;
+
+struct WorkerHandle {
+    stop: Rc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_sent: Cell<u64>,
+    bytes_sent: Cell<u64>,
+    lagged_chunks: Cell<u64>,
+    lag_events: Cell<u64>,
+    slow_disconnects: Cell<u64>,
+    refused: Cell<u64>,
+}
+
+/// The `bridge` block of `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeHealth {
+    pub streams: usize,
+    pub sessions: usize,
+    pub clients: usize,
+    pub restarts: u64,
+    /// Bytes the workers produced.
+    pub bytes: u64,
+    pub bytes_sent: u64,
+    pub frames_sent: u64,
+    pub sessions_created: u64,
+    pub sessions_destroyed: u64,
+    pub unexpected_exits: u64,
+    pub idle_recoveries: u64,
+    pub errored: u64,
+    /// TS chunks slow clients had to skip.
+    pub lagged_chunks: u64,
+    pub slow_disconnects: u64,
+    pub refused_clients: u64,
+    pub idle_timeout_ms: u64,
+    pub sweep_interval_ms: u64,
+    pub restart_delay_ms: u64,
+    pub max_restarts: u32,
+}
+
+pub struct Bridge {
+    pub settings: Settings,
+    streams: BTreeMap<String, StreamSpec>,
+    core: RefCell<StreamManager>,
+    rings: RefCell<BTreeMap<String, Rc<FlowRing>>>,
+    workers: RefCell<BTreeMap<WorkerId, WorkerHandle>>,
+    clients: RefCell<BTreeMap<ClientId, Rc<Notify>>>,
+    wake: Notify,
+    next_client: Cell<ClientId>,
+    taps: FlowTaps,
+    launcher: Launcher,
+    counters: Counters,
+    epoch: Instant,
+    me: Weak<Bridge>,
+}
+
+/// A client's end of an attach.
+pub struct Attached {
+    pub client: ClientId,
+    pub session_id: SessionId,
+    pub ring: Rc<FlowRing>,
+    /// Fired when the session is stopped and the client must go.
+    pub kick: Rc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    UnknownStream,
+    Full,
+}
+
+impl Bridge {
+    /// A bridge for `cfg` (none: no streams), with the real workers.
+    pub fn new(cfg: Option<&BridgeConfig>, taps: FlowTaps) -> Rc<Bridge> {
+        Self::with_launcher(cfg, taps, |k| std::env::var(k).ok(), Rc::new(real_worker))
+    }
+
+    pub fn with_launcher(
+        cfg: Option<&BridgeConfig>,
+        taps: FlowTaps,
+        env: impl Fn(&str) -> Option<String>,
+        launcher: Launcher,
+    ) -> Rc<Bridge> {
+        let default = BridgeConfig::default();
+        let cfg = cfg.unwrap_or(&default);
+        let settings = Settings::from_config(cfg, env);
+        let mut streams = BTreeMap::new();
+        for s in &cfg.streams {
+            match StreamSpec::from_config(s) {
+                Ok(spec) => {
+                    streams.insert(s.id.clone(), spec);
+                }
+                Err(e) => tracing::error!(streamId = %s.id, "bridge stream not usable: {e}"),
+            }
+        }
+        let now = Instant::now();
+        Rc::new_cyclic(|me| Bridge {
+            core: RefCell::new(StreamManager::new(
+                settings.timing,
+                settings.max_clients_per_stream,
+                now,
+            )),
+            settings,
+            streams,
+            rings: RefCell::default(),
+            workers: RefCell::default(),
+            clients: RefCell::default(),
+            wake: Notify::new(),
+            next_client: Cell::new(1),
+            taps,
+            launcher,
+            counters: Counters::default(),
+            epoch: now,
+            me: me.clone(),
+        })
+    }
+
+    pub fn has_stream(&self, id: &str) -> bool {
+        self.streams.contains_key(id)
+    }
+
+    pub fn stream_ids(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+
+    /// Drives the core's timers until the task is dropped.
+    pub async fn run(self: Rc<Self>) {
+        loop {
+            let due = self.core.borrow().poll_timeout();
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = self.wake.notified() => {}
+            }
+            self.core.borrow_mut().handle_timeout(Instant::now());
+            self.drain();
+        }
+    }
+
+    /// A client for `stream_id`; the first one starts the session.
+    pub fn attach(&self, stream_id: &str) -> Result<Attached, Refused> {
+        if !self.streams.contains_key(stream_id) {
+            return Err(Refused::UnknownStream);
+        }
+        let client = self.next_client.get();
+        self.next_client.set(client + 1);
+        let ring = self
+            .rings
+            .borrow_mut()
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
+            .clone();
+        let r = self
+            .core
+            .borrow_mut()
+            .attach(Instant::now(), stream_id, client);
+        match r {
+            Ok(session_id) => {
+                let kick = Rc::new(Notify::new());
+                self.clients.borrow_mut().insert(client, kick.clone());
+                self.pump();
+                Ok(Attached {
+                    client,
+                    session_id,
+                    ring,
+                    kick,
+                })
+            }
+            Err(_) => {
+                self.counters.refused.set(self.counters.refused.get() + 1);
+                self.pump();
+                Err(Refused::Full)
+            }
+        }
+    }
+
+    pub fn detach(&self, client: ClientId, reason: DetachReason) {
+        self.clients.borrow_mut().remove(&client);
+        self.core
+            .borrow_mut()
+            .detach(Instant::now(), client, reason);
+        self.pump();
+    }
+
+    /// Manual stop of a stream's session (clients are closed, no restart).
+    pub fn stop(&self, stream_id: &str) {
+        self.core.borrow_mut().stop(Instant::now(), stream_id);
+        self.pump();
+    }
+
+    /// Stop everything and kill the workers (the shutdown path).
+    pub async fn shutdown(&self) {
+        self.core.borrow_mut().stop_all(Instant::now());
+        self.drain();
+        let handles: Vec<WorkerHandle> = std::mem::take(&mut *self.workers.borrow_mut())
+            .into_values()
+            .collect();
+        for h in handles {
+            h.task.abort();
+            let _ = h.task.await;
+        }
+    }
+
+    pub fn snapshots(&self) -> Vec<SessionSnapshot> {
+        self.core
+            .borrow()
+            .snapshots(Instant::now(), SystemTime::now())
+    }
+
+    pub fn health(&self) -> BridgeHealth {
+        let s: RuntimeStats = self.core.borrow().stats();
+        let t = self.settings.timing;
+        let c = &self.counters;
+        BridgeHealth {
+            streams: self.streams.len(),
+            sessions: s.sessions,
+            clients: s.clients,
+            restarts: s.restarts,
+            bytes: s.bytes,
+            bytes_sent: c.bytes_sent.get(),
+            frames_sent: c.frames_sent.get(),
+            sessions_created: s.sessions_created,
+            sessions_destroyed: s.sessions_destroyed,
+            unexpected_exits: s.unexpected_exits,
+            idle_recoveries: s.idle_recoveries,
+            errored: s.errored,
+            lagged_chunks: c.lagged_chunks.get(),
+            slow_disconnects: c.slow_disconnects.get(),
+            refused_clients: c.refused.get(),
+            idle_timeout_ms: t.idle_timeout.as_millis() as u64,
+            sweep_interval_ms: t.sweep_interval.as_millis() as u64,
+            restart_delay_ms: t.restart_delay.as_millis() as u64,
+            max_restarts: t.max_restarts,
+        }
+    }
+
+    fn pump(&self) {
+        self.drain();
+        // The core's next timeout may have moved.
+        self.wake.notify_one();
+    }
+
+    /// Carries out the core's actions.
+    fn drain(&self) {
+        loop {
+            let action = self.core.borrow_mut().poll_action();
+            let Some(action) = action else { break };
+            match action {
+                Action::StartWorker {
+                    stream_id,
+                    session_id,
+                    worker,
+                } => self.launch(&stream_id, session_id, worker),
+                Action::StopWorker { worker, .. } => {
+                    if let Some(h) = self.workers.borrow().get(&worker) {
+                        h.stop.notify_one();
+                    }
+                }
+                Action::DetachClient { client, .. } => {
+                    if let Some(k) = self.clients.borrow_mut().remove(&client) {
+                        k.notify_one();
+                    }
+                }
+                Action::Errored { .. } => {}
+                Action::Destroyed { stream_id, .. } => {
+                    self.rings.borrow_mut().remove(&stream_id);
+                }
+            }
+        }
+    }
+
+    fn launch(&self, stream_id: &str, session_id: SessionId, worker: WorkerId) {
+        let (Some(spec), Some(me)) = (self.streams.get(stream_id), self.me.upgrade()) else {
+            return;
+        };
+        let ring = self
+            .rings
+            .borrow_mut()
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
+            .clone();
+        let stop = Rc::new(Notify::new());
+        let ctx = WorkerCtx {
+            bridge: self.me.clone(),
+            worker,
+            stream_id: stream_id.to_owned(),
+            session_id,
+            ring,
+            stop: stop.clone(),
+            ffmpeg_path: self.settings.ffmpeg_path.clone(),
+            taps: self.taps.clone(),
+            epoch: self.epoch,
+        };
+        let fut = (self.launcher)(spec, ctx);
+        let task = tokio::task::spawn_local(async move {
+            let exit = fut.await;
+            me.workers.borrow_mut().remove(&worker);
+            me.core
+                .borrow_mut()
+                .worker_exited(Instant::now(), worker, exit);
+            me.pump();
+        });
+        self.workers
+            .borrow_mut()
+            .insert(worker, WorkerHandle { stop, task });
+    }
+}
+
+/// The real workers.
+fn real_worker(spec: &StreamSpec, ctx: WorkerCtx) -> WorkerFuture {
+    match (&spec.source, &spec.worker) {
+        (SourceSpec::Rtsp { source, timeout }, WorkerKind::InProcess) => {
+            Box::pin(inprocess(source.clone(), *timeout, ctx))
+        }
+        (SourceSpec::Rtsp { source, timeout }, WorkerKind::Ffmpeg { video }) => {
+            Box::pin(ffmpeg(source.clone(), *timeout, video.clone(), ctx))
+        }
+        (SourceSpec::Flow(flow), _) => Box::pin(flow_tap(flow.clone(), ctx)),
+    }
+}
+
+fn stopped() -> Exit {
+    Exit {
+        error: Some("stopped".into()),
+        ..Exit::default()
+    }
+}
+
+fn failed(e: String) -> Exit {
+    Exit {
+        error: Some(e),
+        ..Exit::default()
+    }
+}
+
+/// retina in-process: pull, remux, push. Ends on an RTSP error, a stall of `timeout`, or
+/// a stop.
+async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> Exit {
+    ctx.started(None);
+    let mut puller = tokio::select! {
+        r = rtsp::connect(&source, timeout) => match r {
+            Ok(p) => p,
+            Err(e) => return failed(format!("rtsp: {e}")),
+        },
+        _ = ctx.stop.notified() => return stopped(),
+    };
+    tracing::info!(streamId = %ctx.stream_id, sessionId = ctx.session_id, codecs = %puller.codecs, url = %source.shown(), "rtsp playing");
+    // TS is handed to the clients once per video frame (audio frames ride along with the
+    // next one): fewer, larger WebSocket frames, a third of the wake-ups of one per frame.
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        tokio::select! {
+            r = tokio::time::timeout(timeout, puller.next(&mut out)) => match r {
+                Err(_) => return failed(format!("no media for {} s", timeout.as_secs())),
+                Ok(Err(e)) => return failed(format!("rtsp: {e}")),
+                Ok(Ok(())) => {}
+            },
+            _ = ctx.stop.notified() => return stopped(),
+        }
+        if puller.flush_point || out.len() >= 32 * 1024 {
+            ctx.push_packets(&out);
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(64 * 1024);
+            }
+        }
+    }
+}
+
+/// The FFmpeg arguments of a worker: `-c copy` remux, or MPEG-1 video + MP2 audio for
+/// JSMpeg players.
+pub fn ffmpeg_args(url: &str, udp: bool, timeout: Duration, video: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-rtsp_transport",
+        if udp { "udp" } else { "tcp" },
+        "-timeout",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push((timeout.as_micros() as u64).to_string());
+    a.extend(["-i".to_string(), url.to_string()]);
+    let codec: &[&str] = if video == "mpeg1video" {
+        &[
+            "-c:v",
+            "mpeg1video",
+            "-b:v",
+            "1500k",
+            "-bf",
+            "0",
+            "-c:a",
+            "mp2",
+            "-b:a",
+            "128k",
+        ]
+    } else {
+        &["-c", "copy"]
+    };
+    a.extend(codec.iter().map(|s| s.to_string()));
+    a.extend(["-f", "mpegts", "pipe:1"].iter().map(|s| s.to_string()));
+    a
+}
+
+/// The URL with credentials, as FFmpeg wants it.
+fn url_with_creds(source: &rtsp::Source) -> String {
+    let mut u = source.url.clone();
+    if let Some(c) = &source.creds {
+        let _ = u.set_username(&c.username);
+        let _ = u.set_password(Some(&c.password));
+    }
+    u.to_string()
+}
+
+/// FFmpeg child process: stdout is the TS. Killed on stop (and on drop, whatever happens).
+async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: WorkerCtx) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    let args = ffmpeg_args(&url_with_creds(&source), source.udp, timeout, &video);
+    let mut child = match tokio::process::Command::new(&ctx.ffmpeg_path)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot run {}: {e}", ctx.ffmpeg_path)),
+    };
+    let pid = child.id();
+    ctx.started(pid);
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return failed("no pipes".into());
+    };
+    let log = {
+        let (stream_id, session_id) = (ctx.stream_id.clone(), ctx.session_id);
+        tokio::task::spawn_local(async move {
+            let mut stderr = stderr;
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                    if !line.trim().is_empty() {
+                        tracing::warn!(streamId = %stream_id, sessionId = session_id, pid = ?pid, reason = "ffmpeg stderr", "{line}");
+                    }
+                }
+            }
+        })
+    };
+    let mut aligner = Aligner::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stop_requested = false;
+    loop {
+        tokio::select! {
+            r = stdout.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => aligner.feed(&buf[..n], |ts| ctx.push_packets(ts)),
+            },
+            _ = ctx.stop.notified(), if !stop_requested => {
+                stop_requested = true;
+                let _ = child.start_kill();
+            }
+        }
+    }
+    let status = child.wait().await;
+    log.abort();
+    let mut exit = match status {
+        Ok(s) => Exit {
+            code: s.code(),
+            signal: s.signal(),
+            error: None,
+        },
+        Err(e) => failed(format!("wait: {e}")),
+    };
+    if stop_requested {
+        exit.error = Some("stopped".into());
+    } else if exit.error.is_none() {
+        exit.error = Some("ffmpeg exited".into());
+    }
+    exit
+}
+
+/// Re-aligns a byte stream (a pipe) on TS packets: whole packets out, a partial one kept
+/// for the next read, garbage before a sync byte dropped. Bounded: keeps < 188 bytes.
+#[derive(Default)]
+pub struct Aligner {
+    pending: Vec<u8>,
+    pub dropped: u64,
+}
+
+impl Aligner {
+    pub fn feed(&mut self, mut data: &[u8], mut out: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            let need = PACKET_LEN - self.pending.len();
+            let take = need.min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < PACKET_LEN {
+                return;
+            }
+            if self.pending[0] == SYNC_BYTE {
+                out(&self.pending);
+            } else {
+                self.dropped += PACKET_LEN as u64;
+            }
+            self.pending.clear();
+        }
+        // Find sync.
+        let start = data
+            .iter()
+            .position(|&b| b == SYNC_BYTE)
+            .unwrap_or(data.len());
+        self.dropped += start as u64;
+        let data = &data[start..];
+        let whole = data.len() / PACKET_LEN * PACKET_LEN;
+        if whole > 0 {
+            out(&data[..whole]);
+        }
+        self.pending.extend_from_slice(&data[whole..]);
+    }
+}
+
+/// Reads a flow's ring into the session ring. Ends when the flow stops or restarts.
+async fn flow_tap(flow_id: String, ctx: WorkerCtx) -> Exit {
+    let Some(src) = ctx.taps.borrow().get(&flow_id).cloned() else {
+        return failed(format!("flow {flow_id:?} is not running"));
+    };
+    ctx.started(None);
+    let mut reader = src.ring.borrow().reader();
+    loop {
+        let notified = src.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        loop {
+            let r = src.ring.borrow();
+            match r.read(&mut reader) {
+                Read::Empty => break,
+                Read::Lagged(_) => continue,
+                Read::Chunk(c) => {
+                    ctx.ring.push(c.data, c.recv_us);
+                    ctx.data(Instant::now(), c.data.len());
+                }
+            }
+        }
+        let same = ctx
+            .taps
+            .borrow()
+            .get(&flow_id)
+            .is_some_and(|r| Rc::ptr_eq(r, &src));
+        if !same {
+            return failed(format!("flow {flow_id:?} stopped or restarted"));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = ctx.stop.notified() => return stopped(),
+            // Notice a flow that stopped while its ring was quiet.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod shell_tests {
+    use super::*;
+
+    #[test]
+    fn aligner_keeps_partial_packets_and_drops_garbage() {
+        let mut pkts = Vec::new();
+        for i in 0..5u8 {
+            let mut p = vec![i; PACKET_LEN];
+            p[0] = SYNC_BYTE;
+            pkts.extend_from_slice(&p);
+        }
+        let mut stream = vec![1, 2, 3];
+        stream.extend_from_slice(&pkts);
+        let mut a = Aligner::default();
+        let mut got = Vec::new();
+        for piece in stream.chunks(77) {
+            a.feed(piece, |ts| {
+                assert_eq!(ts.len() % PACKET_LEN, 0);
+                got.extend_from_slice(ts)
+            });
+        }
+        assert_eq!(got, pkts);
+        assert_eq!(a.dropped, 3);
+        assert!(a.pending.len() < PACKET_LEN);
+    }
+
+    #[test]
+    fn ffmpeg_args_copy_and_mpeg1() {
+        let a = ffmpeg_args("rtsp://h/x", false, Duration::from_secs(10), "copy");
+        let s = a.join(" ");
+        assert!(
+            s.contains(
+                "-rtsp_transport tcp -timeout 10000000 -i rtsp://h/x -c copy -f mpegts pipe:1"
+            ),
+            "{s}"
+        );
+        let s = ffmpeg_args("rtsp://h/x", true, Duration::from_secs(1), "mpeg1video").join(" ");
+        assert!(s.contains("-c:v mpeg1video"), "{s}");
+        assert!(s.contains("-rtsp_transport udp"), "{s}");
+    }
+}

@@ -1,0 +1,894 @@
+//! The seed's four regression suites (`ffmpeg-session.lifecycle`, `stream-manager.lifecycle`,
+//! `stream-manager.idle-recovery`, `health-route`), re-expressed on fake time with a fake
+//! worker. No sleeps: time is an `Instant` the harness moves.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::lifecycle::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn timing() -> Timing {
+    Timing {
+        idle_timeout: 3000 * MS,
+        sweep_interval: 1000 * MS,
+        restart_delay: 500 * MS,
+        max_restarts: 3,
+    }
+}
+
+/// A fake worker: starts at once with a pid, and dies when told to.
+#[derive(Debug, Clone)]
+struct FakeWorker {
+    stream_id: String,
+    alive: bool,
+}
+
+/// The manager, a clock, and the fake workers, driven like quinn's `Pair::drive`.
+struct Harness {
+    mgr: StreamManager,
+    now: Instant,
+    workers: BTreeMap<WorkerId, FakeWorker>,
+    next_pid: u32,
+    /// Every action seen, in order.
+    log: Vec<Action>,
+    /// When false, StartWorker actions are left pending (the worker "takes time").
+    auto_start: bool,
+    /// When true, a stopped worker's exit is not reported at once (it takes time to die).
+    slow_exit: bool,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        Harness {
+            mgr: StreamManager::new(timing(), 8, now),
+            now,
+            workers: BTreeMap::new(),
+            next_pid: 1000,
+            log: Vec::new(),
+            auto_start: true,
+            slow_exit: false,
+        }
+    }
+
+    /// Applies every pending action, like the shell would.
+    fn drive(&mut self) {
+        while let Some(a) = self.mgr.poll_action() {
+            self.log.push(a.clone());
+            match a {
+                Action::StartWorker {
+                    stream_id, worker, ..
+                } => {
+                    self.next_pid += 1;
+                    self.workers.insert(
+                        worker,
+                        FakeWorker {
+                            stream_id,
+                            alive: true,
+                        },
+                    );
+                    if self.auto_start {
+                        self.mgr
+                            .worker_started(self.now, worker, Some(self.next_pid));
+                    }
+                }
+                Action::StopWorker { worker, .. } => {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.alive = false;
+                    }
+                    if !self.slow_exit {
+                        self.mgr.worker_exited(
+                            self.now,
+                            worker,
+                            Exit {
+                                code: None,
+                                signal: Some(15),
+                                error: None,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves fake time forward to `now + d`, handling every timeout on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.drive();
+            let t = self.mgr.poll_timeout();
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.mgr.handle_timeout(self.now);
+        }
+        self.now = end;
+        self.drive();
+    }
+
+    fn attach(&mut self, stream: &str, client: ClientId) -> SessionId {
+        let id = self.mgr.attach(self.now, stream, client).expect("attach");
+        self.drive();
+        id
+    }
+
+    fn detach(&mut self, client: ClientId, reason: DetachReason) {
+        self.mgr.detach(self.now, client, reason);
+        self.drive();
+    }
+
+    /// The live worker of a stream, as the fake sees it.
+    fn live_worker(&self, stream: &str) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .find(|(_, w)| w.alive && w.stream_id == stream)
+            .map(|(id, _)| *id)
+    }
+
+    /// The worker crashes on its own.
+    fn crash(&mut self, stream: &str, code: i32) {
+        let w = self.live_worker(stream).expect("a live worker");
+        self.workers.get_mut(&w).unwrap().alive = false;
+        self.mgr.worker_exited(
+            self.now,
+            w,
+            Exit {
+                code: Some(code),
+                signal: None,
+                error: Some("boom".into()),
+            },
+        );
+        self.drive();
+    }
+
+    fn data(&mut self, stream: &str) {
+        let w = self.live_worker(stream).expect("a live worker");
+        self.mgr.worker_data(self.now, w, 1316);
+    }
+
+    fn session(&self, stream: &str) -> &Session {
+        self.mgr.session(stream).expect("session exists")
+    }
+
+    fn starts(&self) -> usize {
+        self.log
+            .iter()
+            .filter(|a| matches!(a, Action::StartWorker { .. }))
+            .count()
+    }
+
+    fn stops(&self) -> usize {
+        self.log
+            .iter()
+            .filter(|a| matches!(a, Action::StopWorker { .. }))
+            .count()
+    }
+
+    fn destroyed(&self, stream: &str) -> bool {
+        self.log
+            .iter()
+            .any(|a| matches!(a, Action::Destroyed { stream_id, .. } if stream_id == stream))
+    }
+}
+
+/// `ffmpeg-session.lifecycle.test.ts`
+mod session_lifecycle {
+    use super::*;
+
+    #[test]
+    fn recovery_restart_preserves_clients() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.attach("cam", 2);
+        let first_pid = h.session("cam").pid;
+        h.mgr.restart(h.now, "cam", StopReason::IdleTimeout);
+        h.drive();
+        let s = h.session("cam");
+        assert_eq!(s.client_count(), 2, "restart must keep the clients");
+        assert_eq!(s.state, SessionState::Running);
+        assert_eq!(s.restart_count, 1);
+        assert_eq!(s.last_restart_at, Some(h.now));
+        assert_ne!(s.pid, first_pid, "a new worker runs");
+        assert!(!h.destroyed("cam"), "restart is not destroy");
+        assert_eq!(h.starts(), 2);
+    }
+
+    #[test]
+    fn restart_waits_for_the_old_worker_to_exit() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.slow_exit = true;
+        h.mgr.restart(h.now, "cam", StopReason::IdleTimeout);
+        h.drive();
+        assert_eq!(h.starts(), 1, "no new worker while the old one lives");
+        assert_eq!(h.session("cam").state, SessionState::Restarting);
+        let old = h
+            .log
+            .iter()
+            .find_map(|a| match a {
+                Action::StopWorker { worker, .. } => Some(*worker),
+                _ => None,
+            })
+            .unwrap();
+        h.advance(200 * MS);
+        h.mgr.worker_exited(h.now, old, Exit::default());
+        h.drive();
+        assert_eq!(h.starts(), 2);
+        assert_eq!(h.session("cam").state, SessionState::Running);
+    }
+
+    #[test]
+    fn manual_stop_clears_clients_and_never_restarts() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.attach("cam", 2);
+        h.mgr.stop(h.now, "cam");
+        h.drive();
+        let detached: Vec<ClientId> = h
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::DetachClient { client, .. } => Some(*client),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(detached, vec![1, 2], "manual stop detaches every client");
+        assert!(h.mgr.client_stream(1).is_none());
+        assert!(h.destroyed("cam"));
+        h.advance(10_000 * MS);
+        assert_eq!(h.starts(), 1, "manual stop never restarts");
+        assert_eq!(h.mgr.stats().clients, 0);
+    }
+
+    #[test]
+    fn late_exit_after_manual_stop_is_ignored() {
+        let mut h = Harness::new();
+        h.slow_exit = true;
+        h.attach("cam", 1);
+        let w = h.live_worker("cam").unwrap();
+        h.mgr.stop(h.now, "cam");
+        h.drive();
+        h.mgr.worker_exited(
+            h.now,
+            w,
+            Exit {
+                code: Some(255),
+                ..Exit::default()
+            },
+        );
+        h.advance(5_000 * MS);
+        assert_eq!(h.starts(), 1);
+        assert!(h.mgr.session("cam").is_none());
+    }
+
+    #[test]
+    fn unexpected_exit_restarts_after_the_delay() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.advance(100 * MS);
+        h.crash("cam", 1);
+        let s = h.session("cam");
+        assert_eq!(s.state, SessionState::Restarting);
+        assert_eq!(s.last_exit_code, Some(1));
+        assert_eq!(s.last_stopped_at, Some(h.now));
+        assert_eq!(s.pid, None);
+        let crashed_at = h.now;
+        h.advance(499 * MS);
+        assert_eq!(h.starts(), 1, "not before STREAM_RESTART_DELAY_MS");
+        h.advance(MS);
+        assert_eq!(h.starts(), 2);
+        let s = h.session("cam");
+        assert_eq!(s.state, SessionState::Running);
+        assert_eq!(s.restart_count, 1);
+        assert_eq!(s.last_restart_at, Some(crashed_at + 500 * MS));
+        assert_eq!(s.client_count(), 1, "clients kept across the restart");
+    }
+
+    #[test]
+    fn max_restarts_leads_to_errored_and_no_more_retries() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        for n in 1..=3 {
+            h.crash("cam", 1);
+            h.advance(500 * MS);
+            assert_eq!(h.session("cam").restart_count, n);
+            assert_eq!(h.session("cam").state, SessionState::Running);
+        }
+        h.crash("cam", 1);
+        let s = h.session("cam");
+        assert_eq!(s.state, SessionState::Errored);
+        assert_eq!(s.restart_count, 3);
+        assert_eq!(s.client_count(), 1, "errored is not teardown");
+        assert!(h.log.iter().any(|a| matches!(
+            a,
+            Action::Errored {
+                restart_count: 3,
+                ..
+            }
+        )));
+        h.advance(60_000 * MS);
+        assert_eq!(h.starts(), 4, "no retry after errored");
+        assert_eq!(h.session("cam").state, SessionState::Errored);
+        assert_eq!(h.mgr.stats().errored, 1);
+    }
+
+    #[test]
+    fn spawn_failure_counts_like_an_exit() {
+        let mut h = Harness::new();
+        h.auto_start = false;
+        h.attach("cam", 1);
+        let w = h.live_worker("cam").unwrap();
+        h.mgr.worker_exited(
+            h.now,
+            w,
+            Exit {
+                error: Some("spawn failed".into()),
+                ..Exit::default()
+            },
+        );
+        assert_eq!(h.session("cam").state, SessionState::Restarting);
+        assert_eq!(h.session("cam").last_error.as_deref(), Some("spawn failed"));
+    }
+
+    #[test]
+    fn a_new_client_retries_an_errored_session() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        for _ in 0..4 {
+            h.crash("cam", 1);
+            h.advance(500 * MS);
+        }
+        assert_eq!(h.session("cam").state, SessionState::Errored);
+        h.attach("cam", 2);
+        let s = h.session("cam");
+        assert_eq!(s.state, SessionState::Running);
+        assert_eq!(s.restart_count, 0);
+        assert_eq!(s.client_count(), 2);
+    }
+
+    #[test]
+    fn snapshot_has_the_seed_fields() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.data("cam");
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let snap = h.session("cam").snapshot(h.now, wall);
+        let v = serde_json::to_value(&snap).unwrap();
+        for key in [
+            "streamId",
+            "sessionId",
+            "state",
+            "pid",
+            "clientCount",
+            "restartCount",
+            "lastStartedAt",
+            "lastStoppedAt",
+            "lastRestartAt",
+            "lastDataAt",
+            "lastExitCode",
+            "lastExitSignal",
+        ] {
+            assert!(v.get(key).is_some(), "snapshot lacks {key}: {v}");
+        }
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["clientCount"], 1);
+        assert_eq!(v["lastDataAt"], 1_800_000_000_000u64);
+        assert!(v["lastStoppedAt"].is_null());
+    }
+}
+
+/// `stream-manager.lifecycle.test.ts`
+mod stream_manager_lifecycle {
+    use super::*;
+
+    #[test]
+    fn first_attach_starts_the_session() {
+        let mut h = Harness::new();
+        assert!(h.mgr.session("cam").is_none());
+        h.attach("cam", 1);
+        assert_eq!(h.starts(), 1);
+        assert_eq!(h.session("cam").state, SessionState::Running);
+        assert_eq!(h.mgr.stats().sessions_created, 1);
+    }
+
+    #[test]
+    fn clients_of_one_stream_share_one_session() {
+        let mut h = Harness::new();
+        let a = h.attach("cam", 1);
+        let b = h.attach("cam", 2);
+        let c = h.attach("cam", 3);
+        assert_eq!((a, b), (a, c));
+        assert_eq!(h.starts(), 1, "start() only once");
+        assert_eq!(h.mgr.stats().sessions_created, 1);
+        assert_eq!(h.session("cam").client_count(), 3);
+        // Another stream gets its own session.
+        let d = h.attach("door", 4);
+        assert_ne!(a, d);
+        assert_eq!(h.starts(), 2);
+    }
+
+    #[test]
+    fn last_client_close_stops_and_destroys() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.attach("cam", 2);
+        h.detach(1, DetachReason::Close);
+        assert_eq!(h.stops(), 0, "a client remains: no stop");
+        assert!(!h.destroyed("cam"));
+        h.detach(2, DetachReason::Close);
+        assert_eq!(h.stops(), 1);
+        assert!(h.destroyed("cam"));
+        assert!(h.mgr.session("cam").is_none());
+        h.advance(10_000 * MS);
+        assert_eq!(h.starts(), 1, "the stop was manual: no restart");
+    }
+
+    #[test]
+    fn websocket_error_path_also_cleans_up() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.detach(1, DetachReason::Error);
+        assert_eq!(h.stops(), 1);
+        assert!(h.destroyed("cam"));
+        assert_eq!(h.mgr.stats().clients, 0);
+        assert_eq!(h.mgr.stats().sessions, 0);
+    }
+
+    #[test]
+    fn detach_of_unknown_client_is_harmless() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.detach(99, DetachReason::Close);
+        h.detach(1, DetachReason::Close);
+        h.detach(1, DetachReason::Close);
+        assert_eq!(h.stops(), 1);
+    }
+
+    #[test]
+    fn reattach_after_destroy_makes_a_new_session() {
+        let mut h = Harness::new();
+        let a = h.attach("cam", 1);
+        h.detach(1, DetachReason::Close);
+        let b = h.attach("cam", 2);
+        assert_ne!(a, b);
+        assert_eq!(h.starts(), 2);
+        assert_eq!(h.session("cam").restart_count, 0);
+    }
+
+    #[test]
+    fn clients_are_bounded_and_ids_unique() {
+        let mut h = Harness::new();
+        for c in 0..8 {
+            h.attach("cam", c);
+        }
+        assert_eq!(h.mgr.attach(h.now, "cam", 8), Err(AttachError::Full));
+        assert_eq!(h.mgr.attach(h.now, "cam", 3), Err(AttachError::Duplicate));
+        assert_eq!(h.session("cam").client_count(), 8);
+    }
+
+    #[test]
+    fn clients_survive_a_crash_and_the_restart() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.attach("cam", 2);
+        h.crash("cam", 1);
+        assert!(!h.destroyed("cam"));
+        assert_eq!(h.session("cam").client_count(), 2);
+        h.advance(500 * MS);
+        assert_eq!(h.session("cam").client_count(), 2);
+        assert_eq!(h.mgr.client_stream(2), Some("cam"));
+    }
+
+    #[test]
+    fn detach_during_restart_delay_cancels_the_restart() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.crash("cam", 1);
+        h.detach(1, DetachReason::Close);
+        assert!(h.destroyed("cam"));
+        h.advance(5_000 * MS);
+        assert_eq!(h.starts(), 1);
+    }
+
+    #[test]
+    fn stop_all_stops_every_session() {
+        let mut h = Harness::new();
+        h.attach("a", 1);
+        h.attach("b", 2);
+        h.mgr.stop_all(h.now);
+        h.drive();
+        assert_eq!(h.stops(), 2);
+        assert_eq!(h.mgr.stats().sessions, 0);
+    }
+}
+
+/// `stream-manager.idle-recovery.test.ts`
+mod idle_recovery {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_triggers_restart_keeping_clients() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.data("cam");
+        // Data keeps flowing for 5 s: no restart.
+        for _ in 0..50 {
+            h.advance(100 * MS);
+            h.data("cam");
+        }
+        assert_eq!(h.starts(), 1);
+        // Then it stops. idle 3 s, sweep every 1 s: restarted within 3 + 1 s.
+        h.advance(3000 * MS);
+        assert_eq!(h.starts(), 1, "not idle for longer than the timeout yet");
+        h.advance(1000 * MS);
+        assert_eq!(h.starts(), 2, "the sweep restarted the stalled worker");
+        let s = h.session("cam");
+        assert_eq!(s.restart_count, 1);
+        assert_eq!(s.client_count(), 1);
+        assert_eq!(s.state, SessionState::Running);
+        assert_eq!(h.mgr.stats().idle_recoveries, 1);
+        assert!(h.log.iter().any(|a| matches!(
+            a,
+            Action::StopWorker {
+                reason: StopReason::IdleTimeout,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_worker_that_never_sends_is_idle_too() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.advance(4001 * MS);
+        assert_eq!(h.starts(), 2);
+    }
+
+    #[test]
+    fn no_client_sessions_are_destroyed_not_restarted() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        // A session whose clients went away without the close path (forced here).
+        h.mgr.detach(h.now, 1, DetachReason::Close);
+        h.drive();
+        // The normal path destroys at once; check the sweep does too when something is left.
+        assert!(h.destroyed("cam"));
+        let before = h.starts();
+        h.advance(10_000 * MS);
+        assert_eq!(h.starts(), before);
+    }
+
+    #[test]
+    fn sweep_destroys_a_session_left_without_clients() {
+        let mut h = Harness::new();
+        // All clients were refused (full) except none: create a session then fail the only
+        // attach afterwards by detaching through the sweep path.
+        h.attach("cam", 1);
+        // Simulate a shell that lost track: the manager's own sweep must clean up.
+        h.mgr.detach(h.now, 1, DetachReason::Error);
+        h.drive();
+        assert!(h.mgr.session("cam").is_none());
+        assert_eq!(h.mgr.stats().sessions_destroyed, 1);
+    }
+
+    #[test]
+    fn non_running_sessions_are_left_alone() {
+        let mut h = Harness::new();
+        h.auto_start = false;
+        h.attach("cam", 1);
+        assert_eq!(h.session("cam").state, SessionState::Starting);
+        h.advance(10_000 * MS);
+        assert_eq!(h.starts(), 1, "starting: no idle recovery");
+        assert_eq!(h.stops(), 0);
+
+        // Errored: left alone too.
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        for _ in 0..4 {
+            h.crash("cam", 1);
+            h.advance(500 * MS);
+        }
+        assert_eq!(h.session("cam").state, SessionState::Errored);
+        let starts = h.starts();
+        h.advance(20_000 * MS);
+        assert_eq!(h.starts(), starts);
+        assert_eq!(h.session("cam").state, SessionState::Errored);
+
+        // Restarting (waiting for the delay): the sweep does not add a second restart.
+        let mut h = Harness::new();
+        h.mgr = StreamManager::new(
+            Timing {
+                restart_delay: 10_000 * MS,
+                ..timing()
+            },
+            8,
+            h.now,
+        );
+        h.attach("cam", 1);
+        h.crash("cam", 1);
+        h.advance(9_000 * MS);
+        assert_eq!(h.starts(), 1);
+        assert_eq!(h.stops(), 0);
+        h.advance(1_000 * MS);
+        assert_eq!(h.starts(), 2);
+    }
+
+    #[test]
+    fn idle_restarts_count_toward_max_restarts() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.advance(60_000 * MS);
+        let s = h.session("cam");
+        assert_eq!(s.state, SessionState::Errored);
+        assert_eq!(s.restart_count, 3);
+        assert_eq!(h.starts(), 4);
+    }
+
+    #[test]
+    fn env_overrides_the_config() {
+        let env = |k: &str| match k {
+            "STREAM_IDLE_TIMEOUT_MS" => Some("1234".to_string()),
+            "STREAM_MAX_RESTARTS" => Some("9".to_string()),
+            "STREAM_SWEEP_INTERVAL_MS" => Some("0".to_string()),
+            "STREAM_RESTART_DELAY_MS" => Some("soon".to_string()),
+            _ => None,
+        };
+        let (t, problems) = timing().with_env(env);
+        assert_eq!(t.idle_timeout, 1234 * MS);
+        assert_eq!(t.max_restarts, 9);
+        assert_eq!(t.sweep_interval, timing().sweep_interval);
+        assert_eq!(t.restart_delay, timing().restart_delay);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}
+
+/// The shell on a real runtime with a fake worker: clients over in-memory streams.
+mod shell {
+    use std::rc::Rc;
+
+    use futures_util::StreamExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::super::{Bridge, Exit, Launcher};
+    use crate::config::BridgeConfig;
+
+    pub fn run<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    pub fn bridge_config(queue: usize) -> BridgeConfig {
+        let v = serde_json::json!({
+            "bridge": {"streams": {"cam": {"rtsp_url": "rtsp://127.0.0.1:9/x"}},
+                       "client_queue_chunks": queue, "max_client_lags": 3}
+        });
+        crate::config::parse(&v.to_string())
+            .unwrap()
+            .bridge
+            .unwrap()
+    }
+
+    /// A fake worker that says it started (pid 4242) and waits to be stopped.
+    pub fn idle_launcher() -> Launcher {
+        Rc::new(|_spec, ctx| {
+            Box::pin(async move {
+                ctx.started(Some(4242));
+                ctx.stop.notified().await;
+                Exit {
+                    signal: Some(15),
+                    ..Exit::default()
+                }
+            })
+        })
+    }
+
+    fn packets(n: usize, tag: u8) -> Vec<u8> {
+        let mut v = vec![tag; n * 188];
+        for p in v.chunks_mut(188) {
+            p[0] = 0x47;
+        }
+        v
+    }
+
+    #[test]
+    fn slow_client_is_dropped_and_never_slows_the_fast_one() {
+        run(async {
+            let cfg = bridge_config(16);
+            let b =
+                Bridge::with_launcher(Some(&cfg), Default::default(), |_| None, idle_launcher());
+            tokio::task::spawn_local(b.clone().run());
+            // Fast client: reads everything. Slow client: a 2 KiB pipe it never reads.
+            let (fast_srv, fast_cli) = tokio::io::duplex(1 << 20);
+            let (slow_srv, _slow_cli) = tokio::io::duplex(2048);
+            let fast_ws = WebSocketStream::from_raw_socket(fast_srv, Role::Server, None).await;
+            let slow_ws = WebSocketStream::from_raw_socket(slow_srv, Role::Server, None).await;
+            let fast =
+                tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", fast_ws));
+            let slow =
+                tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", slow_ws));
+            let mut reader = WebSocketStream::from_raw_socket(fast_cli, Role::Client, None).await;
+            let got = Rc::new(std::cell::Cell::new(0usize));
+            let counter = got.clone();
+            let read_task = tokio::task::spawn_local(async move {
+                while let Some(Ok(m)) = reader.next().await {
+                    if let Message::Binary(d) = m {
+                        assert_eq!(d.len() % 188, 0, "frames are whole TS packets");
+                        counter.set(counter.get() + d.len());
+                    }
+                }
+            });
+            // Let both attach and the worker start.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(b.health().clients, 2);
+            assert_eq!(b.snapshots()[0].pid, Some(4242));
+            let ring = b.rings.borrow().get("cam").cloned().unwrap();
+            let chunk = packets(7, 1);
+            let chunks = 16 * 12;
+            for _ in 0..chunks {
+                ring.push(&chunk, 0);
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while got.get() < chunks * 1316 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(got.get(), chunks * 1316, "the fast client lost nothing");
+            tokio::time::timeout(std::time::Duration::from_secs(5), slow)
+                .await
+                .expect("slow client disconnected")
+                .unwrap();
+            let h = b.health();
+            assert_eq!(h.slow_disconnects, 1);
+            assert!(h.lagged_chunks >= 16, "{h:?}");
+            assert_eq!(h.clients, 1, "the fast client stays");
+            assert_eq!(b.snapshots()[0].client_count, 1);
+            // Manual stop closes the remaining client and destroys the session.
+            b.stop("cam");
+            tokio::time::timeout(std::time::Duration::from_secs(5), fast)
+                .await
+                .unwrap()
+                .unwrap();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_task).await;
+            assert_eq!(b.health().sessions, 0);
+            assert_eq!(b.health().clients, 0);
+        });
+    }
+}
+
+/// `health-route.test.ts`: `/healthz` over a real HTTP connection on loopback.
+mod health_route {
+    use std::rc::Rc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::shell::{bridge_config, idle_launcher, run};
+    use crate::events::Events;
+    use crate::node::Node;
+
+    async fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[test]
+    fn healthz_is_200_with_a_stable_structure_and_the_sessions() {
+        run(async {
+            let mut cfg = crate::config::parse(crate::config::EMBEDDED_DEFAULT).unwrap();
+            cfg.flows.clear();
+            cfg.bridge = Some(bridge_config(64));
+            let node: Rc<Node> = Node::start_with_launcher(
+                cfg,
+                None,
+                Events::in_memory(100),
+                None,
+                Some(idle_launcher()),
+            )
+            .await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+
+            // No session yet: the structure is there, empty.
+            let (status, v) = get(port, "/healthz").await;
+            assert_eq!(status, 200);
+            for key in [
+                "status",
+                "version",
+                "uptime_secs",
+                "active_flows",
+                "total_flows",
+                "bridge",
+                "sessions",
+            ] {
+                assert!(v.get(key).is_some(), "healthz lacks {key}: {v}");
+            }
+            assert_eq!(v["status"], "ok");
+            assert_eq!(v["sessions"], serde_json::json!([]));
+            for key in [
+                "sessions",
+                "clients",
+                "restarts",
+                "bytes",
+                "streams",
+                "lagged_chunks",
+                "slow_disconnects",
+            ] {
+                assert!(v["bridge"].get(key).is_some(), "bridge lacks {key}: {v}");
+            }
+            assert_eq!(v["bridge"]["streams"], 1);
+
+            // A client attached: its session shows up, as the manager reports it.
+            let _a = node.bridge.attach("cam").unwrap();
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            let (status, v) = get(port, "/healthz").await;
+            assert_eq!(status, 200);
+            assert_eq!(v["bridge"]["sessions"], 1);
+            assert_eq!(v["bridge"]["clients"], 1);
+            let s = &v["sessions"][0];
+            for key in [
+                "streamId",
+                "sessionId",
+                "state",
+                "pid",
+                "clientCount",
+                "restartCount",
+                "lastStartedAt",
+                "lastStoppedAt",
+                "lastRestartAt",
+                "lastDataAt",
+                "lastExitCode",
+                "lastExitSignal",
+            ] {
+                assert!(s.get(key).is_some(), "snapshot lacks {key}: {s}");
+            }
+            assert_eq!(s["streamId"], "cam");
+            assert_eq!(s["state"], "running");
+            assert_eq!(s["pid"], 4242);
+            assert_eq!(s["clientCount"], 1);
+            assert!(s["lastStartedAt"].as_u64().is_some());
+            // It is what the stream manager says, serializable as is.
+            let direct = serde_json::to_value(node.bridge.snapshots()).unwrap();
+            assert_eq!(v["sessions"], direct);
+            let text = serde_json::to_string(&node.health().await).unwrap();
+            assert!(text.contains("\"sessions\""));
+
+            // Unknown stream: 404 on the WebSocket route; a plain GET of a known one: 426.
+            let (status, _) = get(port, "/ws/stream/nope").await;
+            assert_eq!(status, 404);
+            let (status, _) = get(port, "/ws/stream/cam").await;
+            assert_eq!(status, 426);
+            node.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,116 @@
+//! The `rtsp` flow input: pulls a camera (see `crate::rtsp`) and writes its TS into the
+//! flow's ring through the same chunker and analyzer as the UDP inputs.
+//!
+//! It reconnects forever, `reconnect_delay_secs` apart. `timeout_secs` bounds a connection
+//! attempt and a stall (a playing stream that delivers nothing). Events follow the seed's
+//! RTSP rows, latched by `ConnectionCycle`: "RTSP connected to {url}" on each successful
+//! PLAY, and "RTSP input disconnected: {error}. Reconnecting in {n}s" once per connection
+//! cycle (the first failure while unreachable, or the drop of a playing stream).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::InputError;
+use super::udp::TsPath;
+use crate::config::RtspInputConfig;
+use crate::events::latch::ConnectionCycle;
+use crate::events::{Event, Events};
+use crate::flow::stats::{InputStats, bump};
+use crate::rtsp::{self, Source};
+use crate::ts::packet::PACKET_LEN;
+use crate::ts::ring::FlowRing;
+
+pub struct RtspInput {
+    source: Source,
+    timeout: Duration,
+    reconnect_delay: Duration,
+}
+
+impl RtspInput {
+    pub fn new(cfg: &RtspInputConfig) -> Result<Self, InputError> {
+        let source = Source::new(
+            &cfg.rtsp_url,
+            cfg.username.as_deref(),
+            cfg.password.as_deref(),
+            &cfg.transport,
+        )
+        .map_err(|_| InputError::BadConfig {
+            field: "rtsp_url",
+            value: crate::config::strip_url_password(&cfg.rtsp_url),
+        })?;
+        Ok(RtspInput {
+            source,
+            timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
+            reconnect_delay: Duration::from_secs(cfg.reconnect_delay_secs.max(1)),
+        })
+    }
+
+    /// Pull, reconnecting, until the task is dropped.
+    pub async fn run(
+        self,
+        ring: Rc<FlowRing>,
+        ts: Rc<RefCell<TsPath>>,
+        stats: Rc<InputStats>,
+        epoch: Instant,
+        events: Events,
+        flow_id: String,
+    ) -> InputError {
+        let mut cycle = ConnectionCycle::new(Instant::now());
+        let url = self.source.shown().to_owned();
+        let delay = self.reconnect_delay.as_secs();
+        let mut out = Vec::with_capacity(64 * 1024);
+        loop {
+            let error = match rtsp::connect(&self.source, self.timeout).await {
+                Err(e) => {
+                    tracing::warn!(flow_id = %flow_id, url = %url, "rtsp connect failed: {e}");
+                    if cycle.attempt_failed(Instant::now()).is_some() {
+                        events.raise(Event::rtsp_disconnected(&flow_id, &e, delay));
+                    }
+                    None
+                }
+                Ok(mut puller) => {
+                    tracing::info!(flow_id = %flow_id, url = %url, codecs = %puller.codecs, "rtsp playing");
+                    if cycle.connected(Instant::now()).is_some() {
+                        events.raise(Event::rtsp_connected(&flow_id, &url));
+                    }
+                    let e = loop {
+                        out.clear();
+                        match tokio::time::timeout(self.timeout, puller.next(&mut out)).await {
+                            Err(_) => {
+                                break format!("no media for {} s", self.timeout.as_secs());
+                            }
+                            Ok(Err(e)) => break e,
+                            Ok(Ok(())) => {}
+                        }
+                        if out.is_empty() {
+                            continue;
+                        }
+                        let now = Instant::now();
+                        bump(&stats.datagrams, 1);
+                        bump(&stats.bytes, out.len() as u64);
+                        stats.rate.add(now, out.len());
+                        let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
+                        let mut ts = ts.borrow_mut();
+                        let TsPath { chunker, analyzer } = &mut *ts;
+                        chunker.split(&out, |chunk| {
+                            analyzer.feed(chunk);
+                            bump(&stats.packets, (chunk.len() / PACKET_LEN) as u64);
+                            ring.push(chunk, recv_us);
+                        });
+                    };
+                    Some(e)
+                }
+            };
+            if let Some(e) = error {
+                tracing::warn!(flow_id = %flow_id, url = %url, "rtsp stream lost: {e}");
+                if cycle.lost(Instant::now()).is_some() {
+                    events.raise(Event::rtsp_disconnected(&flow_id, &e, delay));
+                }
+            }
+            // Bound the buffer: one huge frame must not keep megabytes forever.
+            out.shrink_to(256 * 1024);
+            tokio::time::sleep(self.reconnect_delay).await;
+        }
+    }
+}
