@@ -299,7 +299,10 @@ fn h265_camera_is_remuxed_in_process() {
     });
     let (codecs, errors) = probe(dir.path(), "h265.ts", &a);
     assert_eq!(codecs, vec!["hevc", "aac"], "ffprobe: {errors}");
-    assert!(errors.trim().is_empty(), "ffprobe reported errors: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffprobe reported errors: {errors}"
+    );
     drop(a);
     let (st, log) = q.terminate();
     assert!(st.success(), "{log}");
