@@ -21,6 +21,7 @@ pkgs=(
     gstreamer1.0-plugins-base    # videotestsrc, audiotestsrc, audioconvert
     gstreamer1.0-plugins-good    # rtph264pay, rtpmp4gpay
     gstreamer1.0-plugins-ugly    # x264enc
+    gstreamer1.0-plugins-bad     # x265enc, rtph265pay (the H.265 camera)
     gstreamer1.0-libav           # avenc_aac
     chromium                     # headless browser: mpegts.js playback (tests/bridge_browser.rs)
 )

@@ -72,6 +72,7 @@ impl Browser {
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--mute-audio",
                 "--autoplay-policy=no-user-gesture-required",

@@ -281,3 +281,29 @@ fn rtsp_flow_input_feeds_outputs_and_latches_events() {
     let (st, log) = q.terminate();
     assert!(st.success(), "{log}");
 }
+
+#[test]
+fn h265_camera_is_remuxed_in_process() {
+    if !peers() {
+        return;
+    }
+    let dir = TempDir::new("bridge-h265");
+    let rtsp_port = free_tcp_port();
+    let server = RtspServer::start(rtsp_port, &["--codec", "h265"]);
+    let api = free_tcp_port();
+    let cfg = bridge_config(api, json!({"cam": {"rtsp_url": server.url}}));
+    let q = Quoll::start(dir.path(), &cfg);
+    let a = WsViewer::connect(api, "cam", 400_000);
+    wait_for(Duration::from_secs(30), "H.265 media", || {
+        (a.bytes() > 200_000).then_some(())
+    });
+    let (codecs, errors) = probe(dir.path(), "h265.ts", &a);
+    assert_eq!(codecs, vec!["hevc", "aac"], "ffprobe: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffprobe reported errors: {errors}"
+    );
+    drop(a);
+    let (st, log) = q.terminate();
+    assert!(st.success(), "{log}");
+}

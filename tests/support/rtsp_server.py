@@ -2,7 +2,7 @@
 """A test RTSP server on loopback: an H.264 + AAC test pattern (GStreamer's RTSP server).
 
     rtsp_server.py --port 8554 [--path /test] [--bitrate 1000] [--auth basic|digest
-                   --user u --password p] [--size 320x240] [--fps 25] [--pattern snow --cbr]
+                   --user u --password p] [--size 320x240] [--fps 25] [--pattern snow --cbr] [--codec h265]
 
 Prints "READY rtsp://127.0.0.1:PORT/PATH" on stdout once it listens. One pipeline is shared
 by every client (like a camera). Runs until killed.
@@ -31,17 +31,28 @@ def main():
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: incompressible)")
     ap.add_argument("--cbr", action="store_true", help="constant bitrate (filler data)")
+    ap.add_argument("--codec", choices=["h264", "h265"], default="h264")
     a = ap.parse_args()
 
     Gst.init(None)
     w, h = a.size.split("x")
     aac = "avenc_aac" if Gst.ElementFactory.find("avenc_aac") else "voaacenc"
-    video = (
+    src = (
         f"videotestsrc is-live=true pattern={a.pattern} ! video/x-raw,width={w},height={h},"
         f"framerate={a.fps}/1 ! timeoverlay ! videoconvert ! "
-        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} "
-        f"bitrate={a.bitrate} {'pass=cbr vbv-buf-capacity=1000' if a.cbr else ''} ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1"
     )
+    if a.codec == "h265":
+        enc = (
+            f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} "
+            f"bitrate={a.bitrate} ! video/x-h265 ! rtph265pay name=pay0 pt=96 config-interval=1"
+        )
+    else:
+        enc = (
+            f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} "
+            f"bitrate={a.bitrate} {'pass=cbr vbv-buf-capacity=1000' if a.cbr else ''} ! "
+            "video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1"
+        )
+    video = src + enc
     audio = (
         " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! "
         f"audio/x-raw,rate=48000,channels=2 ! {aac} bitrate=64000 ! rtpmp4gpay name=pay1 pt=97"
