@@ -151,7 +151,12 @@ pub async fn answer(node: &Node, request: &str) -> Value {
             let cfg = node.config().await;
             let mut block = cfg.manager.map_or(Value::Null, |m| m.to_value());
             crate::config::redact_value(&mut block);
-            json!({ "config": block })
+            let mut out = json!({ "config": block });
+            if let Some(status) = node.manager_status() {
+                out["state"] = status["state"].clone();
+                out["link"] = status;
+            }
+            out
         }
         other => {
             return json!({ "ok": false, "error": format!("unknown request {other:?}") });

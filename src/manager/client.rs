@@ -224,6 +224,15 @@ pub async fn run(
             }
         }
 
+        // What `quoll ctl manager` shows (cheap: a few words and counters per loop turn).
+        let c = link.counters();
+        shell.node.set_manager_status(json!({
+            "state": link.state_name(),
+            "connects": c.connects,
+            "failed_attempts": c.failed_attempts,
+            "auth_failures": c.auth_failures,
+            "malformed_frames": c.malformed,
+        }));
         let deadline = Instant::from_std(link.poll_timeout());
         let next_frame = async {
             match conn.reader.as_mut() {

@@ -226,6 +226,16 @@ impl Link {
         &self.counters
     }
 
+    /// The link's state in one word, for `quoll ctl manager`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Waiting { .. } => "waiting to reconnect",
+            State::Connecting { .. } => "connecting",
+            State::Authenticating { .. } => "authenticating",
+            State::Up(_) => "connected",
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(self.state, State::Up(_))
     }

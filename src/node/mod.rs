@@ -31,6 +31,8 @@ pub struct Node {
     started: Instant,
     board: Option<String>,
     boot_slot: Option<String>,
+    /// The manager link's state and counters, as its task last published them.
+    manager_status: RefCell<Option<Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,10 +133,20 @@ impl Node {
             config_path,
             started: Instant::now(),
             board,
+            manager_status: RefCell::new(None),
             boot_slot: std::fs::read_to_string("/proc/cmdline")
                 .ok()
                 .and_then(|c| rauc_slot(&c)),
         })
+    }
+
+    pub fn set_manager_status(&self, status: Value) {
+        *self.manager_status.borrow_mut() = Some(status);
+    }
+
+    /// `None` when no manager link runs.
+    pub fn manager_status(&self) -> Option<Value> {
+        self.manager_status.borrow().clone()
     }
 
     pub fn uptime_secs(&self) -> u64 {
