@@ -280,6 +280,15 @@ fn units_gate_ota_and_feed_the_watchdog() {
         exec.starts_with("/usr/bin/quoll ctl health --boot-check"),
         "{exec}"
     );
+    // A fresh data partition has no /data/quoll: tmpfiles creates it for the service user.
+    let tmpfiles = read(&recipe_dir().join("files/quoll-tmpfiles.conf"));
+    assert!(
+        tmpfiles
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["d", "/data/quoll", "0700", "quoll", "quoll", "-"]),
+        "{tmpfiles}"
+    );
     let image = read(&layer().join("recipes-core/images/quoll-image.inc"));
     assert!(image.contains("IMAGE_INSTALL:append = \" quoll\""));
 }

@@ -15,6 +15,7 @@ QUOLL_SRCREV ??= ""
 SRC_URI = "${QUOLL_GIT_URI} \
            file://quoll.service \
            file://quoll-health.service \
+           file://quoll-tmpfiles.conf \
            file://boards/${QUOLL_BOARD}/60-quoll.conf \
            file://boards/${QUOLL_BOARD}/10-board-watchdog.conf \
            file://boards/${QUOLL_BOARD}/10-quoll-hw-watchdog.conf \
@@ -61,6 +62,8 @@ do_install:append() {
         ${D}${systemd_unitdir}/system.conf.d/
     install -d ${D}${sysconfdir}/sysctl.d
     install -m 0644 ${UNPACKDIR}/boards/${QUOLL_BOARD}/60-quoll.conf ${D}${sysconfdir}/sysctl.d/
+    install -d ${D}${nonarch_libdir}/tmpfiles.d
+    install -m 0644 ${UNPACKDIR}/quoll-tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/quoll.conf
     install -d ${D}${sysconfdir}/quoll
     echo "${QUOLL_BOARD}" > ${D}${sysconfdir}/quoll/board
 }
