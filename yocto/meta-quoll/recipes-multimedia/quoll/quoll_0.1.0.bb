@@ -73,6 +73,7 @@ FILES:${PN} += " \
     ${systemd_unitdir}/system.conf.d \
     ${sysconfdir}/sysctl.d/60-quoll.conf \
     ${sysconfdir}/quoll/board \
+    ${nonarch_libdir}/tmpfiles.d/quoll.conf \
 "
 CONFFILES:${PN} = "${sysconfdir}/sysctl.d/60-quoll.conf"
 
