@@ -479,21 +479,8 @@ impl Validator {
                     bind_path.clone(),
                     "port must not be 0 (senders need a fixed port)",
                 );
-            } else if let Some(other) = input_binds
-                .iter()
-                .take_while(|o| o.path != bind_path)
-                .find(|o| overlaps(o.addr, b))
-            {
-                self.err(
-                    bind_path.clone(),
-                    format!(
-                        "UDP port {} on {} is already bound by {} ({})",
-                        b.port(),
-                        b.ip(),
-                        other.path,
-                        other.addr
-                    ),
-                );
+            } else if let Some(other) = earlier_input(input_binds, &bind_path, b) {
+                self.port_taken(bind_path.clone(), b, other);
             }
         }
         if let Some(iface) = &u.interface_addr {
@@ -524,24 +511,7 @@ impl Validator {
             OutputKind::Srt(c) => {
                 self.srt(c, path, true);
                 for b in srt_binds(c, path) {
-                    let clash = input_binds
-                        .iter()
-                        .chain(output_binds.iter())
-                        .find(|o| overlaps(o.addr, b.addr));
-                    if let Some(other) = clash {
-                        self.err(
-                            b.path.clone(),
-                            format!(
-                                "UDP port {} on {} is already bound by {} ({})",
-                                b.addr.port(),
-                                b.addr.ip(),
-                                other.path,
-                                other.addr
-                            ),
-                        );
-                    } else {
-                        output_binds.push(b);
-                    }
+                    self.claim_output_bind(b, input_binds, output_binds);
                 }
                 return;
             }
@@ -578,27 +548,11 @@ impl Validator {
                 }
                 // Port 0 is an ephemeral source port: never a conflict.
                 if b.port() != 0 {
-                    let clash = input_binds
-                        .iter()
-                        .chain(output_binds.iter())
-                        .find(|o| overlaps(o.addr, b));
-                    if let Some(other) = clash {
-                        self.err(
-                            bpath.clone(),
-                            format!(
-                                "UDP port {} on {} is already bound by {} ({})",
-                                b.port(),
-                                b.ip(),
-                                other.path,
-                                other.addr
-                            ),
-                        );
-                    } else {
-                        output_binds.push(Bind {
-                            addr: b,
-                            path: bpath,
-                        });
-                    }
+                    let bind = Bind {
+                        addr: b,
+                        path: bpath,
+                    };
+                    self.claim_output_bind(bind, input_binds, output_binds);
                 }
             }
         }
@@ -762,22 +716,35 @@ impl Validator {
     /// An SRT input's UDP ports against the inputs before it (and leg 2 against leg 1).
     fn srt_input_binds(&mut self, c: &SrtConfig, path: &str, input_binds: &[Bind]) {
         for b in srt_binds(c, path) {
-            if let Some(other) = input_binds
-                .iter()
-                .take_while(|o| o.path != b.path)
-                .find(|o| overlaps(o.addr, b.addr))
-            {
-                self.err(
-                    b.path.clone(),
-                    format!(
-                        "UDP port {} on {} is already bound by {} ({})",
-                        b.addr.port(),
-                        b.addr.ip(),
-                        other.path,
-                        other.addr
-                    ),
-                );
+            if let Some(other) = earlier_input(input_binds, &b.path, b.addr) {
+                self.port_taken(b.path.clone(), b.addr, other);
             }
+        }
+    }
+
+    fn port_taken(&mut self, path: String, addr: SocketAddr, other: &Bind) {
+        self.err(
+            path,
+            format!(
+                "UDP port {} on {} is already bound by {} ({})",
+                addr.port(),
+                addr.ip(),
+                other.path,
+                other.addr
+            ),
+        );
+    }
+
+    /// An output's fixed bind: an error if an input or an earlier output holds the port,
+    /// else it is taken.
+    fn claim_output_bind(&mut self, b: Bind, input_binds: &[Bind], output_binds: &mut Vec<Bind>) {
+        let clash = input_binds
+            .iter()
+            .chain(output_binds.iter())
+            .find(|o| overlaps(o.addr, b.addr));
+        match clash {
+            Some(other) => self.port_taken(b.path, b.addr, other),
+            None => output_binds.push(b),
         }
     }
 
@@ -861,6 +828,15 @@ fn srt_binds(c: &SrtConfig, path: &str) -> Vec<Bind> {
             })
         })
         .collect()
+}
+
+/// The input bind listed before `path` (inputs are collected in document order) that
+/// overlaps `addr`: each clash is reported once, on the later of the two.
+fn earlier_input<'a>(input_binds: &'a [Bind], path: &str, addr: SocketAddr) -> Option<&'a Bind> {
+    input_binds
+        .iter()
+        .take_while(|o| o.path != path)
+        .find(|o| overlaps(o.addr, addr))
 }
 
 fn family(ip: IpAddr) -> &'static str {
