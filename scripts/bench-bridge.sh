@@ -14,6 +14,7 @@
 # Output: a markdown table on stdout and in bench-out/bench-bridge-DATE.md (+ latest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DUR=15
 CLIENTS="1 10 50"
@@ -29,32 +30,19 @@ while [ $# -gt 0 ]; do
     esac
 done
 PY=${QUOLL_GST_PYTHON:-/usr/bin/python3}
-for p in ffmpeg awk getconf "$PY"; do
-    command -v "$p" >/dev/null || { echo "missing $p (scripts/install-deps.sh)" >&2; exit 1; }
-done
+need ffmpeg awk "$PY"
 
 OUT=bench-out
 mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_scratch
 
 echo "building release quoll and ws_sink ..." >&2
 cargo build --release -q --bin quoll
 cargo build --release -q --example ws_sink
 QUOLL=target/release/quoll
 SINK=target/release/examples/ws_sink
-HZ=$(getconf CLK_TCK)
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 RTSP_PORT=$(free_port)
 # Snow is incompressible, and CBR pads: the stream really is RATE kbit/s.
@@ -90,7 +78,7 @@ for worker in inproc ffmpeg; do
         sleep 3 # warm-up: session start, first key frame, ffmpeg probing
         FPID=0
         [ "$worker" = ffmpeg ] && FPID=$(ffmpeg_pid)
-        q0=$(cpu_ticks "$QPID"); f0=0; [ "$FPID" != 0 ] && f0=$(cpu_ticks "$FPID")
+        q0=$(cpu_ns "$QPID"); f0=0; [ "$FPID" != 0 ] && f0=$(cpu_ns "$FPID")
         peak=0
         end=$(($(date +%s%N) + DUR * 1000000000))
         while [ "$(date +%s%N)" -lt "$end" ]; do
@@ -99,11 +87,11 @@ for worker in inproc ffmpeg; do
             [ "$r" -gt "$peak" ] && peak=$r
             sleep 0.5
         done
-        q1=$(cpu_ticks "$QPID"); f1=0; [ "$FPID" != 0 ] && f1=$(cpu_ticks "$FPID")
+        q1=$(cpu_ns "$QPID"); f1=0; [ "$FPID" != 0 ] && f1=$(cpu_ns "$FPID")
         wait "$SPID" || true
         read -r _ total minb _ <"$TMP/sink.out" || { total=0; minb=0; }
-        qcpu=$(awk -v a="$q0" -v b="$q1" -v hz="$HZ" -v d="$DUR" 'BEGIN { printf "%.1f", (b - a) / hz / d * 100 }')
-        fcpu=$(awk -v a="$f0" -v b="$f1" -v hz="$HZ" -v d="$DUR" 'BEGIN { printf "%.1f", (b - a) / hz / d * 100 }')
+        qcpu=$(awk -v a="$q0" -v b="$q1" -v d="$DUR" 'BEGIN { printf "%.1f", (b - a) / 1e9 / d * 100 }')
+        fcpu=$(awk -v a="$f0" -v b="$f1" -v d="$DUR" 'BEGIN { printf "%.1f", (b - a) / 1e9 / d * 100 }')
         tcpu=$(awk -v a="$qcpu" -v b="$fcpu" 'BEGIN { printf "%.1f", a + b }')
         mbit=$(awk -v b="$minb" -v d="$((DUR + 8))" 'BEGIN { printf "%.2f", b * 8 / d / 1e6 }')
         ROWS+=("| $worker | $n | $qcpu | $fcpu | $tcpu | $((peak / 1024)) | $mbit |")

@@ -15,6 +15,7 @@
 # Output: a markdown table on stdout and in bench-out/bench-srt-DATE.md (+ latest-srt.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DUR=20
 RATE=20
@@ -30,37 +31,22 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-for p in ffmpeg srt-live-transmit awk getconf; do
-    command -v "$p" >/dev/null || { echo "missing $p (scripts/install-deps.sh)" >&2; exit 1; }
-done
+need ffmpeg srt-live-transmit awk
 
 OUT=bench-out
 mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_scratch
 
 echo "building release quoll and udp_pace ..." >&2
 cargo build --release -q --bin quoll
 cargo build --release -q --example udp_pace
 QUOLL=target/release/quoll
 PACE=target/release/examples/udp_pace
-HZ=$(getconf CLK_TCK)
 
 TS=$TMP/in.ts
 echo "generating $TS ..." >&2
-ffmpeg -nostdin -hide_banner -loglevel error \
-    -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
-    -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 12M -maxrate 12M -bufsize 4M \
-    -g 25 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts -muxrate 20M "$TS"
+make_cbr_ts "$TS"
 
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 bound() { # bound PORT: some UDP socket on 127.0.0.1:PORT or *:PORT
     awk -v a="$(printf ':%04X' "$1")" 'substr($2, length($2) - 4) == a { f = 1 } END { exit !f }' \
         /proc/net/udp /proc/net/udp6
@@ -124,10 +110,10 @@ EOF
     wait_for 10 bound "$feed"
     sleep 1 # let the SRT handshake finish before the clock starts
     local c0 c1 hwm sent
-    c0=$(cpu_ticks "$pid")
+    c0=$(cpu_ns "$pid")
     sent=$("$PACE" send "$TS" "127.0.0.1:$feed" "$RATE" "$DUR")
     wait "$rpid"
-    c1=$(cpu_ticks "$pid")
+    c1=$(cpu_ns "$pid")
     hwm=$(vm_hwm_kb "$pid")
     kill "$fpid" "$pid" 2>/dev/null || true
     wait "$fpid" 2>/dev/null || true
@@ -140,7 +126,7 @@ EOF
     rpk=$(awk '/^recv / { for (i = 1; i <= NF; i++) if ($i ~ /^packets=/) { split($i, a, "="); s += a[2] } } END { print s + 0 }' "$TMP/recv.txt")
     lost=$((spk * nout - rpk))
     local cpu cpugb rss loss
-    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     cpugb=$(awk -v c="$cpu" -v by="$sby" 'BEGIN { printf "%.2f", c / (by / 1e9) }')
     rss=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
     loss=$(awk -v l="$lost" -v s="$spk" -v n="$nout" 'BEGIN { printf "%.3f", 100 * l / (s * n) }')

@@ -18,6 +18,7 @@
 # Output: a markdown table on stdout and in bench-out/bench-udp-DATE.md (+ latest.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DUR=20
 RATES="20 100"
@@ -39,20 +40,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-for p in ffmpeg srt-live-transmit awk; do
-    command -v "$p" >/dev/null || { echo "missing $p (scripts/install-deps.sh)" >&2; exit 1; }
-done
+need ffmpeg srt-live-transmit awk
 
 OUT=bench-out
 mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_scratch
 
 echo "building release quoll and udp_pace ..." >&2
 # Two builds: with the example, dev-dependencies unify features differently, and the quoll
@@ -65,16 +57,8 @@ PACE=target/release/examples/udp_pace
 # A CBR 20 Mbit/s TS, 6 s of 720p25 H.264 + AAC; looped by the sender at whatever rate.
 TS=$TMP/in.ts
 echo "generating $TS ..." >&2
-ffmpeg -nostdin -hide_banner -loglevel error \
-    -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
-    -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 12M -maxrate 12M -bufsize 4M \
-    -g 25 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts -muxrate 20M "$TS"
+make_cbr_ts "$TS"
 
-# CPU time in nanoseconds, every thread of the process (/proc/PID/task/*/schedstat, first
-# field: time on a CPU). utime+stime from /proc/PID/stat counts 10 ms clock ticks, too coarse
-# for the half-second totals of a 20 Mbit/s run.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # Drops counted on the UDP socket bound to 127.0.0.1:PORT (last column of /proc/net/udp).
 udp_drops() {
     awk -v a="$(printf '0100007F:%04X' "$1")" '$2 == a { d += $NF } END { print d + 0 }' /proc/net/udp

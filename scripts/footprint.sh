@@ -7,6 +7,7 @@
 # and the event-log writer; anything else is reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DUR=10
 QEMU=1
@@ -18,14 +19,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+need ffmpeg awk
+bench_scratch
 
 echo "building release binaries ..." >&2
 cargo build --release -q --bin quoll
@@ -37,13 +32,8 @@ fi
 PACE=target/release/examples/udp_pace
 
 TS=$TMP/in.ts
-ffmpeg -nostdin -hide_banner -loglevel error \
-    -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine -t 6 \
-    -c:v libx264 -preset ultrafast -b:v 12M -maxrate 12M -bufsize 4M -c:a aac \
-    -f mpegts -muxrate 20M "$TS"
+make_cbr_ts "$TS"
 
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 threads() { # names of the process's threads, sorted, counted
     local t
     for t in /proc/"$1"/task/*; do cat "$t/comm"; done | sort | uniq -c | awk '{ printf "%s%s x%s", sep, $2, $1; sep = ", " }'
@@ -69,7 +59,7 @@ measure() { # measure LABEL CMD...
     idle_rss=$(rss_kb "$pid"); idle_thr=$(nthreads "$pid"); idle_names=$(threads "$pid")
     "$PACE" send "$TS" 127.0.0.1:5000 20 "$DUR" >/dev/null
     local load_rss load_hwm load_thr load_names
-    load_rss=$(rss_kb "$pid"); load_hwm=$(hwm_kb "$pid")
+    load_rss=$(rss_kb "$pid"); load_hwm=$(vm_hwm_kb "$pid")
     load_thr=$(nthreads "$pid"); load_names=$(threads "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true

@@ -45,3 +45,42 @@ print_timings() {
 timings_text() {
     [ "${#_QUOLL_TIMINGS[@]}" -eq 0 ] || printf '%s\n' "${_QUOLL_TIMINGS[@]}"
 }
+
+# ---- shared by the benchmark and footprint scripts ----------------------------------------
+
+# need CMD... — exit with a pointer to install-deps.sh when one is missing.
+need() {
+    local p
+    for p in "$@"; do
+        command -v "$p" >/dev/null || { echo "missing $p (scripts/install-deps.sh)" >&2; exit 1; }
+    done
+}
+
+# bench_scratch — a scratch dir in $TMP, and $PIDS: processes to kill; both go on exit.
+bench_scratch() {
+    TMP=$(mktemp -d)
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+
+# CPU time of a process in nanoseconds, every thread (/proc/PID/task/*/schedstat, first
+# field: time on a CPU). utime+stime from /proc/PID/stat counts 10 ms clock ticks, too coarse
+# for the half-second totals of a 20 Mbit/s run. 0 for a process that is gone.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# make_cbr_ts FILE — 6 s of 720p25 H.264 + AAC as a CBR 20 Mbit/s TS (null-packet padded);
+# the senders loop it at whatever rate they are asked for.
+make_cbr_ts() {
+    ffmpeg -nostdin -hide_banner -loglevel error \
+        -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
+        -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 12M -maxrate 12M -bufsize 4M \
+        -g 25 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts -muxrate 20M "$1"
+}
