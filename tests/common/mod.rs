@@ -431,11 +431,15 @@ impl WsViewer {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use tokio_tungstenite::tungstenite::{self, Message};
         let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        // The handshake gets a generous deadline (a node under QEMU answers in hundreds of
+        // milliseconds); the short timeout afterwards only lets the reader notice `stop`.
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let url = format!("ws://127.0.0.1:{port}/ws/stream/{stream}");
         let (mut ws, resp) = tungstenite::client(url.as_str(), tcp).expect("websocket handshake");
         assert_eq!(resp.status(), 101);
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let bytes = Arc::new(AtomicU64::new(0));
         let frames = Arc::new(AtomicU64::new(0));
         let kept = Arc::new(Mutex::new(Vec::new()));
