@@ -166,6 +166,30 @@ fn flow_lifecycle_and_errors() {
     assert_eq!(code, 200);
     assert_eq!(list.as_array().unwrap().len(), 2);
 
+    // Secrets never leave through the API: the views show the config without them.
+    let secret = "never-shown-passphrase";
+    let flow = json!({
+        "id": "secret", "name": "secret",
+        "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{}", free_udp_port()) },
+        "outputs": [{ "type": "srt", "id": "s", "mode": "listener",
+                      "local_addr": format!("127.0.0.1:{}", free_udp_port()),
+                      "passphrase": secret, "aes_key_len": 16 }]
+    });
+    let (code, v) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["config"]["outputs"][0]["aes_key_len"], 16, "{v}");
+    let mut seen = vec![v.to_string()];
+    for path in ["/api/v1/flows", "/api/v1/flows/secret", "/api/v1/stats"] {
+        let (code, body) = q.api("GET", path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+        seen.push(body.to_string());
+    }
+    for body in seen {
+        assert!(!body.contains(secret), "the passphrase leaked: {body}");
+    }
+    let (code, v) = q.api("DELETE", "/api/v1/flows/secret", None);
+    assert_eq!(code, 200, "{v}");
+
     // Errors: JSON with a code, never a crash.
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         ("GET", "/api/v1/flows/nope", None, 404, "not_found"),

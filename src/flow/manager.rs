@@ -59,7 +59,16 @@ pub struct FlowView {
     pub input: InputSnapshot,
     pub outputs: Vec<OutputSnapshot>,
     pub ts: TsInfo,
+    /// Serialized without its secrets (passphrases, camera passwords): a view goes to the
+    /// local API, the console and the manager, none of which may read them back.
+    #[serde(serialize_with = "serialize_redacted")]
     pub config: FlowConfig,
+}
+
+fn serialize_redacted<S: serde::Serializer>(c: &FlowConfig, s: S) -> Result<S::Ok, S::Error> {
+    let mut v = serde_json::to_value(c).map_err(serde::ser::Error::custom)?;
+    crate::config::redact_value(&mut v);
+    v.serialize(s)
 }
 
 struct Flow {

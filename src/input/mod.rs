@@ -1,6 +1,7 @@
 //! Flow inputs: where packets enter Quoll. An input binds at flow start (so a bind failure
 //! is a start failure the operator sees at once), then runs as one task writing the ring.
 
+pub mod cadence;
 pub mod rtsp;
 pub mod srt;
 pub mod udp;

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::InputError;
+use super::cadence::{self, Cadence};
 use crate::config::UdpInputConfig;
 use crate::flow::stats::{InputStats, bump};
 use crate::net::mmsg::{BATCH, RecvBatch};
@@ -20,11 +21,6 @@ use crate::ts::ring::FlowRing;
 
 /// Consecutive receive errors after which the input is declared lost.
 const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
-/// How often a busy input drains its socket. This is the most latency quoll adds to a
-/// datagram (plus scheduling), and the longest burst an output sends at once;
-/// srt-live-transmit polls its UDP sockets on a similar or longer period. The first datagram
-/// after a pause is forwarded at once.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(3);
 
 pub struct UdpInput {
     socket: UdpSocket,
@@ -92,9 +88,9 @@ impl UdpInput {
     ///
     /// Two modes. Idle: the socket is armed ([`OneShotReadable`]) and the task sleeps until
     /// a datagram arrives, which is forwarded at once. Busy, once datagrams come faster than
-    /// [`POLL_INTERVAL`]: the socket is disarmed and drained every interval with as few
-    /// `recvmmsg` calls as it takes, until a tick finds it empty and the input goes idle
-    /// again. While busy, arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
+    /// one per [`cadence::START_PERIOD`]: the socket is disarmed and drained every period
+    /// ([`Cadence`]: 1 to 10 ms, following the stream's rate) with as few `recvmmsg` calls as
+    /// it takes, until a tick finds it empty and the input goes idle again. While busy, arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
     /// output move a whole interval of datagrams, where waking per datagram cost a context
     /// switch and three syscalls each. A sparse stream stays idle, woken per datagram, which
     /// is then the cheaper way.
@@ -106,13 +102,14 @@ impl UdpInput {
         epoch: Instant,
     ) -> InputError {
         let (armed, ticker) = match OneShotReadable::new(self.socket.as_fd())
-            .and_then(|a| Ok((a, Ticker::new(POLL_INTERVAL)?)))
+            .and_then(|a| Ok((a, Ticker::new()?)))
         {
             Ok(w) => w,
             Err(e) => return InputError::Receive(e),
         };
         let mut batch = RecvBatch::new(BATCH);
         let mut seq = SeqTracker::default();
+        let mut cadence = Cadence::new();
         let mut errors = 0u32;
         // Consecutive receive errors are counted across both modes; too many end the input.
         let mut account = |res: io::Result<usize>| match res {
@@ -150,7 +147,7 @@ impl UdpInput {
             if !go_busy(got, gap) {
                 continue;
             }
-            if let Err(e) = ticker.start() {
+            if let Err(e) = ticker.start(cadence.period()) {
                 return InputError::Receive(e);
             }
             loop {
@@ -161,8 +158,15 @@ impl UdpInput {
                     self.drain(&mut batch, &mut seq, &ring, &ts, &stats, epoch)
                         .await,
                 ) {
+                    // The stream paused: that tick says nothing about its rate.
                     Ok(0) => break,
-                    Ok(_) => {}
+                    Ok(got) => {
+                        if let Some(period) = cadence.after_tick(got)
+                            && let Err(e) = ticker.start(period)
+                        {
+                            return InputError::Receive(e);
+                        }
+                    }
                     Err(e) => return e,
                 }
             }
@@ -272,10 +276,10 @@ impl UdpInput {
 }
 
 /// Whether an input woken by a datagram should switch to draining on the ticker: when more
-/// than one was already waiting, or the previous wake-up was less than an interval ago. In
-/// both cases datagrams come faster than the ticker would wake, so ticking costs less.
+/// than one was already waiting, or the previous wake-up was less than a starting period
+/// ago. In both cases datagrams come faster than the ticker would wake, so ticking costs less.
 fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
-    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < POLL_INTERVAL))
+    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < cadence::START_PERIOD))
 }
 
 /// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: a
@@ -300,15 +304,15 @@ mod tests {
 
     #[test]
     fn busy_mode_only_when_datagrams_come_faster_than_the_ticker() {
-        let short = Some(POLL_INTERVAL / 4);
-        let long = Some(POLL_INTERVAL * 3);
+        let short = Some(cadence::START_PERIOD / 4);
+        let long = Some(cadence::START_PERIOD * 3);
         assert!(go_busy(2, None), "a backlog means the input is behind");
         assert!(go_busy(5, long));
         assert!(go_busy(1, short), "wake-ups closer than a tick");
         assert!(!go_busy(1, long), "a sparse stream stays event-driven");
         assert!(!go_busy(1, None), "the first datagram ever");
         assert!(!go_busy(0, short), "a wake-up that found nothing");
-        assert!(!go_busy(1, Some(POLL_INTERVAL)));
+        assert!(!go_busy(1, Some(cadence::START_PERIOD)));
     }
 
     #[test]

@@ -19,9 +19,8 @@ use socket2::SockAddr;
 /// Largest UDP payload: anything we receive fits, so nothing is silently truncated.
 pub const MAX_DATAGRAM: usize = 65_536;
 
-/// Datagrams per syscall: a whole 3 ms input tick at 100 Mbit/s (28 datagrams of 1316 bytes)
-/// in one call; a backlog after a scheduling hiccup takes a few, with the outputs running in
-/// between.
+/// Datagrams per syscall, and what one busy input tick aims to carry (`input::cadence`); a
+/// backlog after a scheduling hiccup takes a few calls, with the outputs running in between.
 pub const BATCH: usize = 32;
 
 /// An all-zero `mmsghdr`: null pointers and zero lengths, which the kernel accepts as "no

@@ -92,12 +92,11 @@ impl OneShotReadable {
 /// read, so a tick costs its wake-up and one 8-byte `read`.
 pub struct Ticker {
     fd: AsyncFd<File>,
-    period: Duration,
 }
 
 impl Ticker {
-    /// A stopped ticker. `period` is at least 1 µs.
-    pub fn new(period: Duration) -> io::Result<Self> {
+    /// A stopped ticker.
+    pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let raw = unsafe {
             libc::timerfd_create(
@@ -113,15 +112,13 @@ impl Ticker {
         // SAFETY: as in OneShotReadable::new: the AsyncFd owns the open descriptor.
         let fd = unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Ticker {
-            fd,
-            period: period.max(Duration::from_micros(1)),
-        })
+        Ok(Ticker { fd })
     }
 
-    /// Tick every period from now on.
-    pub fn start(&self) -> io::Result<()> {
-        let p = timespec(self.period);
+    /// Tick every `period` (at least 1 µs) from now on; on a running ticker, this replaces
+    /// its period and the next expiry is one new period away.
+    pub fn start(&self, period: Duration) -> io::Result<()> {
+        let p = timespec(period.max(Duration::from_micros(1)));
         self.set(libc::itimerspec {
             it_interval: p,
             it_value: p,
@@ -220,7 +217,7 @@ mod tests {
     fn ticker_ticks_while_started_and_not_after_stop() {
         let t = RT.with(|rt| {
             let _g = rt.enter();
-            Ticker::new(Duration::from_millis(2)).unwrap()
+            Ticker::new().unwrap()
         });
         let within = |ms| {
             rt_block(async {
@@ -230,7 +227,7 @@ mod tests {
             })
         };
         assert!(!within(20), "stopped ticker must not tick");
-        t.start().unwrap();
+        t.start(Duration::from_millis(2)).unwrap();
         let start = std::time::Instant::now();
         for _ in 0..5 {
             assert!(within(2000));
