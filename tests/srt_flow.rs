@@ -310,6 +310,19 @@ fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
             &fx.dir,
         ),
     );
+    // Anyone can send to a listener port: hostile datagrams first (the fuzz finds among
+    // them once aborted the process), then the real caller must get through untouched.
+    let hostile = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in hostile_srt_datagrams() {
+        hostile.send_to(&d, ("127.0.0.1", port)).unwrap();
+    }
+    let (code, _) = q.api("GET", "/healthz", None);
+    assert_eq!(
+        code,
+        200,
+        "quoll died on hostile datagrams; log:\n{}",
+        q.log()
+    );
     let _slt = slt(&[
         &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
         &format!("srt://127.0.0.1:{port}?mode=caller&latency=200&passphrase={PASS}&pbkeylen=16"),
@@ -335,6 +348,37 @@ fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
     assert_eq!(f["input"]["packets"], (reference.len() / 188) as u64);
     let (status, _) = q.terminate();
     assert!(status.success());
+}
+
+/// The `srt_packet` fuzz seeds (crashes found in upstream srt-protocol, kept as
+/// regressions) and 600 generated control packets: handshakes and SRT extensions (type
+/// 0x7FFF, every extension type) with random lengths and bytes, from a fixed seed.
+fn hostile_srt_datagrams() -> Vec<Vec<u8>> {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/srt_packet");
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&seeds)
+        .expect("fuzz seeds")
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(out.len() >= 2, "seeds missing in {}", seeds.display());
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..600u32 {
+        let mut d = if i % 2 == 0 {
+            vec![0x80, 0x00]
+        } else {
+            vec![0xFF, 0xFF]
+        };
+        d.extend_from_slice(&((i % 10) as u16).to_be_bytes());
+        let len = 12 + (next() % 80) as usize;
+        d.extend((0..len).map(|_| next() as u8));
+        out.push(d);
+    }
+    out
 }
 
 /// quoll's input as caller reading a srt-live-transmit listener. quoll starts first: its

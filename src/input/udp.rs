@@ -101,12 +101,11 @@ impl UdpInput {
         stats: Rc<InputStats>,
         epoch: Instant,
     ) -> InputError {
-        let (armed, ticker) = match OneShotReadable::new(self.socket.as_fd())
-            .and_then(|a| Ok((a, Ticker::new()?)))
-        {
-            Ok(w) => w,
-            Err(e) => return InputError::Receive(e),
-        };
+        let (armed, ticker) =
+            match OneShotReadable::new(self.socket.as_fd()).and_then(|a| Ok((a, Ticker::new()?))) {
+                Ok(w) => w,
+                Err(e) => return InputError::Receive(e),
+            };
         let mut batch = RecvBatch::new(BATCH);
         let mut seq = SeqTracker::default();
         let mut cadence = Cadence::new();

@@ -272,7 +272,9 @@ bitflags! {
 }
 
 fn le_bytes_to_string(le_bytes: &mut impl Buf) -> Result<String, PacketParseError> {
-    if le_bytes.remaining() % 4 != 0 {
+    // QUOLL PATCH: an empty string extension read a word past the end (panic, found by
+    // fuzzing: one datagram to a listener port aborted the process).
+    if le_bytes.remaining() == 0 || le_bytes.remaining() % 4 != 0 {
         return Err(PacketParseError::NotEnoughData);
     }
 
@@ -365,6 +367,10 @@ impl SrtControlPacket {
                 )))
             }
             8 => {
+                // QUOLL PATCH: the length was not checked (panic on a short extension).
+                if buf.remaining() < 4 {
+                    return Err(PacketParseError::NotEnoughData);
+                }
                 let ty = buf.get_u8().into();
                 let flags = GroupFlags::from_bits_truncate(buf.get_u8());
                 let weight = buf.get_u16_le();
