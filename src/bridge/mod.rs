@@ -30,6 +30,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
 use crate::config::{BridgeConfig, BridgeStreamConfig};
+use crate::events::Events;
 use crate::flow::manager::FlowTaps;
 use crate::rtsp;
 use crate::ts::packet::{PACKET_LEN, SYNC_BYTE};
@@ -229,6 +230,8 @@ pub struct Bridge {
     taps: FlowTaps,
     launcher: Launcher,
     counters: Counters,
+    /// Where the core's `bridge` events (session errored, stream recovered) are raised.
+    events: Events,
     epoch: Instant,
     me: Weak<Bridge>,
 }
@@ -250,13 +253,20 @@ pub enum Refused {
 
 impl Bridge {
     /// A bridge for `cfg` (none: no streams), with the real workers.
-    pub fn new(cfg: Option<&BridgeConfig>, taps: FlowTaps) -> Rc<Bridge> {
-        Self::with_launcher(cfg, taps, |k| std::env::var(k).ok(), Rc::new(real_worker))
+    pub fn new(cfg: Option<&BridgeConfig>, taps: FlowTaps, events: Events) -> Rc<Bridge> {
+        Self::with_launcher(
+            cfg,
+            taps,
+            events,
+            |k| std::env::var(k).ok(),
+            Rc::new(real_worker),
+        )
     }
 
     pub fn with_launcher(
         cfg: Option<&BridgeConfig>,
         taps: FlowTaps,
+        events: Events,
         env: impl Fn(&str) -> Option<String>,
         launcher: Launcher,
     ) -> Rc<Bridge> {
@@ -289,6 +299,7 @@ impl Bridge {
             taps,
             launcher,
             counters: Counters::default(),
+            events,
             epoch: now,
             me: me.clone(),
         })
@@ -439,7 +450,11 @@ impl Bridge {
                         k.notify_one();
                     }
                 }
+                // Logged by the core; its event comes as the `RaiseEvent` after it.
                 Action::Errored { .. } => {}
+                Action::RaiseEvent(event) => {
+                    self.events.raise(event);
+                }
                 Action::Destroyed { stream_id, .. } => {
                     self.rings.borrow_mut().remove(&stream_id);
                 }
