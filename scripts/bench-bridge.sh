@@ -5,11 +5,15 @@
 # Not part of the test command (it takes a few minutes).
 #
 #   scripts/bench-bridge.sh [-d SECONDS] [--clients "1 10 50"] [--rate 4000] [--size 640x360]
+#                           [--quoll PATH] [--workers "inproc ffmpeg"]
 #
 # Per case: N viewers (examples/ws_sink.rs) read the stream for SECONDS after a warm-up.
-# Measured: CPU of quoll (and of its ffmpeg child for the ffmpeg worker), utime+stime from
-# /proc/PID/stat over the window, in % of one core; peak RSS sampled every 0.5 s over the
-# window (quoll + ffmpeg child); bytes each viewer got (min) as a check that nobody starved.
+# --quoll runs that binary instead of building target/release/quoll (to compare two builds
+# in one run, against the same camera). --workers picks the cases.
+# Measured: CPU of quoll (and of its ffmpeg child for the ffmpeg worker), the threads' run
+# time in ns from /proc/PID/task/*/schedstat over the window (`cpu_ns`), in % of one core;
+# peak RSS sampled every 0.5 s over the window (quoll + ffmpeg child); bytes each viewer got
+# (min) as a check that nobody starved.
 # The camera (x264 encoding) runs on the same machine: its CPU is not counted.
 # Output: a markdown table on stdout and in bench-out/bench-bridge-DATE.md (+ latest).
 set -euo pipefail
@@ -20,13 +24,17 @@ DUR=15
 CLIENTS="1 10 50"
 RATE=4000
 SIZE=640x360
+QUOLL=
+WORKERS="inproc ffmpeg"
 while [ $# -gt 0 ]; do
     case "$1" in
         -d | --duration) DUR=$2; shift 2 ;;
         --clients) CLIENTS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --size) SIZE=$2; shift 2 ;;
-        *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+        --quoll) QUOLL=$2; shift 2 ;;
+        --workers) WORKERS=$2; shift 2 ;;
+        *) sed -n '2,18p' "$0" >&2; exit 2 ;;
     esac
 done
 PY=${QUOLL_GST_PYTHON:-/usr/bin/python3}
@@ -36,10 +44,13 @@ OUT=bench-out
 mkdir -p "$OUT"
 bench_scratch
 
-echo "building release quoll and ws_sink ..." >&2
-cargo build --release -q --bin quoll
+if [ -z "$QUOLL" ]; then
+    echo "building release quoll ..." >&2
+    cargo build --release -q --bin quoll
+    QUOLL=target/release/quoll
+fi
+echo "building release ws_sink ..." >&2
 cargo build --release -q --example ws_sink
-QUOLL=target/release/quoll
 SINK=target/release/examples/ws_sink
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -70,7 +81,7 @@ ffmpeg_pid() {
 }
 
 ROWS=()
-for worker in inproc ffmpeg; do
+for worker in $WORKERS; do
     for n in $CLIENTS; do
         # The viewers outlast the window (warm-up 3 s, sampling overshoot) by a margin.
         "$SINK" "ws://127.0.0.1:$API/ws/stream/$worker" "$n" $((DUR + 8)) >"$TMP/sink.out" &

@@ -16,6 +16,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
+use crate::net::gate::{self, RecvGate};
 use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
 
 /// Timestamps start this far into the 90 kHz clock, so the PCR (which runs behind) is
@@ -117,6 +118,35 @@ pub struct Puller {
     /// Whether the last `next` wrote a video frame (or there is no video): a good moment
     /// to hand the TS on, so audio frames travel with the next video frame.
     pub flush_point: bool,
+    /// The RTSP connection's socket (TCP transport, when it could be told apart), for
+    /// [`Puller::hold`]. Declared before `demuxed` is dropped: see `Drop`.
+    gate: Option<RecvGate>,
+    held: bool,
+    /// Let through by `pass`, held again once retina has read the socket dry.
+    open: Open,
+}
+
+/// Where a held connection is between two ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Held,
+    /// `pass` lowered the mark; the reactor has not delivered the readiness yet, so a
+    /// Pending now says nothing about the socket.
+    Released,
+    /// Retina has read since: its next Pending is an `EAGAIN`, the socket is dry.
+    Reading,
+}
+
+impl Drop for Puller {
+    /// A held socket goes back to the default before retina (dropped after this) tears the
+    /// session down, so nothing it still reads waits for a tick that will not come.
+    fn drop(&mut self) {
+        if self.held
+            && let Some(g) = &self.gate
+        {
+            let _ = g.release();
+        }
+    }
 }
 
 /// DESCRIBE, SETUP every H.264/H.265/AAC stream, PLAY. The whole exchange is bounded by
@@ -132,9 +162,14 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
     let opts = SessionOptions::default()
         .creds(src.creds.clone())
         .user_agent(format!("quoll/{}", env!("CARGO_PKG_VERSION")));
+    // The RTSP connection is opened by DESCRIBE: the descriptors open before it tell
+    // retina's socket apart afterwards (`net::gate`).
+    let fds_before = (!src.udp).then(gate::open_fds);
     let mut session = Session::describe(src.url.clone(), opts)
         .await
         .map_err(|e| e.to_string())?;
+    let port = src.url.port().unwrap_or(554);
+    let gate = fds_before.and_then(|before| RecvGate::find_new(&before, port));
     let mut kinds = Vec::new();
     let mut names = Vec::new();
     let mut map = vec![None; session.streams().len()];
@@ -183,6 +218,9 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
         has_video: kinds.iter().any(|k| k.is_video()),
         keyed: false,
         flush_point: false,
+        gate,
+        held: false,
+        open: Open::Held,
         mux: TsMuxer::new(&kinds),
         map,
         codecs: names.join("+"),
@@ -190,11 +228,62 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
 }
 
 impl Puller {
+    /// Hold back the connection's wake-ups until [`pass`](Self::pass) (see `net::gate`).
+    /// False when that cannot be done (UDP transport, socket not found, setsockopt
+    /// refused): the caller then reads as data comes, without ticking.
+    pub fn hold(&mut self) -> bool {
+        self.held = self.gate.as_ref().is_some_and(|g| g.hold().is_ok());
+        self.held
+    }
+
+    /// Let what the held connection queued through: the next `next` calls read it all,
+    /// and the first one that finds the socket dry holds it again. (It cannot be held again
+    /// at once: epoll asks the socket whether it is readable when it hands the event out,
+    /// and a held socket says no.)
+    pub fn pass(&mut self) {
+        if self.held
+            && self.open == Open::Held
+            && let Some(g) = &self.gate
+        {
+            match g.release() {
+                Ok(()) => self.open = Open::Released,
+                Err(e) => {
+                    // Cannot happen on an open socket; if it does, stop holding, not stall.
+                    tracing::warn!("rtsp: SO_RCVLOWAT: {e}");
+                    self.held = false;
+                }
+            }
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
     /// Waits for the next frame and appends its TS packets to `out` (possibly none, for
     /// items that are not frames). An error or the end of the stream ends the session.
     pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         self.flush_point = !self.has_video;
-        match self.demuxed.next().await {
+        let item = std::future::poll_fn(|cx| {
+            let p = self.demuxed.poll_next_unpin(cx);
+            match (p.is_pending(), self.open) {
+                (false, Open::Released) => self.open = Open::Reading,
+                // Retina read until EAGAIN and waits for readability: hold the socket
+                // again, so what comes next waits for the next `pass`.
+                (true, Open::Reading) => {
+                    self.open = Open::Held;
+                    if let Some(g) = &self.gate
+                        && g.hold().is_err()
+                    {
+                        self.held = false;
+                    }
+                }
+                _ => {}
+            }
+            p
+        })
+        .await;
+        match item {
             None => Err("the camera ended the stream".into()),
             Some(Err(e)) => Err(e.to_string()),
             Some(Ok(CodecItem::VideoFrame(f))) => {

@@ -13,7 +13,8 @@
 //! - an unexpected worker exit restarts the worker after `restart_delay`, keeping clients;
 //! - a manual stop never restarts, and clears (detaches) the clients;
 //! - every restart counts; at `max_restarts` the session goes to `errored` (an error is
-//!   logged, an [`Action::Errored`] emitted) and stops retrying, clients stay attached;
+//!   logged, an [`Action::Errored`] and the critical `bridge` event emitted) and stops
+//!   retrying, clients stay attached;
 //! - every `sweep_interval` the manager restarts a `running` session with clients whose last
 //!   data is older than `idle_timeout`, destroys sessions without clients, and leaves
 //!   sessions that are not running alone;
@@ -24,12 +25,20 @@
 //! is ignored; a restart that the manager asked for (idle recovery) starts the new worker as
 //! soon as the old one has exited, without the delay; a client attaching to an `errored`
 //! session is an operator retry: the restart count is reset and the worker started again.
+//!
+//! Events follow the events seed's deduplication rule (transitions only, once per cycle):
+//! the `errored` event is raised once per stream until the stream delivers media again,
+//! which raises the `recovered` event. A viewer page that keeps reloading an errored stream
+//! (each reload a new session that fails again) therefore raises one alarm, not one per
+//! reload; the log still has a `session errored` line for each.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+
+use crate::events::Event;
 
 /// The recovery knobs (the seed's four variables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,6 +189,8 @@ pub enum Action {
         restart_count: u32,
         error: String,
     },
+    /// Raise this event (the bridge's `errored` and `recovered` events).
+    RaiseEvent(Event),
     /// The session is gone; drop everything the shell keeps for it.
     Destroyed {
         stream_id: String,
@@ -221,6 +232,10 @@ pub struct Session {
     restart_requested: bool,
     /// When the delayed restart is due.
     restart_at: Option<Instant>,
+    /// The stream's `errored` event is raised and not yet cleared: the next data clears it.
+    /// A copy of the manager's per-stream latch, so `worker_data` (called for every batch
+    /// of TS) tests a bool instead of looking a string up.
+    alarmed: bool,
 }
 
 /// The serializable view of a session (the seed's snapshot fields; times in Unix ms).
@@ -275,6 +290,20 @@ pub struct StreamManager {
     next_sweep: Instant,
     actions: VecDeque<Action>,
     stats: RuntimeStats,
+    /// Streams whose `errored` event was raised and that have not delivered media since.
+    /// Kept per stream, not per session: a session without clients is destroyed, and the
+    /// next viewer's new session must not raise the same alarm again.
+    alarmed: BTreeSet<String>,
+}
+
+/// What ended a worker, in words: its own error, else its exit code or signal.
+fn exit_cause(exit: &Exit) -> String {
+    match (&exit.error, exit.code, exit.signal) {
+        (Some(e), _, _) => e.clone(),
+        (None, Some(code), _) => format!("exited with code {code}"),
+        (None, None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None, None) => "worker exited".into(),
+    }
 }
 
 /// Unix milliseconds of `t`, given one moment seen on both clocks.
@@ -308,6 +337,7 @@ impl Session {
             manual_stop: false,
             restart_requested: false,
             restart_at: None,
+            alarmed: false,
         }
     }
 
@@ -362,6 +392,7 @@ impl StreamManager {
             next_sweep: now + timing.sweep_interval,
             actions: VecDeque::new(),
             stats: RuntimeStats::default(),
+            alarmed: BTreeSet::new(),
         }
     }
 
@@ -423,10 +454,9 @@ impl StreamManager {
             let id = self.next_session;
             self.next_session += 1;
             self.stats.sessions_created += 1;
-            self.sessions.insert(
-                stream_id.to_owned(),
-                Session::new(stream_id.into(), id, now),
-            );
+            let mut session = Session::new(stream_id.into(), id, now);
+            session.alarmed = self.alarmed.contains(stream_id);
+            self.sessions.insert(stream_id.to_owned(), session);
             tracing::info!(streamId = stream_id, sessionId = id, "session created");
             self.start_worker(stream_id, now);
         }
@@ -553,7 +583,17 @@ impl StreamManager {
         };
         s.last_data_at = Some(now);
         s.bytes += bytes as u64;
+        let cleared = std::mem::take(&mut s.alarmed);
+        let (stream_id, sid) = (s.stream_id.clone(), s.session_id);
         self.stats.bytes += bytes as u64;
+        if cleared {
+            self.alarmed.remove(&stream_id);
+            tracing::info!(streamId = %stream_id, sessionId = sid, "stream recovered");
+            self.actions
+                .push_back(Action::RaiseEvent(Event::bridge_stream_recovered(
+                    &stream_id, sid,
+                )));
+        }
     }
 
     /// The worker ended (exited, was killed, failed to spawn, or lost its source).
@@ -598,11 +638,8 @@ impl StreamManager {
         if s.restart_count >= max {
             s.state = SessionState::Errored;
             s.restart_at = None;
-            let error = format!(
-                "gave up after {} restarts{}",
-                s.restart_count,
-                exit.error.map(|e| format!(": {e}")).unwrap_or_default()
-            );
+            let cause = exit_cause(&exit);
+            let error = format!("gave up after {} restarts: {cause}", s.restart_count);
             tracing::error!(
                 streamId = %stream_id,
                 sessionId = sid,
@@ -613,12 +650,26 @@ impl StreamManager {
             );
             s.last_error = Some(error.clone());
             self.stats.errored += 1;
+            let restart_count = s.restart_count;
+            // The seed's "error event", once per failure cycle of the stream (see the top).
+            let event = self.alarmed.insert(stream_id.clone()).then(|| {
+                s.alarmed = true;
+                let mut e = Event::bridge_stream_errored(&stream_id, sid, restart_count, &cause);
+                if let Some(code) = exit.code {
+                    e = e.with_detail("lastExitCode", code);
+                }
+                if let Some(signal) = exit.signal {
+                    e = e.with_detail("lastExitSignal", signal);
+                }
+                e
+            });
             self.actions.push_back(Action::Errored {
                 stream_id,
                 session_id: sid,
-                restart_count: s.restart_count,
+                restart_count,
                 error,
             });
+            self.actions.extend(event.map(Action::RaiseEvent));
             return;
         }
         s.state = SessionState::Restarting;

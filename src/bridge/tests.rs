@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lifecycle::*;
+use crate::events::{Category, Event, Severity};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -169,6 +170,27 @@ impl Harness {
             .count()
     }
 
+    /// The events the core asked the shell to raise, in order.
+    fn events(&self) -> Vec<&Event> {
+        self.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::RaiseEvent(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Crashes the stream's worker until the session is `errored` (`max_restarts` + 1 exits).
+    fn crash_until_errored(&mut self, stream: &str) {
+        for _ in 0..timing().max_restarts {
+            self.crash(stream, 1);
+            self.advance(500 * MS);
+        }
+        self.crash(stream, 1);
+        assert_eq!(self.session(stream).state, SessionState::Errored);
+    }
+
     fn destroyed(&self, stream: &str) -> bool {
         self.log
             .iter()
@@ -315,6 +337,142 @@ mod session_lifecycle {
         assert_eq!(h.starts(), 4, "no retry after errored");
         assert_eq!(h.session("cam").state, SessionState::Errored);
         assert_eq!(h.mgr.stats().errored, 1);
+        assert_eq!(h.events().len(), 1, "one error event, not one per sweep");
+    }
+
+    #[test]
+    fn errored_raises_a_critical_bridge_event_with_the_session_details() {
+        let mut h = Harness::new();
+        let sid = h.attach("cam", 1);
+        // Restarts on the way are not events: they are being retried.
+        for _ in 0..3 {
+            h.crash("cam", 1);
+            h.advance(500 * MS);
+        }
+        assert!(h.events().is_empty());
+        h.crash("cam", 1);
+        let events = h.events();
+        assert_eq!(events.len(), 1);
+        let e = events[0];
+        assert_eq!(e.severity, Severity::Critical);
+        assert_eq!(e.category, Category::Bridge);
+        assert_eq!(
+            e.message,
+            "Bridge stream 'cam' stopped after 3 restarts: boom"
+        );
+        assert_eq!(e.flow_id, None);
+        let d = serde_json::Value::Object(e.details.clone());
+        assert_eq!(
+            d,
+            serde_json::json!({"streamId": "cam", "sessionId": sid, "restartCount": 3,
+                               "lastError": "boom", "lastExitCode": 1})
+        );
+        // The state change is reported first, then the event.
+        let errored = h
+            .log
+            .iter()
+            .position(|a| matches!(a, Action::Errored { .. }))
+            .unwrap();
+        assert!(matches!(h.log[errored + 1], Action::RaiseEvent(_)));
+    }
+
+    #[test]
+    fn an_exit_without_a_reason_is_described_by_its_code_or_signal() {
+        let mut h = Harness::new();
+        h.mgr = StreamManager::new(
+            Timing {
+                max_restarts: 0,
+                ..timing()
+            },
+            8,
+            h.now,
+        );
+        h.attach("cam", 1);
+        let w = h.live_worker("cam").unwrap();
+        h.mgr.worker_exited(
+            h.now,
+            w,
+            Exit {
+                signal: Some(9),
+                ..Exit::default()
+            },
+        );
+        h.drive();
+        let e = h.events()[0].clone();
+        assert_eq!(
+            e.message,
+            "Bridge stream 'cam' stopped after 0 restarts: killed by signal 9"
+        );
+        assert_eq!(e.details["lastExitSignal"], 9);
+        assert!(!e.details.contains_key("lastExitCode"));
+        assert_eq!(
+            h.session("cam").last_error.as_deref(),
+            Some("gave up after 0 restarts: killed by signal 9")
+        );
+    }
+
+    #[test]
+    fn a_retry_that_delivers_media_raises_recovered_once() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.crash_until_errored("cam");
+        // A new viewer retries; the worker runs but the stream is not back before data.
+        let sid = h.attach("cam", 2);
+        assert_eq!(h.session("cam").state, SessionState::Running);
+        assert_eq!(h.events().len(), 1);
+        h.data("cam");
+        h.drive();
+        h.advance(100 * MS);
+        h.data("cam");
+        h.drive();
+        let events = h.events();
+        assert_eq!(events.len(), 2, "{events:#?}");
+        let e = events[1];
+        assert_eq!(e.severity, Severity::Info);
+        assert_eq!(e.category, Category::Bridge);
+        assert_eq!(e.message, "Bridge stream 'cam' recovered");
+        assert_eq!(e.details["streamId"], "cam");
+        assert_eq!(e.details["sessionId"], sid);
+    }
+
+    #[test]
+    fn an_errored_stream_raises_once_per_cycle_across_sessions() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.crash_until_errored("cam");
+        // The viewer reloads the page: the session goes, the next one fails the same way.
+        h.detach(1, DetachReason::Close);
+        assert!(h.destroyed("cam"));
+        h.attach("cam", 2);
+        h.crash_until_errored("cam");
+        assert_eq!(h.mgr.stats().errored, 2, "both are counted and logged");
+        assert_eq!(h.events().len(), 1, "but the alarm is raised once");
+        // Once it delivered again, the next failure is a new cycle with its own alarm.
+        h.detach(2, DetachReason::Close);
+        h.attach("cam", 3);
+        h.data("cam");
+        h.drive();
+        h.crash_until_errored("cam");
+        let messages: Vec<&str> = h.events().iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Bridge stream 'cam' stopped after 3 restarts: boom",
+                "Bridge stream 'cam' recovered",
+                "Bridge stream 'cam' stopped after 3 restarts: boom",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_that_never_errored_raises_nothing_on_data() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        h.crash("cam", 1);
+        h.advance(500 * MS);
+        h.data("cam");
+        h.drive();
+        assert!(h.events().is_empty());
     }
 
     #[test]
@@ -658,6 +816,7 @@ mod shell {
 
     use super::super::{Bridge, Exit, Launcher};
     use crate::config::BridgeConfig;
+    use crate::events::{Category, Events, Severity};
 
     pub fn run<F: std::future::Future>(f: F) -> F::Output {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -692,6 +851,52 @@ mod shell {
         })
     }
 
+    /// The shell raises the core's event through the node's `Events`: a camera that fails at
+    /// once, with `STREAM_MAX_RESTARTS=0`, is errored on its first exit.
+    #[test]
+    fn errored_session_raises_its_event_through_events() {
+        run(async {
+            let cfg = bridge_config(16);
+            let events = Events::in_memory(16);
+            let failing: Launcher = Rc::new(|_spec, ctx| {
+                Box::pin(async move {
+                    ctx.started(None);
+                    Exit {
+                        error: Some("rtsp: 401 Unauthorized".into()),
+                        ..Exit::default()
+                    }
+                })
+            });
+            let b = Bridge::with_launcher(
+                Some(&cfg),
+                Default::default(),
+                events.clone(),
+                |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
+                failing,
+            );
+            let _client = b.attach("cam").unwrap();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(b.snapshots()[0].state, super::SessionState::Errored);
+            let raised = events.snapshot();
+            assert_eq!(raised.len(), 1, "{raised:#?}");
+            let e = &raised[0].event;
+            assert_eq!(
+                (e.severity, e.category),
+                (Severity::Critical, Category::Bridge)
+            );
+            assert_eq!(
+                e.message,
+                "Bridge stream 'cam' stopped after 0 restarts: rtsp: 401 Unauthorized"
+            );
+            assert_eq!(e.details["streamId"], "cam");
+            assert_eq!(e.details["sessionId"], b.snapshots()[0].session_id);
+            assert_eq!(e.details["restartCount"], 0);
+            b.shutdown().await;
+        });
+    }
+
     fn packets(n: usize, tag: u8) -> Vec<u8> {
         let mut v = vec![tag; n * 188];
         for p in v.chunks_mut(188) {
@@ -704,8 +909,13 @@ mod shell {
     fn slow_client_is_dropped_and_never_slows_the_fast_one() {
         run(async {
             let cfg = bridge_config(16);
-            let b =
-                Bridge::with_launcher(Some(&cfg), Default::default(), |_| None, idle_launcher());
+            let b = Bridge::with_launcher(
+                Some(&cfg),
+                Default::default(),
+                Events::in_memory(16),
+                |_| None,
+                idle_launcher(),
+            );
             tokio::task::spawn_local(b.clone().run());
             // Fast client: reads everything. Slow client: a 2 KiB pipe it never reads.
             let (fast_srv, fast_cli) = tokio::io::duplex(1 << 20);

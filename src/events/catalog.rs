@@ -4,8 +4,10 @@
 //! Messages use plain ASCII quotes (the seed's typographic quotes are a rendering artefact
 //! of its source page). The seed's tables are the contract: 10 categories, 47 events,
 //! 21 info / 16 warning / 10 critical (its "By Severity" summary miscounts; the tables win).
-//! Quoll adds one category of its own, `storage`, for the event log itself; it is kept out of
-//! the seed's counts and listed separately in `docs/events.md`.
+//! Quoll adds two categories of its own, `storage` for the event log itself and `bridge` for
+//! the RTSP->WebSocket bridge's sessions; they are kept out of the seed's counts and listed
+//! separately in `docs/events.md`. The manager takes any category string (it only bounds
+//! its length), so they are sent as they are, like the seed's.
 
 use std::fmt;
 
@@ -57,10 +59,12 @@ pub enum Category {
     Config,
     /// Quoll's own: the durable event log (not in the seed).
     Storage,
+    /// Quoll's own: the RTSP->WebSocket bridge's sessions (not in the seed).
+    Bridge,
 }
 
 impl Category {
-    pub const ALL: [Category; 11] = [
+    pub const ALL: [Category; 12] = [
         Category::Flow,
         Category::Srt,
         Category::Redundancy,
@@ -72,6 +76,7 @@ impl Category {
         Category::Manager,
         Category::Config,
         Category::Storage,
+        Category::Bridge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +92,7 @@ impl Category {
             Category::Manager => "manager",
             Category::Config => "config",
             Category::Storage => "storage",
+            Category::Bridge => "bridge",
         }
     }
 
@@ -96,7 +102,7 @@ impl Category {
 
     /// Whether the category comes from the seed catalog (the manager knows it).
     pub fn is_seed(self) -> bool {
-        self != Category::Storage
+        !matches!(self, Category::Storage | Category::Bridge)
     }
 }
 
@@ -107,7 +113,7 @@ impl fmt::Display for Category {
 }
 
 /// One operational event, as the manager receives it in an `event` message's payload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     pub severity: Severity,
     pub category: Category,
@@ -569,6 +575,50 @@ impl Event {
         )
         .with_detail("skipped", skipped)
     }
+
+    // ---- bridge (Quoll's own, not in the seed) ----------------------------------------
+
+    /// A bridge session reached `STREAM_MAX_RESTARTS` and stopped retrying
+    /// (`shared/seeds/runtime-recovery.txt`: "enters an error state, logs an error event").
+    ///
+    /// Critical, not warning: the viewers of this camera see nothing from now on and Quoll
+    /// will not try again by itself (only a new viewer retries), so somebody has to look at
+    /// the camera or its credentials. That is the seed's meaning of critical ("service-
+    /// impacting, investigate immediately"), the same level as `Flow input lost`; the
+    /// seed's warnings are for conditions that are still being retried.
+    ///
+    /// The details carry the session snapshot's own names (`streamId`, `sessionId`,
+    /// `restartCount`, `lastError`, `lastExitCode`, `lastExitSignal`), so the event can be
+    /// matched with `/healthz` and the bridge's log lines field for field.
+    pub fn bridge_stream_errored(
+        stream_id: &str,
+        session_id: u64,
+        restarts: impl fmt::Display + Into<Value> + Copy,
+        error: &str,
+    ) -> Self {
+        Self::new(
+            Critical,
+            C::Bridge,
+            format!("Bridge stream '{stream_id}' stopped after {restarts} restarts: {error}"),
+            None,
+        )
+        .with_detail("streamId", stream_id)
+        .with_detail("sessionId", session_id)
+        .with_detail("restartCount", restarts)
+        .with_detail("lastError", error)
+    }
+    /// A stream whose `bridge_stream_errored` was raised delivers media again (a new viewer
+    /// retried it). It clears the alarm, as a reconnection event does in the seed.
+    pub fn bridge_stream_recovered(stream_id: &str, session_id: u64) -> Self {
+        Self::new(
+            Info,
+            C::Bridge,
+            format!("Bridge stream '{stream_id}' recovered"),
+            None,
+        )
+        .with_detail("streamId", stream_id)
+        .with_detail("sessionId", session_id)
+    }
 }
 
 /// Every constructor once, with the seed's placeholder names as arguments, so each message
@@ -628,5 +678,7 @@ pub fn templates() -> Vec<Event> {
         Event::event_log_degraded("{error}"),
         Event::event_log_recovered(),
         Event::event_log_corrupt("{n}"),
+        Event::bridge_stream_errored("{id}", 0, "{n}", "{error}"),
+        Event::bridge_stream_recovered("{id}", 0),
     ]
 }

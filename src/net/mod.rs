@@ -2,8 +2,10 @@
 //! filtering, DSCP, TTL and buffer sizes. All through socket2. The sockets are plain
 //! non-blocking std sockets, not registered with tokio's reactor: the packet path decides
 //! when it wants to be woken ([`wake`] for inputs, `output::udp` for full send buffers).
-//! [`mmsg`] has the batched syscalls of the packet path.
+//! [`mmsg`] has the batched syscalls of the packet path; [`gate`] holds back the wake-ups of
+//! a TCP socket that a library owns (the in-process bridge worker's RTSP connection).
 
+pub mod gate;
 pub mod mmsg;
 pub mod wake;
 

@@ -118,10 +118,14 @@ impl Node {
             }
         }
         let bridge = match launcher {
-            None => Bridge::new(config.bridge.as_ref(), taps),
-            Some(l) => {
-                Bridge::with_launcher(config.bridge.as_ref(), taps, |k| std::env::var(k).ok(), l)
-            }
+            None => Bridge::new(config.bridge.as_ref(), taps, events.clone()),
+            Some(l) => Bridge::with_launcher(
+                config.bridge.as_ref(),
+                taps,
+                events.clone(),
+                |k| std::env::var(k).ok(),
+                l,
+            ),
         };
         let bridge_task = tokio::task::spawn_local(bridge.clone().run());
         Rc::new(Node {
