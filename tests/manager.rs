@@ -342,10 +342,19 @@ fn update_config_changes_one_flow_while_the_other_keeps_forwarding() {
     let data = ok(&r);
     assert_eq!(data["updated"], json!(["b"]), "{r}");
     assert_eq!(data["unchanged"], json!(["a"]), "{r}");
+    assert_eq!(data["restart_required"], false, "{r}");
     assert!(
         receive_until(&b2_rx, t(10), |d| d.len() >= 10).len() >= 10,
         "b moved"
     );
+
+    // A bridge stream added: saved, and the ack says it runs from the next start.
+    let mut cfg = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
+    cfg["bridge"] = json!({"streams": {"cam": {"rtsp_url": "rtsp://127.0.0.1:8554/cam"}}});
+    let r = fm.command(json!({"type": "update_config", "config": cfg}), t(20));
+    let data = ok(&r);
+    assert_eq!(data["restart_required"], true, "{r}");
+    assert_eq!(data["unchanged"], json!(["a", "b"]), "{r}");
 
     // a kept running through the update: its counters were never reset (a restart starts
     // them from zero) and its stream has no gap.

@@ -326,7 +326,10 @@ impl Node {
         }
 
         let mut diff = ConfigDiff {
-            restart_required: current.server != candidate.server,
+            // The HTTP server and the bridge are built once at start; a change to either is
+            // saved now and runs from the next start, and the ack says so.
+            restart_required: current.server != candidate.server
+                || current.bridge != candidate.bridge,
             ..ConfigDiff::default()
         };
         let new_flows = std::mem::take(&mut candidate.flows);
