@@ -90,7 +90,8 @@ impl UdpInput {
     /// a datagram arrives, which is forwarded at once. Busy, once datagrams come faster than
     /// one per [`cadence::START_PERIOD`]: the socket is disarmed and drained every period
     /// ([`Cadence`]: 1 to 10 ms, following the stream's rate) with as few `recvmmsg` calls as
-    /// it takes, until a tick finds it empty and the input goes idle again. While busy, arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
+    /// it takes, until a tick finds it empty and the input goes idle again. While busy,
+    /// arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
     /// output move a whole interval of datagrams, where waking per datagram cost a context
     /// switch and three syscalls each. A sparse stream stays idle, woken per datagram, which
     /// is then the cheaper way.
