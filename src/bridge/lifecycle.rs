@@ -232,10 +232,6 @@ pub struct Session {
     restart_requested: bool,
     /// When the delayed restart is due.
     restart_at: Option<Instant>,
-    /// The stream's `errored` event is raised and not yet cleared: the next data clears it.
-    /// A copy of the manager's per-stream latch, so `worker_data` (called for every batch
-    /// of TS) tests a bool instead of looking a string up.
-    alarmed: bool,
 }
 
 /// The serializable view of a session (the seed's snapshot fields; times in Unix ms).
@@ -337,7 +333,6 @@ impl Session {
             manual_stop: false,
             restart_requested: false,
             restart_at: None,
-            alarmed: false,
         }
     }
 
@@ -454,9 +449,10 @@ impl StreamManager {
             let id = self.next_session;
             self.next_session += 1;
             self.stats.sessions_created += 1;
-            let mut session = Session::new(stream_id.into(), id, now);
-            session.alarmed = self.alarmed.contains(stream_id);
-            self.sessions.insert(stream_id.to_owned(), session);
+            self.sessions.insert(
+                stream_id.to_owned(),
+                Session::new(stream_id.into(), id, now),
+            );
             tracing::info!(streamId = stream_id, sessionId = id, "session created");
             self.start_worker(stream_id, now);
         }
@@ -578,16 +574,20 @@ impl StreamManager {
 
     /// The worker produced `bytes` of output.
     pub fn worker_data(&mut self, now: Instant, worker: WorkerId, bytes: usize) {
+        // Called for every batch of TS: the stream id is only copied (to clear its alarm)
+        // while some stream is in alarm, which is rare.
+        let any_alarm = !self.alarmed.is_empty();
         let Some(s) = self.worker_session(worker) else {
             return;
         };
         s.last_data_at = Some(now);
         s.bytes += bytes as u64;
-        let cleared = std::mem::take(&mut s.alarmed);
-        let (stream_id, sid) = (s.stream_id.clone(), s.session_id);
+        let sid = s.session_id;
+        let alarmed = any_alarm.then(|| s.stream_id.clone());
         self.stats.bytes += bytes as u64;
-        if cleared {
-            self.alarmed.remove(&stream_id);
+        if let Some(stream_id) = alarmed
+            && self.alarmed.remove(&stream_id)
+        {
             tracing::info!(streamId = %stream_id, sessionId = sid, "stream recovered");
             self.actions
                 .push_back(Action::RaiseEvent(Event::bridge_stream_recovered(
@@ -653,7 +653,6 @@ impl StreamManager {
             let restart_count = s.restart_count;
             // The seed's "error event", once per failure cycle of the stream (see the top).
             let event = self.alarmed.insert(stream_id.clone()).then(|| {
-                s.alarmed = true;
                 let mut e = Event::bridge_stream_errored(&stream_id, sid, restart_count, &cause);
                 if let Some(code) = exit.code {
                     e = e.with_detail("lastExitCode", code);
