@@ -24,7 +24,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// The low-water mark while held: 1 MiB, 2 s of a 4 Mbit/s camera (the kernel caps it at
 /// half of `tcp_rmem`'s maximum).
@@ -96,48 +96,14 @@ impl RecvGate {
 
 /// The peer port of `fd` if it is a connected TCP socket (IPv4 or IPv6).
 fn tcp_peer_port(fd: RawFd) -> Option<u16> {
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a c_int of the given length; a descriptor that is not a
-    // socket just fails (ENOTSOCK).
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 || ty != libc::SOCK_STREAM {
+    // SAFETY: `fd` was listed open a moment ago and is only borrowed for these two queries;
+    // a descriptor closed meanwhile, or one that is not a socket, makes them fail.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    if sock.r#type().ok()? != socket2::Type::STREAM {
         return None;
     }
-    // SAFETY: sockaddr_storage is plain data, all-zero is valid; getpeername writes at most
-    // `len` bytes into it.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::getpeername(
-            fd,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return None;
-    }
-    match i32::from(addr.ss_family) {
-        // SAFETY: the family says which sockaddr the storage holds.
-        libc::AF_INET => Some(u16::from_be(unsafe {
-            (*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
-        })),
-        // SAFETY: as above.
-        libc::AF_INET6 => Some(u16::from_be(unsafe {
-            (*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port
-        })),
-        _ => None,
-    }
+    Some(sock.peer_addr().ok()?.as_socket()?.port())
 }
 
 #[cfg(test)]
