@@ -234,10 +234,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
         })
     };
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    // Waited for in a task of its own: the future given to the runtime is polled again
+    // each time any task wakes, and polling the two signal streams that often showed up in
+    // profiles of a busy node.
+    let _ = tokio::task::spawn_local(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
+    .await;
     if let Some(n) = &notifier {
         n.stopping();
     }

@@ -554,13 +554,25 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
     // TS is handed to the clients once per video frame (audio frames ride along with the
     // next one): fewer, larger WebSocket frames, a third of the wake-ups of one per frame.
     let mut out = Vec::with_capacity(64 * 1024);
+    // The stall deadline is re-armed only when it fires, from the time of the last item:
+    // one timer operation per `timeout` instead of one per frame.
+    let mut last_item = Instant::now();
+    let stall = tokio::time::sleep(timeout);
+    tokio::pin!(stall);
     loop {
         tokio::select! {
-            r = tokio::time::timeout(timeout, puller.next(&mut out)) => match r {
-                Err(_) => return failed(format!("no media for {} s", timeout.as_secs())),
-                Ok(Err(e)) => return failed(format!("rtsp: {e}")),
-                Ok(Ok(())) => {}
+            r = puller.next(&mut out) => match r {
+                Err(e) => return failed(format!("rtsp: {e}")),
+                Ok(()) => last_item = Instant::now(),
             },
+            () = &mut stall => {
+                let deadline = last_item + timeout;
+                if deadline <= Instant::now() {
+                    return failed(format!("no media for {} s", timeout.as_secs()));
+                }
+                stall.as_mut().reset(deadline.into());
+                continue;
+            }
             r = tick(ticker.as_ref()) => {
                 if let Err(e) = r {
                     return failed(format!("timerfd: {e}"));

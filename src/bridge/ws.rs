@@ -36,6 +36,10 @@ pub fn ws_config() -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(64 << 10);
     config.max_frame_size = Some(16 << 10);
+    // tungstenite zero-fills this much of its read buffer before every read attempt, and the
+    // client loop polls for the viewer's frames each time it wakes (once per video frame):
+    // the default 128 KiB was the loop's biggest cost.
+    config.read_buffer_size = 4 << 10;
     config.write_buffer_size = 0;
     config.max_write_buffer_size = 2 * MAX_FRAME + (64 << 10);
     config
