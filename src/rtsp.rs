@@ -6,7 +6,9 @@
 //! Annex B with parameter sets before every key frame and AAC in ADTS, which is what a TS
 //! carries, so `ts::mux` only packetizes.
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use retina::client::{
@@ -16,7 +18,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
-use crate::net::gate::{self, RecvGate};
+use crate::net::gate::{self, LowWater, MAX_HOLD, RecvGate};
 use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
 
 /// Timestamps start this far into the 90 kHz clock, so the PCR (which runs behind) is
@@ -118,33 +120,31 @@ pub struct Puller {
     /// Whether the last `next` wrote a video frame (or there is no video): a good moment
     /// to hand the TS on, so audio frames travel with the next video frame.
     pub flush_point: bool,
-    /// The RTSP connection's socket (TCP transport, when it could be told apart), for
-    /// [`Puller::hold`]. Declared before `demuxed` is dropped: see `Drop`.
+    /// The RTSP connection's socket (TCP transport, when it could be told apart), read in
+    /// batches once [`Puller::batch`] was called (`net::gate`). Declared before `demuxed`
+    /// is dropped: see `Drop`.
     gate: Option<RecvGate>,
-    held: bool,
-    /// Let through by `pass`, held again once retina has read the socket dry.
-    open: Open,
+    pace: Option<Pace>,
 }
 
-/// Where a held connection is between two ticks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Open {
-    Held,
-    /// `pass` lowered the mark; the reactor has not delivered the readiness yet, so a
-    /// Pending now says nothing about the socket.
-    Released,
-    /// Retina has read since: its next Pending is an `EAGAIN`, the socket is dry.
-    Reading,
+/// Reading in batches: the mark, and what the current wake-up has read so far.
+struct Pace {
+    low: LowWater,
+    /// Items were read since the socket was last found dry.
+    reading: bool,
+    bytes: usize,
+    /// Drops the mark to 1 when nothing came for `MAX_HOLD` (re-armed each wake-up).
+    guard: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Drop for Puller {
-    /// A held socket goes back to the default before retina (dropped after this) tears the
-    /// session down, so nothing it still reads waits for a tick that will not come.
+    /// The mark goes back to 1 before retina (dropped after this) tears the session down,
+    /// so nothing it still reads waits for bytes that will not come.
     fn drop(&mut self) {
-        if self.held
-            && let Some(g) = &self.gate
+        if let (Some(p), Some(g)) = (&self.pace, &self.gate)
+            && p.low.mark() > 1
         {
-            let _ = g.release();
+            let _ = g.set_mark(1);
         }
     }
 }
@@ -219,8 +219,7 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
         keyed: false,
         flush_point: false,
         gate,
-        held: false,
-        open: Open::Held,
+        pace: None,
         mux: TsMuxer::new(&kinds),
         map,
         codecs: names.join("+"),
@@ -228,61 +227,70 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
 }
 
 impl Puller {
-    /// Hold back the connection's wake-ups until [`pass`](Self::pass) (see `net::gate`).
-    /// False when that cannot be done (UDP transport, socket not found, setsockopt
-    /// refused): the caller then reads as data comes, without ticking.
-    pub fn hold(&mut self) -> bool {
-        self.held = self.gate.as_ref().is_some_and(|g| g.hold().is_ok());
-        self.held
+    /// Read the connection in batches from now on: about one frame interval of the
+    /// stream per wake-up instead of one TCP segment (see `net::gate`). False when that
+    /// cannot be done (UDP transport, socket not found): reads then follow the data.
+    pub fn batch(&mut self) -> bool {
+        if self.gate.is_some() && self.pace.is_none() {
+            self.pace = Some(Pace {
+                low: LowWater::new(),
+                reading: false,
+                bytes: 0,
+                guard: Box::pin(tokio::time::sleep(MAX_HOLD)),
+            });
+        }
+        self.pace.is_some()
     }
 
-    /// Let what the held connection queued through: the next `next` calls read it all,
-    /// and the first one that finds the socket dry holds it again. (It cannot be held again
-    /// at once: epoll asks the socket whether it is readable when it hands the event out,
-    /// and a held socket says no.)
-    pub fn pass(&mut self) {
-        if self.held
-            && self.open == Open::Held
-            && let Some(g) = &self.gate
-        {
-            match g.release() {
-                Ok(()) => self.open = Open::Released,
-                Err(e) => {
-                    // Cannot happen on an open socket; if it does, stop holding, not stall.
-                    tracing::warn!("rtsp: SO_RCVLOWAT: {e}");
-                    self.held = false;
-                }
+    /// One poll of retina's stream, keeping the batch accounts: a Pending after items is the
+    /// end of a wake-up (retina read until `EAGAIN`), where the mark may move.
+    fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<CodecItem, retina::Error>>> {
+        let p = self.demuxed.poll_next_unpin(cx);
+        let (Some(pace), Some(gate)) = (&mut self.pace, &self.gate) else {
+            return p;
+        };
+        if p.is_ready() {
+            pace.reading = true;
+            return p;
+        }
+        let mut mark = None;
+        if std::mem::take(&mut pace.reading) {
+            let now = Instant::now();
+            mark = pace.low.after_wake(now, std::mem::take(&mut pace.bytes));
+            if pace.low.mark() > 1 {
+                pace.guard.as_mut().reset((now + MAX_HOLD).into());
             }
         }
-    }
-
-    pub fn is_held(&self) -> bool {
-        self.held
+        if pace.low.mark() > 1 && pace.guard.as_mut().poll(cx).is_ready() {
+            // Whatever is queued becomes readable at once: the reactor wakes us.
+            mark = pace.low.quiet();
+        }
+        if let Some(m) = mark
+            && let Err(e) = gate.set_mark(m)
+        {
+            // Cannot happen on an open socket; if it does, read as data comes, not stall.
+            tracing::warn!("rtsp: SO_RCVLOWAT {m}: {e}");
+            let _ = gate.set_mark(1);
+            self.pace = None;
+        }
+        Poll::Pending
     }
 
     /// Waits for the next frame and appends its TS packets to `out` (possibly none, for
     /// items that are not frames). An error or the end of the stream ends the session.
     pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         self.flush_point = !self.has_video;
-        let item = std::future::poll_fn(|cx| {
-            let p = self.demuxed.poll_next_unpin(cx);
-            match (p.is_pending(), self.open) {
-                (false, Open::Released) => self.open = Open::Reading,
-                // Retina read until EAGAIN and waits for readability: hold the socket
-                // again, so what comes next waits for the next `pass`.
-                (true, Open::Reading) => {
-                    self.open = Open::Held;
-                    if let Some(g) = &self.gate
-                        && g.hold().is_err()
-                    {
-                        self.held = false;
-                    }
-                }
-                _ => {}
-            }
-            p
-        })
-        .await;
+        let item = std::future::poll_fn(|cx| self.poll_item(cx)).await;
+        if let (Some(p), Some(Ok(i))) = (&mut self.pace, &item) {
+            p.bytes += match i {
+                CodecItem::VideoFrame(f) => f.data().len(),
+                CodecItem::AudioFrame(f) => f.data().len(),
+                _ => 0,
+            };
+        }
         match item {
             None => Err("the camera ended the stream".into()),
             Some(Err(e)) => Err(e.to_string()),

@@ -58,6 +58,12 @@ fn inprocess_bridge_remuxes_shares_and_recovers_keeping_clients() {
     wait_for(Duration::from_secs(20), "both viewers get media", || {
         (a.bytes() > 300_000 && b.bytes() > 0).then_some(())
     });
+    // The worker found retina's socket and reads it in batches (`net::gate`).
+    assert!(
+        q.log().contains("batched=true"),
+        "the camera's socket is read in batches; log:\n{}",
+        q.log()
+    );
     let s = sessions(&q);
     assert_eq!(s.len(), 1, "one session for both clients: {s:?}");
     assert_eq!(s[0]["clientCount"], 2);

@@ -526,13 +526,6 @@ fn failed(e: String) -> Exit {
     }
 }
 
-/// How long the in-process worker lets its camera's data gather in the socket between
-/// reads (`net::gate`): one frame interval at 25 fps. It adds at most this to the latency
-/// (20 ms on average) and makes the worker wake 25 times a second instead of once per TCP
-/// segment (about 100 a second at 4 Mbit/s), with the frames of a tick going out to each
-/// client as one WebSocket message.
-pub const INPROCESS_TICK: Duration = Duration::from_millis(40);
-
 /// retina in-process: pull, remux, push. Ends on an RTSP error, a stall of `timeout`, or
 /// a stop.
 async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> Exit {
@@ -544,13 +537,9 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
         },
         _ = ctx.stop.notified() => return stopped(),
     };
-    // Hold the socket's wake-ups and let them through on a timerfd tick; without either
-    // (UDP transport, socket not found), read as data comes, as before.
-    let ticker = crate::net::wake::Ticker::new()
-        .and_then(|t| t.start(INPROCESS_TICK).map(|()| t))
-        .ok()
-        .filter(|_| puller.hold());
-    tracing::info!(streamId = %ctx.stream_id, sessionId = ctx.session_id, codecs = %puller.codecs, url = %source.shown(), batched = ticker.is_some(), "rtsp playing");
+    // About a frame interval of the camera per wake-up instead of a TCP segment.
+    let batched = puller.batch();
+    tracing::info!(streamId = %ctx.stream_id, sessionId = ctx.session_id, codecs = %puller.codecs, url = %source.shown(), batched, "rtsp playing");
     // TS is handed to the clients once per video frame (audio frames ride along with the
     // next one): fewer, larger WebSocket frames, a third of the wake-ups of one per frame.
     let mut out = Vec::with_capacity(64 * 1024);
@@ -573,13 +562,6 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
                 stall.as_mut().reset(deadline.into());
                 continue;
             }
-            r = tick(ticker.as_ref()) => {
-                if let Err(e) = r {
-                    return failed(format!("timerfd: {e}"));
-                }
-                puller.pass();
-                continue;
-            }
             _ = ctx.stop.notified() => return stopped(),
         }
         if puller.flush_point || out.len() >= 32 * 1024 {
@@ -589,14 +571,6 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
                 out = Vec::with_capacity(64 * 1024);
             }
         }
-    }
-}
-
-/// The next tick of `ticker`; never, without one.
-async fn tick(ticker: Option<&crate::net::wake::Ticker>) -> std::io::Result<()> {
-    match ticker {
-        Some(t) => t.tick().await,
-        None => std::future::pending().await,
     }
 }
 
