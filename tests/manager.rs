@@ -322,7 +322,10 @@ fn update_config_changes_one_flow_while_the_other_keeps_forwarding() {
     assert!(receive_until(&b_rx, t(10), |d| d.len() >= 10).len() >= 10);
     let (_, a_before) = q.api("GET", "/api/v1/flows/a", None);
 
-    // A push that nothing can run: refused, nothing changes.
+    // A push that nothing can run: refused, nothing changes (flow b in memory, the file).
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+    let (_, b_before) = q.api("GET", "/api/v1/flows/b", None);
     let mut bad = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
     bad["flows"][1]["outputs"][0]["dest_addr"] = json!("not-an-address");
     let r = fm.command(json!({"type": "update_config", "config": bad}), t(10));
@@ -333,6 +336,17 @@ fn update_config_changes_one_flow_while_the_other_keeps_forwarding() {
             .unwrap()
             .contains("config.flows[1].outputs[0].dest_addr"),
         "{r}"
+    );
+    let (_, b_after) = q.api("GET", "/api/v1/flows/b", None);
+    assert_eq!(b_after["config"], b_before["config"]);
+    assert_eq!(
+        b_after["config"]["outputs"][0]["dest_addr"],
+        format!("127.0.0.1:{b_out}")
+    );
+    assert_eq!(b_after["state"], "running");
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a refused push changed the config file"
     );
 
     // Move b's output; a must not notice.
@@ -432,6 +446,14 @@ fn every_command_action() {
         ),
         "port_conflict",
     );
+    assert_eq!(q.api("GET", "/api/v1/flows/c", None).0, 404);
+    assert!(
+        !read_json(&dir.path().join("config.json"))["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "c")
+    );
     failed(
         &fm.command(json!({"type": "create_flow", "flow": {"id": "x"}}), limit),
         "validation_error",
@@ -511,6 +533,17 @@ fn every_command_action() {
     // The manager re-pushes its tunnels on every connect: idempotent.
     let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": tunnel}), limit)).clone();
     assert_eq!(d["unchanged"], true);
+    // Also when its serializer puts the fields in another order.
+    let mut reordered = serde_json::Map::new();
+    for (k, v) in tunnel.as_object().unwrap().iter().rev() {
+        reordered.insert(k.clone(), v.clone());
+    }
+    assert_ne!(
+        Value::Object(reordered.clone()).to_string(),
+        tunnel.to_string()
+    );
+    let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": reordered}), limit)).clone();
+    assert_eq!(d["unchanged"], true, "key order changed the tunnel");
     let c = fm.command(json!({"type": "get_config"}), limit);
     assert_eq!(
         c["payload"]["tunnels"],
@@ -829,6 +862,299 @@ fn a_manager_that_stops_reading_blocks_neither_flows_nor_events() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(s.connections, 1, "the stall must not cost the connection");
     drop(s);
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_push_without_the_edge_blocks_keeps_them() {
+    let dir = TempDir::new("mgr-edge-blocks");
+    let (a_in, a_out) = (free_udp_port(), free_udp_port());
+    let mut fm = FakeManager::start(known_node());
+    let mut cfg = config(&dir, plain(&fm), json!([]));
+    cfg["bridge"] = json!({"idle_timeout_ms": 20000,
+        "streams": {"cam": {"rtsp_url": "rtsp://127.0.0.1:1/cam"}}});
+    cfg["x_edge"] = json!({"note": "mine"});
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    let shown = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
+    assert_eq!(shown["x_edge"], json!({"note": "mine"}));
+
+    // What a v0.4.x manager pushes: its own keys only.
+    let push = json!({"version": 1, "server": shown["server"].clone(),
+        "flows": [udp_flow("a", a_in, a_out)], "tunnels": []});
+    let r = fm.command(json!({"type": "update_config", "config": push}), t(20));
+    let data = ok(&r);
+    assert_eq!(data["created"], json!(["a"]), "{r}");
+    assert_eq!(
+        data["restart_required"], false,
+        "the bridge did not change: {r}"
+    );
+
+    // In memory...
+    let now = fm.command(json!({"type": "get_config"}), t(10))["payload"].clone();
+    assert_eq!(now["bridge"], shown["bridge"]);
+    assert_eq!(now["x_edge"], json!({"note": "mine"}));
+    assert_eq!(now["storage"], shown["storage"]);
+    assert_eq!(now["flows"][0]["id"], "a");
+    // ...and on disk.
+    let saved = read_json(&dir.path().join("config.json"));
+    assert_eq!(saved["bridge"]["idle_timeout_ms"], 20000);
+    assert_eq!(
+        saved["bridge"]["streams"]["cam"]["rtsp_url"],
+        "rtsp://127.0.0.1:1/cam"
+    );
+    assert_eq!(saved["x_edge"], json!({"note": "mine"}));
+    assert_eq!(saved["manager"]["node_secret"], NODE_SECRET);
+    assert_eq!(saved["flows"][0]["id"], "a");
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_flow_that_fails_to_start_is_rolled_back_and_the_ack_says_why() {
+    let dir = TempDir::new("mgr-rollback");
+    let (b_in, other) = (free_udp_port(), free_udp_port());
+    let (b_rx, b_out) = udp_receiver();
+    let mut fm = FakeManager::start(known_node());
+    let q = Quoll::start(
+        dir.path(),
+        &config(&dir, plain(&fm), json!([udp_flow("b", b_in, b_out)])),
+    );
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    let limit = t(10);
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+
+    // A port another process holds: validation cannot know, the start fails.
+    let squatter = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = squatter.local_addr().unwrap().port();
+    failed(
+        &fm.command(
+            json!({"type": "create_flow", "flow": udp_flow("c", busy, other)}),
+            limit,
+        ),
+        "port_conflict",
+    );
+    assert_eq!(q.api("GET", "/api/v1/flows/c", None).0, 404, "c was kept");
+    // An address this host does not have.
+    let mut d = udp_flow("d", other, other);
+    d["input"]["bind_addr"] = json!(format!("192.0.2.1:{other}"));
+    let r = fm.command(json!({"type": "create_flow", "flow": d}), limit);
+    failed(&r, "bind_failed");
+    assert_eq!(q.api("GET", "/api/v1/flows/d", None).0, 404, "d was kept");
+    // An update onto the busy port: b is back on its own config, running.
+    failed(
+        &fm.command(
+            json!({"type": "update_flow", "flow_id": "b", "flow": udp_flow("b", busy, b_out)}),
+            limit,
+        ),
+        "port_conflict",
+    );
+    let (code, b) = q.api("GET", "/api/v1/flows/b", None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        b["config"]["input"]["bind_addr"],
+        format!("127.0.0.1:{b_in}")
+    );
+    assert_eq!(b["state"], "running", "{b}");
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a failed command changed the config file"
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..20 {
+        tx.send_to(&datagram(n), ("127.0.0.1", b_in)).unwrap();
+    }
+    assert!(
+        !receive_until(&b_rx, t(10), |d| !d.is_empty()).is_empty(),
+        "b does not forward after the rollback"
+    );
+
+    // Once the cause is gone, the manager's retry is a plain create.
+    drop(squatter);
+    let c = ok(&fm.command(
+        json!({"type": "create_flow", "flow": udp_flow("c", busy, other)}),
+        limit,
+    ))
+    .clone();
+    assert_eq!(c["state"], "running");
+    // Exactly one config change happened: events arrive in order, so by the time the
+    // retry's event is in, the failures' would be too.
+    fm.expect("the retry's config event", limit, |s| {
+        s.has_event("Configuration updated")
+    });
+    let s = fm.state();
+    let updates = s
+        .events()
+        .iter()
+        .filter(|e| e["payload"]["message"] == "Configuration updated")
+        .count();
+    assert_eq!(updates, 1);
+    drop(s);
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_url_without_a_path_reaches_ws_node() {
+    let dir = TempDir::new("mgr-url-path");
+    let fm = FakeManager::start(known_node());
+    // The fake manager records any other upgrade path as a violation.
+    let url = format!("ws://127.0.0.1:{}", fm.port);
+    let manager = json!({ "urls": [url], "allow_plain_ws": true,
+                          "node_id": NODE_ID, "node_secret": NODE_SECRET });
+    let q = Quoll::start(dir.path(), &config(&dir, manager, json!([])));
+    fm.expect("auth", t(20), |s| s.auth_results == ["ok"]);
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn the_node_pings_and_detects_a_manager_that_stops_answering() {
+    let dir = TempDir::new("mgr-ping");
+    let fm = FakeManager::start(known_node());
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    // The manager never pings; the node does, 10 s after the link came up (and 10 s after
+    // each pong).
+    fm.expect("a WebSocket Ping from the node", t(20), |s| s.pings >= 1);
+    assert_eq!(fm.state().connections, 1, "an answered ping keeps the link");
+
+    // The manager hangs: it reads nothing more, so no Pong comes back. The node gives up
+    // on the link within ping interval + pong deadline (20 s) and reconnects.
+    let hung = Instant::now();
+    fm.set_reading(false);
+    fm.expect("a new connection", t(40), |s| {
+        s.connections >= 2 && s.auth_results == ["ok", "ok"]
+    });
+    assert!(
+        hung.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        hung.elapsed()
+    );
+    assert!(
+        wait_log(&q, "no pong within the deadline", t(5)),
+        "{}",
+        q.log()
+    );
+    fm.expect("the loss, reported on the new connection", t(20), |s| {
+        s.events().iter().any(|e| {
+            e["payload"]["message"] == "Manager connection lost, reconnecting"
+                && e["payload"]["details"]["reason"] == "no pong within the deadline"
+        })
+    });
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn the_auth_failed_event_reaches_the_manager_after_a_later_successful_auth() {
+    let dir = TempDir::new("mgr-auth-later");
+    let fm = FakeManager::start(known_node());
+    // The manager refuses the first auth (e.g. the node was briefly disabled), then accepts.
+    fm.update(|s| {
+        s.reject_auths = 1;
+        s.reject_message = "Node disabled".into();
+    });
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("the refused auth", t(20), |s| s.auth_results == ["error"]);
+    let refused = Instant::now();
+    // The auth backoff: 30-40 s, so the lockout (5 failures in 60 s) is never near.
+    fm.expect("the accepted auth", t(60), |s| {
+        s.auth_results == ["error", "ok"]
+    });
+    let waited = refused.elapsed();
+    assert!(
+        waited >= Duration::from_secs(25),
+        "retried after {waited:?}"
+    );
+    fm.expect(
+        "the critical event, delivered once the link is up",
+        t(20),
+        |s| {
+            s.has_event("Manager authentication failed: Node disabled")
+                && s.has_event("Connected to manager")
+        },
+    );
+    let s = fm.state();
+    let events = s.events();
+    let failed = events
+        .iter()
+        .position(|e| e["payload"]["message"] == "Manager authentication failed: Node disabled")
+        .unwrap();
+    assert_eq!(events[failed]["payload"]["severity"], "critical");
+    assert_eq!(events[failed]["payload"]["category"], "manager");
+    // Raised at the failure, not at the delivery.
+    let raised = parse_rfc3339_utc(events[failed]["timestamp"].as_str().unwrap()).unwrap();
+    let delivered = s.messages[0]
+        .at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        raised + 20_000 < delivered,
+        "raised {raised}, delivered {delivered}"
+    );
+    assert!(
+        events
+            .iter()
+            .skip(failed)
+            .any(|e| e["payload"]["message"] == "Connected to manager"),
+        "connected is reported after the failure"
+    );
+    drop(s);
+    drop(q);
+    assert_clean(&fm);
+}
+
+#[test]
+fn a_frame_too_large_to_read_costs_the_connection_not_the_node() {
+    let dir = TempDir::new("mgr-huge-frame");
+    let fm = FakeManager::start(known_node());
+    let q = Quoll::start(dir.path(), &config(&dir, plain(&fm), json!([])));
+    fm.expect("link up", t(20), |s| {
+        s.auth_results == ["ok"] && !s.of_type("health").is_empty()
+    });
+    use tokio_tungstenite::tungstenite::Message;
+    // Over the node's 16 MiB read limit (frames between 5 MB and that are read and
+    // ignored: see garbage_from_the_manager_is_ignored).
+    let sent = Instant::now();
+    fm.send(Message::text("x".repeat(17 << 20)));
+    fm.expect("the reconnect", t(20), |s| s.auth_results == ["ok", "ok"]);
+    // The normal backoff (1 s), not the auth backoff (30 s and more).
+    assert!(sent.elapsed() < t(10), "{:?}", sent.elapsed());
+    assert!(
+        wait_log(&q, "sent a frame too large to read", t(5)),
+        "{}",
+        q.log()
+    );
+    // Counted, and reported with the health of the new session.
+    fm.expect("health on the new connection", t(20), |s| {
+        s.of_type("health").iter().any(|r| r.conn == 1)
+    });
+    let h = fm
+        .state()
+        .of_type("health")
+        .into_iter()
+        .find(|r| r.conn == 1)
+        .unwrap()
+        .msg
+        .clone();
+    assert!(
+        h["payload"]["manager_link"]["oversize_frames"].as_u64() >= Some(1),
+        "{h}"
+    );
+    fm.expect("the loss event", t(20), |s| {
+        s.events().iter().any(|e| {
+            e["payload"]["message"] == "Manager connection lost, reconnecting"
+                && e["payload"]["details"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("too large"))
+        })
+    });
+    // The node itself never noticed.
+    assert_eq!(q.api("GET", "/api/v1/flows", None).0, 200);
     drop(q);
     assert_clean(&fm);
 }

@@ -443,9 +443,16 @@ pub struct ManagerUrl {
 }
 
 impl ManagerUrl {
+    /// The manager's port when a URL names none (`shared/spec/manager-protocol.md`), for
+    /// `wss://` and `ws://` alike.
+    pub const DEFAULT_PORT: u16 = 8443;
+    /// The manager's WebSocket endpoint, used when a URL has no path.
+    pub const DEFAULT_PATH: &'static str = "/ws/node";
+
     /// `wss://host[:port][/path]` or `ws://…`. No user info (credentials never go in a URL),
-    /// no fragment. A missing port is the scheme's (443 / 80); managers usually listen on
-    /// 8443, so write it.
+    /// no fragment. The manager's defaults fill what is left out: port
+    /// [`Self::DEFAULT_PORT`] (8443, not the scheme's 443/80) and, when there is no path at
+    /// all, [`Self::DEFAULT_PATH`] (`/ws/node`); a path that is written, even `/`, is kept.
     pub fn parse(s: &str) -> Result<ManagerUrl, String> {
         let (tls, rest) = if let Some(r) = s.strip_prefix("wss://") {
             (true, r)
@@ -456,10 +463,10 @@ impl ManagerUrl {
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+            None => (rest, ""),
         };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
+        let path = if path.is_empty() || path.starts_with('?') {
+            format!("{}{path}", Self::DEFAULT_PATH)
         } else {
             path.to_string()
         };
@@ -469,7 +476,7 @@ impl ManagerUrl {
         if path.contains('#') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("path must not contain a fragment, spaces or control characters".into());
         }
-        let default_port = if tls { 443 } else { 80 };
+        let default_port = Self::DEFAULT_PORT;
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or("unclosed '[' in host")?;
             h.parse::<std::net::Ipv6Addr>()

@@ -880,10 +880,28 @@ fn manager_block_is_typed_and_validated_by_path() {
             path: "/ws/node".into()
         }
     );
-    assert_eq!(
-        crate::config::ManagerUrl::parse("wss://m").unwrap().port,
-        443
-    );
+    // The spec's defaults: port 8443 and path /ws/node when the URL leaves them out.
+    let url = |s: &str| crate::config::ManagerUrl::parse(s).unwrap();
+    for (s, tls, host, port, path) in [
+        ("wss://m", true, "m", 8443, "/ws/node"),
+        ("ws://m", false, "m", 8443, "/ws/node"),
+        ("wss://m:443", true, "m", 443, "/ws/node"),
+        ("wss://[::1]", true, "::1", 8443, "/ws/node"),
+        ("wss://m?x=1", true, "m", 8443, "/ws/node?x=1"),
+        ("wss://m/", true, "m", 8443, "/"),
+        ("wss://m:9/other", true, "m", 9, "/other"),
+    ] {
+        assert_eq!(
+            url(s),
+            crate::config::ManagerUrl {
+                tls,
+                host: host.into(),
+                port,
+                path: path.into()
+            },
+            "{s}"
+        );
+    }
 }
 
 // ---- SRT ----

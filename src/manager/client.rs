@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 use super::commands;
 use super::feed::EventFeed;
@@ -44,9 +44,12 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
 
-/// Larger frames close the connection (memory bound); frames between 5 MB and this are read
-/// and ignored by the link, as the protocol says.
-const MAX_FRAME: usize = 16 << 20;
+/// The read limit per frame and message (memory bound). Frames between 5 MB and this are read
+/// and ignored by the link, as the protocol says. A larger one cannot be skipped: tungstenite
+/// refuses it after reading only its header, with the payload still in the stream, so the
+/// connection is closed, the frame counted, and the link reconnects with its normal backoff
+/// ([`Link::handle_frame_too_large`]).
+pub const MAX_FRAME: usize = 16 << 20;
 
 #[derive(Debug)]
 pub enum ClientError {
@@ -137,10 +140,10 @@ pub async fn run(
                     shell.teardown(&mut conn);
                     generation += 1;
                     let (parsed, raw) = urls[url].clone();
-                    tracing::info!(url = %raw, "connecting to the manager");
+                    tracing::info!(url = %raw, effective = %request_url(&parsed), "connecting to the manager");
                     let (tls, tx, g) = (tls.clone(), tx.clone(), generation);
                     conn.connecting = Some(tokio::task::spawn_local(async move {
-                        let r = match connect(&parsed, &raw, tls).await {
+                        let r = match connect(&parsed, tls).await {
                             Ok(ws) => Report::Connected(g, Box::new(ws)),
                             Err(e) => Report::ConnectFailed(g, e),
                         };
@@ -232,6 +235,7 @@ pub async fn run(
             "failed_attempts": c.failed_attempts,
             "auth_failures": c.auth_failures,
             "malformed_frames": c.malformed,
+            "oversize_frames": c.oversize,
         }));
         let deadline = Instant::from_std(link.poll_timeout());
         let next_frame = async {
@@ -279,6 +283,10 @@ pub async fn run(
                             .unwrap_or_else(|| "closed by the manager".into());
                         conn.reader = None;
                         link.handle_closed(now, &why);
+                    }
+                    Some(Err(e @ tungstenite::Error::Capacity(_))) => {
+                        conn.reader = None;
+                        link.handle_frame_too_large(now, &e.to_string());
                     }
                     Some(Err(e)) => {
                         conn.reader = None;
@@ -348,7 +356,15 @@ impl Shell {
                 if events_on.get() && outbox.borrow().wants_events() {
                     let mut ob = outbox.borrow_mut();
                     for r in feed.pending(EVENT_WINDOW) {
-                        ob.push_event(r.seq, event_text(&r));
+                        if !ob.push_event(r.seq, event_text(&r)) {
+                            // Queued as a skip: acknowledged in its turn, never written,
+                            // so it cannot hold back the events behind it.
+                            tracing::error!(
+                                seq = r.seq,
+                                category = r.event.category.as_str(),
+                                "event too large for the manager even shortened: skipped"
+                            );
+                        }
                     }
                 }
                 let next = outbox.borrow_mut().pop();
@@ -360,8 +376,15 @@ impl Shell {
                     continue;
                 };
                 let msg = match out.frame {
-                    Frame::Text(t) => Message::text(t),
-                    Frame::Ping => Message::Ping(Bytes::new()),
+                    Some(Frame::Text(t)) => Message::text(t),
+                    Some(Frame::Ping) => Message::Ping(Bytes::new()),
+                    None => {
+                        // An event that cannot be sent, reached in its turn.
+                        if let Some(seq) = out.seq {
+                            feed.ack(seq);
+                        }
+                        continue;
+                    }
                 };
                 if let Err(e) = sink.send(msg).await {
                     let _ = tx.send(Report::WriteFailed(generation, e.to_string()));
@@ -415,6 +438,7 @@ impl Shell {
                 "stats_shed": ob.stats_shed,
                 "replies_dropped": ob.control_dropped,
                 "too_large_unsent": ob.too_large,
+                "events_skipped": ob.events_skipped,
             },
         })
     }
@@ -490,11 +514,18 @@ fn seed() -> u64 {
     u64::from_le_bytes(b)
 }
 
-async fn connect(
-    url: &ManagerUrl,
-    raw: &str,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<Ws, String> {
+/// The URL of the upgrade request: scheme, host, port and path after the defaults.
+fn request_url(url: &ManagerUrl) -> String {
+    let scheme = if url.tls { "wss" } else { "ws" };
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    format!("{scheme}://{host}:{}{}", url.port, url.path)
+}
+
+async fn connect(url: &ManagerUrl, tls: Arc<rustls::ClientConfig>) -> Result<Ws, String> {
     let tcp = match url.host.parse::<IpAddr>() {
         Ok(ip) => TcpStream::connect((ip, url.port)).await,
         // A name: tokio resolves it on its blocking pool, off the runtime thread.
@@ -513,7 +544,9 @@ async fn connect(
     } else {
         Box::new(tcp)
     };
-    let request = raw
+    // The request is built from the parsed URL, so the defaults (port 8443, path `/ws/node`)
+    // apply to the upgrade as they did to the TCP connect.
+    let request = request_url(url)
         .into_client_request()
         .map_err(|e| format!("bad URL: {e}"))?;
     let config = WebSocketConfig::default()
@@ -523,4 +556,123 @@ async fn connect(
         .await
         .map_err(|e| format!("WebSocket upgrade: {e}"))?;
     Ok(ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::events::{Event, Events, Record};
+
+    #[test]
+    fn the_upgrade_request_carries_the_spec_defaults() {
+        let url = |s: &str| request_url(&ManagerUrl::parse(s).unwrap());
+        assert_eq!(url("wss://m.example"), "wss://m.example:8443/ws/node");
+        assert_eq!(url("ws://127.0.0.1:9"), "ws://127.0.0.1:9/ws/node");
+        assert_eq!(url("wss://[::1]/x?y=1"), "wss://[::1]:8443/x?y=1");
+    }
+
+    /// A feed over a fixed list, recording acknowledgements.
+    #[derive(Default)]
+    struct ListFeed {
+        records: RefCell<Vec<Record>>,
+        acked: Cell<u64>,
+        notify: Rc<Notify>,
+    }
+
+    impl EventFeed for ListFeed {
+        fn pending(&self, max: usize) -> Vec<Record> {
+            let acked = self.acked.get();
+            let r = self.records.borrow();
+            r.iter()
+                .filter(|r| r.seq > acked)
+                .take(max)
+                .cloned()
+                .collect()
+        }
+        fn ack(&self, seq: u64) {
+            self.acked.set(self.acked.get().max(seq));
+        }
+        fn notify(&self) -> Rc<Notify> {
+            self.notify.clone()
+        }
+        fn depth(&self) -> u64 {
+            0
+        }
+    }
+
+    fn record(seq: u64, flow_id: String) -> Record {
+        let mut event = Event::flow_started("f");
+        event.flow_id = Some(flow_id);
+        Record {
+            seq,
+            raised_at_ms: 1_775_131_200_000,
+            event,
+        }
+    }
+
+    #[test]
+    fn an_event_too_large_to_send_does_not_stall_the_queue() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            let mut cfg = crate::config::parse(crate::config::EMBEDDED_DEFAULT).unwrap();
+            cfg.flows.clear();
+            let node = Node::start(cfg, None, Events::in_memory(16), None).await;
+            let feed = Rc::new(ListFeed::default());
+            // Over 5 MB even shortened (the flow id is not cut), and the only event.
+            feed.records
+                .borrow_mut()
+                .push(record(1, "f".repeat(protocol::MAX_MESSAGE_BYTES)));
+            let shell = Shell {
+                node,
+                feed: feed.clone(),
+                protocol_version: 1,
+                outbox: Rc::new(RefCell::new(Outbox::default())),
+                wake: Rc::new(Notify::new()),
+                events_on: Rc::new(Cell::new(true)),
+            };
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let client =
+                WebSocketStream::from_raw_socket(Box::new(a) as Box<dyn Io>, Role::Client, None)
+                    .await;
+            let mut server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+            let (sink, _stream) = client.split();
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let writer = tokio::task::spawn_local(shell.writer(sink, 1, tx));
+            shell.wake.notify_one();
+
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while feed.acked.get() < 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the oversize event was never acknowledged: the queue stalls"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(shell.outbox.borrow().counters.events_skipped, 1);
+
+            // The next event goes out, and it is the first thing the manager gets.
+            feed.records.borrow_mut().push(record(2, "f2".into()));
+            feed.notify.notify_one();
+            let got = tokio::time::timeout(Duration::from_secs(5), server.next())
+                .await
+                .expect("the next event")
+                .unwrap()
+                .unwrap();
+            let v: Value = serde_json::from_str(got.to_text().unwrap()).unwrap();
+            assert_eq!(v["payload"]["details"]["seq"], 2, "{v}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while feed.acked.get() < 2 {
+                assert!(tokio::time::Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            writer.abort();
+        });
+    }
 }

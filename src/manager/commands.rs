@@ -7,7 +7,7 @@ use super::protocol;
 use crate::config::{ConfigError, FlowConfig, OutputConfig};
 use crate::events::Event;
 use crate::flow::FlowError;
-use crate::node::{FlowAction, Node};
+use crate::node::{FlowAction, Node, StartFailure};
 
 /// What a command produced, before it is stamped and sent.
 #[derive(Debug)]
@@ -110,13 +110,25 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
         "create_flow" => {
             let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
                 .map_err(|e| err(&FlowError::Invalid(e)))?;
-            changed(node.create_flow(flow).await.map(view))
+            // All or nothing: a flow that fails to start is not kept, so the failed ack is
+            // the whole truth and the manager's retry is a fresh create.
+            changed(
+                node.create_flow_with(flow, StartFailure::RollBack)
+                    .await
+                    .map(view),
+            )
         }
         "update_flow" => {
             let id = string(action, "flow_id")?;
             let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
                 .map_err(|e| err(&FlowError::Invalid(e)))?;
-            changed(node.update_flow(id, flow).await.map(view))
+            // All or nothing: on a start failure the previous config is back (and running
+            // if it ran).
+            changed(
+                node.update_flow_with(id, flow, StartFailure::RollBack)
+                    .await
+                    .map(view),
+            )
         }
         "delete_flow" => {
             let id = string(action, "flow_id")?;
@@ -183,4 +195,29 @@ fn tunnel_data(id: Value, unchanged: bool) -> Value {
         "running": false,
         "note": "tunnel config stored; this build has no tunnel engine yet",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InputError;
+
+    /// `invalid_value` is for a value that passed validation but the system refused. No
+    /// UDP/RTP/SRT value this build validates is refused that way at start (validation
+    /// parses every address first), so it cannot be provoked end to end; the mapping from
+    /// the start error to the ack is checked here.
+    #[test]
+    fn a_refused_value_is_acked_as_invalid_value() {
+        let e = FlowError::InputStart(InputError::BadConfig {
+            field: "bind_addr",
+            value: "x".into(),
+        });
+        let msg = err(&e).into_message("2026-04-02T12:00:00.000Z", "c1");
+        assert_eq!(msg["payload"]["success"], false);
+        assert_eq!(msg["payload"]["error_code"], "invalid_value");
+        assert_eq!(
+            msg["payload"]["error"],
+            "input: bind_addr: \"x\" is not valid"
+        );
+    }
 }

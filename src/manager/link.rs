@@ -34,8 +34,10 @@ pub struct Timing {
     pub backoff_max: Duration,
     /// A session that stayed up this long resets the backoff.
     pub stable_after: Duration,
-    /// Backoff after `auth_error`. The manager locks a node out after 5 failures in 60 s; a
-    /// first delay of 40 s (30 s after the worst jitter) keeps the edge at 2 tries a minute.
+    /// Backoff after a failed authentication: `auth_error`, or `auth` sent and no `auth_ok`
+    /// (the manager closed, or never answered). The manager locks a node out after 5
+    /// failures in 60 s; a first delay of 40 s (30 s after the worst jitter) keeps the edge
+    /// at 2 tries a minute.
     pub auth_backoff_min: Duration,
     pub auth_backoff_max: Duration,
 }
@@ -60,7 +62,10 @@ impl Default for Timing {
 }
 
 /// What the shell must do.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` is hand-written: `StoreCredentials` holds the node secret and a command's action
+/// may hold passphrases and keys.
+#[derive(Clone, PartialEq)]
 pub enum Action {
     /// Open a connection to `urls[url]`.
     Connect {
@@ -98,6 +103,40 @@ pub enum Action {
     Raise(Event),
 }
 
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Connect { url } => f.debug_struct("Connect").field("url", url).finish(),
+            Action::Disconnect { reason } => f
+                .debug_struct("Disconnect")
+                .field("reason", reason)
+                .finish(),
+            Action::SendAuth => f.write_str("SendAuth"),
+            Action::Up => f.write_str("Up"),
+            Action::SendHealth => f.write_str("SendHealth"),
+            Action::SendStats => f.write_str("SendStats"),
+            Action::SendPing => f.write_str("SendPing"),
+            Action::SendPong => f.write_str("SendPong"),
+            Action::Execute { command_id, action } => f
+                .debug_struct("Execute")
+                .field("command_id", command_id)
+                .field("action", &protocol::action_kind(action))
+                .finish(),
+            Action::Reject { command_id, error } => f
+                .debug_struct("Reject")
+                .field("command_id", command_id)
+                .field("error", error)
+                .finish(),
+            Action::StoreCredentials { node_id, .. } => f
+                .debug_struct("StoreCredentials")
+                .field("node_id", node_id)
+                .field("node_secret", &"<redacted>")
+                .finish(),
+            Action::Raise(e) => f.debug_tuple("Raise").field(e).finish(),
+        }
+    }
+}
+
 /// Counters for health and the logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -106,7 +145,8 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Frames that were not JSON, not an object, or lacked a field the edge needs.
     pub malformed: u64,
-    /// Frames over [`protocol::MAX_MESSAGE_BYTES`].
+    /// Frames over [`protocol::MAX_MESSAGE_BYTES`] (ignored), and frames too large to read
+    /// at all (the connection closed, see [`Link::handle_frame_too_large`]).
     pub oversize: u64,
     /// Well-formed messages of a type the edge does not handle.
     pub ignored: u64,
@@ -327,6 +367,19 @@ impl Link {
         }
     }
 
+    /// The manager sent a frame over the shell's read limit. The WebSocket reader cannot
+    /// skip a frame it refused to buffer (its payload is still in the stream), so the
+    /// connection is closed; the frame is counted, and the link reconnects as after any
+    /// other loss (normal backoff once the session was up).
+    pub fn handle_frame_too_large(&mut self, now: Instant, error: &str) {
+        self.counters.oversize += 1;
+        tracing::warn!(
+            "closing the manager connection: it sent a frame too large to read ({error}); \
+             reconnecting"
+        );
+        self.handle_closed(now, &format!("frame too large from the manager ({error})"));
+    }
+
     /// A WebSocket Pong arrived.
     pub fn handle_pong(&mut self, now: Instant) {
         if let State::Up(s) = &mut self.state
@@ -397,7 +450,13 @@ impl Link {
             }
             (_, other) => {
                 self.counters.ignored += 1;
-                tracing::debug!(?other, "ignored a manager message out of place");
+                // The type only: a late register_ack holds the node secret, a command may
+                // hold passphrases.
+                tracing::debug!(
+                    kind = other.kind(),
+                    state = self.state_name(),
+                    "ignored a manager message out of place"
+                );
             }
         }
     }
@@ -430,7 +489,13 @@ impl Link {
     }
 
     /// A connect or auth attempt failed before the link was up.
+    ///
+    /// Once `auth` went out, any failure short of `auth_ok` (the manager closed without
+    /// `auth_error`, or never answered) may count as a failed authentication on the manager's
+    /// side, so the wait is the auth backoff, which stays clear of its lockout; before that
+    /// (DNS, TCP, TLS, upgrade) the manager saw no credentials and the normal backoff applies.
     fn attempt_failed(&mut self, now: Instant, reason: &str) {
+        let auth_sent = matches!(self.state, State::Authenticating { .. });
         self.counters.failed_attempts += 1;
         self.actions.push_back(Action::Disconnect {
             reason: reason.to_string(),
@@ -445,7 +510,11 @@ impl Link {
         }
         // Try the next URL.
         self.url = (self.url + 1) % self.urls;
-        let delay = self.backoff.next_delay();
+        let delay = if auth_sent {
+            self.auth_backoff.next_delay()
+        } else {
+            self.backoff.next_delay()
+        };
         self.wait(now, delay, reason);
     }
 
@@ -755,6 +824,182 @@ mod tests {
             assert!(w[1] - w[0] >= 30 * SEC, "{:?}", w[1] - w[0]);
         }
         assert_eq!(f.link.counters().auth_failures, 6);
+    }
+
+    #[test]
+    fn auth_sent_and_not_accepted_backs_off_like_auth_error() {
+        // A manager that closes during auth without auth_error, one that never answers,
+        // and one that answers with a frame too large to read: each may count as a failed
+        // auth on its side, so five of them must not fit in 60 s.
+        type Fail = fn(&mut Fixture);
+        let cases: [(&str, Fail); 3] = [
+            ("closed", |f| {
+                f.link.handle_closed(f.now, "closed by the manager")
+            }),
+            ("silent", |f| {
+                // The auth deadline passes.
+                let before = f.now;
+                f.now = f.link.poll_timeout();
+                assert_eq!(f.now - before, 10 * SEC);
+                f.link.handle_timeout(f.now);
+            }),
+            ("too large", |f| {
+                f.link.handle_frame_too_large(f.now, "Space limit exceeded")
+            }),
+        ];
+        for (name, fail) in cases {
+            let mut f = Fixture::new(1, Credentials::Token("tok".into()));
+            let mut attempts = Vec::new();
+            let mut events = Vec::new();
+            for _ in 0..6 {
+                let a = f.next();
+                assert!(matches!(a[..], [Action::Connect { .. }]), "{name}: {a:?}");
+                attempts.push(f.now);
+                f.link.handle_connected(f.now);
+                assert_eq!(f.drain(), [Action::SendAuth]);
+                fail(&mut f);
+                events.extend(raised(&f.drain()));
+            }
+            for w in attempts.windows(2) {
+                assert!(w[1] - w[0] >= 30 * SEC, "{name}: {:?}", w[1] - w[0]);
+            }
+            // Not an auth_error: the connection-cycle report, once, and no auth event.
+            assert_eq!(
+                events,
+                [(
+                    Severity::Warning,
+                    Category::Manager,
+                    "Manager connection lost, reconnecting".into()
+                )],
+                "{name}"
+            );
+            assert_eq!(f.link.counters().auth_failures, 0, "{name}");
+        }
+
+        // A failure before auth went out (connect refused) keeps the normal backoff, and
+        // a success resets the auth backoff.
+        let mut f = Fixture::new(1, Credentials::Token("tok".into()));
+        f.next();
+        f.link.handle_connected(f.now);
+        f.drain();
+        f.link.handle_closed(f.now, "closed");
+        f.drain();
+        f.connect_and_auth();
+        f.advance(5 * SEC);
+        f.link.handle_closed(f.now, "eof");
+        f.drain();
+        let t = f.now;
+        f.next();
+        f.link.handle_connect_failed(f.now, "refused");
+        f.drain();
+        assert!(f.now - t <= 2 * SEC, "normal backoff after a lost session");
+        let t = f.now;
+        f.next();
+        assert!(f.now - t <= 4 * SEC, "normal backoff for a refused connect");
+        f.link.handle_connected(f.now);
+        f.drain();
+        f.link.handle_closed(f.now, "closed during auth");
+        f.drain();
+        let t = f.now;
+        f.next();
+        let d = f.now - t;
+        assert!(
+            d >= 30 * SEC && d <= 40 * SEC,
+            "auth backoff from its start: {d:?}"
+        );
+    }
+
+    #[test]
+    fn a_frame_too_large_to_read_is_counted_and_reconnects_with_normal_backoff() {
+        let mut f = Fixture::token();
+        f.connect_and_auth();
+        f.advance(3 * SEC);
+        f.link.handle_frame_too_large(f.now, "Space limit exceeded");
+        let a = f.drain();
+        assert!(matches!(&a[0], Action::Disconnect { reason } if reason.contains("too large")));
+        assert_eq!(
+            raised(&a),
+            [(
+                Severity::Warning,
+                Category::Manager,
+                "Manager connection lost, reconnecting".into()
+            )]
+        );
+        assert_eq!(f.link.counters().oversize, 1);
+        let t = f.now;
+        let a = f.next();
+        assert!(matches!(a[..], [Action::Connect { .. }]));
+        assert!(f.now - t <= SEC, "normal backoff: {:?}", f.now - t);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let actions = [
+            Action::StoreCredentials {
+                node_id: "n1".into(),
+                node_secret: "s3cret-node".into(),
+            },
+            Action::Execute {
+                command_id: "c1".into(),
+                action: serde_json::json!({"type": "create_flow", "flow": {"input":
+                    {"type": "srt", "passphrase": "s3cret-pass"}}}),
+            },
+        ];
+        let text = format!("{actions:?}");
+        assert!(
+            text.contains("n1") && text.contains("create_flow"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        // The link's own debug line for messages out of place: a register_ack while up,
+        // a command before auth.
+        let log = capture_logs(|| {
+            let mut f = Fixture::token();
+            f.next();
+            f.link.handle_connected(f.now);
+            f.drain();
+            f.link.handle_text(
+                f.now,
+                r#"{"type":"command","payload":{"command_id":"c","action":{"type":"update_config","config":{"k":"s3cret-early"}}}}"#,
+            );
+            f.link.handle_text(f.now, r#"{"type":"auth_ok"}"#);
+            f.drain();
+            f.link.handle_text(
+                f.now,
+                r#"{"type":"register_ack","payload":{"node_id":"n","node_secret":"s3cret-late"}}"#,
+            );
+            assert_eq!(f.link.counters().ignored, 2);
+            assert!(f.drain().is_empty());
+        });
+        assert!(
+            log.contains("out of place") && log.contains("register_ack"),
+            "{log}"
+        );
+        assert!(!log.contains("s3cret"), "{log}");
+    }
+
+    /// Everything logged while `f` runs on this thread, debug level included.
+    fn capture_logs(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Buf(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! event feed, which is durable, and are pulled only when the writer has sent the previous
 //! batch. Stats are therefore always shed before an event is held back, and no event is ever
 //! dropped for lack of room. Sending order: control, health, events, stats.
+//!
+//! An event too large to ever send (over the manager's 5 MB) must not stall the queue
+//! behind it: it stays in its place as a skip, which the writer acknowledges without writing
+//! once everything before it was written (acknowledgements are cumulative, so acknowledging
+//! it early would also acknowledge the events still waiting before it).
 
 use std::collections::VecDeque;
 
@@ -18,16 +23,28 @@ pub const MAX_CONTROL: usize = 64;
 /// Events pulled from the feed per batch.
 pub const EVENT_WINDOW: usize = 32;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows a text frame's length only: the `auth` frame holds the node's credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Frame {
     Text(String),
     Ping,
 }
 
-/// One frame to write; `seq` is set for an event, to acknowledge once written.
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
+            Frame::Ping => f.write_str("Ping"),
+        }
+    }
+}
+
+/// One frame to write; `seq` is set for an event, to acknowledge once written. An event
+/// that could not be sent comes out as `frame: None` with its `seq`: acknowledge it, write
+/// nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Out {
-    pub frame: Frame,
+    pub frame: Option<Frame>,
     pub seq: Option<u64>,
 }
 
@@ -38,13 +55,16 @@ pub struct OutboxCounters {
     pub control_dropped: u64,
     /// Messages over 5 MB, never sent.
     pub too_large: u64,
+    /// Of those, events: skipped in their place in the queue (acknowledged, not written).
+    pub events_skipped: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct Outbox {
     control: VecDeque<Frame>,
     health: Option<String>,
-    events: VecDeque<(u64, String)>,
+    /// `None`: an event too large to send, acknowledged in its turn.
+    events: VecDeque<(u64, Option<String>)>,
     stats: Option<String>,
     pub counters: OutboxCounters,
 }
@@ -93,13 +113,17 @@ impl Outbox {
         self.events.is_empty()
     }
 
-    /// Queue an event. `false` if it is too large to ever send: the caller acknowledges it
-    /// so it cannot block the queue behind it.
+    /// Queue an event. `false` if it is too large to ever send: it is then queued as a
+    /// skip (counted), which [`Outbox::pop`] hands out in its turn for the writer to
+    /// acknowledge without writing, so it can neither stall the queue nor be acknowledged
+    /// before the events ahead of it were written.
     pub fn push_event(&mut self, seq: u64, text: String) -> bool {
         if !self.fits(&text, "event") {
+            self.counters.events_skipped += 1;
+            self.events.push_back((seq, None));
             return false;
         }
-        self.events.push_back((seq, text));
+        self.events.push_back((seq, Some(text)));
         true
     }
 
@@ -113,22 +137,25 @@ impl Outbox {
 
     pub fn pop(&mut self) -> Option<Out> {
         if let Some(frame) = self.control.pop_front() {
-            return Some(Out { frame, seq: None });
+            return Some(Out {
+                frame: Some(frame),
+                seq: None,
+            });
         }
         if let Some(t) = self.health.take() {
             return Some(Out {
-                frame: Frame::Text(t),
+                frame: Some(Frame::Text(t)),
                 seq: None,
             });
         }
         if let Some((seq, t)) = self.events.pop_front() {
             return Some(Out {
-                frame: Frame::Text(t),
+                frame: t.map(Frame::Text),
                 seq: Some(seq),
             });
         }
         self.stats.take().map(|t| Out {
-            frame: Frame::Text(t),
+            frame: Some(Frame::Text(t)),
             seq: None,
         })
     }
@@ -150,8 +177,9 @@ mod tests {
         let texts: Vec<_> = order
             .iter()
             .map(|o| match &o.frame {
-                Frame::Text(t) => t.as_str(),
-                Frame::Ping => "ping",
+                Some(Frame::Text(t)) => t.as_str(),
+                Some(Frame::Ping) => "ping",
+                None => "skip",
             })
             .collect();
         assert_eq!(texts, ["ack", "h", "e1", "s2"]);
@@ -166,9 +194,55 @@ mod tests {
             o.push_control(Frame::Ping);
         }
         assert_eq!(o.counters.control_dropped, 5);
-        assert!(!o.push_event(1, "x".repeat(MAX_MESSAGE_BYTES + 1)));
         o.push_stats("y".repeat(MAX_MESSAGE_BYTES + 1));
-        assert_eq!(o.counters.too_large, 2);
+        assert_eq!(o.counters.too_large, 1);
         assert_eq!(std::iter::from_fn(|| o.pop()).count(), MAX_CONTROL);
+    }
+
+    #[test]
+    fn an_event_too_large_to_send_is_skipped_in_its_turn() {
+        let mut o = Outbox::default();
+        assert!(o.push_event(1, "e1".into()));
+        assert!(!o.push_event(2, "x".repeat(MAX_MESSAGE_BYTES + 1)));
+        assert!(o.push_event(3, "e3".into()));
+        let out: Vec<_> = std::iter::from_fn(|| o.pop()).collect();
+        assert_eq!(
+            out,
+            [
+                Out {
+                    frame: Some(Frame::Text("e1".into())),
+                    seq: Some(1)
+                },
+                Out {
+                    frame: None,
+                    seq: Some(2)
+                },
+                Out {
+                    frame: Some(Frame::Text("e3".into())),
+                    seq: Some(3)
+                },
+            ]
+        );
+        assert_eq!((o.counters.too_large, o.counters.events_skipped), (1, 1));
+        // Alone in its batch: still handed out (to be acknowledged), never stuck.
+        assert!(!o.push_event(4, "x".repeat(MAX_MESSAGE_BYTES + 1)));
+        assert!(!o.wants_events());
+        assert_eq!(
+            o.pop(),
+            Some(Out {
+                frame: None,
+                seq: Some(4)
+            })
+        );
+        assert!(o.wants_events());
+    }
+
+    #[test]
+    fn debug_shows_no_frame_text() {
+        let f = Frame::Text(r#"{"type":"auth","payload":{"node_secret":"s3cret"}}"#.into());
+        let mut o = Outbox::default();
+        o.push_control(f.clone());
+        let text = format!("{f:?} {o:?}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

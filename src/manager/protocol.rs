@@ -111,7 +111,10 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// A message from the manager, as far as the link cares.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` is hand-written: a `register_ack` carries the node secret and a command's action
+/// may carry passphrases and keys, and neither may reach a log line.
+#[derive(Clone, PartialEq)]
 pub enum Incoming {
     AuthOk,
     RegisterAck {
@@ -134,6 +137,54 @@ pub enum Incoming {
     Ping,
     /// A `type` the edge does not handle (ignored, logged at debug).
     Other(String),
+}
+
+impl Incoming {
+    /// The message's `type` as the manager sent it (for a command, `command`); safe to log.
+    pub fn kind(&self) -> &str {
+        match self {
+            Incoming::AuthOk => "auth_ok",
+            Incoming::RegisterAck { .. } => "register_ack",
+            Incoming::AuthError { .. } => "auth_error",
+            Incoming::Command { .. } | Incoming::BadCommand { .. } => "command",
+            Incoming::Ping => "ping",
+            Incoming::Other(kind) => kind,
+        }
+    }
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incoming::AuthOk => f.write_str("AuthOk"),
+            Incoming::RegisterAck { node_id, .. } => f
+                .debug_struct("RegisterAck")
+                .field("node_id", node_id)
+                .field("node_secret", &"<redacted>")
+                .finish(),
+            Incoming::AuthError { message } => f
+                .debug_struct("AuthError")
+                .field("message", message)
+                .finish(),
+            Incoming::Command { command_id, action } => f
+                .debug_struct("Command")
+                .field("command_id", command_id)
+                .field("action", &action_kind(action))
+                .finish(),
+            Incoming::BadCommand { command_id, error } => f
+                .debug_struct("BadCommand")
+                .field("command_id", command_id)
+                .field("error", error)
+                .finish(),
+            Incoming::Ping => f.write_str("Ping"),
+            Incoming::Other(kind) => f.debug_tuple("Other").field(kind).finish(),
+        }
+    }
+}
+
+/// A command action's `type` and nothing else (the rest may hold secrets), for logs.
+pub fn action_kind(action: &Value) -> &str {
+    action.get("type").and_then(Value::as_str).unwrap_or("?")
 }
 
 /// Why a manager message was ignored.
@@ -278,6 +329,24 @@ mod tests {
             r#"{"type":"auth","payload":{"node_id":"i","node_secret":"s","software_version":"0.1.0","protocol_version":1}}"#
         );
         assert!(!format!("{:?}", Credentials::Token("tok".into())).contains("tok"));
+    }
+
+    #[test]
+    fn incoming_debug_hides_secrets() {
+        let ack =
+            parse(r#"{"type":"register_ack","payload":{"node_id":"a","node_secret":"s3cret"}}"#)
+                .unwrap();
+        let cmd = parse(
+            r#"{"type":"command","payload":{"command_id":"c","action":{"type":"create_tunnel","tunnel":{"tunnel_encryption_key":"s3cret"}}}}"#,
+        )
+        .unwrap();
+        let text = format!("{ack:?} {cmd:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("create_tunnel") && text.contains("\"a\""),
+            "{text}"
+        );
+        assert_eq!((ack.kind(), cmd.kind()), ("register_ack", "command"));
     }
 
     #[test]

@@ -19,6 +19,49 @@ use crate::config::{self, Config, ConfigError, FlowConfig, ManagerConfig, Output
 use crate::events::{Event, Events, LogStatus};
 use crate::flow::{FlowError, FlowManager, FlowView};
 
+/// The top-level config keys the manager reads and pushes (`shared/spec/manager-protocol.md`,
+/// "Config shape"); every other top-level block is the edge's own.
+pub const MANAGER_OWNED_KEYS: [&str; 4] = ["version", "server", "flows", "tunnels"];
+/// Edge blocks an `update_config` can never change, pushed or not.
+pub const ALWAYS_LOCAL_KEYS: [&str; 2] = ["manager", "storage"];
+
+/// `v` as JSON text with every object's keys sorted, so two values that are equal (object
+/// key order aside) have the same text.
+fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
 pub struct Node {
     /// The config minus its flows, whose truth is the flow manager.
     base: RefCell<Config>,
@@ -40,6 +83,17 @@ pub enum FlowAction {
     Start,
     Stop,
     Restart,
+}
+
+/// What `create_flow_with` / `update_flow_with` leave behind when the flow validated but
+/// failed to start (a port taken by another process, an address not on this host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFailure {
+    /// Keep the change (saved); the flow stays in state `error`. The local API's contract.
+    Keep,
+    /// Undo the change, nothing saved: the error reply is the whole truth, and a retry
+    /// after fixing the cause is a fresh create. The manager's commands.
+    RollBack,
 }
 
 /// What `update_config` did, flow by flow.
@@ -234,22 +288,54 @@ impl Node {
         }
     }
 
+    /// Add a flow and start it; a flow that fails to start stays, in state `error` (the
+    /// local API's contract: fix the cause, then start it).
     pub async fn create_flow(&self, flow: FlowConfig) -> Result<FlowView, FlowError> {
+        self.create_flow_with(flow, StartFailure::Keep).await
+    }
+
+    /// Add a flow and start it, deciding what a start failure leaves behind.
+    pub async fn create_flow_with(
+        &self,
+        flow: FlowConfig,
+        on_failure: StartFailure,
+    ) -> Result<FlowView, FlowError> {
         let mut flows = self.flows.lock().await;
         self.check(&flows, |f| f.push(flow.clone()))?;
         let id = flow.id.clone();
         let started = flows.create(flow).await;
+        if on_failure == StartFailure::RollBack
+            && let Err(e) = started
+        {
+            // Nothing was written yet: removing the flow restores the config as it was.
+            let _ = flows.delete(&id).await;
+            return Err(e);
+        }
         let persisted = self.persist(&flows);
         started?;
         persisted?;
         Ok(flows.view(&id).expect("flow just created"))
     }
 
-    /// Replace one flow's config; that flow alone restarts (if it ran or is enabled).
+    /// Replace one flow's config; that flow alone restarts (if it ran or is enabled). A
+    /// flow that fails to start keeps the new config, in state `error`.
     pub async fn update_flow(
         &self,
         flow_id: &str,
         flow: FlowConfig,
+    ) -> Result<FlowView, FlowError> {
+        self.update_flow_with(flow_id, flow, StartFailure::Keep)
+            .await
+    }
+
+    /// Replace one flow's config, deciding what a start failure leaves behind: with
+    /// [`StartFailure::RollBack`] the previous config is restored (and the flow restarted
+    /// on it if it was running), so the config, the file and the error reply agree.
+    pub async fn update_flow_with(
+        &self,
+        flow_id: &str,
+        flow: FlowConfig,
+        on_failure: StartFailure,
     ) -> Result<FlowView, FlowError> {
         let mut flows = self.flows.lock().await;
         if !flows.contains(flow_id) {
@@ -266,7 +352,26 @@ impl Node {
                 *f = flow.clone();
             }
         })?;
+        let previous = flows.view(flow_id).map(|v| {
+            let running = v.state == crate::flow::FlowState::Running;
+            (v.config, running)
+        });
         let started = flows.replace(flow).await;
+        if on_failure == StartFailure::RollBack
+            && let Err(e) = started
+        {
+            if let Some((config, was_running)) = previous {
+                let _ = flows.stop(flow_id).await;
+                let _ = flows.set_config(config);
+                if was_running && let Err(again) = flows.start(flow_id).await {
+                    tracing::error!(
+                        %flow_id,
+                        "update rolled back, but the previous config failed to start too: {again}"
+                    );
+                }
+            }
+            return Err(e);
+        }
         let persisted = self.persist(&flows);
         started?;
         persisted?;
@@ -279,8 +384,11 @@ impl Node {
     /// touched (they keep forwarding), removed flows stop, changed flows restart, new flows
     /// start. Validated as a whole first: on any problem nothing changes.
     ///
-    /// The node keeps what is its own: the `manager` and `storage` blocks always stay local
-    /// (a push must not be able to cut the node off its manager or move its data), and every
+    /// The node keeps what is its own. The manager owns the top-level keys it reads and
+    /// pushes ([`MANAGER_OWNED_KEYS`]); every other top-level block is the edge's: a push
+    /// that leaves one out keeps the local value (a v0.4.x manager pushes only its own
+    /// keys), and the `manager` and `storage` blocks always stay local even when pushed (a
+    /// push must not be able to cut the node off its manager or move its data). Every
     /// secret the push omits (`get_config` strips them) is kept from the running config.
     /// `server` is stored but only takes effect at the next start.
     pub async fn update_config(&self, pushed: Value) -> Result<ConfigDiff, FlowError> {
@@ -297,11 +405,18 @@ impl Node {
             )]));
         };
         let local = current.to_value();
-        for own in ["manager", "storage"] {
+        for own in ALWAYS_LOCAL_KEYS {
             match local.get(own) {
                 Some(v) => merged.insert(own.into(), v.clone()),
                 None => merged.remove(own),
             };
+        }
+        if let Value::Object(local) = &local {
+            for (key, value) in local {
+                if !MANAGER_OWNED_KEYS.contains(&key.as_str()) && !merged.contains_key(key) {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
         }
         let mut merged = Value::Object(merged);
         config::restore_secrets(&mut merged, &local);
@@ -413,10 +528,13 @@ impl Node {
             match existing {
                 Some(i) => {
                     config::restore_secrets_in_tunnel(&mut tunnel, &base.tunnels[i]);
-                    // The tunnel holds its shared key: compare without an early exit.
+                    // Compared as values, not as text: key order carries no meaning (a
+                    // manager may serialize its fields in another order than the file has
+                    // them). The tunnel holds its shared key, so the canonical forms are
+                    // compared without an early exit.
                     let same = crate::manager::tls::ct_eq(
-                        tunnel.to_string().as_bytes(),
-                        base.tunnels[i].to_string().as_bytes(),
+                        canonical_json(&tunnel).as_bytes(),
+                        canonical_json(&base.tunnels[i]).as_bytes(),
                     );
                     if same {
                         return Ok(false);

@@ -74,8 +74,11 @@ pub struct State {
     pub auths: Vec<Value>,
     /// "ok", "registered" or "error", one per auth.
     pub auth_results: Vec<&'static str>,
-    /// Every message after `auth`, in arrival order.
+    /// Every message after `auth` that the real manager would keep, in arrival order.
     pub messages: Vec<Received>,
+    /// Messages the real manager drops (no valid `timestamp`, over 5 MB): counted here and
+    /// as violations, never in `messages`.
+    pub dropped: usize,
     pub violations: Vec<String>,
     pub tokens: Vec<String>,
     pub nodes: Vec<(String, String)>,
@@ -241,7 +244,9 @@ impl FakeManager {
         self.send(Message::text(v.to_string()));
     }
 
-    /// Stop reading from the node (`false`) or start again (`true`); sending goes on.
+    /// Stop reading from the node (`false`) or start again (`true`); sending goes on. A
+    /// manager that does not read does not answer the node's WebSocket Pings either
+    /// (tungstenite answers them while reading), which is what a hung manager looks like.
     pub fn set_reading(&self, on: bool) {
         let _ = self.ctl.send(Ctl::Reading(on));
     }
@@ -594,11 +599,15 @@ fn check_auth(shared: &Shared, text: &str) -> Option<Value> {
     Some(reply)
 }
 
-/// Checks one message after auth against the spec and records it.
+/// Checks one message after auth against the spec and records it, unless the real manager
+/// would drop it (over 5 MB, or no valid `timestamp`): such a message is a violation and is
+/// not recorded, so a test waiting for it fails as it would against the real manager.
 fn check_message(shared: &Shared, conn: usize, text: &str) {
     let mut bad = Vec::new();
+    let mut dropped = false;
     if text.len() > 5_000_000 {
         bad.push(format!("message of {} bytes (over 5 MB)", text.len()));
+        dropped = true;
     }
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -619,9 +628,13 @@ fn check_message(shared: &Shared, conn: usize, text: &str) {
     }
     let kind = v["type"].as_str().unwrap_or("");
     match v["timestamp"].as_str() {
-        None => bad.push(format!("{kind}: missing timestamp (the manager drops it)")),
+        None => {
+            bad.push(format!("{kind}: missing timestamp (the manager drops it)"));
+            dropped = true;
+        }
         Some(t) if parse_rfc3339_utc(t).is_none() => {
-            bad.push(format!("{kind}: timestamp {t:?} is not RFC 3339 UTC"))
+            bad.push(format!("{kind}: timestamp {t:?} is not RFC 3339 UTC"));
+            dropped = true;
         }
         Some(_) => {}
     }
@@ -742,6 +755,10 @@ fn check_message(shared: &Shared, conn: usize, text: &str) {
     for b in bad {
         shared.violation(b);
     }
+    if dropped {
+        shared.update(|s| s.dropped += 1);
+        return;
+    }
     shared.update(|s| {
         s.messages.push(Received {
             conn,
@@ -836,4 +853,27 @@ fn rfc3339_parser_agrees_with_quoll() {
     );
     assert!(parse_rfc3339_utc("2026-04-02 12:00:00Z").is_none());
     assert!(parse_rfc3339_utc("2026-04-02T12:00:00+01:00").is_none());
+}
+
+#[test]
+fn messages_the_manager_drops_are_violations_and_not_recorded() {
+    let shared = Shared {
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+    };
+    check_message(&shared, 0, r#"{"type":"pong","payload":{}}"#);
+    check_message(
+        &shared,
+        0,
+        r#"{"type":"pong","timestamp":"yesterday","payload":{}}"#,
+    );
+    check_message(
+        &shared,
+        0,
+        r#"{"type":"pong","timestamp":"2026-04-02T12:00:00Z","payload":{}}"#,
+    );
+    let s = shared.lock();
+    assert_eq!(s.messages.len(), 1);
+    assert_eq!(s.dropped, 2);
+    assert_eq!(s.violations.len(), 2, "{:?}", s.violations);
 }
