@@ -2,23 +2,31 @@
 //!
 //! 1. Sustained durable appends per second through `Events::raise` with group commit (the
 //!    default 50 ms commit delay), on the real filesystem under the target dir (not /tmp,
-//!    which may be tmpfs and make `fdatasync` free).
+//!    which may be tmpfs and make `fdatasync` free), while the manager's feed
+//!    (`manager::feed::LogFeed`) reads everything and a stand-in for the link acknowledges
+//!    it batch by batch, as the manager link does after each successful write.
 //! 2. Bytes written per event: the segment bytes over the encoded record size (write
 //!    amplification of the format), and, where /proc/self/io exists, what the kernel wrote
 //!    to the device for the whole run (page granularity, cursor and metadata included).
-//! 3. fdatasync calls per 1000 events.
-//! 4. Recovery (`Log::open`) of a full 16 MiB log, page cache warm.
+//! 3. fdatasync calls per 1000 events, counted at the storage (`Counted`): group commits,
+//!    segment rolls and cursor writes (temp file + directory) alike.
+//! 4. Recovery (`Log::open`) of a full 16 MiB log, page cache warm, and cold where the
+//!    page cache can be dropped (`/proc/sys/vm/drop_caches`, root only).
 
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use quoll::events::codec;
 use quoll::events::log::{Log, LogOptions};
-use quoll::events::storage::FsStorage;
+use quoll::events::storage::{Counted, FsStorage, StorageCounts};
 use quoll::events::{Event, Events, LogConfig, Record};
+use quoll::manager::feed::{EventFeed, LogFeed};
 
 const EVENTS: u64 = 300_000;
 const BUDGET: u64 = 16 << 20;
+/// Records the link stand-in takes per acknowledgement (the feed's window is 256).
+const LINK_BATCH: usize = 64;
 
 fn event(i: u64) -> Event {
     // A typical mid-sized event: flow id, message with an error, one detail.
@@ -47,29 +55,78 @@ fn proc_write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Drop the page cache (dirty pages written first). `false` where not allowed.
+fn drop_caches() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-events");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
 
-    // ---- 1-3: sustained durable appends ------------------------------------------------
+    // ---- 1-3: sustained durable appends, delivered and acknowledged ---------------------
     let dir = root.join("append");
     let storage = quoll::config::StorageConfig {
         event_log_max_bytes: 256 << 20, // no drops during the run
         ..Default::default()
     };
+    let config = LogConfig::from_storage(&storage);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let io_before = proc_write_bytes();
-    let (events, _) = Events::open(&dir, LogConfig::from_storage(&storage));
+    let counts = Counted::new(()).counts;
+    let lo = config.writer.log;
+    let (d, c) = (dir.clone(), counts.clone());
+    let (events, _) = Events::open_with(
+        move || {
+            let inner = FsStorage::open(&d).expect("bench dir");
+            Log::open(
+                Counted {
+                    inner,
+                    counts: c.clone(),
+                },
+                lo,
+            )
+        },
+        config,
+    );
     let mut durable = events.durable_watch().unwrap();
     let t = Instant::now();
     let mut raise_ns: Vec<u32> = Vec::with_capacity(EVENTS as usize);
-    rt.block_on(async {
-        // Raise in steps of 5000 while keeping at most 12 000 in flight, as a busy node would:
-        // the producer never waits for the disk, only this bench's pacing does.
+    let mut acks = 0u64;
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        let (feed, fill) = LogFeed::new(events.clone());
+        let filler = tokio::task::spawn_local(fill);
+        // The link: takes what the feed has, "sends" it, acknowledges the last one.
+        let link = {
+            let feed: Rc<LogFeed> = feed.clone();
+            tokio::task::spawn_local(async move {
+                let wake = feed.notify();
+                let mut acks = 0u64;
+                loop {
+                    let batch = feed.pending(LINK_BATCH);
+                    match batch.last() {
+                        Some(last) => {
+                            feed.ack(last.seq);
+                            acks += 1;
+                            if last.seq >= EVENTS {
+                                return acks;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        None => wake.notified().await,
+                    }
+                }
+            })
+        };
+        // Raise in steps while keeping at most 12 000 in flight, as a busy node would: the
+        // producer never waits for the disk, only this bench's pacing does.
         let mut raised = 0u64;
         while raised < EVENTS {
             let done = *durable.borrow_and_update();
@@ -82,10 +139,12 @@ fn main() {
             let _ = durable.changed().await;
         }
         events.flushed().await;
+        acks = link.await.unwrap();
+        filler.abort();
     });
     let elapsed = t.elapsed();
     let status = events.status();
-    events.close();
+    events.close(); // writes the last cursor
     let io_after = proc_write_bytes();
     assert_eq!(status.durable_seq, EVENTS, "every event durable");
 
@@ -102,7 +161,8 @@ fn main() {
     }
     let on_disk = dir_bytes(&dir);
     println!(
-        "durable appends: {EVENTS} events in {elapsed:.2?} = {:.0} events/s",
+        "durable appends: {EVENTS} events in {elapsed:.2?} = {:.0} events/s, all delivered \
+         and acknowledged ({acks} acks of up to {LINK_BATCH})",
         EVENTS as f64 / elapsed.as_secs_f64()
     );
     raise_ns.sort_unstable();
@@ -128,10 +188,17 @@ fn main() {
             (b - a) as f64 / encoded as f64
         );
     }
+    let syncs = StorageCounts::get(&counts.syncs);
+    let dir_syncs = StorageCounts::get(&counts.dir_syncs);
+    let cursor_writes = StorageCounts::get(&counts.renames);
+    let per_k = |n: u64| n as f64 * 1000.0 / EVENTS as f64;
     println!(
-        "  fdatasync: {} commits = {:.2} per 1000 events",
+        "  fdatasync: {syncs} = {:.2} per 1000 events; with {dir_syncs} directory fsyncs \
+         {:.2} per 1000 events ({} group commits, {cursor_writes} cursor writes for {acks} \
+         acks, the rest segment rolls)",
+        per_k(syncs),
+        per_k(syncs + dir_syncs),
         status.commits,
-        status.commits as f64 * 1000.0 / EVENTS as f64
     );
 
     // ---- 4: recovery of a full 16 MiB log ----------------------------------------------
@@ -168,10 +235,32 @@ fn main() {
         drop(log);
     }
     println!(
-        "recovery: {:.1} MiB log, {} records, {} segments: best of 5 {best:.2?}",
+        "recovery: {:.1} MiB log, {} records, {} segments: page cache warm, best of 5 {best:.2?}",
         total as f64 / (1 << 20) as f64,
         records,
         std::fs::read_dir(&dir).unwrap().count()
     );
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        if !drop_caches() {
+            break;
+        }
+        let t = Instant::now();
+        let (log, rec) = Log::open(FsStorage::open(&dir).unwrap(), opts).unwrap();
+        cold.push(t.elapsed());
+        assert!(rec.records > 0);
+        drop(log);
+    }
+    if cold.is_empty() {
+        println!("  cold page cache: not measured (cannot write /proc/sys/vm/drop_caches)");
+    } else {
+        cold.sort();
+        println!(
+            "  cold page cache (drop_caches before each): median of {} {:.2?}, worst {:.2?}",
+            cold.len(),
+            cold[cold.len() / 2],
+            cold.last().unwrap()
+        );
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

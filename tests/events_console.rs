@@ -152,3 +152,74 @@ fn an_unwritable_data_dir_degrades_health_but_not_the_node() {
     let (status, log) = q.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// `quoll events --follow` prints what is already there, then each new event as it becomes
+/// durable, until it is killed. Bounded: every wait below has a deadline.
+#[test]
+fn follow_prints_new_events_as_they_become_durable() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let dir = TempDir::new("events-follow");
+    let data = dir.path().join("data");
+    let raise = |run: u64, count: u64| {
+        let out = quoll()
+            .args(["debug-raise-events", "--data-dir"])
+            .arg(&data)
+            .args(["--run", &run.to_string(), "--count", &count.to_string()])
+            .args(["--delay-ms", "5"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run quoll debug-raise-events");
+        assert!(out.status.success(), "{out:?}");
+    };
+    raise(0, 3);
+    let mut follower = quoll()
+        .args(["events", "--follow", "--json", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quoll events --follow");
+    let (tx, rx) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line for {what} within 20 s"));
+        serde_json::from_str(&line).expect("a JSON line")
+    };
+    let seen: Vec<Value> = (0..3).map(|i| next(&format!("event {i}"))).collect();
+    let runs: Vec<(u64, u64)> = seen
+        .iter()
+        .map(|r| {
+            (
+                r["details"]["run"].as_u64().unwrap(),
+                r["details"]["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(runs, [(0, 0), (0, 1), (0, 2)]);
+    // Nothing new: nothing printed.
+    assert!(rx.recv_timeout(Duration::from_millis(700)).is_err());
+    // New events, written while it follows, show up.
+    raise(1, 2);
+    let more: Vec<Value> = (0..2).map(|i| next(&format!("new event {i}"))).collect();
+    assert_eq!(more[0]["details"]["run"], 1);
+    assert_eq!(more[1]["details"]["n"], 1);
+    let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    assert!(more[0]["seq"].as_u64().unwrap() > last);
+    follower.kill().expect("kill the follower");
+    let _ = follower.wait();
+    reader.join().unwrap();
+}

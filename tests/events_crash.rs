@@ -2,7 +2,9 @@
 //! takes them and prints `durable <seq>` after each commit; it is killed with SIGKILL at
 //! random moments, at least 50 times, restarted each time on the same data dir. Afterwards
 //! `quoll events --json` must show every event whose durability was confirmed, in order,
-//! and nothing that was not raised.
+//! and nothing that was not raised. Twice: with a 2 ms commit delay (many commits, the kill
+//! lands in every phase of the cycle) and with the default 50 ms (the shipped setting:
+//! big batches, the kill mostly lands while a batch gathers or syncs).
 
 mod common;
 
@@ -23,7 +25,18 @@ struct Run {
 
 #[test]
 fn sigkill_at_random_moments_never_loses_a_confirmed_event() {
-    let dir = TempDir::new("events-crash");
+    kill_and_check("events-crash", 2, 10);
+}
+
+#[test]
+fn sigkill_with_the_default_commit_delay_never_loses_a_confirmed_event() {
+    kill_and_check("events-crash-50", 50, 4);
+}
+
+/// `KILLS` runs at commit delay `delay_ms`, each killed after 1..=`max_commits` commits
+/// plus a random part of one more commit window.
+fn kill_and_check(tag: &str, delay_ms: u64, max_commits: u64) {
+    let dir = TempDir::new(tag);
     let data = dir.path().join("data");
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -45,7 +58,7 @@ fn sigkill_at_random_moments_never_loses_a_confirmed_event() {
             .args(["debug-raise-events", "--data-dir"])
             .arg(&data)
             .args(["--run", &run.to_string()])
-            .args(["--window", "40", "--delay-ms", "2"])
+            .args(["--window", "40", "--delay-ms", &delay_ms.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -57,9 +70,9 @@ fn sigkill_at_random_moments_never_loses_a_confirmed_event() {
             .strip_prefix("start ")
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("bad start line {first:?}"));
-        // Kill after a random number of commits (1..=10): the raiser is then anywhere in
-        // raising, appending or syncing the next batch.
-        let commits = 1 + next() % 10;
+        // Kill after a random number of commits: the raiser is then anywhere in raising,
+        // appending or syncing the next batch.
+        let commits = 1 + next() % max_commits;
         let mut confirmed = start - 1;
         for _ in 0..commits {
             let line = lines.next().expect("a durable line").unwrap();
@@ -68,10 +81,10 @@ fn sigkill_at_random_moments_never_loses_a_confirmed_event() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("bad line {line:?}"));
         }
-        // Then a random 0-4 ms more, so the kill lands anywhere in the raise / append / sync
-        // cycle (2 ms commit delay), not just after a commit. This picks the crash moment;
-        // nothing is waited for.
-        std::thread::sleep(Duration::from_micros(next() % 4000));
+        // Then a random part of two commit windows more, so the kill lands anywhere in the
+        // raise / append / sync cycle, not just after a commit. This picks the crash
+        // moment; nothing is waited for.
+        std::thread::sleep(Duration::from_micros(next() % (2000 * delay_ms)));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         assert!(confirmed >= start, "run {run}: nothing confirmed");

@@ -34,8 +34,7 @@ fn forwarding_continues_while_the_event_log_syncs_slowly() {
         };
         let (d2, g2) = (disk.clone(), gate.clone());
         let (events, _) = Events::open_with(
-            Log::open(slow(&disk, &gate), lo),
-            move || Log::open(slow(&d2, &g2), lo).map(|(l, _)| l),
+            move || Log::open(slow(&d2, &g2), lo),
             LogConfig { writer: opts },
         );
 

@@ -576,6 +576,34 @@ impl Event {
         .with_detail("skipped", skipped)
     }
 
+    /// Start-up found files a newer version wrote (this binary was rolled back): segments
+    /// it cannot read and/or a cursor of a newer format. They are kept untouched; the
+    /// details say what that means (`segments`, `cursor_version`, and `next_seq`: this run
+    /// numbers its events from there, above anything the newer segments can hold).
+    pub fn event_log_newer_format(
+        files: impl fmt::Display + Into<Value> + Copy,
+        segments: u64,
+        cursor_version: Option<u16>,
+        next_seq: u64,
+    ) -> Self {
+        let mut e = Self::new(
+            Warning,
+            C::Storage,
+            format!("Event log holds {files} files of a newer version, kept unread"),
+            None,
+        )
+        .with_detail("files", files)
+        .with_detail("segments", segments)
+        .with_detail("next_seq", next_seq);
+        if let Some(v) = cursor_version {
+            // Not overwritten: delivery restarts from the oldest record after each restart.
+            e = e
+                .with_detail("cursor_version", v)
+                .with_detail("cursor", "kept; delivery position held in memory only");
+        }
+        e
+    }
+
     // ---- bridge (Quoll's own, not in the seed) ----------------------------------------
 
     /// A bridge session reached `STREAM_MAX_RESTARTS` and stopped retrying
@@ -678,6 +706,7 @@ pub fn templates() -> Vec<Event> {
         Event::event_log_degraded("{error}"),
         Event::event_log_recovered(),
         Event::event_log_corrupt("{n}"),
+        Event::event_log_newer_format("{n}", 0, None, 0),
         Event::bridge_stream_errored("{id}", 0, "{n}", "{error}"),
         Event::bridge_stream_recovered("{id}", 0),
     ]

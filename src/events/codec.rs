@@ -25,12 +25,16 @@ use super::{Category, Event, Record, Severity};
 pub const SEGMENT_MAGIC: &[u8; 4] = b"QEVS";
 pub const CURSOR_MAGIC: &[u8; 4] = b"QCUR";
 /// Segment format this build writes. A reader skips (and keeps) segments of a newer version,
-/// so a rolled-back binary neither misreads nor deletes them.
+/// so a rolled-back binary neither misreads nor deletes them, and numbers its own records
+/// above them (`max_seq_in`).
 pub const SEGMENT_VERSION: u16 = 1;
 pub const CURSOR_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 pub const CURSOR_LEN: usize = 20;
 pub const FRAME_OVERHEAD: usize = 8;
+/// The fewest bytes any record takes in a segment of any version (a v1 frame is at least
+/// its 8-byte head and one payload byte). Part of the frozen rule below.
+pub const MIN_FRAME_LEN: u64 = 9;
 /// Largest payload accepted. The manager takes messages up to 10 000 bytes; details are
 /// small. Anything larger is garbage, which keeps a corrupt length from asking for gigabytes.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -92,6 +96,17 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The highest sequence number a segment named `base_seq`, `file_len` bytes long, can hold,
+/// whatever its version. This is the frozen rule every version keeps, so that a rolled-back
+/// older binary that cannot read a newer segment still numbers its own events above all of
+/// the newer one's: the file name and the 20-byte header layout never change, sequence
+/// numbers inside a segment start at its base and are dense (no gaps; a writer starts a new
+/// segment at a gap), and every record takes at least `MIN_FRAME_LEN` bytes.
+pub fn max_seq_in(base_seq: u64, file_len: u64) -> u64 {
+    let records = file_len.saturating_sub(HEADER_LEN as u64) / MIN_FRAME_LEN;
+    base_seq.saturating_add(records)
 }
 
 // ---- headers -------------------------------------------------------------------------------
@@ -330,6 +345,17 @@ impl Scan {
 /// frame whose sequence number does not increase is treated as damage too: the log never
 /// writes one, so it can only be garbage whose CRC happens to match.
 pub fn scan_frames(bytes: &[u8], start: usize, min_seq: u64) -> Scan {
+    scan_frames_until(bytes, start, min_seq, |_| false)
+}
+
+/// As `scan_frames`, stopping right after the first frame for which `stop` is true (a
+/// delivery read stops once its batch is full instead of checking the rest of the file).
+pub fn scan_frames_until(
+    bytes: &[u8],
+    start: usize,
+    min_seq: u64,
+    mut stop: impl FnMut(&FrameRef) -> bool,
+) -> Scan {
     let mut scan = Scan {
         valid_len: start.min(bytes.len()),
         ..Scan::default()
@@ -349,14 +375,18 @@ pub fn scan_frames(bytes: &[u8], start: usize, min_seq: u64) -> Scan {
                     scan.corrupt += 1;
                     in_damage = false;
                 }
-                scan.frames.push(FrameRef {
+                let frame = FrameRef {
                     offset: pos,
                     len,
                     seq,
-                });
+                };
+                scan.frames.push(frame);
                 last_seq = Some(seq);
                 pos += len;
                 scan.valid_len = pos;
+                if stop(&frame) {
+                    break;
+                }
             }
             None => {
                 in_damage = true;

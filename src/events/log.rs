@@ -93,6 +93,11 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Segments of a newer format (or with a damaged header), left alone.
     pub skipped_segments: u64,
+    /// Of those, the segments of a newer format (a rolled-back binary found them).
+    pub newer_segments: u64,
+    /// The cursor file is of this newer format: it is kept untouched, and the delivery
+    /// position is held in memory only (see `Log::set_acked`).
+    pub newer_cursor: Option<u16>,
 }
 
 /// One segment file, as the log keeps track of it.
@@ -106,7 +111,17 @@ struct Segment {
     bytes: u64,
     /// Whether this build may read it (right version, sound header).
     readable: bool,
+    /// Every `INDEX_EVERY`th frame: (sequence number, offset). A delivery read starts at the
+    /// entry just before what it wants instead of scanning the whole file.
+    index: Vec<(u64, u64)>,
 }
+
+/// Frames between index entries: a read scans at most this many frames it does not want,
+/// and a full 16 MiB log keeps about 3500 entries (55 KiB).
+const INDEX_EVERY: u64 = 32;
+
+/// Bytes a delivery read takes from a segment at a time (a frame is at most 64 KiB).
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Events the budget pushed out: how many were not yet delivered, and their range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +133,8 @@ pub struct Dropped {
 
 pub struct Log<S: Storage> {
     storage: S,
+    /// The cursor file is of a newer format: never overwritten by this build.
+    cursor_foreign: bool,
     opts: LogOptions,
     segments: VecDeque<Segment>,
     /// Whether the last segment may be appended to (ours, sound, not abandoned).
@@ -130,6 +147,8 @@ pub struct Log<S: Storage> {
     /// Highest sequence number in a segment the budget removed.
     evicted_through: u64,
     buf: Vec<u8>,
+    /// End offset in `buf` and sequence number of each frame of the batch being appended.
+    frames: Vec<(usize, u64)>,
 }
 
 impl<S: Storage> Log<S> {
@@ -143,11 +162,26 @@ impl<S: Storage> Log<S> {
         let mut rec = Recovery::default();
 
         let acked = match storage.read(codec::CURSOR_FILE) {
-            Ok(bytes) => codec::parse_cursor(&bytes).unwrap_or_else(|e| {
-                // Written by rename, so this is bit rot: delivering again is the safe side.
-                tracing::warn!("event log cursor unreadable ({e}); delivering from the start");
-                0
-            }),
+            Ok(bytes) => match codec::parse_cursor(&bytes) {
+                Ok(acked) => acked,
+                Err(DecodeError::UnsupportedVersion(v)) => {
+                    // A newer binary wrote it and this one was rolled back. Its number may
+                    // mean something else: deliver from the start (the safe side) and
+                    // never overwrite the file (`set_acked`), so rolling forward again
+                    // finds it as it was.
+                    tracing::warn!(
+                        "event log cursor is of a newer format (version {v}): kept untouched; \
+                         the delivery position is held in memory only"
+                    );
+                    rec.newer_cursor = Some(v);
+                    0
+                }
+                Err(e) => {
+                    // Written by rename, so this is bit rot: delivering again is the safe side.
+                    tracing::warn!("event log cursor unreadable ({e}); delivering from the start");
+                    0
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(LogError::io("read", codec::CURSOR_FILE)(e)),
         };
@@ -159,6 +193,8 @@ impl<S: Storage> Log<S> {
             .collect();
         let mut segments = VecDeque::new();
         let mut last_seq = 0u64;
+        // Above every sequence number a segment this build cannot read may hold.
+        let mut reserved = 0u64;
         let mut tail_writable = false;
         for (i, (name_base, name)) in seg_names.iter().enumerate() {
             let is_last = i + 1 == seg_names.len();
@@ -175,13 +211,19 @@ impl<S: Storage> Log<S> {
                         let _ = storage.remove(name).and_then(|()| storage.sync_dir());
                         continue;
                     }
-                    if !matches!(e, DecodeError::UnsupportedVersion(_)) {
+                    if matches!(e, DecodeError::UnsupportedVersion(_)) {
+                        rec.newer_segments += 1;
+                    } else {
                         rec.corrupt += 1;
                     }
                     rec.skipped_segments += 1;
-                    // Its records are unknown: at least keep new segment names (and
-                    // sequence numbers) clear of it.
+                    // Its records are unknown, but every version keeps sequence numbers
+                    // dense inside a segment and spends at least `MIN_FRAME_LEN` bytes on
+                    // a record (the frozen rule in `codec.rs`), so none of them is above
+                    // this bound: numbering resumes above it and never reuses one. (Only
+                    // the numbering: later segments are still scanned from their own base.)
                     last_seq = last_seq.max(*name_base);
+                    reserved = reserved.max(codec::max_seq_in(*name_base, bytes.len() as u64));
                     segments.push_back(Segment {
                         name: name.clone(),
                         base_seq: *name_base,
@@ -190,6 +232,7 @@ impl<S: Storage> Log<S> {
                         count: 0,
                         bytes: bytes.len() as u64,
                         readable: false,
+                        index: Vec::new(),
                     });
                     continue;
                 }
@@ -232,6 +275,12 @@ impl<S: Storage> Log<S> {
                 count: scan.frames.len() as u64,
                 bytes: len,
                 readable: true,
+                index: scan
+                    .frames
+                    .iter()
+                    .step_by(INDEX_EVERY as usize)
+                    .map(|f| (f.seq, f.offset as u64))
+                    .collect(),
             });
         }
         if segments.back().is_some_and(|s| !s.readable) {
@@ -241,10 +290,11 @@ impl<S: Storage> Log<S> {
         if names.iter().any(|n| n == codec::CURSOR_TMP) {
             let _ = storage.remove(codec::CURSOR_TMP);
         }
-        let last_seq = last_seq.max(acked);
+        let last_seq = last_seq.max(acked).max(reserved);
         rec.next_seq = last_seq + 1;
         let log = Log {
             storage,
+            cursor_foreign: rec.newer_cursor.is_some(),
             opts,
             segments,
             tail_writable,
@@ -254,6 +304,7 @@ impl<S: Storage> Log<S> {
             cursor_on_disk: acked,
             evicted_through: 0,
             buf: Vec::new(),
+            frames: Vec::new(),
         };
         Ok((log, rec))
     }
@@ -267,14 +318,25 @@ impl<S: Storage> Log<S> {
         self.acked
     }
 
+    /// The acknowledged sequence number the cursor file holds.
+    pub fn cursor_on_disk(&self) -> u64 {
+        self.cursor_on_disk
+    }
+
     /// Highest sequence number the byte budget removed from the log (0: none yet).
     pub fn evicted_through(&self) -> u64 {
         self.evicted_through
     }
 
-    /// Bytes in all segment files.
+    /// Bytes in the segment files the byte budget covers: the ones this build can read.
+    /// Segments it cannot read (a newer format, a damaged header) are never removed by it
+    /// and are outside the budget (see `roll`).
     pub fn total_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
+        self.segments
+            .iter()
+            .filter(|s| s.readable)
+            .map(|s| s.bytes)
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -288,71 +350,129 @@ impl<S: Storage> Log<S> {
     /// Append records (not yet durable: see `commit`). Records at or below the last
     /// sequence number are skipped, so a batch re-offered after an error is not doubled.
     /// Returns what the byte budget pushed out, if anything.
+    ///
+    /// A batch is split across segments: the tail takes frames while it stays within
+    /// `segment_bytes` and their sequence numbers follow on without a gap; the rest goes to
+    /// new segments. So no segment outgrows its size (unless one record alone is larger)
+    /// and the budget holds, and sequence numbers are dense inside every segment (the
+    /// frozen rule `codec::max_seq_in` relies on).
     pub fn append(&mut self, records: &[Record]) -> Result<Option<Dropped>, LogError> {
         let mut buf = std::mem::take(&mut self.buf);
+        let mut frames = std::mem::take(&mut self.frames);
         buf.clear();
-        let mut first = None;
+        frames.clear();
         let mut last = self.last_seq;
-        let mut count = 0u64;
-        for r in records.iter().filter(|r| r.seq > self.last_seq) {
+        for r in records {
             if r.seq <= last {
-                continue; // out of order within the batch: never happens, never written
+                continue; // already in the log, or out of order: never written twice
             }
             codec::encode_record(r, &mut buf);
-            first.get_or_insert(r.seq);
+            frames.push((buf.len(), r.seq));
             last = r.seq;
-            count += 1;
         }
-        let result = match first {
-            None => Ok(None),
-            Some(first) => self.write_frames(&buf, first, last, count),
-        };
+        let result = self.write_frames(&buf, &frames);
         self.buf = buf;
+        self.frames = frames;
         result
+    }
+
+    /// Whether the tail takes a frame of `len` bytes with sequence number `seq`.
+    fn tail_takes(&self, seq: u64, len: u64) -> bool {
+        self.tail_writable
+            && self.segments.back().is_some_and(|s| {
+                let dense = seq == s.last_seq.map_or(s.base_seq, |l| l + 1);
+                s.readable && dense && (s.count == 0 || s.bytes + len <= self.opts.segment_bytes)
+            })
     }
 
     fn write_frames(
         &mut self,
-        frames: &[u8],
-        first: u64,
-        last: u64,
-        count: u64,
+        buf: &[u8],
+        frames: &[(usize, u64)],
     ) -> Result<Option<Dropped>, LogError> {
-        let mut dropped = None;
-        let fits = self.tail_writable
-            && self.segments.back().is_some_and(|s| {
-                s.count == 0 || s.bytes + frames.len() as u64 <= self.opts.segment_bytes
-            });
-        if !fits {
-            dropped = self.roll(first)?;
+        let mut dropped: Option<Dropped> = None;
+        let mut i = 0;
+        let mut start = 0;
+        while i < frames.len() {
+            let (end, first) = frames[i];
+            if !self.tail_takes(first, (end - start) as u64) {
+                let need = (codec::HEADER_LEN + end - start) as u64;
+                if let Some(d) = self.roll(first, need)? {
+                    match &mut dropped {
+                        Some(acc) => {
+                            acc.count += d.count;
+                            acc.last_seq = d.last_seq;
+                        }
+                        None => dropped = Some(d),
+                    }
+                }
+            }
+            // The longest run of frames the tail takes.
+            let tail = self.segments.back().expect("roll made a tail");
+            let mut j = i + 1;
+            while j < frames.len()
+                && frames[j].1 == frames[j - 1].1 + 1
+                && tail.bytes + (frames[j].0 - start) as u64 <= self.opts.segment_bytes
+            {
+                j += 1;
+            }
+            let (stop, last) = frames[j - 1];
+            let tail = self.segments.back_mut().expect("roll made a tail");
+            self.storage
+                .append(&tail.name, &buf[start..stop])
+                .map_err(LogError::io("append", &tail.name))?;
+            self.dirty = true;
+            for k in i..j {
+                if (tail.count + (k - i) as u64).is_multiple_of(INDEX_EVERY) {
+                    let frame_start = if k == 0 { 0 } else { frames[k - 1].0 };
+                    let offset = tail.bytes + (frame_start - start) as u64;
+                    tail.index.push((frames[k].1, offset));
+                }
+            }
+            tail.bytes += (stop - start) as u64;
+            tail.first_seq.get_or_insert(first);
+            tail.last_seq = Some(last);
+            tail.count += (j - i) as u64;
+            self.last_seq = last;
+            start = stop;
+            i = j;
         }
-        let tail = self.segments.back_mut().expect("roll made a tail");
-        self.storage
-            .append(&tail.name, frames)
-            .map_err(LogError::io("append", &tail.name))?;
-        self.dirty = true;
-        tail.bytes += frames.len() as u64;
-        tail.first_seq.get_or_insert(first);
-        tail.last_seq = Some(last);
-        tail.count += count;
-        self.last_seq = last;
         Ok(dropped)
     }
 
-    /// Close the tail and start a segment whose first record will be `first`. Makes room
-    /// first: the oldest segments go until a whole new segment fits in the budget.
-    fn roll(&mut self, first: u64) -> Result<Option<Dropped>, LogError> {
+    /// Close the tail and start a segment whose first record will be `first`, with room for
+    /// at least `need` bytes. Makes room first: the oldest segments go until a whole new
+    /// segment fits in the budget. Only segments this build can read count and go: one of
+    /// a newer format (or with a damaged header) is never removed here, whatever its age;
+    /// it stays outside the budget until a build that reads it takes the log over (or an
+    /// operator removes it), so the disk may hold that much more than the budget.
+    fn roll(&mut self, first: u64, need: u64) -> Result<Option<Dropped>, LogError> {
         self.commit()?;
+        let need = need.max(self.opts.segment_bytes);
         let mut dropped: Option<Dropped> = None;
-        while !self.segments.is_empty()
-            && self.total_bytes() + self.opts.segment_bytes > self.opts.budget_bytes
+        // A tail of ours that holds nothing (recovered header-only, or left by a gap in
+        // the sequence numbers) goes with the removals: a new segment replaces it.
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.readable && s.count == 0 && self.tail_writable)
         {
-            let old = self.segments.front().expect("not empty").clone();
+            let empty = self.segments.pop_back().expect("checked");
+            self.storage
+                .remove(&empty.name)
+                .map_err(LogError::io("remove", &empty.name))?;
+        }
+        self.tail_writable = false;
+        while self.total_bytes() + need > self.opts.budget_bytes {
+            let Some(idx) = self.segments.iter().position(|s| s.readable) else {
+                break;
+            };
+            let old = self.segments[idx].clone();
             let undelivered = self.count_undelivered(&old);
             self.storage
                 .remove(&old.name)
                 .map_err(LogError::io("remove", &old.name))?;
-            self.segments.pop_front();
+            self.segments.remove(idx);
             self.evicted_through = self.evicted_through.max(old.last_seq.unwrap_or(0));
             if let Some((n, lo, hi)) = undelivered {
                 let d = dropped.get_or_insert(Dropped {
@@ -368,7 +488,6 @@ impl<S: Storage> Log<S> {
         self.storage
             .create(&name)
             .map_err(LogError::io("create", &name))?;
-        self.tail_writable = false;
         self.storage
             .append(&name, &codec::segment_header(first))
             .map_err(LogError::io("append", &name))?;
@@ -387,6 +506,7 @@ impl<S: Storage> Log<S> {
             count: 0,
             bytes: codec::HEADER_LEN as u64,
             readable: true,
+            index: Vec::new(),
         });
         self.tail_writable = true;
         Ok(dropped)
@@ -429,10 +549,14 @@ impl<S: Storage> Log<S> {
 
     /// Record that the manager has everything up to `seq`, durably: the cursor file is
     /// written to a temp file, synced, renamed over the old one, and the directory synced.
+    ///
+    /// When the cursor file is of a newer format (a rolled-back binary), it is never
+    /// overwritten: the acknowledgement is kept in memory only, and after a restart
+    /// delivery starts again from the oldest record (duplicates, never a skip).
     pub fn set_acked(&mut self, seq: u64) -> Result<(), LogError> {
         let seq = seq.min(self.last_seq);
         self.acked = self.acked.max(seq);
-        if self.acked == self.cursor_on_disk {
+        if self.acked == self.cursor_on_disk || self.cursor_foreign {
             return Ok(());
         }
         let tmp = codec::CURSOR_TMP;
@@ -457,31 +581,56 @@ impl<S: Storage> Log<S> {
     /// records are skipped.
     pub fn read_after(&mut self, after: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let mut out = Vec::new();
-        let names: Vec<(String, u64)> = self
+        // Each segment from its index entry just before `after + 1`.
+        let starts: Vec<(String, u64, u64)> = self
             .segments
             .iter()
             .filter(|s| s.readable && s.last_seq.is_some_and(|l| l > after))
-            .map(|s| (s.name.clone(), s.base_seq))
+            .map(|s| {
+                let i = s.index.partition_point(|&(seq, _)| seq <= after + 1);
+                let (seq, offset) = match i {
+                    0 => (s.first_seq.unwrap_or(s.base_seq), codec::HEADER_LEN as u64),
+                    i => s.index[i - 1],
+                };
+                (s.name.clone(), seq, offset)
+            })
             .collect();
-        for (name, base) in names {
-            if out.len() >= max {
-                break;
-            }
-            let bytes = self
-                .storage
-                .read(&name)
-                .map_err(LogError::io("read", &name))?;
-            let scan = codec::scan_frames(&bytes, codec::HEADER_LEN, base);
-            for f in scan.frames.iter().filter(|f| f.seq > after) {
-                if out.len() >= max {
-                    break;
+        for (name, mut min_seq, mut offset) in starts {
+            // In chunks: a batch needs a few KiB, not the rest of a 2 MiB segment.
+            let mut chunk = READ_CHUNK;
+            while out.len() < max {
+                let bytes = self
+                    .storage
+                    .read_at(&name, offset, chunk)
+                    .map_err(LogError::io("read", &name))?;
+                let want = max - out.len();
+                let mut wanted = 0;
+                let scan = codec::scan_frames_until(&bytes, 0, min_seq, |f| {
+                    wanted += usize::from(f.seq > after);
+                    wanted >= want
+                });
+                for f in scan.frames.iter().filter(|f| f.seq > after) {
+                    let payload = &bytes[f.offset + codec::FRAME_OVERHEAD..f.offset + f.len];
+                    if let Ok(r) = codec::decode_payload(payload) {
+                        out.push(r);
+                    }
                 }
-                let payload = &bytes[f.offset + codec::FRAME_OVERHEAD..f.offset + f.len];
-                if let Ok(r) = codec::decode_payload(payload) {
-                    out.push(r);
+                if bytes.len() < chunk {
+                    break; // the end of the segment
+                }
+                match scan.frames.last() {
+                    // Go on after the last whole frame (the chunk cut the next one).
+                    Some(last) => {
+                        offset += scan.valid_len as u64;
+                        min_seq = last.seq + 1;
+                        chunk = READ_CHUNK;
+                    }
+                    // Not one whole frame in it (a damaged stretch): read more at once.
+                    None => chunk = chunk.saturating_mul(4),
                 }
             }
         }
+        out.truncate(max);
         Ok(out)
     }
 

@@ -25,13 +25,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use serde_json::{Value, json};
 
 pub use catalog::{Category, Event, Severity};
 
 use self::log::{Log, LogError, Recovery};
 use self::storage::{FsStorage, Storage};
-use self::writer::{Shared, WriterOptions};
+use self::writer::{Clock, Shared, WriterOptions};
 
 /// An event as recorded: sequence number and raise time attached.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,24 +45,6 @@ impl Record {
     /// The raise time as RFC 3339 UTC with milliseconds.
     pub fn raised_at(&self) -> String {
         crate::time::rfc3339_millis(self.raised_at_ms)
-    }
-
-    /// The manager `event` message for this record (`shared/spec/manager-protocol.md`):
-    /// the envelope timestamp is the raise time, and `details` carries `seq` and
-    /// `raised_at`, because the manager stamps what it stores with its receive time.
-    pub fn manager_message(&self) -> Value {
-        let mut details = self.event.details.clone();
-        details.insert("seq".into(), self.seq.into());
-        details.insert("raised_at".into(), self.raised_at().into());
-        let mut payload = serde_json::Map::new();
-        payload.insert("severity".into(), self.event.severity.as_str().into());
-        payload.insert("category".into(), self.event.category.as_str().into());
-        payload.insert("message".into(), self.event.message.clone().into());
-        if let Some(id) = &self.event.flow_id {
-            payload.insert("flow_id".into(), id.clone().into());
-        }
-        payload.insert("details".into(), Value::Object(details));
-        json!({"type": "event", "timestamp": self.raised_at(), "payload": payload})
     }
 }
 
@@ -125,6 +106,9 @@ struct Durable {
 }
 
 impl Drop for Durable {
+    /// Stops the writer and joins it: it flushes what was raised (at most one commit, plus
+    /// the cursor). Runs on the runtime thread at shutdown only (`Events::close`, or the last
+    /// handle dropped), after the flows stopped, where waiting for the disk holds nothing up.
     fn drop(&mut self) {
         self.shared.shutdown();
         if let Some(t) = self.thread.take() {
@@ -154,9 +138,14 @@ impl Events {
         }
     }
 
-    /// The durable log under `dir`. Recovery runs here, before anything raises. A disk that
-    /// cannot be opened does not stop Quoll: the log starts degraded (memory only) and the
-    /// writer keeps trying. Returns what recovery found (`None` when it could not run).
+    /// The durable log under `dir`. Recovery (`Log::open`: reading every segment, cutting a
+    /// torn tail, its syncs) runs on the writer thread, never on the caller's; this call
+    /// waits for it once, because the first sequence number of this run comes from it.
+    /// The daemon calls it on the runtime thread at start, before any flow, the API or the
+    /// manager link runs, so nothing else is held up (recovery of a full 16 MiB log takes a
+    /// few ms warm; see docs/events.md). A disk that cannot be opened does not stop Quoll:
+    /// the log starts degraded (memory only) and the writer keeps trying. Returns what
+    /// recovery found (`None` when it could not run).
     pub fn open(dir: &Path, config: LogConfig) -> (Events, Option<Recovery>) {
         let owned = dir.to_owned();
         let opts = config.writer.log;
@@ -168,40 +157,32 @@ impl Events {
             })?;
             Log::open(storage, opts)
         };
-        let first = open();
-        let reopen = move || open().map(|(log, _)| log);
-        Self::start(first, reopen, config)
+        Self::open_with(open, config)
     }
 
-    /// The durable log over any storage (tests: `MemStorage`, `SlowSync`).
-    pub fn open_with<S, F>(
-        first: Result<(Log<S>, Recovery), LogError>,
-        reopen: F,
+    /// The durable log over any storage (tests and the bench: `MemStorage`, `SlowSync`,
+    /// `Counted`). `open` opens and recovers the log; it runs on the writer thread, at
+    /// start and for every retry after a disk failure.
+    pub fn open_with<S, F>(open: F, config: LogConfig) -> (Events, Option<Recovery>)
+    where
+        S: Storage,
+        F: FnMut() -> Result<(Log<S>, Recovery), LogError> + Send + 'static,
+    {
+        Self::open_with_clock(open, config, Clock::Real)
+    }
+
+    /// As `open_with`, on a given clock (tests: a `FakeClock`).
+    pub fn open_with_clock<S, F>(
+        open: F,
         config: LogConfig,
+        clock: Clock,
     ) -> (Events, Option<Recovery>)
     where
         S: Storage,
-        F: FnMut() -> Result<Log<S>, LogError> + Send + 'static,
+        F: FnMut() -> Result<(Log<S>, Recovery), LogError> + Send + 'static,
     {
-        Self::start(first, reopen, config)
-    }
-
-    fn start<S, F>(
-        first: Result<(Log<S>, Recovery), LogError>,
-        reopen: F,
-        config: LogConfig,
-    ) -> (Events, Option<Recovery>)
-    where
-        S: Storage,
-        F: FnMut() -> Result<Log<S>, LogError> + Send + 'static,
-    {
-        let (log, recovery) = match first {
-            Ok((log, rec)) => (Ok(log), Some(rec)),
-            Err(e) => (Err(e), None),
-        };
-        let next_seq = recovery.as_ref().map_or(1, |r| r.next_seq);
-        let acked = recovery.as_ref().map_or(0, |r| r.acked);
-        let (shared, thread) = writer::spawn(log, reopen, next_seq, acked, config.writer);
+        let (shared, thread, recovery) = writer::spawn(open, config.writer, clock);
+        let next_seq = shared.next_seq();
         let events = Self::with(
             RECENT,
             next_seq,
@@ -214,12 +195,22 @@ impl Events {
             if rec.corrupt > 0 {
                 events.raise(Event::event_log_corrupt(rec.corrupt));
             }
+            if rec.newer_segments > 0 || rec.newer_cursor.is_some() {
+                let files = rec.newer_segments + u64::from(rec.newer_cursor.is_some());
+                events.raise(Event::event_log_newer_format(
+                    files,
+                    rec.newer_segments,
+                    rec.newer_cursor,
+                    rec.next_seq,
+                ));
+            }
             tracing::info!(
                 records = rec.records,
                 pending = rec.pending,
                 next_seq = rec.next_seq,
                 truncated_bytes = rec.truncated_bytes,
                 corrupt = rec.corrupt,
+                newer_segments = rec.newer_segments,
                 "event log recovered"
             );
         }
@@ -339,7 +330,8 @@ impl Events {
     }
 
     /// The manager has everything up to `seq` (after its write succeeded). The cursor file
-    /// follows within one writer cycle; a crash before then redelivers, never skips.
+    /// follows within one commit delay (acknowledgements are coalesced: one cursor write
+    /// per window); a crash before then redelivers, never skips.
     pub fn ack(&self, seq: u64) {
         match self.shared() {
             Some(s) => s.ack(seq),
@@ -361,7 +353,9 @@ impl Events {
             .await;
     }
 
-    /// Flush the log and stop the writer thread (blocks for at most one commit). Raising
+    /// Flush the log and stop the writer thread (blocks for at most one commit and one
+    /// cursor write). For shutdown only: the daemon calls it on the runtime thread once the
+    /// flows have stopped, when blocking for the disk delays nothing but the exit. Raising
     /// afterwards still works but only reaches memory.
     pub fn close(&self) {
         let durable = self.inner.borrow_mut().durable.take();

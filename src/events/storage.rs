@@ -19,6 +19,13 @@ pub trait Storage: Send + 'static {
     fn list(&mut self) -> io::Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&mut self, name: &str) -> io::Result<Vec<u8>>;
+    /// Up to `len` bytes of a file from `offset` (fewer at its end, none past it).
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let bytes = self.read(name)?;
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(len).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
+    }
     /// Create an empty file (truncating an existing one).
     fn create(&mut self, name: &str) -> io::Result<()>;
     /// Append bytes at the end of a file.
@@ -112,6 +119,15 @@ impl Storage for FsStorage {
     fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         File::open(self.dir.join(name))?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = File::open(self.dir.join(name))?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::with_capacity(len.min(1 << 20));
+        f.take(len as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
@@ -322,6 +338,15 @@ impl Storage for MemStorage {
         Ok(d.file(name)?.data.clone())
     }
 
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut d = self.disk.lock().unwrap();
+        d.op()?;
+        let data = &d.file(name)?.data;
+        let start = (offset as usize).min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
     fn create(&mut self, name: &str) -> io::Result<()> {
         let mut d = self.disk.lock().unwrap();
         d.op()?;
@@ -440,12 +465,35 @@ impl SyncGate {
     }
 }
 
+impl SyncGate {
+    /// One sync through the gate: `before` (the time it takes), then held while the test
+    /// holds the gate, then `after`. Counted as in progress throughout.
+    pub fn pass(&self, before: impl FnOnce(), after: impl FnOnce()) {
+        {
+            let mut st = self.state();
+            st.in_sync += 1;
+            st.started += 1;
+        }
+        before();
+        let mut st = self.state();
+        while st.held {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(st);
+        after();
+        self.state().in_sync -= 1;
+    }
+}
+
 impl<S: Storage> Storage for SlowSync<S> {
     fn list(&mut self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
     fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
         self.inner.read(name)
+    }
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_at(name, offset, len)
     }
     fn create(&mut self, name: &str) -> io::Result<()> {
         self.inner.create(name)
@@ -455,22 +503,7 @@ impl<S: Storage> Storage for SlowSync<S> {
     }
     fn sync(&mut self, name: &str) -> io::Result<()> {
         // This is the writer thread: blocking here is the point of the fake.
-        {
-            let mut st = self.gate.state();
-            st.in_sync += 1;
-            st.started += 1;
-        }
-        std::thread::sleep(self.sync_time);
-        let mut st = self.gate.state();
-        while st.held {
-            st = self
-                .gate
-                .changed
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        st.in_sync -= 1;
-        drop(st);
+        self.gate.pass(|| std::thread::sleep(self.sync_time), || ());
         self.inner.sync(name)
     }
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
@@ -496,5 +529,80 @@ impl XorShift {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// A storage that counts what reaches the disk: `fdatasync`s of files, `fsync`s of the
+/// directory, renames and appended bytes. The benchmark wraps `FsStorage` in it, so its
+/// figures count every sync the log makes (group commits, segment rolls, cursor writes,
+/// recovery), not only the commits the writer knows about. Clones share the counters.
+#[derive(Clone)]
+pub struct Counted<S> {
+    pub inner: S,
+    pub counts: Arc<StorageCounts>,
+}
+
+/// The counters of a `Counted` storage.
+#[derive(Default, Debug)]
+pub struct StorageCounts {
+    pub syncs: std::sync::atomic::AtomicU64,
+    pub dir_syncs: std::sync::atomic::AtomicU64,
+    pub renames: std::sync::atomic::AtomicU64,
+    pub bytes_appended: std::sync::atomic::AtomicU64,
+}
+
+impl StorageCounts {
+    fn bump(c: &std::sync::atomic::AtomicU64, n: u64) {
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S) -> Self {
+        Counted {
+            inner,
+            counts: Arc::default(),
+        }
+    }
+}
+
+impl<S: Storage> Storage for Counted<S> {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.inner.read(name)
+    }
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_at(name, offset, len)
+    }
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        self.inner.create(name)
+    }
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.append(name, bytes)?;
+        StorageCounts::bump(&self.counts.bytes_appended, bytes.len() as u64);
+        Ok(())
+    }
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        StorageCounts::bump(&self.counts.syncs, 1);
+        self.inner.sync(name)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        StorageCounts::bump(&self.counts.renames, 1);
+        self.inner.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&mut self) -> io::Result<()> {
+        StorageCounts::bump(&self.counts.dir_syncs, 1);
+        self.inner.sync_dir()
     }
 }

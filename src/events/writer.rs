@@ -4,7 +4,12 @@
 //! the writer holds only to swap the queue out, never across I/O, so `raise` never waits for
 //! the disk. The writer loop is thin: wait for the first record, gather until the commit
 //! deadline (group commit), append the batch, one `fdatasync`, then publish the durable
-//! sequence number through a `watch` channel the runtime can await.
+//! sequence number through a `watch` channel the runtime can await. Recovery (`Log::open`,
+//! which cuts torn tails and syncs) runs on this thread too: `spawn` hands the result back.
+//!
+//! Acknowledgements are coalesced: the cursor file (two syncs: the temp file and the
+//! directory) is written at most once per commit window, when the oldest acknowledgement
+//! not yet on disk has waited `max_commit_delay`, however often the manager acknowledges.
 //!
 //! When the queue is full, the *oldest* queued record is dropped, counted, and one
 //! `events_dropped` warning (with the range of sequence numbers lost) is queued in the same
@@ -13,17 +18,22 @@
 //! When the disk fails (full, read-only, I/O error), the writer degrades to memory only: it
 //! keeps up to `memory_max` records, raises `event_log_degraded` once, and retries every
 //! `retry_interval` by reopening the log (full recovery, so its view of the files is the
-//! truth). When a retry succeeds the kept records are written and `event_log_recovered` is
-//! raised.
+//! truth). It keeps the failed log open for reading only: delivery goes on in order, the
+//! records already on disk first, then the ones held in memory; if the disk cannot even be
+//! read, delivery waits rather than skip what it holds. When a retry succeeds the kept
+//! records are written and `event_log_recovered` is raised.
+//!
+//! Time comes from a `Clock`: the real one, or a `FakeClock` a test moves by hand, which
+//! makes the time to durability a deterministic figure (`tests.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
-use super::log::{Log, LogError, LogOptions};
+use super::log::{Log, LogError, LogOptions, Recovery};
 use super::storage::Storage;
 use super::{Event, Record};
 
@@ -66,8 +76,11 @@ pub struct Counters {
     pub memory_overflow: AtomicU64,
     /// Undelivered records the byte budget pushed out.
     pub budget_dropped: AtomicU64,
+    /// Group commits (one `fdatasync` of the tail each).
     pub syncs: AtomicU64,
     pub batches: AtomicU64,
+    /// Cursor file writes (two syncs each: the temp file and the directory).
+    pub cursor_writes: AtomicU64,
     pub acked: AtomicU64,
 }
 
@@ -85,6 +98,8 @@ struct State {
     /// Queue overflow not yet reported: (count, first seq, last seq).
     overflow: Option<(u64, u64, u64)>,
     ack_to: u64,
+    /// When the oldest acknowledgement not yet handed to the cursor file arrived.
+    ack_since: Option<Instant>,
     reads: Vec<ReadRequest>,
     shutdown: bool,
 }
@@ -95,6 +110,159 @@ pub struct Shared {
     pub counters: Counters,
     durable: watch::Sender<u64>,
     opts: WriterOptions,
+    clock: Clock,
+}
+
+// ---- time ------------------------------------------------------------------------------------
+
+/// Where the writer takes the time from.
+#[derive(Clone, Default)]
+pub enum Clock {
+    #[default]
+    Real,
+    /// Tests: time moves only when the test (or a storage fake) moves it.
+    Fake(Arc<FakeClock>),
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::Real => Instant::now(),
+            Clock::Fake(f) => f.now(),
+        }
+    }
+
+    /// Something the writer must look at was queued (called under the state lock, so it is
+    /// ordered with the writer's parking).
+    fn touch(&self) {
+        if let Clock::Fake(f) = self {
+            f.unpark();
+        }
+    }
+
+    /// `seq` just became durable (a fake clock notes when, for the tests' figures).
+    fn durable(&self, seq: u64) {
+        if let Clock::Fake(f) = self {
+            let mut st = f.state();
+            let at = st.offset;
+            st.durable.push((seq, at));
+        }
+    }
+
+    /// Wait on the writer's condvar until woken or `deadline` (read as of `now`).
+    fn wait<'a>(
+        &self,
+        cv: &Condvar,
+        st: MutexGuard<'a, State>,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        match (self, deadline) {
+            (Clock::Real, Some(d)) => {
+                cv.wait_timeout(st, d - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            (Clock::Real, None) => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            (Clock::Fake(f), _) => {
+                // Fake time does not wake a condvar: say where the writer stands, then
+                // look again shortly.
+                f.park(now, deadline);
+                cv.wait_timeout(st, Duration::from_millis(1))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        }
+    }
+}
+
+/// A clock for tests: it stands still until moved. The writer reports when it is idle
+/// (parked) with nothing due before its next deadline, so a test can step time from one
+/// deadline to the next and every figure comes out the same on any machine.
+pub struct FakeClock {
+    start: Instant,
+    state: Mutex<FakeState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FakeState {
+    offset: Duration,
+    /// The writer is idle: the time it saw and its next deadline.
+    parked: Option<(Duration, Option<Instant>)>,
+    /// Each commit: the highest durable sequence number and when.
+    durable: Vec<(u64, Duration)>,
+}
+
+impl FakeClock {
+    pub fn new() -> Arc<FakeClock> {
+        Arc::new(FakeClock {
+            start: Instant::now(),
+            state: Mutex::new(FakeState::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn now(&self) -> Instant {
+        self.start + self.state().offset
+    }
+
+    /// Move time forward (a storage fake's slow sync does this too).
+    pub fn advance(&self, by: Duration) {
+        let mut st = self.state();
+        st.offset += by;
+        st.parked = None;
+    }
+
+    /// Move time forward to `to` (never back).
+    pub fn advance_to(&self, to: Instant) {
+        let by = to.saturating_duration_since(self.now());
+        self.advance(by);
+    }
+
+    /// When `seq` became durable, if it has.
+    pub fn durable_at(&self, seq: u64) -> Option<Instant> {
+        let st = self.state();
+        st.durable
+            .iter()
+            .find(|(s, _)| *s >= seq)
+            .map(|(_, at)| self.start + *at)
+    }
+
+    fn park(&self, now: Instant, deadline: Option<Instant>) {
+        let mut st = self.state();
+        st.parked = Some((now - self.start, deadline));
+        self.changed.notify_all();
+    }
+
+    fn unpark(&self) {
+        self.state().parked = None;
+    }
+
+    /// Wait (in real time, at most `timeout`) until the writer is idle at the current time;
+    /// returns its next deadline (`None`: it waits for work). Panics on timeout.
+    pub fn idle(&self, timeout: Duration) -> Option<Instant> {
+        let until = Instant::now() + timeout;
+        let mut st = self.state();
+        loop {
+            if let Some((seen, deadline)) = st.parked
+                && seen == st.offset
+            {
+                return deadline;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the event log writer never went idle");
+            st = self
+                .changed
+                .wait_timeout(st, left.min(Duration::from_millis(5)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
 }
 
 /// Lock the state, surviving a panicked holder (the state is plain data, still coherent).
@@ -123,8 +291,9 @@ impl Shared {
         });
         let len = st.queue.len();
         if st.first_at.is_none() {
-            st.first_at = Some(Instant::now());
+            st.first_at = Some(self.clock.now());
         }
+        self.clock.touch();
         drop(st);
         // Wake the writer only when it has something new to decide: the first record of a
         // batch, or a full batch. Other pushes wait for the deadline it already set.
@@ -142,12 +311,20 @@ impl Shared {
         lock(self).queue.len()
     }
 
+    /// The manager has everything up to `seq`. The cursor file follows when this (or an
+    /// earlier, unwritten) acknowledgement has waited the commit delay: one cursor write per
+    /// commit window at most, however often the manager acknowledges.
     pub fn ack(&self, seq: u64) {
         let mut st = lock(self);
         if seq > st.ack_to {
             st.ack_to = seq;
-            drop(st);
-            self.wake.notify_one();
+            if st.ack_since.is_none() {
+                // The writer's deadline changes: let it set its timer.
+                st.ack_since = Some(self.clock.now());
+                self.clock.touch();
+                drop(st);
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -158,7 +335,10 @@ impl Shared {
 
     pub fn request_read(&self, after: u64, max: usize) -> oneshot::Receiver<Vec<Record>> {
         let (reply, rx) = oneshot::channel();
-        lock(self).reads.push(ReadRequest { after, max, reply });
+        let mut st = lock(self);
+        st.reads.push(ReadRequest { after, max, reply });
+        self.clock.touch();
+        drop(st);
         self.wake.notify_one();
         rx
     }
@@ -172,55 +352,82 @@ impl Shared {
     }
 
     pub fn shutdown(&self) {
-        lock(self).shutdown = true;
+        let mut st = lock(self);
+        st.shutdown = true;
+        self.clock.touch();
+        drop(st);
         self.wake.notify_one();
     }
 }
 
-/// Start the writer thread over an opened log (or none: the disk failed at start, the
-/// writer begins degraded and retries `reopen`).
+/// Start the writer thread. `open` opens the log and recovers it; it runs on the writer
+/// thread, first at start and again for every retry after a disk failure, so no recovery
+/// `fdatasync` ever runs on the caller's (the runtime's) thread. `spawn` waits for the first
+/// open to finish, because the first sequence number of this run must come from it; a log
+/// that failed to open starts the writer degraded (and `/healthz` says so before `spawn`
+/// returns, so READY and the first health report are truthful).
 pub fn spawn<S, F>(
-    log: Result<Log<S>, LogError>,
-    reopen: F,
-    next_seq: u64,
-    acked: u64,
+    open: F,
     opts: WriterOptions,
-) -> (Arc<Shared>, std::thread::JoinHandle<()>)
+    clock: Clock,
+) -> (Arc<Shared>, std::thread::JoinHandle<()>, Option<Recovery>)
 where
     S: Storage,
-    F: FnMut() -> Result<Log<S>, LogError> + Send + 'static,
+    F: FnMut() -> Result<(Log<S>, Recovery), LogError> + Send + 'static,
 {
-    let (durable, _) = watch::channel(next_seq - 1);
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            next_seq,
-            queue: VecDeque::new(),
-            first_at: None,
-            overflow: None,
-            ack_to: acked,
-            reads: Vec::new(),
-            shutdown: false,
-        }),
-        wake: Condvar::new(),
-        counters: Counters::default(),
-        durable,
-        opts,
-    });
-    shared.counters.acked.store(acked, Ordering::Relaxed);
-    // Built here, not on the thread: a log that failed to open is degraded (and /healthz
-    // says so) before `open` returns, so READY and the first health report are truthful.
-    let writer = Writer::new(shared.clone(), log, reopen);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new()
         .name("quoll-eventlog".into())
-        .spawn(move || writer.run())
+        .spawn(move || {
+            let mut open = open;
+            let first = open();
+            let (next_seq, acked) = match &first {
+                Ok((_, rec)) => (rec.next_seq, rec.acked),
+                Err(_) => (1, 0),
+            };
+            let (durable, _) = watch::channel(next_seq - 1);
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State {
+                    next_seq,
+                    queue: VecDeque::new(),
+                    first_at: None,
+                    overflow: None,
+                    ack_to: acked,
+                    ack_since: None,
+                    reads: Vec::new(),
+                    shutdown: false,
+                }),
+                wake: Condvar::new(),
+                counters: Counters::default(),
+                durable,
+                opts,
+                clock,
+            });
+            shared.counters.acked.store(acked, Ordering::Relaxed);
+            let (log, recovery) = match first {
+                Ok((log, rec)) => (Ok(log), Some(rec)),
+                Err(e) => (Err(e), None),
+            };
+            let writer = Writer::new(shared.clone(), log, open);
+            if tx.send((shared, recovery)).is_err() {
+                return; // the caller is gone
+            }
+            writer.run();
+        })
         .expect("spawn the event log writer thread");
-    (shared, handle)
+    let (shared, recovery) = rx
+        .recv()
+        .expect("the event log writer thread reports its recovery");
+    (shared, handle, recovery)
 }
 
 struct Writer<S: Storage, F> {
     shared: Arc<Shared>,
+    /// The log. While degraded it is kept for reading only (`writable` is false), so
+    /// delivery still sees what the disk holds; `None` only when it never opened.
     log: Option<Log<S>>,
-    reopen: F,
+    writable: bool,
+    open: F,
     /// Records taken from the queue and not yet durable (while degraded: the memory view).
     pending: VecDeque<Record>,
     retry_at: Option<Instant>,
@@ -236,12 +443,13 @@ enum Wake {
     Shutdown,
 }
 
-impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
-    fn new(shared: Arc<Shared>, log: Result<Log<S>, LogError>, reopen: F) -> Self {
+impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F> {
+    fn new(shared: Arc<Shared>, log: Result<Log<S>, LogError>, open: F) -> Self {
         let mut w = Writer {
             shared,
             log: None,
-            reopen,
+            writable: false,
+            open,
             pending: VecDeque::new(),
             retry_at: None,
             lost: None,
@@ -252,22 +460,29 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
             Ok(l) => {
                 w.ack_seen = l.acked();
                 w.log = Some(l);
+                w.writable = true;
             }
             Err(e) => w.degrade(&e),
         }
         w
     }
 
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
     fn run(mut self) {
         loop {
             let wake = self.wait_and_take();
             self.write();
-            self.serve();
+            self.serve(false);
             if matches!(wake, Wake::Shutdown) {
-                // Flush what the last write itself raised (a storage event), then stop. A
-                // degraded log cannot do better: its records die with the process.
+                // Flush what the last write itself raised (a storage event) and the last
+                // acknowledgement, then stop. A degraded log cannot do better: its records
+                // die with the process.
                 self.take_queue();
                 self.write();
+                self.serve(true);
                 return;
             }
         }
@@ -282,40 +497,42 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
     /// of the oldest record unless a batch is full or something else needs doing).
     fn wait_and_take(&mut self) -> Wake {
         let opts = self.shared.opts;
+        let clock = self.shared.clock.clone();
         let mut st = lock(&self.shared);
         let wake = loop {
             if st.shutdown {
                 break Wake::Shutdown;
             }
-            let ack_due = self.log.is_some() && st.ack_to > self.ack_seen;
-            if !st.reads.is_empty() || ack_due || st.queue.len() >= opts.batch_max {
+            if !st.reads.is_empty() || st.queue.len() >= opts.batch_max {
                 break Wake::Work;
             }
-            // The earliest of: the oldest record's commit deadline, the next disk retry.
+            // The earliest of: the oldest record's commit deadline, the oldest unwritten
+            // acknowledgement's, the next disk retry.
             let commit_at = st.first_at.map(|t| t + opts.max_commit_delay);
-            let retry_at = if self.log.is_none() {
-                self.retry_at
+            let cursor_at = if self.writable && st.ack_to > self.ack_seen {
+                st.ack_since.map(|t| t + opts.max_commit_delay)
             } else {
                 None
             };
-            let deadline = match (commit_at, retry_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let now = Instant::now();
+            let retry_at = if self.writable { None } else { self.retry_at };
+            let deadline = [commit_at, cursor_at, retry_at].into_iter().flatten().min();
+            let now = clock.now();
             match deadline {
                 Some(d) if now >= d => break Wake::Work,
-                Some(d) => {
-                    st = self
-                        .shared
-                        .wake
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-                None => st = self.shared.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+                d => st = clock.wait(&self.shared.wake, st, now, d),
             }
         };
+        // A read or a cursor deadline alone does not cut the batch short: the queue is taken
+        // only when its commit is due, so group commit holds while the manager reads.
+        let now = clock.now();
+        let commit_due = matches!(wake, Wake::Shutdown)
+            || st.queue.len() >= opts.batch_max
+            || st
+                .first_at
+                .is_some_and(|t| now >= t + opts.max_commit_delay);
+        if !commit_due {
+            return wake;
+        }
         std::mem::swap(&mut st.queue, &mut self.spare);
         st.first_at = None;
         if let Some((count, first, last)) = st.overflow.take() {
@@ -355,39 +572,42 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
     /// next batch.
     fn raise_own(&mut self, event: Event) {
         tracing::warn!(category = "storage", "{}", event.message);
+        let now = self.now();
         let mut st = lock(&self.shared);
         let seq = st.next_seq;
         st.next_seq += 1;
         st.queue.push_back(stamp(seq, event));
-        st.first_at.get_or_insert_with(Instant::now);
+        st.first_at.get_or_insert(now);
+        self.shared.clock.touch();
     }
 
     fn write(&mut self) {
         let mut reopened = false;
-        if self.log.is_none() {
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+        if !self.writable {
+            if self.retry_at.is_some_and(|t| self.now() < t) {
                 return;
             }
-            match (self.reopen)() {
-                Ok(log) => {
+            match (self.open)() {
+                Ok((log, _)) => {
                     // Records the reopened log already holds (written before the failure)
                     // are not written twice.
                     let last = log.last_seq();
                     self.pending.retain(|r| r.seq > last);
                     self.ack_seen = log.acked();
                     self.log = Some(log);
+                    self.writable = true;
                     self.retry_at = None;
                     reopened = true;
                 }
                 Err(e) => {
-                    self.retry_at = Some(Instant::now() + self.shared.opts.retry_interval);
+                    self.retry_at = Some(self.now() + self.shared.opts.retry_interval);
                     tracing::debug!("event log still failing: {e}");
                     return;
                 }
             }
         }
         if !self.pending.is_empty() {
-            let log = self.log.as_mut().expect("checked above");
+            let log = self.log.as_mut().expect("writable implies a log");
             let batch = self.pending.make_contiguous();
             let last = batch.last().map(|r| r.seq).unwrap_or(0);
             let result = log.append(batch).and_then(|d| log.commit().map(|()| d));
@@ -396,6 +616,7 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
                     self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
                     self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
                     self.pending.clear();
+                    self.shared.clock.durable(last);
                     self.shared.durable.send_replace(last);
                     if let Some(d) = dropped {
                         self.shared
@@ -427,9 +648,10 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
         }
     }
 
+    /// The disk failed: keep records in memory, keep the log for reading, retry later.
     fn degrade(&mut self, e: &LogError) {
-        self.log = None;
-        self.retry_at = Some(Instant::now() + self.shared.opts.retry_interval);
+        self.writable = false;
+        self.retry_at = Some(self.now() + self.shared.opts.retry_interval);
         if !self.shared.counters.degraded.swap(true, Ordering::Relaxed) {
             tracing::error!("event log failed, keeping events in memory: {e}");
             self.raise_own(Event::event_log_degraded(&e.to_string()));
@@ -438,40 +660,75 @@ impl<S: Storage, F: FnMut() -> Result<Log<S>, LogError>> Writer<S, F> {
         }
     }
 
-    /// Cursor writes and delivery reads.
-    fn serve(&mut self) {
-        let (ack_to, reads) = {
+    /// Cursor writes (when due, or `force` at shutdown) and delivery reads.
+    fn serve(&mut self, force: bool) {
+        let now = self.now();
+        let delay = self.shared.opts.max_commit_delay;
+        let (ack_to, ack_due, reads) = {
             let mut st = lock(&self.shared);
-            (st.ack_to, std::mem::take(&mut st.reads))
+            let due = force || st.ack_since.is_some_and(|t| now >= t + delay);
+            (st.ack_to, due, std::mem::take(&mut st.reads))
         };
-        if let Some(log) = self.log.as_mut()
-            && ack_to > self.ack_seen
-        {
+        if self.writable && ack_due && ack_to > self.ack_seen {
+            let log = self.log.as_mut().expect("writable implies a log");
             self.ack_seen = ack_to;
+            let before = log.cursor_on_disk();
             match log.set_acked(ack_to) {
-                Ok(()) => self
-                    .shared
-                    .counters
-                    .acked
-                    .store(log.acked(), Ordering::Relaxed),
+                Ok(()) => {
+                    if log.cursor_on_disk() != before {
+                        self.shared
+                            .counters
+                            .cursor_writes
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.shared
+                        .counters
+                        .acked
+                        .store(log.acked(), Ordering::Relaxed);
+                }
                 Err(e) => self.degrade(&e),
             }
         }
-        for req in reads {
-            let mut out = match self.log.as_mut() {
-                Some(log) => log.read_after(req.after, req.max).unwrap_or_default(),
-                None => Vec::new(),
-            };
-            // While degraded, the memory view is part of the queue too.
-            let last = out.last().map_or(req.after, |r| r.seq);
-            for r in self.pending.iter().filter(|r| r.seq > last) {
-                if out.len() >= req.max {
-                    break;
-                }
-                out.push(r.clone());
+        if self.writable {
+            // The next cursor write is due a commit delay after the first acknowledgement
+            // not yet handed to the log: one write per window at most.
+            let mut st = lock(&self.shared);
+            if st.ack_to <= self.ack_seen {
+                st.ack_since = None;
+            } else if ack_due {
+                st.ack_since = Some(self.now());
             }
+        }
+        for req in reads {
+            let out = self.read(req.after, req.max);
             let _ = req.reply.send(out);
         }
+    }
+
+    /// Up to `max` records after `after`, in order: what the log holds on disk (read even
+    /// while degraded), then what is held in memory. If the disk cannot be read, nothing
+    /// from memory is served past what it holds: delivery waits (health says `degraded`
+    /// meanwhile) rather than let an acknowledgement move the cursor over records on disk.
+    fn read(&mut self, after: u64, max: usize) -> Vec<Record> {
+        let mut out = match self.log.as_mut() {
+            Some(log) => match log.read_after(after, max) {
+                Ok(v) => v,
+                Err(e) if log.last_seq() > after => {
+                    tracing::warn!("event log unreadable, delivery waits: {e}");
+                    return Vec::new();
+                }
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let last = out.last().map_or(after, |r| r.seq);
+        for r in self.pending.iter().filter(|r| r.seq > last) {
+            if out.len() >= max {
+                break;
+            }
+            out.push(r.clone());
+        }
+        out
     }
 }
 
