@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Footprint of the release binary: idle and loaded RSS and thread count, natively and under
 # qemu-aarch64. Idle is the embedded default config (one loopback flow, no input); loaded is
-# the same config with a 20 Mbit/s TS pushed into it for SECONDS.
+# the same config with a 20 Mbit/s TS pushed into it for SECONDS (at least 4).
 #   scripts/footprint.sh [-d SECONDS] [--no-qemu]
-# Threads are listed by name from /proc/PID/task: expected are the runtime thread (`quoll`)
-# and the event-log writer; anything else is reported.
+# "Loaded" is sampled while the sender is still running (once a second from 2 s into the
+# load): the RSS of the last sample and the most threads any sample saw, by name from
+# /proc/PID/task. Expected are the runtime thread (`quoll`) and the event-log writer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,9 +16,10 @@ while [ $# -gt 0 ]; do
     case "$1" in
         -d) DUR=$2; shift 2 ;;
         --no-qemu) QEMU=0; shift ;;
-        *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,8p' "$0" >&2; exit 2 ;;
     esac
 done
+[ "$DUR" -ge 4 ] || { echo "-d must be at least 4 seconds" >&2; exit 2; }
 
 need ffmpeg awk
 bench_scratch
@@ -57,10 +59,25 @@ measure() { # measure LABEL CMD...
     sleep 2
     local idle_rss idle_thr idle_names
     idle_rss=$(rss_kb "$pid"); idle_thr=$(nthreads "$pid"); idle_names=$(threads "$pid")
-    "$PACE" send "$TS" 127.0.0.1:5000 20 "$DUR" >/dev/null
-    local load_rss load_hwm load_thr load_names
-    load_rss=$(rss_kb "$pid"); load_hwm=$(vm_hwm_kb "$pid")
-    load_thr=$(nthreads "$pid"); load_names=$(threads "$pid")
+    # The sender runs in the background; the samples are taken while it sends.
+    "$PACE" send "$TS" 127.0.0.1:5000 20 "$DUR" >"$TMP/$label.send" &
+    local sender=$!
+    PIDS+=("$sender")
+    local load_rss=0 load_thr=0 load_names="" n t samples=0
+    sleep 2
+    for n in $(seq 2 $((DUR - 1))); do
+        kill -0 "$sender" 2>/dev/null || break
+        load_rss=$(rss_kb "$pid")
+        t=$(nthreads "$pid")
+        if [ "$t" -ge "$load_thr" ]; then load_thr=$t; load_names=$(threads "$pid"); fi
+        samples=$((samples + 1))
+        sleep 1
+    done
+    wait "$sender" || { echo "$label: the sender failed" >&2; exit 1; }
+    [ "$samples" -gt 0 ] || { echo "$label: no sample taken during the load" >&2; exit 1; }
+    local load_hwm
+    load_hwm=$(vm_hwm_kb "$pid")
+    echo "$label: $samples samples during the load; sender: $(cat "$TMP/$label.send")" >&2
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     printf '| %s | %.1f | %.1f | %.1f | %s (%s) | %s (%s) |\n' "$label" \

@@ -236,6 +236,95 @@ mod tests {
         assert_eq!(names().count(), 3);
     }
 
+    /// The values that must be exactly right for each board: the console a technician
+    /// plugs into, the BSP's MACHINE name the recipe maps, the watchdog device and timings,
+    /// and the socket buffers.
+    #[test]
+    fn each_profile_has_its_boards_exact_values() {
+        struct Want {
+            board: &'static str,
+            machine: &'static str,
+            serial: &'static str,
+            watchdog_device: &'static str,
+            service_watchdog_sec: u32,
+            runtime_watchdog_sec: u32,
+            rmem_max: u64,
+        }
+        let wants = [
+            Want {
+                board: "raspberrypi4-64",
+                machine: "raspberrypi4-64",
+                // The Pi 4's mini UART on GPIO 14/15 (enable_uart=1).
+                serial: "ttyS0",
+                watchdog_device: "/dev/watchdog",
+                service_watchdog_sec: 20,
+                runtime_watchdog_sec: 15,
+                rmem_max: 8 << 20,
+            },
+            Want {
+                board: "raspberrypi5",
+                machine: "raspberrypi5",
+                // The Pi 5's dedicated debug UART connector.
+                serial: "ttyAMA10",
+                watchdog_device: "/dev/watchdog",
+                service_watchdog_sec: 20,
+                runtime_watchdog_sec: 15,
+                rmem_max: 8 << 20,
+            },
+            Want {
+                board: "jetson-orin-nano",
+                machine: "jetson-orin-nano-devkit",
+                // Tegra Combined UART, the micro-USB/debug header console.
+                serial: "ttyTCU0",
+                watchdog_device: "/dev/watchdog0",
+                service_watchdog_sec: 20,
+                runtime_watchdog_sec: 30,
+                rmem_max: 16 << 20,
+            },
+        ];
+        assert_eq!(
+            names().collect::<Vec<_>>(),
+            wants.iter().map(|w| w.board).collect::<Vec<_>>()
+        );
+        for w in wants {
+            let p = profile(w.board).unwrap();
+            let name = w.board;
+            assert_eq!(p.yocto_machine, w.machine, "{name}");
+            assert_eq!(p.rust_target, "aarch64-unknown-linux-gnu", "{name}");
+            assert_eq!(p.serial_console.device, w.serial, "{name}");
+            assert_eq!(p.serial_console.baud, 115_200, "{name}");
+            assert_eq!(
+                p.paths.config,
+                Path::new("/data/quoll/config.json"),
+                "{name}"
+            );
+            assert_eq!(p.paths.data_dir, Path::new("/data/quoll"), "{name}");
+            assert_eq!(p.paths.runtime_dir, Path::new("/run/quoll"), "{name}");
+            assert_eq!(p.watchdog.hardware_device, w.watchdog_device, "{name}");
+            assert_eq!(
+                p.watchdog.service_watchdog_sec, w.service_watchdog_sec,
+                "{name}"
+            );
+            assert_eq!(
+                p.watchdog.runtime_watchdog_sec, w.runtime_watchdog_sec,
+                "{name}"
+            );
+            assert_eq!(p.watchdog.reboot_watchdog_sec, 120, "{name}");
+            assert_eq!(p.sysctl["net.core.rmem_max"], w.rmem_max, "{name}");
+            assert_eq!(p.sysctl["net.core.wmem_max"], w.rmem_max, "{name}");
+            assert_eq!(
+                p.default_config["server"],
+                serde_json::json!({"listen_addr": "127.0.0.1", "listen_port": 8080}),
+                "{name}"
+            );
+            assert_eq!(
+                p.default_config["flows"],
+                serde_json::json!([]),
+                "{name}: a fresh box starts with no flows"
+            );
+        }
+    }
+
     #[test]
     fn selection_order_is_flag_env_file() {
         let pick = |f, e, file| select(f, e, file).unwrap().map(|p| p.board);

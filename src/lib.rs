@@ -19,6 +19,7 @@ pub mod manager;
 pub mod net;
 pub mod node;
 pub mod output;
+pub mod rauc;
 pub mod rtp;
 pub mod rtsp;
 pub mod srt;

@@ -139,11 +139,21 @@ fn ctl_fits_the_terminal_and_speaks_json() {
     assert!(flows.contains("-> to-the-playout-server"), "{flows}");
     assert_width(&flows, 80);
 
-    // COLUMNS narrows it.
-    let mut narrow = ctl(&run, &["flows"]);
-    narrow.env("COLUMNS", "50");
-    let (_, out, _) = output(narrow);
-    assert_width(&out, 50);
+    // COLUMNS narrows it, down to the 30-column floor.
+    for (columns, width) in [("50", 50), ("32", 32), ("10", 30)] {
+        for cmd in ["flows", "status"] {
+            let mut narrow = ctl(&run, &[cmd]);
+            narrow.env("COLUMNS", columns);
+            let (_, out, _) = output(narrow);
+            assert_width(&out, width);
+            if cmd == "status" {
+                assert!(
+                    out.contains("status: ok"),
+                    "the verdict is never cut: {out}"
+                );
+            }
+        }
+    }
 
     // A real terminal of 60 columns: fitted and coloured.
     let tty = on_pty(ctl(&run, &["flows"]), 60);
@@ -249,4 +259,82 @@ fn a_socket_left_by_a_killed_daemon_is_replaced() {
     assert_eq!(mode & 0o077, 0, "runtime dir mode {mode:o}");
     drop(q);
     let _ = Duration::ZERO;
+}
+
+/// EACCES on the control socket is not "the daemon is not running": it gets its own message
+/// and exit status 4, at once even with `--boot-check` (waiting cannot fix it). Run as
+/// another user when the tests run as root, who is never refused.
+#[test]
+fn permission_denied_on_the_socket_is_told_apart() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("ctl-perm");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    for d in [dir.path(), run.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sock = run.join("ctl.sock");
+    // Someone listens (a daemon of another user): the socket exists and accepts.
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let as_other = |mut c: Command| {
+        if root {
+            c.uid(65534).gid(65534);
+        }
+        c
+    };
+    let (code, out, err) = output(as_other(ctl(&run, &["status"])));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "permission denied on {}: run as root or as the quoll user",
+            sock.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("not running"), "{err}");
+    let started = std::time::Instant::now();
+    let (code, _, err) = output(as_other(ctl(
+        &run,
+        &["health", "--boot-check", "--timeout", "60"],
+    )));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the boot check does not wait out a permission problem"
+    );
+}
+
+/// The OTA gate fails on a degraded node: here the data directory cannot be created, so
+/// the event log runs in memory only and health says "degraded". `--boot-check` waits
+/// its timeout for a recovery that does not come, then exits 1.
+#[test]
+fn boot_check_fails_on_a_degraded_node() {
+    let dir = TempDir::new("ctl-degraded");
+    // A regular file where the data directory's parent should be: not creatable, not even
+    // by root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let mut cfg = config(&dir);
+    cfg["storage"]["data_dir"] = json!(blocker.join("data"));
+    let q = Quoll::start(dir.path(), &cfg);
+    let run = dir.path().join("run");
+
+    let (code, out, err) = output(ctl(&run, &["health"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not healthy: status is degraded"), "{err}");
+    assert!(
+        out.contains("status: degraded"),
+        "the verdict's health is shown: {out}"
+    );
+
+    let (code, _, err) = output(ctl(&run, &["health", "--boot-check", "--timeout", "2"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("status is degraded"), "{err}");
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
 }

@@ -1,7 +1,9 @@
 //! The Yocto layer (`yocto/meta-quoll`) is checked here as far as it can be without bitbake:
 //! its structure, the recipe's classes and license checksum, the systemd units, the RAUC
 //! examples, that the crates include is exactly what `bitbake -c update_crates quoll`
-//! would write from Cargo.lock, and that the per-board files match `board/*.json`.
+//! would write from Cargo.lock, that the per-board files match `board/*.json`, the
+//! README and image snippet, the git revision export, and the ptest runner's skip list.
+//! Also that every file docs/appliance.md names exists.
 //!
 //! `QUOLL_UPDATE_YOCTO=1 cargo test --test yocto_layer` (or `scripts/update-yocto.sh`)
 //! rewrites the generated files instead of comparing them.
@@ -291,4 +293,323 @@ fn units_gate_ota_and_feed_the_watchdog() {
     );
     let image = read(&layer().join("recipes-core/images/quoll-image.inc"));
     assert!(image.contains("IMAGE_INSTALL:append = \" quoll\""));
+}
+
+#[test]
+fn readme_and_image_snippet_cover_the_board_settings() {
+    let image = read(&layer().join("recipes-core/images/quoll-image.inc"));
+    // Every yocto/... path the snippet names exists.
+    for word in image.split_whitespace() {
+        let word = word.trim_end_matches(['.', ',', ')']);
+        if let Some(rel) = word.strip_prefix("yocto/") {
+            assert!(
+                root().join("yocto").join(rel).exists(),
+                "quoll-image.inc refers to {word}, which does not exist"
+            );
+        }
+    }
+    // The read-only rootfs line is explained as what it is.
+    let lines: Vec<&str> = image.lines().collect();
+    let ro = lines
+        .iter()
+        .position(|l| l.starts_with("IMAGE_FEATURES") && l.contains("read-only-rootfs"))
+        .expect("read-only-rootfs");
+    assert!(
+        lines[..ro]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .any(|l| l.contains("read-only")),
+        "the comment above read-only-rootfs must be about it"
+    );
+    // The Pi settings are named and checked (they belong in local.conf, not the image).
+    for (var, why) in [
+        ("ENABLE_UART", "serial console"),
+        ("RPI_USE_U_BOOT", "bootloader=uboot"),
+    ] {
+        assert!(image.contains(&format!("{var} = \"1\"")), "image: {var}");
+        assert!(
+            image.contains(&format!("d.getVar('{var}') != '1'")),
+            "image: {var} is checked"
+        );
+        let readme = read(&root().join("yocto/README.md"));
+        assert!(readme.contains(&format!("{var} = \"1\"")), "README: {var}");
+        assert!(readme.contains(why), "README explains {var}");
+    }
+    // The Pi RAUC examples really are U-Boot ones (what RPI_USE_U_BOOT is for).
+    for machine in ["raspberrypi4-64", "raspberrypi5"] {
+        let conf = read(
+            &layer()
+                .join("dynamic-layers/rauc/recipes-core/rauc/files")
+                .join(machine)
+                .join("system.conf"),
+        );
+        assert!(conf.lines().any(|l| l == "bootloader=uboot"), "{machine}");
+    }
+    let readme = read(&root().join("yocto/README.md"));
+    assert!(
+        readme.contains("cannot run"),
+        "README says bitbake cannot run here"
+    );
+}
+
+#[test]
+fn recipe_exports_the_git_revision_build_rs_reads() {
+    let build_rs = read(&root().join("build.rs"));
+    assert!(
+        build_rs.contains("std::env::var(\"QUOLL_GIT_REV\")"),
+        "build.rs reads QUOLL_GIT_REV"
+    );
+    let bb = read(&recipe_dir().join(format!("quoll_{}.bb", env!("CARGO_PKG_VERSION"))));
+    assert!(
+        bb.lines()
+            .any(|l| l == "export QUOLL_GIT_REV = \"${SRCREV}\""),
+        "the recipe exports QUOLL_GIT_REV from SRCREV"
+    );
+}
+
+/// The words assigned to a shell variable in run-ptest (`NAME="..."`, maybe multi-line).
+fn shell_list(script: &str, name: &str) -> Vec<String> {
+    let start = script
+        .find(&format!("\n{name}=\""))
+        .unwrap_or_else(|| panic!("run-ptest has no {name}"))
+        + name.len()
+        + 3;
+    let end = script[start..].find('"').unwrap() + start;
+    script[start..end]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether tests/<file>.rs has a `#[test]` function called `name`.
+fn has_test(file: &str, name: &str) -> bool {
+    let text = read(&root().join("tests").join(format!("{file}.rs")));
+    let lines: Vec<&str> = text.lines().collect();
+    lines.iter().enumerate().any(|(i, l)| {
+        l.trim_start().starts_with(&format!("fn {name}("))
+            && lines[..i]
+                .iter()
+                .rev()
+                .take_while(|p| {
+                    let p = p.trim_start();
+                    p.starts_with("#[") || p.starts_with("//")
+                })
+                .any(|p| p.trim_start() == "#[test]")
+    })
+}
+
+#[test]
+fn ptest_skip_list_names_tests_that_exist_and_covers_the_source_readers() {
+    let script = read(&recipe_dir().join("files/run-ptest"));
+    let binaries = shell_list(&script, "SKIP_BINARIES");
+    let tests = shell_list(&script, "SKIP_TESTS");
+    assert!(!binaries.is_empty() && !tests.is_empty());
+    for b in &binaries {
+        assert!(
+            root().join("tests").join(format!("{b}.rs")).exists(),
+            "run-ptest skips {b}, but there is no tests/{b}.rs"
+        );
+    }
+    for t in &tests {
+        let (file, name) = t.split_once(':').expect("BINARY:TEST");
+        assert!(
+            has_test(file, name),
+            "run-ptest skips {t}, but tests/{file}.rs has no #[test] fn {name}"
+        );
+    }
+    // Every test file that reads the source tree at run time is on a list.
+    let mut readers = Vec::new();
+    for entry in std::fs::read_dir(root().join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = read(&path);
+        if text.contains("env!(\"CARGO_MANIFEST_DIR\")") || text.contains("RtspServer::start") {
+            readers.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(readers.contains(&"yocto_layer".to_owned()), "{readers:?}");
+    for r in &readers {
+        assert!(
+            binaries.contains(r) || tests.iter().any(|t| t.starts_with(&format!("{r}:"))),
+            "tests/{r}.rs reads the source tree: name it (or its tests) in run-ptest"
+        );
+    }
+}
+
+/// run-ptest on stand-in test binaries: skipped binaries are not run, single skips reach
+/// only their binary, results are reported per binary, a failure fails the run, and the
+/// loop ptest-cargo appends is never reached.
+#[test]
+fn run_ptest_skips_by_name_and_reports_each_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("quoll-ptest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("calls.log");
+    // One stand-in, linked under each test binary's name: it logs how it was called and
+    // fails when its name says so.
+    let stand_in = dir.join("stand-in.sh");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> {}\ncase \"$0\" in *failing*) exit 101 ;; esac\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ptest = dir.join("ptest");
+    std::fs::create_dir_all(&ptest).unwrap();
+    let mut runner = read(&recipe_dir().join("files/run-ptest"));
+    // What ptest-cargo appends to an existing run-ptest.
+    runner.push_str(
+        "\necho \"\"\necho \"## starting to run rust tests ##\"\nif ! /nonexistent/x ; then rc=1; fi\nexit $rc\n",
+    );
+    std::fs::write(ptest.join("run-ptest"), runner).unwrap();
+    std::fs::set_permissions(
+        ptest.join("run-ptest"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let hash = "0123456789abcdef";
+    for name in [
+        "yocto_layer",
+        "bridge_rtsp",
+        "event_catalog",
+        "srt_flow",
+        "udp_flow",
+        "quoll",
+    ] {
+        std::os::unix::fs::symlink(&stand_in, ptest.join(format!("{name}-{hash}"))).unwrap();
+    }
+    let run = || {
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new("sh")
+            .arg(ptest.join("run-ptest"))
+            .env("QUOLL_BIN", "/usr/bin/quoll")
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            calls,
+        )
+    };
+    let (code, out, calls) = run();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("starting to run rust tests"), "{out}");
+    for skipped in ["yocto_layer", "bridge_rtsp"] {
+        assert!(out.contains(&format!("SKIP: {skipped}")), "{out}");
+        assert!(!calls.contains(skipped), "{skipped} ran: {calls}");
+    }
+    let call = |name: &str| {
+        calls
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}-{hash}")))
+            .unwrap_or_else(|| panic!("{name} did not run: {calls}"))
+            .to_owned()
+    };
+    assert_eq!(
+        call("event_catalog"),
+        format!(
+            "event_catalog-{hash} --exact --skip catalog_matches_the_seed_tables_row_for_row \
+             --skip docs_list_every_event_of_the_catalog"
+        )
+    );
+    assert_eq!(
+        call("srt_flow"),
+        format!(
+            "srt_flow-{hash} --exact --skip srt_live_transmit_caller_into_quoll_listener_byte_exact"
+        )
+    );
+    assert_eq!(call("udp_flow"), format!("udp_flow-{hash} --exact"));
+    assert_eq!(call("quoll"), format!("quoll-{hash} --exact"));
+    for passed in ["event_catalog", "srt_flow", "udp_flow", "quoll"] {
+        assert!(out.contains(&format!("PASS: {passed}\n")), "{out}");
+    }
+
+    // One failing binary fails the run, the others still run.
+    std::os::unix::fs::symlink(&stand_in, ptest.join(format!("failing-{hash}"))).unwrap();
+    let (code, out, calls) = run();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAIL: failing"), "{out}");
+    assert!(calls.contains(&format!("udp_flow-{hash}")), "{calls}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every repository path docs/appliance.md names (in backticks, or in its layer tree)
+/// exists.
+#[test]
+fn appliance_doc_names_only_files_that_exist() {
+    let doc = read(&root().join("docs/appliance.md"));
+    let roots = [
+        "src/", "tests/", "scripts/", "board/", "yocto/", "docs/", "build.rs",
+    ];
+    let mut checked = 0;
+    for (i, chunk) in doc.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue; // outside backticks
+        }
+        let path = chunk.trim();
+        if !roots.iter().any(|r| path.starts_with(r)) || path.contains(' ') {
+            continue;
+        }
+        // `board/<board>.json` style patterns stand for every board.
+        let paths: Vec<String> = if path.contains("<board>") {
+            quoll::board::names()
+                .map(|b| path.replace("<board>", b))
+                .collect()
+        } else if path.contains('*') || path.contains('<') {
+            continue;
+        } else {
+            vec![path.to_owned()]
+        };
+        for p in paths {
+            assert!(
+                root().join(p.split(['#', ':']).next().unwrap()).exists(),
+                "docs/appliance.md names {p}, which does not exist"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} paths found in docs/appliance.md"
+    );
+    // The layer tree: lines of the fenced block after "## The Yocto layer".
+    let section = doc
+        .split("## The Yocto layer")
+        .nth(1)
+        .expect("a Yocto layer section");
+    let block = section.split("```").nth(1).expect("the layer tree block");
+    // Indentation nests an entry in the directory above it.
+    let mut parents: Vec<(usize, PathBuf)> = Vec::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let indent = line.len() - line.trim_start().len();
+        let entry = line.split_whitespace().next().unwrap();
+        while parents.last().is_some_and(|(i, _)| *i >= indent) {
+            parents.pop();
+        }
+        let full = match parents.last() {
+            Some((_, dir)) => dir.join(entry),
+            None => PathBuf::from(entry),
+        };
+        if entry.ends_with('/') {
+            parents.push((indent, full.clone()));
+        }
+        let exists = quoll::board::names().all(|b| {
+            layer()
+                .join(full.to_string_lossy().replace("<board>", b))
+                .exists()
+        });
+        assert!(
+            exists,
+            "the layer tree in docs/appliance.md names {}",
+            full.display()
+        );
+    }
 }

@@ -16,10 +16,15 @@ usage: quoll ctl [--json] [--socket PATH] [--board NAME] COMMAND
   events     the newest events                   sessions  bridge sessions
   tunnels    relay tunnels                       manager   the manager link
   health [--boot-check] [--timeout SECS]
-             exit 0 only when the node is healthy (--boot-check waits for it)";
+             exit 0 only when the node is healthy (--boot-check waits for it)
+exit status: 0 ok, 1 failed or not healthy, 2 usage, 3 daemon not running,
+             4 permission denied on the control socket";
 
 /// Exit code when the daemon does not answer.
 const NOT_RUNNING: u8 = 3;
+/// Exit code when the control socket (or its directory) is not ours to use: the daemon may
+/// well be running, and waiting will not help.
+const PERMISSION_DENIED: u8 = 4;
 const COMMANDS: &[&str] = &[
     "status", "flows", "events", "sessions", "tunnels", "manager", "health",
 ];
@@ -28,6 +33,8 @@ const COMMANDS: &[&str] = &[
 enum CtlError {
     /// No socket, or nobody listening on it.
     NotRunning(PathBuf, std::io::Error),
+    /// EACCES/EPERM on connect: the socket or its directory belongs to another user.
+    PermissionDenied(PathBuf),
     Io(std::io::Error),
     BadReply(String),
     Refused(String),
@@ -40,6 +47,11 @@ impl std::fmt::Display for CtlError {
                 f,
                 "the quoll daemon is not running (no answer on {}: {e}); \
                  `quoll events` still reads the event log from disk",
+                p.display()
+            ),
+            CtlError::PermissionDenied(p) => write!(
+                f,
+                "permission denied on {}: run as root or as the quoll user",
                 p.display()
             ),
             CtlError::Io(e) => write!(f, "control socket: {e}"),
@@ -105,6 +117,11 @@ pub fn run(mut args: lexopt::Parser) -> ExitCode {
             Err(e) => return usage(&e.to_string()),
         },
     };
+    // A socket in a /tmp fallback directory someone else controls could be anyone's.
+    if let Err(e) = super::check_runtime_dir(socket.parent().unwrap_or(Path::new("/"))) {
+        eprintln!("quoll ctl: {e}");
+        return ExitCode::FAILURE;
+    }
     if command == "health" {
         return health(&socket, json, boot_check.then_some(timeout));
     }
@@ -113,14 +130,27 @@ pub fn run(mut args: lexopt::Parser) -> ExitCode {
             print(&command, &data, json);
             ExitCode::SUCCESS
         }
-        Err(e @ CtlError::NotRunning(..)) => {
-            eprintln!("quoll ctl: {e}");
-            ExitCode::from(NOT_RUNNING)
-        }
         Err(e) => {
             eprintln!("quoll ctl: {e}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+fn exit_code(e: &CtlError) -> ExitCode {
+    match e {
+        CtlError::NotRunning(..) => ExitCode::from(NOT_RUNNING),
+        CtlError::PermissionDenied(..) => ExitCode::from(PERMISSION_DENIED),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// What a failed connect means: permission problems are told apart from a daemon that is
+/// not there, since the daemon may well be running.
+fn connect_error(socket: &Path, e: std::io::Error) -> CtlError {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => CtlError::PermissionDenied(socket.to_owned()),
+        _ => CtlError::NotRunning(socket.to_owned(), e),
     }
 }
 
@@ -131,8 +161,7 @@ fn usage(msg: &str) -> ExitCode {
 
 /// One request, one reply.
 fn ask(socket: &Path, request: &str) -> Result<Value, CtlError> {
-    let mut s =
-        UnixStream::connect(socket).map_err(|e| CtlError::NotRunning(socket.to_owned(), e))?;
+    let mut s = UnixStream::connect(socket).map_err(|e| connect_error(socket, e))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(CtlError::Io)?;
     s.write_all(format!("{request}\n").as_bytes())
@@ -208,8 +237,10 @@ fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
             },
             Err(e) => e.to_string(),
         };
+        // Waiting does not cure a permission problem: say so at once.
+        let hopeless = matches!(verdict, Err(CtlError::PermissionDenied(..)));
         match deadline {
-            Some(d) if Instant::now() < d => {
+            Some(d) if Instant::now() < d && !hopeless => {
                 // Polling a daemon that is still starting; not waiting for a test.
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -218,9 +249,9 @@ fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
                     print("health", h, json);
                 }
                 eprintln!("quoll ctl health: not healthy: {reason}");
-                return match verdict {
-                    Err(CtlError::NotRunning(..)) => ExitCode::from(NOT_RUNNING),
-                    _ => ExitCode::FAILURE,
+                return match &verdict {
+                    Err(e) => exit_code(e),
+                    Ok(_) => ExitCode::FAILURE,
                 };
             }
         }
@@ -231,6 +262,21 @@ fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn permission_errors_are_not_a_stopped_daemon() {
+        let p = Path::new("/run/quoll/ctl.sock");
+        let e = connect_error(p, std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(e, CtlError::PermissionDenied(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "permission denied on /run/quoll/ctl.sock: run as root or as the quoll user"
+        );
+        let e = connect_error(p, std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(matches!(e, CtlError::NotRunning(..)), "{e:?}");
+        let e = connect_error(p, std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(matches!(e, CtlError::NotRunning(..)), "{e:?}");
+    }
 
     #[test]
     fn healthy_only_with_status_ok_and_no_flow_in_error() {

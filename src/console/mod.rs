@@ -9,7 +9,7 @@ pub mod ctl;
 pub mod server;
 pub mod text;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::board::Profile;
 
@@ -46,11 +46,107 @@ pub fn runtime_dir(board: Option<&Profile>) -> PathBuf {
     if let Some(d) = env("XDG_RUNTIME_DIR") {
         return d.join("quoll");
     }
+    fallback_dir()
+}
+
+fn uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/quoll-{uid}"))
+    unsafe { libc::getuid() }
+}
+
+/// The last resort, `/tmp/quoll-<uid>`: in a directory everyone can write, so whoever
+/// creates it first owns it. [`check_runtime_dir`] refuses it unless it is ours and private.
+pub fn fallback_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/quoll-{}", uid()))
 }
 
 pub fn socket_path(board: Option<&Profile>) -> PathBuf {
     runtime_dir(board).join(SOCKET_NAME)
+}
+
+/// Whether the control socket may live in (or be looked for in) `dir`. Only the `/tmp`
+/// fallback is checked: the other runtime directories are chosen by the operator or made by
+/// systemd (`/run/quoll` belongs to the quoll user and `quoll ctl` may run as root). A
+/// fallback that does not exist yet is fine: the daemon creates it, mode 0700.
+pub fn check_runtime_dir(dir: &Path) -> Result<(), String> {
+    if dir != fallback_dir() {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot inspect {}: {e}", dir.display())),
+        Ok(meta) => private_to(dir, &meta, uid()),
+    }
+}
+
+/// `dir` (described by its `lstat`) is a real directory owned by `uid` that nobody else
+/// may write into.
+fn private_to(dir: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Err(format!(
+            "refusing runtime directory {}: {why}; remove it, or set QUOLL_RUNTIME_DIR \
+             (or XDG_RUNTIME_DIR) to a private directory",
+            dir.display()
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("it is not a directory (a symlink or file left by someone)".into());
+    }
+    if meta.uid() != uid {
+        return refuse(format!(
+            "it is owned by uid {}, not by this user (uid {uid})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!("it is group- or world-writable (mode {mode:04o})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_a_private_directory_of_ours_is_accepted() {
+        let base = std::env::temp_dir().join(format!("quoll-rtdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let me = uid();
+        let check = |p: &Path, uid: u32| private_to(p, &std::fs::symlink_metadata(p).unwrap(), uid);
+
+        let good = base.join("good");
+        std::fs::create_dir(&good).unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(check(&good, me), Ok(()));
+        // Readable by others is not a takeover; writable is.
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check(&good, me), Ok(()));
+
+        for mode in [0o777, 0o770, 0o1777, 0o702] {
+            std::fs::set_permissions(&good, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = check(&good, me).unwrap_err();
+            assert!(err.contains("group- or world-writable"), "{mode:o}: {err}");
+            assert!(err.contains("QUOLL_RUNTIME_DIR"), "{err}");
+        }
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        // Someone else's (seen from another uid's point of view).
+        let err = check(&good, me.wrapping_add(1)).unwrap_err();
+        assert!(err.contains(&format!("owned by uid {me}")), "{err}");
+
+        // A symlink to a directory we own is still refused: it can be re-pointed.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let err = check(&link, me).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+
+        // The check applies to the /tmp fallback only.
+        assert_eq!(check_runtime_dir(&base.join("anything")), Ok(()));
+        let _ = std::fs::remove_dir_all(base);
+    }
 }

@@ -29,6 +29,8 @@ pub enum BindError {
     },
     /// Another live daemon answers on this socket.
     InUse(PathBuf),
+    /// The `/tmp` fallback directory is not private to us (see `check_runtime_dir`).
+    Unsafe(String),
     Bind {
         path: PathBuf,
         source: io::Error,
@@ -42,6 +44,7 @@ impl std::fmt::Display for BindError {
                 write!(f, "cannot create {}: {source}", dir.display())
             }
             BindError::InUse(p) => write!(f, "{} is in use by another quoll", p.display()),
+            BindError::Unsafe(why) => f.write_str(why),
             BindError::Bind { path, source } => {
                 write!(f, "cannot bind {}: {source}", path.display())
             }
@@ -60,6 +63,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
                 dir: dir.to_owned(),
                 source,
             })?;
+        // A fallback under /tmp that someone else made (or opened up) is not used.
+        super::check_runtime_dir(dir).map_err(BindError::Unsafe)?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

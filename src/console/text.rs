@@ -10,12 +10,14 @@ pub struct Style {
     pub color: bool,
 }
 
-/// The narrowest layout we keep readable.
-const MIN_WIDTH: usize = 40;
+/// The narrowest width honoured: a terminal or `COLUMNS` narrower than this still gets
+/// lines of this width (below it a flow line would not even show its state column).
+pub const MIN_WIDTH: usize = 30;
 
 impl Style {
     /// For stdout: the terminal's width when it reports one (a serial line reports 0), else
-    /// `$COLUMNS`, else 80; colour when stdout is a terminal and `NO_COLOR` is unset.
+    /// `$COLUMNS`, else 80, never below [`MIN_WIDTH`]; colour when stdout is a terminal and
+    /// `NO_COLOR` is unset.
     pub fn detect() -> Self {
         use std::io::IsTerminal;
         let tty = std::io::stdout().is_terminal();
@@ -83,6 +85,27 @@ fn mbps(bps: u64) -> String {
     format!("{:.2}", bps as f64 / 1e6)
 }
 
+/// Where the flows table's STATE column starts: after the FLOW cell and two spaces.
+const STATE_COLUMN: usize = 20 + 2;
+
+/// Colour the `len` characters of `line` that start at character `start`, if the line holds
+/// them all (a cut line keeps its plain tail).
+fn paint_at(style: &Style, line: &str, start: usize, len: usize, state: &str) -> String {
+    let mut bounds = line.char_indices().map(|(i, _)| i).chain([line.len()]);
+    let (Some(a), Some(b)) = (bounds.nth(start), bounds.nth(len.saturating_sub(1))) else {
+        return line.to_owned();
+    };
+    if len == 0 {
+        return line.to_owned();
+    }
+    format!(
+        "{}{}{}",
+        &line[..a],
+        state_color(style, state, &line[a..b]),
+        &line[b..]
+    )
+}
+
 /// Cells padded to the widths, joined by two spaces, the whole line fitted.
 fn row(cells: &[(&str, usize)], width: usize) -> String {
     let mut line = String::new();
@@ -112,26 +135,27 @@ fn state_color(style: &Style, state: &str, text: &str) -> String {
 pub fn status(h: &Value, style: &Style) -> Vec<String> {
     let w = style.width;
     let st = str_of(h, "status");
-    let mut lines = vec![
-        fit(
-            &format!(
-                "quoll {} (rev {})  status: {}",
-                str_of(h, "version"),
-                str_of(h, "git_rev"),
-                st
-            ),
-            w,
+    let ident = format!(
+        "quoll {} (rev {})",
+        str_of(h, "version"),
+        str_of(h, "git_rev")
+    );
+    let verdict = format!("status: {st}");
+    // On a narrow terminal the verdict gets a line of its own rather than being cut off.
+    let mut lines = if ident.chars().count() + 2 + verdict.chars().count() <= w {
+        vec![format!("{ident}  {verdict}")]
+    } else {
+        vec![fit(&verdict, w), fit(&ident, w)]
+    };
+    lines.push(fit(
+        &format!(
+            "uptime {}  flows {}/{} running",
+            duration(u64_of(h, "uptime_secs")),
+            u64_of(h, "active_flows"),
+            u64_of(h, "total_flows")
         ),
-        fit(
-            &format!(
-                "uptime {}  flows {}/{} running",
-                duration(u64_of(h, "uptime_secs")),
-                u64_of(h, "active_flows"),
-                u64_of(h, "total_flows")
-            ),
-            w,
-        ),
-    ];
+        w,
+    ));
     let mut extra = Vec::new();
     if let Some(b) = h.get("board").and_then(Value::as_str) {
         extra.push(format!("board {b}"));
@@ -185,8 +209,10 @@ pub fn flows(list: &Value, style: &Style) -> Vec<String> {
             ],
             w,
         );
+        // Colour the STATE cell by position: the state word may also occur in the flow id.
         lines.push(if style.color {
-            line.replacen(state, &state_color(style, state, state), 1)
+            let shown = fit(state, 8).chars().count();
+            paint_at(style, &line, STATE_COLUMN, shown, state)
         } else {
             line
         });
@@ -338,7 +364,46 @@ mod tests {
         assert_eq!(pick_width(Some(132), Some(100)), 132);
         assert_eq!(pick_width(Some(0), Some(100)), 100, "serial line: no size");
         assert_eq!(pick_width(None, None), 80);
+        // COLUMNS is honoured down to the floor.
+        assert_eq!(pick_width(None, Some(32)), 32);
+        assert_eq!(pick_width(None, Some(MIN_WIDTH)), MIN_WIDTH);
         assert_eq!(pick_width(None, Some(10)), MIN_WIDTH);
+        assert_eq!(pick_width(Some(12), None), MIN_WIDTH);
+    }
+
+    #[test]
+    fn only_the_state_column_is_coloured() {
+        let list = json!([
+            {"id": "running-feed", "state": "running", "input": {"type": "udp"}},
+            {"id": "stopped-ingest-east", "state": "error", "input": {"type": "srt"}},
+        ]);
+        let style = Style {
+            width: 80,
+            color: true,
+        };
+        let lines = flows(&list, &style);
+        let want = format!("{:<22}\x1b[32mrunning\x1b[0m   udp", "running-feed");
+        assert!(lines[1].starts_with(&want), "{:?}", lines[1]);
+        let want = format!("{:<22}\x1b[31merror\x1b[0m     srt", "stopped-ingest-east");
+        assert!(lines[2].starts_with(&want), "{:?}", lines[2]);
+        // Stripped of colour, the same as the plain rendering.
+        let plain = flows_lines(&list, &PLAIN);
+        for (c, p) in lines.iter().zip(&plain) {
+            assert_eq!(
+                &c.replace("\x1b[32m", "")
+                    .replace("\x1b[31m", "")
+                    .replace("\x1b[0m", ""),
+                p
+            );
+        }
+        // A line cut before the state column stays plain (and within the width).
+        let narrow = Style {
+            width: 21,
+            color: true,
+        };
+        for l in flows(&list, &narrow) {
+            assert!(!l.contains('\x1b'), "{l:?}");
+        }
     }
 
     #[test]
@@ -350,7 +415,7 @@ mod tests {
             "outputs": [{ "id": "o".repeat(200), "type": "udp", "state": "running",
                           "packets": 1, "dropped": 0, "send_errors": 0 }]
         }]);
-        for width in [40, 80, 132] {
+        for width in [MIN_WIDTH, 33, 40, 80, 132] {
             let style = Style {
                 width,
                 color: false,
@@ -383,6 +448,22 @@ mod tests {
             },
         );
         assert!(coloured[0].contains("\x1b[32mok\x1b[0m"));
+    }
+
+    #[test]
+    fn a_narrow_status_keeps_its_verdict_whole() {
+        let h = json!({"status": "degraded", "version": "0.1.0", "git_rev": "0123456789ab",
+                       "uptime_secs": 5, "active_flows": 0, "total_flows": 0});
+        let wide = status(&h, &PLAIN);
+        assert_eq!(wide[0], "quoll 0.1.0 (rev 0123456789ab)  status: degraded");
+        let narrow = Style {
+            width: MIN_WIDTH,
+            color: true,
+        };
+        let lines = status(&h, &narrow);
+        assert_eq!(lines[0], "status: \x1b[33mdegraded\x1b[0m");
+        assert_eq!(lines[1], "quoll 0.1.0 (rev 0123456789ab)");
+        assert_eq!(lines[2], "uptime 5s  flows 0/0 running");
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub struct Node {
     config_path: Option<PathBuf>,
     started: Instant,
     board: Option<String>,
-    boot_slot: Option<String>,
+    /// The A/B slot RAUC booted: from the kernel command line at start, else filled in by a
+    /// one-off `rauc status` task (see `crate::rauc`).
+    boot_slot: Rc<RefCell<Option<String>>>,
     /// The manager link's state and counters, as its task last published them.
     manager_status: RefCell<Option<Value>>,
 }
@@ -119,7 +121,8 @@ pub struct Health {
     pub git_rev: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub board: Option<String>,
-    /// The A/B slot RAUC booted (`rauc.slot=` on the kernel command line).
+    /// The A/B slot RAUC booted (`rauc.slot=` on the kernel command line, else the `booted`
+    /// slot of `rauc status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_slot: Option<String>,
     pub uptime_secs: u64,
@@ -182,6 +185,18 @@ impl Node {
             ),
         };
         let bridge_task = tokio::task::spawn_local(bridge.clone().run());
+        let boot_slot = Rc::new(RefCell::new(crate::rauc::slot_from_proc_cmdline()));
+        if boot_slot.borrow().is_none() {
+            // No `rauc.slot=` (EFI boots): ask `rauc status` once, in the background, so a
+            // slow or hung RAUC service delays nothing. `health` omits the slot until then.
+            let cell = boot_slot.clone();
+            tokio::task::spawn_local(async move {
+                if let Some(slot) = crate::rauc::slot_from_rauc_status().await {
+                    tracing::info!(slot = %slot, "RAUC booted slot");
+                    *cell.borrow_mut() = Some(slot);
+                }
+            });
+        }
         Rc::new(Node {
             base: RefCell::new(config),
             flows: tokio::sync::Mutex::new(manager),
@@ -192,9 +207,7 @@ impl Node {
             started: Instant::now(),
             board,
             manager_status: RefCell::new(None),
-            boot_slot: std::fs::read_to_string("/proc/cmdline")
-                .ok()
-                .and_then(|c| rauc_slot(&c)),
+            boot_slot,
         })
     }
 
@@ -250,7 +263,7 @@ impl Node {
             version: env!("CARGO_PKG_VERSION"),
             git_rev: env!("QUOLL_GIT_REV"),
             board: self.board.clone(),
-            boot_slot: self.boot_slot.clone(),
+            boot_slot: self.boot_slot.borrow().clone(),
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
@@ -665,26 +678,5 @@ impl Node {
             self.events.raise(Event::config_persist_failed(&error));
             FlowError::Persist(error)
         })
-    }
-}
-
-/// The slot RAUC booted, from the kernel command line its bootloader integration extends
-/// (`rauc.slot=A`).
-fn rauc_slot(cmdline: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rauc.slot="))
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-#[cfg(test)]
-mod slot_tests {
-    #[test]
-    fn rauc_slot_comes_from_the_kernel_command_line() {
-        let c = "console=ttyS0,115200 root=/dev/mmcblk0p3 rauc.slot=B rootwait";
-        assert_eq!(super::rauc_slot(c).as_deref(), Some("B"));
-        assert_eq!(super::rauc_slot("console=ttyS0 rootwait"), None);
-        assert_eq!(super::rauc_slot("rauc.slot= quiet"), None);
     }
 }

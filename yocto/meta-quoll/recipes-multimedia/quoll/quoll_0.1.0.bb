@@ -16,11 +16,16 @@ SRC_URI = "${QUOLL_GIT_URI} \
            file://quoll.service \
            file://quoll-health.service \
            file://quoll-tmpfiles.conf \
+           file://run-ptest \
            file://boards/${QUOLL_BOARD}/60-quoll.conf \
            file://boards/${QUOLL_BOARD}/10-board-watchdog.conf \
            file://boards/${QUOLL_BOARD}/10-quoll-hw-watchdog.conf \
 "
 SRCREV = "${QUOLL_SRCREV}"
+# build.rs records the git revision for `quoll ctl status` and /healthz from this (a fetched
+# tree has no .git to ask). Empty with externalsrc and no QUOLL_SRCREV: build.rs then asks
+# git in the checkout.
+export QUOLL_GIT_REV = "${SRCREV}"
 
 python () {
     if not d.getVar('QUOLL_GIT_URI') and not d.getVar('EXTERNALSRC'):
@@ -78,6 +83,7 @@ FILES:${PN} += " \
 CONFFILES:${PN} = "${sysconfdir}/sysctl.d/60-quoll.conf"
 
 # ptest: the unit and integration test binaries run on the target with ptest-runner.
-# Tests that need ffmpeg or srt-live-transmit skip when those are not in the image;
-# add them to the image to run those too.
+# files/run-ptest (installed by the ptest class) runs them and skips, by name, the tests
+# that read the source tree, which is not on the target. Tests that need ffmpeg or
+# srt-live-transmit skip when those are not in the image; add them to run those too.
 RDEPENDS:${PN}-ptest += "${PN}"
