@@ -290,42 +290,45 @@ fn ffmpeg_caller_into_quoll_listener_with_aes256_passphrase() {
     }
 }
 
-/// srt-live-transmit (fed by UDP, so it never closes) as caller into a quoll listener with a
-/// passphrase: the whole stream comes out byte for byte.
-#[test]
-fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-slt-listener", 4);
+/// srt-live-transmit (fed by UDP, so it never closes) as caller, with `slt_params` added to
+/// its SRT URL, into a quoll listener input with the `extra` fields: the whole stream comes
+/// out byte for byte. With `hostile`, hostile datagrams hit the listener port first.
+fn slt_caller_into_quoll_listener(tag: &str, extra: Value, slt_params: &str, hostile: bool) {
+    let fx = fixture(tag, 4);
     let (rx, out_port) = udp_receiver();
     let (port, slt_in) = (free_udp_port(), free_udp_port());
+    let mut input = json!({"type": "srt", "mode": "listener",
+                           "local_addr": format!("127.0.0.1:{port}")});
+    for (k, v) in extra.as_object().unwrap() {
+        input[k] = v.clone();
+    }
     let q = Quoll::start(
         fx.dir.path(),
         &config(
             free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}"),
-                   "passphrase": PASS, "aes_key_len": 16, "latency_ms": 200}),
+            input,
             json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
             &fx.dir,
         ),
     );
-    // Anyone can send to a listener port: hostile datagrams first (the fuzz finds among
-    // them once aborted the process), then the real caller must get through untouched.
-    let hostile = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for d in hostile_srt_datagrams() {
-        hostile.send_to(&d, ("127.0.0.1", port)).unwrap();
+    if hostile {
+        // Anyone can send to a listener port: hostile datagrams first (the fuzz finds among
+        // them once aborted the process), then the real caller must get through untouched.
+        let hostile = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in hostile_srt_datagrams() {
+            hostile.send_to(&d, ("127.0.0.1", port)).unwrap();
+        }
+        let (code, _) = q.api("GET", "/healthz", None);
+        assert_eq!(
+            code,
+            200,
+            "quoll died on hostile datagrams; log:\n{}",
+            q.log()
+        );
     }
-    let (code, _) = q.api("GET", "/healthz", None);
-    assert_eq!(
-        code,
-        200,
-        "quoll died on hostile datagrams; log:\n{}",
-        q.log()
-    );
     let _slt = slt(&[
         &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{port}?mode=caller&latency=200&passphrase={PASS}&pbkeylen=16"),
+        &format!("srt://127.0.0.1:{port}?mode=caller{slt_params}"),
     ]);
     assert!(
         wait_until(Duration::from_secs(10), || count(
@@ -346,8 +349,38 @@ fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
     assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
     let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
     assert_eq!(f["input"]["packets"], (reference.len() / 188) as u64);
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    assert_eq!(f["input"]["srt"]["leg1"]["decrypt_errors"], 0, "{f}");
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
+    assert_eq!(count(&log, "SRT input connection failed"), 0, "{log}");
+}
+
+/// srt-live-transmit as caller into a quoll listener with a passphrase and AES-128 on both
+/// sides, after hostile datagrams.
+#[test]
+fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
+    if peers() {
+        slt_caller_into_quoll_listener(
+            "srt-slt-listener",
+            json!({"passphrase": PASS, "aes_key_len": 16, "latency_ms": 200}),
+            &format!("&latency=200&passphrase={PASS}&pbkeylen=16"),
+            true,
+        );
+    }
+}
+
+/// A listener with a passphrase and no `aes_key_len` takes the caller's key length, as a
+/// libsrt listener does (docs/srt.md): an AES-256 srt-live-transmit caller gets through.
+#[test]
+fn listener_without_key_length_takes_the_callers_aes256() {
+    if peers() {
+        slt_caller_into_quoll_listener(
+            "srt-slt-keylen",
+            json!({"passphrase": PASS}),
+            &format!("&passphrase={PASS}&pbkeylen=32"),
+            false,
+        );
+    }
 }
 
 /// The `srt_packet` fuzz seeds (crashes found in upstream srt-protocol, kept as
