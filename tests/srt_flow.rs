@@ -7,216 +7,25 @@
 //! Every wait polls with a deadline; every child process is killed on drop.
 
 mod common;
+#[path = "common/srt.rs"]
+mod srt_common;
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-
-/// A child process killed (and reaped) on drop, whatever path the test takes.
-struct Peer {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl Peer {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Peer {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("SRT_TEST_PEER_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Peer {
-            name,
-            child: Some(child),
-        }
-    }
-
-    /// Waits (bounded) for the process to exit by itself.
-    fn wait(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            match self.child.as_mut().map(|c| c.try_wait()) {
-                Some(Ok(Some(_))) | None => return true,
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        eprintln!("{} still running after {limit:?}", self.name);
-        false
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether some socket is bound to UDP `port` (IPv4 or IPv6), from /proc/net.
-fn udp_bound(port: u16) -> bool {
-    let needle = format!(":{port:04X} ");
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .map(|t| {
-                t.lines().skip(1).any(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .is_some_and(|a| format!("{a} ").ends_with(&needle))
-                })
-            })
-            .unwrap_or(false)
-    })
-}
-
-fn config(api_port: u16, input: Value, outputs: Value, dir: &TempDir) -> Value {
-    json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": api_port },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": [{ "id": "f1", "name": "srt", "enabled": true, "input": input, "outputs": outputs }]
-    })
-}
-
-fn peers() -> bool {
-    have_peer("ffmpeg") && have_peer("srt-live-transmit")
-}
-
-/// ffmpeg pacing `source` in real time to `url` (via the tee muxer) and to a reference file
-/// with the very same muxed bytes.
-fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
-    Peer::spawn(
-        "ffmpeg sender",
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(source)
-            .args(["-map", "0", "-c", "copy", "-f", "tee"])
-            .arg(format!("[f=mpegts]{url}|[f=mpegts]{}", reference.display())),
-    )
-}
-
-fn slt(args: &[&str]) -> Peer {
-    Peer::spawn(
-        "srt-live-transmit",
-        Command::new("srt-live-transmit")
-            .arg(if std::env::var_os("SRT_TEST_PEER_LOGS").is_some() {
-                "-v"
-            } else {
-                "-q"
-            })
-            .args(args),
-    )
-}
-
-fn count(log: &str, needle: &str) -> usize {
-    log.matches(needle).count()
-}
-
-fn total(d: &[Vec<u8>]) -> usize {
-    d.iter().map(Vec::len).sum()
-}
-
-/// TS continuity errors (per PID, payload-carrying packets, null PID ignored; one repeat of
-/// the same counter is a legal duplicate).
-fn cc_errors(ts: &[u8]) -> usize {
-    let mut last = vec![None::<u8>; 8192];
-    let mut errors = 0;
-    for p in ts.chunks_exact(188) {
-        assert_eq!(p[0], 0x47, "TS sync lost");
-        let pid = (usize::from(p[1] & 0x1F) << 8) | usize::from(p[2]);
-        let afc = (p[3] >> 4) & 3;
-        let cc = p[3] & 0x0F;
-        if pid == 0x1FFF || afc & 1 == 0 {
-            continue;
-        }
-        if let Some(prev) = last[pid]
-            && cc != (prev + 1) & 0x0F
-            && cc != prev
-        {
-            errors += 1;
-        }
-        last[pid] = Some(cc);
-    }
-    errors
-}
-
-/// Receives until `want` bytes arrived or `limit` passes.
-fn receive_bytes(rx: &UdpSocket, want: usize, limit: Duration) -> Vec<u8> {
-    receive_until(rx, limit, |d| total(d) >= want).concat()
-}
-
-/// Waits (bounded) for the sender to finish and returns the reference bytes.
-fn finished_reference(sender: &mut Peer, reference: &Path) -> Vec<u8> {
-    assert!(
-        sender.wait(Duration::from_secs(40)),
-        "ffmpeg did not finish"
-    );
-    let r = std::fs::read(reference).expect("reference file");
-    assert!(r.len() > 100_000, "reference too short: {}", r.len());
-    r
-}
-
-struct Fixture {
-    dir: TempDir,
-    source: PathBuf,
-    reference: PathBuf,
-}
-
-fn fixture(tag: &str, secs: u32) -> Fixture {
-    let dir = TempDir::new(tag);
-    let source = make_test_ts(dir.path(), secs);
-    let reference = dir.path().join("sent.ts");
-    Fixture {
-        dir,
-        source,
-        reference,
-    }
-}
+use srt_common::*;
 
 /// `linger=2`: a closing ffmpeg sends and gets acknowledged what it still holds (see
 /// `ffmpeg_into_listener`).
 fn srt_url(port: u16, extra: &str) -> String {
     format!("srt://127.0.0.1:{port}?mode=caller&latency=120000&pkt_size=1316&linger=2{extra}")
 }
-
-const PASS: &str = "correct-horse-battery";
 
 /// ffmpeg as caller into a quoll listener. ffmpeg's libsrt output closes with `linger=0` by
 /// default in live mode, discarding what is still in its send buffer; `srt_url` asks it to
@@ -414,22 +223,23 @@ fn hostile_srt_datagrams() -> Vec<Vec<u8>> {
     out
 }
 
-/// quoll's input as caller reading a srt-live-transmit listener. quoll starts first: its
-/// attempts fail while the listener is not there, which is reported once, not per retry.
-#[test]
-fn quoll_caller_reads_srt_live_transmit_listener() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-caller-in", 4);
+/// quoll's input as caller reading a srt-live-transmit listener (whose SRT URL gets
+/// `slt_params`). quoll starts first: its attempts fail while the listener is not there,
+/// which is reported once, not per retry.
+fn quoll_caller_reads_slt_listener(tag: &str, extra: Value, slt_params: &str) {
+    let fx = fixture(tag, 4);
     let (rx, out_port) = udp_receiver();
     let (port, slt_in) = (free_udp_port(), free_udp_port());
+    let mut input = json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
+                           "remote_addr": format!("127.0.0.1:{port}")});
+    for (k, v) in extra.as_object().unwrap() {
+        input[k] = v.clone();
+    }
     let q = Quoll::start_with_env(
         fx.dir.path(),
         &config(
             free_tcp_port(),
-            json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-                   "remote_addr": format!("127.0.0.1:{port}"), "stream_id": "live/quoll"}),
+            input,
             json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
             &fx.dir,
         ),
@@ -452,7 +262,7 @@ fn quoll_caller_reads_srt_live_transmit_listener() {
     );
     let _slt = slt(&[
         &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-        &format!("srt://:{port}?mode=listener&latency=120"),
+        &format!("srt://:{port}?mode=listener&latency=120{slt_params}"),
     ]);
     assert!(
         wait_until(Duration::from_secs(20), || count(
@@ -469,11 +279,38 @@ fn quoll_caller_reads_srt_live_transmit_listener() {
     );
     let reference = finished_reference(&mut sender, &fx.reference);
     let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(out.len(), reference.len(), "byte count");
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    assert_eq!(
+        out.len(),
+        reference.len(),
+        "byte count; {f}\nlog:\n{}",
+        q.log()
+    );
     assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
     assert_eq!(count(&q.log(), "SRT input connection failed: "), 1);
+    assert_eq!(f["input"]["srt"]["leg1"]["decrypt_errors"], 0, "{f}");
     let (status, _) = q.terminate();
     assert!(status.success());
+}
+
+#[test]
+fn quoll_caller_reads_srt_live_transmit_listener() {
+    if peers() {
+        quoll_caller_reads_slt_listener("srt-caller-in", json!({"stream_id": "live/quoll"}), "");
+    }
+}
+
+/// The same with encryption: quoll's caller has the passphrase and AES-256; the
+/// srt-live-transmit listener only the passphrase (it takes the caller's key length).
+#[test]
+fn quoll_caller_with_passphrase_reads_srt_live_transmit_listener() {
+    if peers() {
+        quoll_caller_reads_slt_listener(
+            "srt-caller-in-pass",
+            json!({"passphrase": PASS, "aes_key_len": 32}),
+            &format!("&passphrase={PASS}"),
+        );
+    }
 }
 
 /// A quoll SRT output in listener mode feeding two callers at once: srt-live-transmit
@@ -938,12 +775,56 @@ fn rendezvous_input_with_srt_live_transmit() {
     assert!(status.success());
 }
 
-fn signal(peer: &Peer, sig: &str) {
-    let pid = peer.child.as_ref().expect("running").id();
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+/// Rendezvous on an output: quoll's SRT output and a srt-live-transmit reader (rendezvous,
+/// SRT in, UDP out) connect to each other; the stream arrives byte for byte.
+#[test]
+fn rendezvous_output_with_srt_live_transmit() {
+    if !peers() {
+        return;
+    }
+    let fx = fixture("srt-rendezvous-out", 3);
+    let (rx, out_port) = udp_receiver();
+    let (in_port, local, remote) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let q = Quoll::start(
+        fx.dir.path(),
+        &config(
+            free_tcp_port(),
+            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
+            json!([{ "type": "srt", "id": "s", "mode": "rendezvous",
+                     "local_addr": format!("127.0.0.1:{local}"),
+                     "remote_addr": format!("127.0.0.1:{remote}") }]),
+            &fx.dir,
+        ),
+    );
+    let _slt = slt(&[
+        &format!("srt://127.0.0.1:{local}?mode=rendezvous&port={remote}&localport={remote}"),
+        &format!("udp://127.0.0.1:{out_port}?sndbuf=4194304"),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(15), || count(
+            &q.log(),
+            "SRT output 's' connected"
+        ) == 1),
+        "log:\n{}",
+        q.log()
+    );
+    let mut sender = ffmpeg_send(
+        &fx.source,
+        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
+        &fx.reference,
+    );
+    let reference = finished_reference(&mut sender, &fx.reference);
+    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
+    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    assert_eq!(
+        out.len(),
+        reference.len(),
+        "byte count; {f}\nlog:\n{}",
+        q.log()
+    );
+    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
+    let (status, _) = q.terminate();
+    assert!(status.success());
 }
 
 /// A caller that freezes (SIGSTOP: no ACKs, no keepalives, socket still open) is detected
