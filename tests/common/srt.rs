@@ -265,3 +265,53 @@ impl Drop for TsPump {
 pub fn since(log: &str, mark: usize) -> &str {
     log.get(mark..).unwrap_or("")
 }
+
+/// A fake SRT listener for one handshake: answers the caller's induction (HSv5) and returns
+/// the conclusion handshake it then sends (the raw datagram), or None after `limit`. Enough
+/// to read what a caller puts on the wire (e.g. its stream id) without accepting it.
+pub fn capture_conclusion(sock: &UdpSocket, limit: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let p = &buf[..n];
+        // A handshake control packet: F=1, type 0; CIF from byte 16, type at 36..40.
+        if n < 64 || p[0] != 0x80 || p[1] != 0x00 {
+            continue;
+        }
+        match u32::from_be_bytes(p[36..40].try_into().unwrap()) {
+            1 => {
+                let mut r = p[..64].to_vec();
+                r[12..16].copy_from_slice(&p[40..44]); // to the caller's socket id
+                r[16..20].copy_from_slice(&5u32.to_be_bytes()); // HSv5
+                r[20..22].copy_from_slice(&[0, 0]); // no encryption advertised
+                r[22..24].copy_from_slice(&[0x4A, 0x17]); // the HSv5 magic
+                r[40..44].copy_from_slice(&0x1234_5678u32.to_be_bytes()); // our socket id
+                r[44..48].copy_from_slice(&0x0BAD_F00Du32.to_be_bytes()); // SYN cookie
+                let _ = sock.send_to(&r, from);
+            }
+            0xFFFF_FFFF => return Some(p.to_vec()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The content of handshake extension `kind` (5: stream id) of a conclusion datagram.
+pub fn handshake_extension(conclusion: &[u8], kind: u16) -> Option<Vec<u8>> {
+    let mut at = 64;
+    while at + 4 <= conclusion.len() {
+        let t = u16::from_be_bytes([conclusion[at], conclusion[at + 1]]);
+        let words = usize::from(u16::from_be_bytes([conclusion[at + 2], conclusion[at + 3]]));
+        let end = (at + 4 + words * 4).min(conclusion.len());
+        if t == kind {
+            return Some(conclusion[at + 4..end].to_vec());
+        }
+        at = end;
+    }
+    None
+}
