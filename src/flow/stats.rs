@@ -101,6 +101,9 @@ pub struct SrtLinkSnapshot {
     pub dropped: u64,
     /// Input only: packets that failed to decrypt.
     pub decrypt_errors: u64,
+    /// Listener legs: callers refused in the handshake (wrong or missing passphrase, another
+    /// key length than a configured one).
+    pub rejected: u64,
 }
 
 /// What an SRT input adds to the input stats.
@@ -127,6 +130,9 @@ pub struct SrtOutputSnapshot {
     pub stale: u64,
     /// Callers refused because `max_connections` were already fed.
     pub refused: u64,
+    /// Listener: callers refused in the handshake (wrong or missing passphrase, another key
+    /// length than a configured one).
+    pub rejected: u64,
     /// Largest round-trip time among the current connections.
     pub rtt_ms: f64,
     /// Summed over the current connections.

@@ -361,6 +361,11 @@ async fn run_listener(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputEr
                 let rejected = listener.latest_statistics().cx_rejected;
                 if rejected > rejected_seen {
                     rejected_seen = rejected;
+                    {
+                        let mut c = core.borrow_mut();
+                        c.links[idx].rejected = rejected;
+                        c.publish();
+                    }
                     if current.is_none() {
                         let ev = cycle.attempt_failed(Instant::now());
                         let msg = SrtError::CallerRejected { local: ep.local, count: rejected }.to_string();

@@ -361,6 +361,7 @@ async fn run_leg(
                     let rejected = l.latest_statistics().cx_rejected;
                     if rejected > rejected_seen {
                         rejected_seen = rejected;
+                        snap.rejected = rejected;
                         if conns.is_empty() && cycle.attempt_failed(now) == Some(LinkEvent::Failed) {
                             let e = SrtError::CallerRejected { local: ep.local, count: rejected };
                             ctx.raise(Event::srt_output_connection_failed(flow, out, &e.to_string()));
@@ -380,6 +381,7 @@ async fn run_leg(
                         connects: a.connects + b.connects,
                         stale: a.stale + b.stale,
                         refused: a.refused + b.refused,
+                        rejected: a.rejected + b.rejected,
                         rtt_ms: a.rtt_ms.max(b.rtt_ms),
                         retransmits: a.retransmits + b.retransmits,
                         lost: a.lost + b.lost,

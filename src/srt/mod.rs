@@ -154,6 +154,10 @@ impl Endpoint {
                 Passphrase::try_from(p.clone()).map_err(|e| SrtError::Options(e.to_string()))?,
             );
             o.encryption.key_size = match c.aes_key_len {
+                // libsrt's rule (SRTO_PBKEYLEN 0): a listener without a key length takes the
+                // caller's (the patched handshake adopts it when Unspecified); a caller or a
+                // rendezvous peer advertises AES-128.
+                None if self.mode == SrtMode::Listener => KeySize::Unspecified,
                 None | Some(16) => KeySize::AES128,
                 Some(24) => KeySize::AES192,
                 Some(32) => KeySize::AES256,
@@ -328,6 +332,17 @@ mod tests {
         assert_eq!(o.session.peer_idle_timeout, Duration::from_secs(7));
         assert_eq!(o.encryption.key_size, KeySize::AES256);
         assert_eq!(e.remote, Some("127.0.0.1:9000".parse().unwrap()));
+        // No key length: a caller advertises AES-128, a listener takes the caller's.
+        c.aes_key_len = None;
+        let o = Endpoint::parse(&c).unwrap().options().unwrap();
+        assert_eq!(o.encryption.key_size, KeySize::AES128);
+        let mut l = c.clone();
+        l.mode = SrtMode::Listener;
+        let o = Endpoint::parse(&l).unwrap().options().unwrap();
+        assert_eq!(o.encryption.key_size, KeySize::Unspecified);
+        l.aes_key_len = Some(24);
+        let o = Endpoint::parse(&l).unwrap().options().unwrap();
+        assert_eq!(o.encryption.key_size, KeySize::AES192);
         // A bad key length never panics: it is an error.
         c.aes_key_len = Some(20);
         assert!(matches!(

@@ -52,6 +52,13 @@ pub struct ConnectionSettings {
     /// The first sequence number that will be sent/received
     pub init_seq_num: SeqNumber,
 
+    /// QUOLL PATCH: the first sequence number this side sends, when it is not
+    /// `init_seq_num`. libsrt uses one ISN for both directions only between a caller and a
+    /// listener (the listener adopts the caller's); in rendezvous each side sends from its
+    /// own ISN and receives from its peer's. Upstream sent from the peer's ISN as a
+    /// rendezvous initiator, and libsrt dropped the connection ("SEQUENCE DISCREPANCY").
+    pub send_init_seq_num: Option<SeqNumber>,
+
     /// The maximum packet size
     pub max_packet_size: PacketSize,
 
@@ -480,6 +487,7 @@ mod duplex_connection {
                 socket_start_time: now,
                 rtt: Duration::default(),
                 init_seq_num: SeqNumber::new_truncate(0),
+                send_init_seq_num: None,
                 max_packet_size: PacketSize(1316),
                 max_flow_size: PacketCount(8192),
                 send_tsbpd_latency: TSBPD,

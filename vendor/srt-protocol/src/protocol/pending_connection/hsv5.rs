@@ -149,6 +149,7 @@ pub fn gen_access_control_response(
             socket_start_time: now.checked_sub(rtt / 2).unwrap(), // initiate happened 0.5RTT ago
             remote_sockid: with_hsv5.socket_id,
             init_seq_num: with_hsv5.init_seq_num,
+            send_init_seq_num: None,
             cipher,
             stream_id: incoming.sid,
             max_flow_size: max(settings.max_flow_size, with_hsv5.max_flow_size),
@@ -249,6 +250,7 @@ impl StartedInitiator {
             rtt: now - self.initiate_time,
             socket_start_time: self.initiate_time,
             init_seq_num: response.init_seq_num,
+            send_init_seq_num: None,
             remote_sockid: response.socket_id,
             cipher: self.cipher,
             stream_id: self.streamid,

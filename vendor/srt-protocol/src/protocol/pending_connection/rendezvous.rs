@@ -314,11 +314,14 @@ impl Rendezvous {
                     let agreement =
                         self.gen_packet(ShakeType::Agreement, Rendezvous::empty_flags());
 
-                    let settings =
+                    let mut settings =
                         match initiator.finish_hsv5_initiation(info, self.remote_public, now) {
                             Ok(s) => s,
                             Err(r) => return NotHandled(r),
                         };
+                    // QUOLL PATCH: receive from the peer's ISN, send from ours (the one
+                    // our handshakes advertised), as libsrt does in rendezvous.
+                    settings.send_init_seq_num = Some(self.starting_seqnum);
 
                     self.set_connected(settings, Some(agreement.clone()), Some(agreement))
                 }
@@ -380,11 +383,14 @@ impl Rendezvous {
                 Ok(Some(SrtControlPacket::HandshakeResponse(_))) => {
                     let agreement = self.gen_packet(ShakeType::Agreement, hsv5);
 
-                    let settings =
+                    let mut settings =
                         match initiator.finish_hsv5_initiation(info, self.remote_public, now) {
                             Ok(s) => s,
                             Err(r) => return NotHandled(r),
                         };
+                    // QUOLL PATCH: receive from the peer's ISN, send from ours (the one
+                    // our handshakes advertised), as libsrt does in rendezvous.
+                    settings.send_init_seq_num = Some(self.starting_seqnum);
 
                     self.set_connected(settings, Some(agreement.clone()), Some(agreement))
                 }

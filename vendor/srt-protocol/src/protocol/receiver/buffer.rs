@@ -90,8 +90,17 @@ impl BufferPacket {
         now: Instant,
         rtt_mean: TimeSpan,
     ) -> Option<&mut LostPacket> {
+        // QUOLL PATCH: upstream re-reported a loss only after k·RTT (UDT's rule, k from 2,
+        // with the 100 ms RTT assumed before the first measurement): with 120 ms latency
+        // the second request for a packet whose retransmission was lost again came too
+        // late, and a 60 ms RTT path with 5 % loss lost a dozen packets where libsrt lost
+        // one or two. Like libsrt's periodic NAK report (SRTO_NAKREPORT, on by default in
+        // live mode), every NAK period (max((RTT + 4·RTTVar)/2, 20 ms)) reports every
+        // packet still missing, except one reported in the last 10 ms (the immediate report
+        // of a gap just seen).
+        let _ = rtt_mean;
         match self {
-            BufferPacket::Lost(lost) if now > lost.feedback_time + (rtt_mean * lost.k) => {
+            BufferPacket::Lost(lost) if now > lost.feedback_time + Duration::from_millis(10) => {
                 Some(lost)
             }
             _ => None,

@@ -49,7 +49,10 @@ impl SendBuffer {
         Self {
             buffer: VecDeque::new(),
             buffer_len_bytes: 0,
-            next_send: settings.init_seq_num,
+            // QUOLL PATCH: the send ISN (see ConnectionSettings::send_init_seq_num).
+            next_send: settings
+                .send_init_seq_num
+                .unwrap_or(settings.init_seq_num),
             next_full_ack: FullAckSeqNumber::INITIAL,
             lost_list: BTreeSet::new(),
             flow_window_size: settings.max_flow_size.0 as usize,
@@ -585,6 +588,7 @@ mod test {
             socket_start_time: Instant::now(),
             rtt: Duration::default(),
             init_seq_num: SeqNumber::new_truncate(0),
+            send_init_seq_num: None,
             max_packet_size: PacketSize(1316),
             max_flow_size: PacketCount(8192),
             send_tsbpd_latency: TSBPD,

@@ -15,7 +15,10 @@ impl Encapsulation {
         Self {
             remote_socket_id: settings.remote_sockid,
             max_packet_size: settings.max_packet_size,
-            next_sequence_number: settings.init_seq_num,
+            // QUOLL PATCH: the send ISN (see ConnectionSettings::send_init_seq_num).
+            next_sequence_number: settings
+                .send_init_seq_num
+                .unwrap_or(settings.init_seq_num),
             next_message_number: MsgNumber::new_truncate(0),
         }
     }
