@@ -46,6 +46,11 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The bridge's recovery variables override config fields: held to the same ranges.
+    if let Err(msg) = crate::bridge::check_env(|k| std::env::var(k).ok()) {
+        eprintln!("quoll: {msg}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -70,21 +70,42 @@ impl Timing {
         "STREAM_MAX_RESTARTS",
     ];
 
-    /// `self` with every variable `get` returns overriding its field. A value that is not a
-    /// whole number (or is 0 for the sweep interval) is ignored and reported.
+    /// `self` with every variable `get` returns overriding its field, under the same rules
+    /// as the config fields: the three `_MS` variables within
+    /// [`BridgeConfig::MS_RANGE`](crate::config::BridgeConfig::MS_RANGE), the restart count a
+    /// whole number that fits `u32`. A value that breaks them is not applied and is reported,
+    /// naming the variable; the daemon refuses to start on any (see
+    /// [`check_env`](super::check_env)), as it does on an out-of-range config field.
     pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> (Timing, Vec<String>) {
+        let ms = crate::config::BridgeConfig::MS_RANGE;
         let mut problems = Vec::new();
         for (i, name) in Self::ENV.iter().enumerate() {
             let Some(raw) = get(name) else { continue };
-            match raw.trim().parse::<u64>() {
-                Ok(0) if i == 1 => problems.push(format!("{name}={raw:?} must be above 0")),
-                Ok(n) => match i {
-                    0 => self.idle_timeout = Duration::from_millis(n),
-                    1 => self.sweep_interval = Duration::from_millis(n),
-                    2 => self.restart_delay = Duration::from_millis(n),
-                    _ => self.max_restarts = n.min(u64::from(u32::MAX)) as u32,
-                },
-                Err(_) => problems.push(format!("{name}={raw:?} is not a whole number")),
+            let n = match raw.trim().parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    problems.push(format!("{name}={raw:?} is not a whole number"));
+                    continue;
+                }
+            };
+            let range = if i < 3 {
+                ms.clone()
+            } else {
+                0..=u64::from(u32::MAX)
+            };
+            if !range.contains(&n) {
+                problems.push(format!(
+                    "{name}={raw:?} is out of range ({}..={})",
+                    range.start(),
+                    range.end()
+                ));
+                continue;
+            }
+            match i {
+                0 => self.idle_timeout = Duration::from_millis(n),
+                1 => self.sweep_interval = Duration::from_millis(n),
+                2 => self.restart_delay = Duration::from_millis(n),
+                _ => self.max_restarts = n as u32,
             }
         }
         (self, problems)
@@ -133,19 +154,43 @@ impl SessionState {
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     LastClientLeft,
+    /// The sweep found the session without clients (they left without a detach).
+    NoClients,
     Manual,
     IdleTimeout,
     Shutdown,
 }
 
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
             StopReason::LastClientLeft => "last client left",
+            StopReason::NoClients => "no clients at sweep",
             StopReason::Manual => "manual stop",
             StopReason::IdleTimeout => "idle timeout",
             StopReason::Shutdown => "shutdown",
-        })
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A worker's pid in a log line: the number, or `none` (an in-process worker, or no worker
+/// at that moment). Every log line about a session carries `streamId`, `sessionId`, `pid`
+/// and `reason`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogPid(pub Option<u32>);
+
+impl fmt::Display for LogPid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, "{pid}"),
+            None => f.write_str("none"),
+        }
     }
 }
 
@@ -232,6 +277,12 @@ pub struct Session {
     restart_requested: bool,
     /// When the delayed restart is due.
     restart_at: Option<Instant>,
+    /// The pid of the worker that last exited, for the log line of the restart that
+    /// replaces it.
+    exited_pid: Option<u32>,
+    /// Why the next restart happens (the exit's cause, or the recovery's reason), for its
+    /// log line.
+    restart_reason: Option<String>,
 }
 
 /// The serializable view of a session (the seed's snapshot fields; times in Unix ms).
@@ -333,6 +384,8 @@ impl Session {
             manual_stop: false,
             restart_requested: false,
             restart_at: None,
+            exited_pid: None,
+            restart_reason: None,
         }
     }
 
@@ -446,15 +499,7 @@ impl StreamManager {
             return Err(AttachError::Duplicate);
         }
         if !self.sessions.contains_key(stream_id) {
-            let id = self.next_session;
-            self.next_session += 1;
-            self.stats.sessions_created += 1;
-            self.sessions.insert(
-                stream_id.to_owned(),
-                Session::new(stream_id.into(), id, now),
-            );
-            tracing::info!(streamId = stream_id, sessionId = id, "session created");
-            self.start_worker(stream_id, now);
+            self.create_session(now, stream_id, "first client attached");
         }
         let max = self.max_clients;
         let s = self.sessions.get_mut(stream_id).expect("just ensured");
@@ -465,26 +510,63 @@ impl StreamManager {
         let session_id = s.session_id;
         let count = s.clients.len();
         let retry = s.state == SessionState::Errored;
+        let pid = LogPid(s.pid);
         self.clients.insert(client, stream_id.to_owned());
         tracing::info!(
-            streamId = stream_id,
+            streamId = %stream_id,
             sessionId = session_id,
+            pid = %pid,
             client,
             clientCount = count,
+            reason = "client connected",
             "client attached"
         );
         if retry {
             let s = self.sessions.get_mut(stream_id).expect("present");
             s.restart_count = 0;
             tracing::info!(
-                streamId = stream_id,
+                streamId = %stream_id,
                 sessionId = session_id,
+                pid = %pid,
                 reason = "client attached to an errored session",
                 "retrying"
             );
             self.start_worker(stream_id, now);
         }
         Ok(session_id)
+    }
+
+    /// Creates `stream_id`'s session and starts its worker.
+    fn create_session(&mut self, now: Instant, stream_id: &str, reason: &str) -> SessionId {
+        let id = self.next_session;
+        self.next_session += 1;
+        self.stats.sessions_created += 1;
+        self.sessions.insert(
+            stream_id.to_owned(),
+            Session::new(stream_id.into(), id, now),
+        );
+        tracing::info!(
+            streamId = %stream_id,
+            sessionId = id,
+            pid = %LogPid(None),
+            reason,
+            "session created"
+        );
+        self.start_worker(stream_id, now);
+        id
+    }
+
+    /// Test only: a session whose worker is started but that has no clients, as if they had
+    /// gone without a detach (which the shell never lets happen). Only the sweep's destroy
+    /// branch ends such a session.
+    #[cfg(test)]
+    pub(crate) fn create_session_without_clients(
+        &mut self,
+        now: Instant,
+        stream_id: &str,
+    ) -> SessionId {
+        assert!(!self.sessions.contains_key(stream_id), "no session yet");
+        self.create_session(now, stream_id, "test: no clients")
     }
 
     /// A client left (its socket closed or failed). The last one stops and destroys the
@@ -500,6 +582,7 @@ impl StreamManager {
         tracing::info!(
             streamId = %stream_id,
             sessionId = s.session_id,
+            pid = %LogPid(s.pid),
             client,
             clientCount = s.clients.len(),
             reason = if reason == DetachReason::Close { "close" } else { "error" },
@@ -507,7 +590,7 @@ impl StreamManager {
         );
         if s.clients.is_empty() {
             self.stop_session(now, &stream_id, StopReason::LastClientLeft);
-            self.destroy(&stream_id);
+            self.destroy(&stream_id, StopReason::LastClientLeft);
         }
     }
 
@@ -518,7 +601,7 @@ impl StreamManager {
             return;
         }
         self.stop_session(now, stream_id, StopReason::Manual);
-        self.destroy(stream_id);
+        self.destroy(stream_id, StopReason::Manual);
     }
 
     /// Stop every session (the shutdown path).
@@ -526,7 +609,7 @@ impl StreamManager {
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
             self.stop_session(now, &id, StopReason::Shutdown);
-            self.destroy(&id);
+            self.destroy(&id, StopReason::Shutdown);
         }
     }
 
@@ -542,11 +625,12 @@ impl StreamManager {
         let Some(worker) = s.worker else { return };
         s.state = SessionState::Restarting;
         s.restart_requested = true;
+        s.restart_reason = Some(reason.to_string());
         tracing::warn!(
-            streamId = stream_id,
+            streamId = %stream_id,
             sessionId = s.session_id,
-            pid = ?s.pid,
-            reason = %reason,
+            pid = %LogPid(s.pid),
+            reason = reason.as_str(),
             "restarting worker"
         );
         self.actions.push_back(Action::StopWorker {
@@ -569,7 +653,13 @@ impl StreamManager {
         s.state = SessionState::Running;
         s.pid = pid;
         s.last_started_at = Some(now);
-        tracing::info!(streamId = %s.stream_id, sessionId = s.session_id, pid = ?pid, "worker running");
+        tracing::info!(
+            streamId = %s.stream_id,
+            sessionId = s.session_id,
+            pid = %LogPid(pid),
+            reason = "worker started",
+            "worker running"
+        );
     }
 
     /// The worker produced `bytes` of output.
@@ -583,12 +673,19 @@ impl StreamManager {
         s.last_data_at = Some(now);
         s.bytes += bytes as u64;
         let sid = s.session_id;
+        let pid = LogPid(s.pid);
         let alarmed = any_alarm.then(|| s.stream_id.clone());
         self.stats.bytes += bytes as u64;
         if let Some(stream_id) = alarmed
             && self.alarmed.remove(&stream_id)
         {
-            tracing::info!(streamId = %stream_id, sessionId = sid, "stream recovered");
+            tracing::info!(
+                streamId = %stream_id,
+                sessionId = sid,
+                pid = %pid,
+                reason = "media after errored",
+                "stream recovered"
+            );
             self.actions
                 .push_back(Action::RaiseEvent(Event::bridge_stream_recovered(
                     &stream_id, sid,
@@ -609,6 +706,8 @@ impl StreamManager {
         }
         s.worker = None;
         let pid = s.pid.take();
+        s.exited_pid = pid;
+        let pid = LogPid(pid);
         s.last_stopped_at = Some(now);
         s.last_exit_code = exit.code;
         s.last_exit_signal = exit.signal;
@@ -618,17 +717,18 @@ impl StreamManager {
         let sid = s.session_id;
         if s.manual_stop {
             s.state = SessionState::Stopped;
-            tracing::info!(streamId = %stream_id, sessionId = sid, pid = ?pid, reason = "manual stop", "worker exited");
+            tracing::info!(streamId = %stream_id, sessionId = sid, pid = %pid, reason = "manual stop", "worker exited");
             return;
         }
         let requested = std::mem::take(&mut s.restart_requested);
         if !requested {
             self.stats.unexpected_exits += 1;
+            s.restart_reason = Some(exit_cause(&exit));
         }
         tracing::warn!(
             streamId = %stream_id,
             sessionId = sid,
-            pid = ?pid,
+            pid = %pid,
             code = ?exit.code,
             signal = ?exit.signal,
             reason = exit.error.as_deref().unwrap_or(if requested { "recovery restart" } else { "unexpected exit" }),
@@ -643,9 +743,9 @@ impl StreamManager {
             tracing::error!(
                 streamId = %stream_id,
                 sessionId = sid,
-                pid = ?pid,
+                pid = %pid,
                 restartCount = s.restart_count,
-                reason = %error,
+                reason = error.as_str(),
                 "session errored"
             );
             s.last_error = Some(error.clone());
@@ -716,8 +816,8 @@ impl StreamManager {
             }
         }
         for id in destroy {
-            self.stop_session(now, &id, StopReason::LastClientLeft);
-            self.destroy(&id);
+            self.stop_session(now, &id, StopReason::NoClients);
+            self.destroy(&id, StopReason::NoClients);
         }
         for id in stalled {
             self.stats.idle_recoveries += 1;
@@ -742,6 +842,8 @@ impl StreamManager {
         s.manual_stop = false;
         s.restart_requested = false;
         s.restart_at = None;
+        s.exited_pid = None;
+        s.restart_reason = None;
         self.workers.insert(worker, stream_id.to_owned());
         self.actions.push_back(Action::StartWorker {
             stream_id: stream_id.to_owned(),
@@ -762,11 +864,14 @@ impl StreamManager {
         s.restart_count += 1;
         s.last_restart_at = Some(now);
         self.stats.restarts += 1;
+        // `pid` is the worker being replaced: grep one pid to follow it from spawn to the
+        // restart that replaced it.
         tracing::info!(
-            streamId = stream_id,
+            streamId = %stream_id,
             sessionId = s.session_id,
+            pid = %LogPid(s.exited_pid.take()),
             restartCount = s.restart_count,
-            reason = "restart",
+            reason = s.restart_reason.take().as_deref().unwrap_or("restart"),
             "starting worker again"
         );
         self.start_worker(stream_id, now);
@@ -781,10 +886,10 @@ impl StreamManager {
         s.restart_requested = false;
         s.restart_at = None;
         tracing::info!(
-            streamId = stream_id,
+            streamId = %stream_id,
             sessionId = s.session_id,
-            pid = ?s.pid,
-            reason = %reason,
+            pid = %LogPid(s.pid),
+            reason = reason.as_str(),
             "stopping session"
         );
         if let Some(worker) = s.worker.take() {
@@ -808,8 +913,8 @@ impl StreamManager {
         }
     }
 
-    /// Removes a session that has no clients. Refuses (and says so) otherwise.
-    fn destroy(&mut self, stream_id: &str) -> bool {
+    /// Removes a session that has no clients. Refuses (returns false) otherwise.
+    fn destroy(&mut self, stream_id: &str, reason: StopReason) -> bool {
         match self.sessions.get(stream_id) {
             Some(s) if s.clients.is_empty() => {
                 let s = self.sessions.remove(stream_id).expect("present");
@@ -818,8 +923,10 @@ impl StreamManager {
                 }
                 self.stats.sessions_destroyed += 1;
                 tracing::info!(
-                    streamId = stream_id,
+                    streamId = %stream_id,
                     sessionId = s.session_id,
+                    pid = %LogPid(s.pid),
+                    reason = reason.as_str(),
                     "session destroyed"
                 );
                 self.actions.push_back(Action::Destroyed {

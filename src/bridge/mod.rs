@@ -36,9 +36,24 @@ use crate::rtsp;
 use crate::ts::packet::{PACKET_LEN, SYNC_BYTE};
 use crate::ts::ring::{CHUNK_BYTES, FlowRing, Read};
 pub use lifecycle::{
-    Action, AttachError, ClientId, DetachReason, Exit, RuntimeStats, SessionId, SessionSnapshot,
-    SessionState, StopReason, StreamManager, Timing, WorkerId,
+    Action, AttachError, ClientId, DetachReason, Exit, LogPid, RuntimeStats, SessionId,
+    SessionSnapshot, SessionState, StopReason, StreamManager, Timing, WorkerId,
 };
+
+/// The recovery variables (`STREAM_IDLE_TIMEOUT_MS`, ...) as `env` has them: an error naming
+/// every variable that is not a whole number or is out of its config field's range. The
+/// daemon refuses to start on it, as it does on an invalid config.
+pub fn check_env(env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    let (_, problems) = Timing::DEFAULT.with_env(env);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid bridge environment: {}",
+            problems.join("; ")
+        ))
+    }
+}
 
 /// One configured stream.
 #[derive(Debug, Clone)]
@@ -85,6 +100,8 @@ impl Settings {
             restart_delay: Duration::from_millis(cfg.restart_delay_ms),
             max_restarts: cfg.max_restarts,
         };
+        // The daemon checked these before starting (`check_env`): only an embedder that did
+        // not gets here with a bad value, which is then not applied.
         let (timing, problems) = timing.with_env(env);
         for p in problems {
             tracing::warn!("bridge: ignoring {p}");
@@ -390,6 +407,11 @@ impl Bridge {
         }
     }
 
+    /// The pid of the stream's worker, if it is a running process.
+    pub fn session_pid(&self, stream_id: &str) -> Option<u32> {
+        self.core.borrow().session(stream_id).and_then(|s| s.pid)
+    }
+
     pub fn snapshots(&self) -> Vec<SessionSnapshot> {
         self.core
             .borrow()
@@ -539,7 +561,7 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
     };
     // About a frame interval of the camera per wake-up instead of a TCP segment.
     let batched = puller.batch();
-    tracing::info!(streamId = %ctx.stream_id, sessionId = ctx.session_id, codecs = %puller.codecs, url = %source.shown(), batched, "rtsp playing");
+    tracing::info!(streamId = %ctx.stream_id, sessionId = ctx.session_id, pid = %LogPid(None), codecs = %puller.codecs, url = %source.shown(), batched, reason = "rtsp play", "rtsp playing");
     // TS is handed to the clients once per video frame (audio frames ride along with the
     // next one): fewer, larger WebSocket frames, a third of the wake-ups of one per frame.
     let mut out = Vec::with_capacity(64 * 1024);
@@ -653,7 +675,7 @@ async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: Wor
                 }
                 for line in String::from_utf8_lossy(&buf[..n]).lines() {
                     if !line.trim().is_empty() {
-                        tracing::warn!(streamId = %stream_id, sessionId = session_id, pid = ?pid, reason = "ffmpeg stderr", "{line}");
+                        tracing::warn!(streamId = %stream_id, sessionId = session_id, pid = %LogPid(pid), reason = "ffmpeg stderr", "{line}");
                     }
                 }
             }
@@ -687,7 +709,13 @@ async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: Wor
     if stop_requested {
         exit.error = Some("stopped".into());
     } else if exit.error.is_none() {
-        exit.error = Some("ffmpeg exited".into());
+        // Says how, so that `lastError` and the restart's log line tell a crash (signal)
+        // from FFmpeg giving up (its exit code, its stderr logged above).
+        exit.error = Some(match (exit.code, exit.signal) {
+            (Some(code), _) => format!("ffmpeg exited with code {code}"),
+            (None, Some(signal)) => format!("ffmpeg killed by signal {signal}"),
+            (None, None) => "ffmpeg exited".into(),
+        });
     }
     exit
 }

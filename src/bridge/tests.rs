@@ -707,31 +707,79 @@ mod idle_recovery {
         assert_eq!(h.starts(), 2);
     }
 
+    /// The sweep's destroy branch. The shell never leaves a session without clients (the
+    /// last detach destroys it at once), so the test-only constructor makes one. It is
+    /// running and idle past the timeout when the sweep comes, so a sweep that looked at
+    /// staleness first would restart it: the sweep must destroy it instead.
     #[test]
-    fn no_client_sessions_are_destroyed_not_restarted() {
+    fn sweep_destroys_a_session_without_clients_instead_of_restarting_it() {
         let mut h = Harness::new();
-        h.attach("cam", 1);
-        // A session whose clients went away without the close path (forced here).
-        h.mgr.detach(h.now, 1, DetachReason::Close);
+        // Idle timeout 3 s, first sweep at 5 s.
+        h.mgr = StreamManager::new(
+            Timing {
+                sweep_interval: 5000 * MS,
+                ..timing()
+            },
+            8,
+            h.now,
+        );
+        let sid = h.mgr.create_session_without_clients(h.now, "cam");
         h.drive();
-        // The normal path destroys at once; check the sweep does too when something is left.
-        assert!(h.destroyed("cam"));
-        let before = h.starts();
-        h.advance(10_000 * MS);
-        assert_eq!(h.starts(), before);
+        let worker = h.live_worker("cam").expect("its worker runs");
+        assert_eq!(h.session("cam").state, SessionState::Running);
+        assert_eq!(h.session("cam").client_count(), 0);
+        h.log.clear();
+        h.advance(4999 * MS);
+        assert!(h.log.is_empty(), "nothing before the sweep: {:?}", h.log);
+        h.advance(MS);
+        assert_eq!(
+            h.log,
+            vec![
+                Action::StopWorker {
+                    stream_id: "cam".into(),
+                    session_id: sid,
+                    worker,
+                    reason: StopReason::NoClients,
+                },
+                Action::Destroyed {
+                    stream_id: "cam".into(),
+                    session_id: sid,
+                },
+            ],
+            "stopped and destroyed by the sweep, no StartWorker"
+        );
+        assert!(h.mgr.session("cam").is_none());
+        let st = h.mgr.stats();
+        assert_eq!(
+            (st.sessions_destroyed, st.idle_recoveries, st.restarts),
+            (1, 0, 0)
+        );
+        h.advance(20_000 * MS);
+        assert_eq!(h.starts(), 0, "never started again");
     }
 
+    /// Without clients, a session that is not running (its worker has not reported yet) is
+    /// destroyed by the sweep too: "left alone" is about restarts, not about cleanup.
     #[test]
-    fn sweep_destroys_a_session_left_without_clients() {
+    fn sweep_destroys_a_starting_session_without_clients() {
         let mut h = Harness::new();
-        // All clients were refused (full) except none: create a session then fail the only
-        // attach afterwards by detaching through the sweep path.
-        h.attach("cam", 1);
-        // Simulate a shell that lost track: the manager's own sweep must clean up.
-        h.mgr.detach(h.now, 1, DetachReason::Error);
+        h.auto_start = false;
+        let sid = h.mgr.create_session_without_clients(h.now, "cam");
         h.drive();
-        assert!(h.mgr.session("cam").is_none());
-        assert_eq!(h.mgr.stats().sessions_destroyed, 1);
+        assert_eq!(h.session("cam").state, SessionState::Starting);
+        h.log.clear();
+        h.advance(1000 * MS);
+        assert!(matches!(
+            &h.log[..],
+            [
+                Action::StopWorker {
+                    reason: StopReason::NoClients,
+                    ..
+                },
+                Action::Destroyed { session_id, .. },
+            ] if *session_id == sid
+        ));
+        assert_eq!(h.starts(), 0);
     }
 
     #[test]
@@ -792,16 +840,75 @@ mod idle_recovery {
         let env = |k: &str| match k {
             "STREAM_IDLE_TIMEOUT_MS" => Some("1234".to_string()),
             "STREAM_MAX_RESTARTS" => Some("9".to_string()),
-            "STREAM_SWEEP_INTERVAL_MS" => Some("0".to_string()),
-            "STREAM_RESTART_DELAY_MS" => Some("soon".to_string()),
+            "STREAM_SWEEP_INTERVAL_MS" => Some("1".to_string()),
+            "STREAM_RESTART_DELAY_MS" => Some(" 86400000 ".to_string()),
             _ => None,
         };
         let (t, problems) = timing().with_env(env);
-        assert_eq!(t.idle_timeout, 1234 * MS);
-        assert_eq!(t.max_restarts, 9);
-        assert_eq!(t.sweep_interval, timing().sweep_interval);
-        assert_eq!(t.restart_delay, timing().restart_delay);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            t,
+            Timing {
+                idle_timeout: 1234 * MS,
+                sweep_interval: MS,
+                restart_delay: 86_400_000 * MS,
+                max_restarts: 9,
+            }
+        );
+        assert_eq!(super::super::check_env(env), Ok(()));
+        let (t, problems) = timing().with_env(|k| (k == "STREAM_MAX_RESTARTS").then(|| "0".into()));
+        assert_eq!((t.max_restarts, problems.len()), (0, 0));
+    }
+
+    /// An env value the config would refuse is refused too (`BridgeConfig::MS_RANGE`),
+    /// named, and not applied; `check_env`, which the daemon runs before starting, fails.
+    #[test]
+    fn env_values_outside_the_config_ranges_are_refused() {
+        let cases = [
+            (
+                "STREAM_IDLE_TIMEOUT_MS",
+                "0",
+                "is out of range (1..=86400000)",
+            ),
+            (
+                "STREAM_SWEEP_INTERVAL_MS",
+                "0",
+                "is out of range (1..=86400000)",
+            ),
+            (
+                "STREAM_RESTART_DELAY_MS",
+                "0",
+                "is out of range (1..=86400000)",
+            ),
+            (
+                "STREAM_IDLE_TIMEOUT_MS",
+                "86400001",
+                "is out of range (1..=86400000)",
+            ),
+            (
+                "STREAM_MAX_RESTARTS",
+                "4294967296",
+                "is out of range (0..=4294967295)",
+            ),
+            ("STREAM_RESTART_DELAY_MS", "soon", "is not a whole number"),
+            ("STREAM_SWEEP_INTERVAL_MS", "-5", "is not a whole number"),
+        ];
+        for (name, raw, why) in cases {
+            let env = |k: &str| (k == name).then(|| raw.to_owned());
+            let (t, problems) = timing().with_env(env);
+            assert_eq!(t, timing(), "{name}={raw} must not be applied");
+            assert_eq!(problems, vec![format!("{name}={raw:?} {why}")]);
+            assert_eq!(
+                super::super::check_env(env),
+                Err(format!("invalid bridge environment: {name}={raw:?} {why}"))
+            );
+        }
+        // Every bad variable is named at once.
+        let e = super::super::check_env(|k| (k != "STREAM_MAX_RESTARTS").then(|| "0".to_owned()))
+            .unwrap_err();
+        for name in &Timing::ENV[..3] {
+            assert!(e.contains(name), "{e}");
+        }
     }
 }
 
@@ -944,26 +1051,54 @@ mod shell {
             assert_eq!(b.health().clients, 2);
             assert_eq!(b.snapshots()[0].pid, Some(4242));
             let ring = b.rings.borrow().get("cam").cloned().unwrap();
-            let chunk = packets(7, 1);
+            // Chunks of 1 to 7 packets, as a worker's batches end: lost chunks are counted
+            // as chunks, not derived from packets.
             let chunks = 16 * 12;
-            for _ in 0..chunks {
+            // After each chunk every task runs once or twice (4 yields): the fast client has
+            // sent it and its reader has it before the next chunk comes, whatever the slow
+            // client does. Counted in scheduling rounds, not wall time, so it holds under QEMU.
+            let mut disconnected_at = None;
+            let mut written = 0;
+            for n in 1..=chunks {
+                let chunk = packets(1 + n % 7, 1);
+                written += chunk.len();
                 ring.push(&chunk, 0);
                 for _ in 0..4 {
                     tokio::task::yield_now().await;
                 }
+                assert_eq!(
+                    got.get(),
+                    written,
+                    "the fast client has chunk {n} before the next one is written"
+                );
+                if disconnected_at.is_none() && b.health().slow_disconnects == 1 {
+                    disconnected_at = Some(n as u64);
+                }
             }
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            while got.get() < chunks * 1316 && tokio::time::Instant::now() < deadline {
+            while got.get() < written && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            assert_eq!(got.get(), chunks * 1316, "the fast client lost nothing");
+            assert_eq!(got.get(), written, "the fast client lost nothing");
             tokio::time::timeout(std::time::Duration::from_secs(5), slow)
                 .await
                 .expect("slow client disconnected")
                 .unwrap();
             let h = b.health();
             assert_eq!(h.slow_disconnects, 1);
-            assert!(h.lagged_chunks >= 16, "{h:?}");
+            // The slow client looks at the ring after every chunk, so each lap is noticed at
+            // the first chunk that overwrites the one it needs, 17 behind on a 16-chunk
+            // ring; it is closed at its third lap (`max_client_lags`).
+            assert_eq!(h.lagged_chunks, 3 * 17, "{h:?}");
+            // Every chunk written before the disconnect is accounted for: sent to the slow
+            // client (its frames beyond the fast client's one per chunk), the one frame stuck
+            // in its socket, or counted as lagged.
+            let sent_to_slow = h.frames_sent - chunks as u64;
+            assert_eq!(
+                disconnected_at,
+                Some(sent_to_slow + 1 + h.lagged_chunks),
+                "{h:?}"
+            );
             assert_eq!(h.clients, 1, "the fast client stays");
             assert_eq!(b.snapshots()[0].client_count, 1);
             // Manual stop closes the remaining client and destroys the session.
@@ -1009,6 +1144,18 @@ mod health_route {
         )
     }
 
+    fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("an object: {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn keys_of(k: &[&str]) -> std::collections::BTreeSet<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn healthz_is_200_with_a_stable_structure_and_the_sessions() {
         run(async {
@@ -1043,17 +1190,33 @@ mod health_route {
             }
             assert_eq!(v["status"], "ok");
             assert_eq!(v["sessions"], serde_json::json!([]));
-            for key in [
-                "sessions",
-                "clients",
-                "restarts",
-                "bytes",
-                "streams",
-                "lagged_chunks",
-                "slow_disconnects",
-            ] {
-                assert!(v["bridge"].get(key).is_some(), "bridge lacks {key}: {v}");
-            }
+            // Exactly these keys: a field added, renamed or dropped is a change of the
+            // documented structure (docs/bridge.md) and must show up here.
+            assert_eq!(
+                keys(&v["bridge"]),
+                keys_of(&[
+                    "streams",
+                    "sessions",
+                    "clients",
+                    "restarts",
+                    "bytes",
+                    "bytes_sent",
+                    "frames_sent",
+                    "sessions_created",
+                    "sessions_destroyed",
+                    "unexpected_exits",
+                    "idle_recoveries",
+                    "errored",
+                    "lagged_chunks",
+                    "slow_disconnects",
+                    "refused_clients",
+                    "idle_timeout_ms",
+                    "sweep_interval_ms",
+                    "restart_delay_ms",
+                    "max_restarts",
+                ]),
+                "{v}"
+            );
             assert_eq!(v["bridge"]["streams"], 1);
 
             // A client attached: its session shows up, as the manager reports it.
@@ -1066,22 +1229,27 @@ mod health_route {
             assert_eq!(v["bridge"]["sessions"], 1);
             assert_eq!(v["bridge"]["clients"], 1);
             let s = &v["sessions"][0];
-            for key in [
-                "streamId",
-                "sessionId",
-                "state",
-                "pid",
-                "clientCount",
-                "restartCount",
-                "lastStartedAt",
-                "lastStoppedAt",
-                "lastRestartAt",
-                "lastDataAt",
-                "lastExitCode",
-                "lastExitSignal",
-            ] {
-                assert!(s.get(key).is_some(), "snapshot lacks {key}: {s}");
-            }
+            // The seed's snapshot fields, and Quoll's two additions (`lastError`, `bytes`).
+            assert_eq!(
+                keys(s),
+                keys_of(&[
+                    "streamId",
+                    "sessionId",
+                    "state",
+                    "pid",
+                    "clientCount",
+                    "restartCount",
+                    "lastStartedAt",
+                    "lastStoppedAt",
+                    "lastRestartAt",
+                    "lastDataAt",
+                    "lastExitCode",
+                    "lastExitSignal",
+                    "lastError",
+                    "bytes",
+                ]),
+                "{s}"
+            );
             assert_eq!(s["streamId"], "cam");
             assert_eq!(s["state"], "running");
             assert_eq!(s["pid"], 4242);

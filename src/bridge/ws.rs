@@ -177,36 +177,47 @@ where
     // send is on its way (`probe_only`) it takes nothing and only checks whether the client
     // has been lapped: the client's queue is the ring, nothing more. Returns false when the
     // client has lagged `max_lags` times.
-    let mut gather = |frame: &mut BytesMut,
-                      reader: &mut crate::ts::ring::Reader,
-                      probe_only: bool|
-     -> bool {
-        let r = ring.ring.borrow();
-        loop {
-            let full = probe_only || frame.len() + crate::ts::ring::CHUNK_BYTES > MAX_FRAME;
-            let mut probe = reader.clone();
-            match r.read(&mut probe) {
-                Read::Empty => break,
-                Read::Chunk(_) if full => break,
-                Read::Chunk(c) => {
-                    frame.extend_from_slice(c.data);
-                    *reader = probe;
-                }
-                Read::Lagged(missed) => {
-                    *reader = probe;
-                    lags += 1;
-                    let chunks = missed.div_ceil(7);
-                    let c = &bridge.counters;
-                    c.lagged_chunks.set(c.lagged_chunks.get() + chunks);
-                    c.lag_events.set(c.lag_events.get() + 1);
-                    tracing::warn!(streamId = %stream_id, sessionId = session_id, client, lost_chunks = chunks, lags, reason = "slow client", "client fell a whole queue behind");
-                    // What was gathered before the lap is stale: the client restarts at the head.
-                    frame.clear();
+    let mut gather =
+        |frame: &mut BytesMut, reader: &mut crate::ts::ring::Reader, probe_only: bool| -> bool {
+            let r = ring.ring.borrow();
+            loop {
+                let full = probe_only || frame.len() + crate::ts::ring::CHUNK_BYTES > MAX_FRAME;
+                let mut probe = reader.clone();
+                match r.read(&mut probe) {
+                    Read::Empty => break,
+                    Read::Chunk(_) if full => break,
+                    Read::Chunk(c) => {
+                        frame.extend_from_slice(c.data);
+                        *reader = probe;
+                    }
+                    Read::Lagged(packets) => {
+                        // Exactly the chunks between the client's position and the head.
+                        let chunks = probe.seq() - reader.seq();
+                        *reader = probe;
+                        lags += 1;
+                        let c = &bridge.counters;
+                        c.lagged_chunks.set(c.lagged_chunks.get() + chunks);
+                        c.lag_events.set(c.lag_events.get() + 1);
+                        tracing::warn!(
+                            streamId = %stream_id,
+                            sessionId = session_id,
+                            pid = %super::LogPid(bridge.session_pid(stream_id)),
+                            client,
+                            lost_chunks = chunks,
+                            lost_packets = packets,
+                            lags,
+                            reason = "slow client",
+                            "client fell a whole queue behind"
+                        );
+                        // Nothing gathered is ever dropped here: the frame is empty at every
+                        // gather's start (split off before each send), and a lap can only be
+                        // found by a gather's first read (reads move the cursor towards the head).
+                        debug_assert!(frame.is_empty(), "a lap found after gathering");
+                    }
                 }
             }
-        }
-        lags < max_lags
-    };
+            lags < max_lags
+        };
     let end = 'outer: loop {
         let notified = ring.notify.notified();
         tokio::pin!(notified);

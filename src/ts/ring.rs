@@ -49,12 +49,22 @@ pub struct Reader {
     packets: u64,
 }
 
+impl Reader {
+    /// Sequence number of the next chunk this reader reads. A [`Read::Lagged`] moves it by
+    /// exactly the number of chunks skipped (its count is their TS packets).
+    pub fn seq(&self) -> u64 {
+        self.next
+    }
+}
+
 /// What a read found.
 #[derive(Debug)]
 pub enum Read<'a> {
     Chunk(Chunk<'a>),
     /// The reader had fallen a whole ring behind: it now stands at the head and missed
-    /// this many TS packets.
+    /// exactly this many TS packets: every chunk from its old position to the head, the
+    /// overwritten ones and the ones still stored that it skips. [`Reader::seq`] counts
+    /// the chunks.
     Lagged(u64),
     Empty,
 }
@@ -229,16 +239,42 @@ mod tests {
             ring.push(&chunk(i, 1 + (i as usize % 7)), 0);
         }
         let written = ring.packets_written();
+        let from = slow.seq();
         match ring.read(&mut slow) {
             Read::Lagged(n) => assert_eq!(n, written),
             other => panic!("expected lag, got {other:?}"),
         }
+        assert_eq!(slow.seq() - from, 10, "every chunk pushed was skipped");
         assert!(matches!(ring.read(&mut slow), Read::Empty));
         ring.push(&chunk(99, 2), 0);
         match ring.read(&mut slow) {
             Read::Chunk(c) => assert_eq!(c.data[1], 99),
             other => panic!("expected chunk, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lag_counts_exactly_the_chunks_and_packets_skipped() {
+        let mut ring = Ring::new(4);
+        let mut r = ring.reader();
+        // Read two of three, then fall behind by exactly one ring and one chunk more.
+        for i in 0..3 {
+            ring.push(&chunk(i, 7), 0);
+        }
+        for _ in 0..2 {
+            assert!(matches!(ring.read(&mut r), Read::Chunk(_)));
+        }
+        // Unread: chunk 2 (7 packets), then 4 more of 3 packets: 5 chunks, 19 packets.
+        for i in 3..7 {
+            ring.push(&chunk(i, 3), 0);
+        }
+        let from = r.seq();
+        match ring.read(&mut r) {
+            Read::Lagged(n) => assert_eq!(n, 7 + 4 * 3),
+            other => panic!("expected lag, got {other:?}"),
+        }
+        assert_eq!(r.seq() - from, 5);
+        assert!(matches!(ring.read(&mut r), Read::Empty));
     }
 
     #[test]

@@ -339,12 +339,13 @@ pub fn have_rtsp_server() -> bool {
     ok
 }
 
-/// `tests/support/rtsp_server.py` on 127.0.0.1, killed on drop.
+/// `tests/support/rtsp_server.py` on 127.0.0.1, killed on drop (thawed first if frozen).
 pub struct RtspServer {
     child: Option<Child>,
     pub port: u16,
     pub url: String,
     args: Vec<String>,
+    frozen: bool,
 }
 
 impl RtspServer {
@@ -354,6 +355,7 @@ impl RtspServer {
             port,
             url: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            frozen: false,
         };
         s.restart();
         s
@@ -388,12 +390,44 @@ impl RtspServer {
             .expect("rtsp_server.py did not get ready");
     }
 
-    /// Kill it (SIGKILL) and reap it.
+    /// Kill it (SIGKILL) and reap it. A frozen server is killed too (SIGKILL ends a
+    /// stopped process) and sent SIGCONT anyway, so nothing is left stopped.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            if std::mem::take(&mut self.frozen) {
+                let _ = signal(c.id(), libc::SIGCONT);
+            }
             let _ = c.wait();
         }
+    }
+
+    /// Freeze the server (SIGSTOP): a camera that hangs with its connections open. The
+    /// kernel still accepts TCP connections into the listen backlog, but nothing answers
+    /// and no media flows until [`thaw`](Self::thaw). Dropping a frozen server kills it.
+    pub fn freeze(&mut self) {
+        let c = self.child.as_ref().expect("the server runs");
+        signal(c.id(), libc::SIGSTOP).expect("SIGSTOP the RTSP server");
+        self.frozen = true;
+    }
+
+    /// Let a frozen server run again (SIGCONT).
+    pub fn thaw(&mut self) {
+        if let Some(c) = &self.child
+            && std::mem::take(&mut self.frozen)
+        {
+            signal(c.id(), libc::SIGCONT).expect("SIGCONT the RTSP server");
+        }
+    }
+}
+
+/// `kill(pid, sig)` on a child we spawned (and have not reaped, so the pid is still ours).
+fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -523,8 +557,18 @@ impl Drop for WsViewer {
     }
 }
 
-/// ffprobe's verdict on a TS file: the codec names, and whatever it printed as errors.
+/// ffprobe's verdict on a TS file: the codec names (ffprobe), and every error FFmpeg prints
+/// while demuxing and decoding the whole file (`ffmpeg -v error -i FILE -f null -`), plus
+/// ffprobe's own. Empty errors mean every packet of every stream decoded.
+///
+/// A viewer's capture stops wherever its byte budget ran out, mid-PES: the file is cut
+/// before the last packet that starts a payload unit (both muxers write each PES
+/// contiguously), so the last frame is whole or absent, never decoded truncated.
 pub fn ffprobe_ts(path: &Path) -> (Vec<String>, String) {
+    let data = std::fs::read(path).expect("read the TS file");
+    let whole = trim_to_whole_units(&data);
+    let cut = path.with_extension("whole.ts");
+    std::fs::write(&cut, whole).unwrap();
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -534,7 +578,7 @@ pub fn ffprobe_ts(path: &Path) -> (Vec<String>, String) {
             "-of",
             "json",
         ])
-        .arg(path)
+        .arg(&cut)
         .output()
         .expect("run ffprobe");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -546,5 +590,33 @@ pub fn ffprobe_ts(path: &Path) -> (Vec<String>, String) {
                 .collect()
         })
         .unwrap_or_default();
-    (codecs, String::from_utf8_lossy(&out.stderr).into_owned())
+    let mut errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    let decode = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(&cut)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    errors.push_str(&String::from_utf8_lossy(&decode.stderr));
+    if !decode.status.success() {
+        errors.push_str(&format!("ffmpeg -f null failed: {}\n", decode.status));
+    }
+    assert!(
+        whole.len() >= data.len() / 2,
+        "most of the capture is whole units ({} of {} bytes)",
+        whole.len(),
+        data.len()
+    );
+    (codecs, errors)
+}
+
+/// `ts` up to (not including) its last packet with payload_unit_start_indicator set, and
+/// whole 188-byte packets only.
+pub fn trim_to_whole_units(ts: &[u8]) -> &[u8] {
+    let whole = &ts[..ts.len() / 188 * 188];
+    let last_start = whole
+        .chunks(188)
+        .rposition(|p| p[0] == 0x47 && p[1] & 0x40 != 0)
+        .unwrap_or(0);
+    &whole[..last_start * 188]
 }
