@@ -9,8 +9,9 @@
 # which calls the relay under test: `srt-live-transmit srt://:PORT?mode=listener udp://OUT`,
 # or quoll with one flow (SRT listener input, N UDP outputs). A receiver counts what comes
 # out of every output. The feeder is the same program with the same options in every case,
-# and only the relay process is measured: CPU seconds (utime+stime from /proc/PID/stat over
-# the sending window), peak RSS (VmHWM at the end), datagrams lost at the receiver.
+# and only the relay process is measured: CPU time over the sending window (nanoseconds on
+# a CPU, summed over the process's threads from /proc/PID/task/*/schedstat: `cpu_ns` in
+# scripts/lib.sh), peak RSS (VmHWM at the end), datagrams lost at the receiver.
 # CPU s/GB is per GB of input payload.
 # Output: a markdown table on stdout and in bench-out/bench-srt-DATE.md (+ latest-srt.md).
 set -euo pipefail
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2; shift 2 ;;
         --fanout) FANOUT=$2; shift 2 ;;
         --latency) LATENCY=$2; shift 2 ;;
-        *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,16p' "$0" >&2; exit 2 ;;
     esac
 done
 

@@ -801,6 +801,9 @@ impl SrtConfig {
         if let Some(n) = self.max_connections {
             m.insert("max_connections".into(), n.into());
         }
+        if let Some(w) = self.window_ms {
+            m.insert("window_ms".into(), w.into());
+        }
         if let Some(leg) = &self.redundancy {
             let mut l = Map::new();
             leg.write(&mut l);
@@ -856,6 +859,7 @@ fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
     let aes_key_len = o.optional::<u16>("aes_key_len");
     let stream_id = o.optional::<String>("stream_id");
     let max_connections = o.optional::<u32>("max_connections");
+    let window_ms = o.optional::<u64>("window_ms");
     let redundancy = match o.take("redundancy") {
         None | Some(Value::Null) => Some(None),
         Some(v) => {
@@ -875,6 +879,7 @@ fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
         aes_key_len,
         stream_id,
         max_connections,
+        window_ms,
         redundancy: redundancy?,
         extra: o.rest(),
     })

@@ -295,6 +295,10 @@ pub struct SrtConfig {
     pub stream_id: Option<String>,
     /// Quoll-only, outputs in listener mode: how many callers may be fed at once.
     pub max_connections: Option<u32>,
+    /// Quoll-only, in an input's `redundancy` leg: how long the 2022-7 merge holds datagrams
+    /// behind a hole waiting for the other leg (absent: `srt::merge::DEFAULT_WINDOW` plus
+    /// the difference of the legs' latencies).
+    pub window_ms: Option<u64>,
     /// The second leg (same fields; a leg has no `redundancy` of its own).
     pub redundancy: Option<Box<SrtConfig>>,
     pub extra: Extra,
@@ -311,6 +315,7 @@ impl SrtConfig {
     pub const MAX_STREAM_ID_LEN: usize = 512;
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
     pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+    pub const WINDOW_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
 
     /// A leg with defaults for everything but mode and address (tests, examples).
     pub fn new(mode: SrtMode, local_addr: impl Into<String>) -> Self {
@@ -324,6 +329,7 @@ impl SrtConfig {
             aes_key_len: None,
             stream_id: None,
             max_connections: None,
+            window_ms: None,
             redundancy: None,
             extra: Extra::new(),
         }

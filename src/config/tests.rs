@@ -983,6 +983,55 @@ fn srt_values_are_checked_on_both_legs() {
 }
 
 #[test]
+fn srt_window_ms_belongs_to_an_inputs_redundancy_leg() {
+    let ok = |w: u64| {
+        errs(|v| {
+            srt_in(
+                v,
+                json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+                       "redundancy": {"mode": "listener", "local_addr": "127.0.0.1:9001",
+                                      "window_ms": w}}),
+            )
+        })
+    };
+    assert_eq!(ok(250), Vec::<String>::new());
+    assert_eq!(
+        ok(0),
+        ["flows[0].input.redundancy.window_ms: 0 is out of range (1..=10000)"]
+    );
+    let e = errs(|v| {
+        srt_in(
+            v,
+            json!({"type": "srt", "mode": "listener", "local_addr": "127.0.0.1:9000",
+                   "window_ms": 100}),
+        );
+        v["flows"][0]["outputs"] = json!([{"type": "srt", "id": "s", "mode": "caller",
+            "local_addr": "127.0.0.1:0", "remote_addr": "127.0.0.1:9100",
+            "redundancy": {"mode": "caller", "local_addr": "127.0.0.1:0",
+                           "remote_addr": "127.0.0.1:9101", "window_ms": 100}}]);
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].input.window_ms: only in the redundancy leg of an SRT input (the 2022-7 merge's window)",
+            "flows[0].outputs[0].redundancy.window_ms: only SRT inputs merge their legs (an output feeds both)",
+        ]
+    );
+    // It round-trips.
+    let cfg = parse(
+        r#"{"flows":[{"id":"a","input":{"type":"srt","mode":"listener","local_addr":"0.0.0.0:9000",
+            "redundancy":{"mode":"listener","local_addr":"0.0.0.0:9001","window_ms":300}}}]}"#,
+    )
+    .unwrap();
+    let InputConfig::Srt(i) = &cfg.flows[0].input else {
+        panic!("srt input expected")
+    };
+    assert_eq!(i.redundancy.as_ref().unwrap().window_ms, Some(300));
+    let text = cfg.to_value().to_string();
+    assert!(text.contains(r#""window_ms":300"#), "{text}");
+}
+
+#[test]
 fn srt_ports_conflict_with_udp_and_between_legs() {
     let e = errs(|v| {
         srt_in(

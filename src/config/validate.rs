@@ -578,9 +578,30 @@ impl Validator {
     /// One SRT endpoint and its `redundancy` leg. `output` allows `max_connections`.
     fn srt(&mut self, c: &SrtConfig, path: &str, output: bool) {
         self.srt_leg(c, path, output);
+        if c.window_ms.is_some() {
+            self.err(
+                child(path, "window_ms"),
+                "only in the redundancy leg of an SRT input (the 2022-7 merge's window)",
+            );
+        }
         if let Some(leg) = &c.redundancy {
             let lpath = child(path, "redundancy");
             self.srt_leg(leg, &lpath, output);
+            if let Some(w) = leg.window_ms {
+                let wpath = child(&lpath, "window_ms");
+                let r = SrtConfig::WINDOW_MS_RANGE;
+                if output {
+                    self.err(
+                        wpath,
+                        "only SRT inputs merge their legs (an output feeds both)",
+                    );
+                } else if !r.contains(&w) {
+                    self.err(
+                        wpath,
+                        format!("{w} is out of range ({}..={})", r.start(), r.end()),
+                    );
+                }
+            }
             if leg.redundancy.is_some() {
                 self.err(
                     child(&lpath, "redundancy"),

@@ -115,8 +115,12 @@ pub struct SrtInputSnapshot {
     pub leg2: Option<SrtLinkSnapshot>,
     /// Redundancy: datagrams dropped because the other leg delivered them first.
     pub duplicates: u64,
-    /// Redundancy with RTP: datagrams older than what was already forwarded.
+    /// Redundancy: datagrams for a hole already given up (too late to go out in order).
     pub late: u64,
+    /// Redundancy: datagrams one leg lacked that the other supplied in time (holes filled).
+    pub filled: u64,
+    /// Redundancy: datagrams neither leg delivered within the window (given up).
+    pub gaps: u64,
 }
 
 /// What an SRT output adds to the output stats.

@@ -10,11 +10,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{FutureExt, LocalBoxFuture};
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::{SrtListener, SrtSocket};
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 use super::InputError;
 use super::udp::TsPath;
@@ -31,9 +33,6 @@ use crate::ts::ring::FlowRing;
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How often the redundancy legs are checked for silence.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
-/// Most raw-TS datagrams the merge remembers: 8.6 s at 20 Mbit/s, 1.7 s at 100 Mbit/s;
-/// hashes and times only (about 48 bytes each with the credit table), so under 1 MiB.
-const MERGE_CAPACITY: usize = 16_384;
 
 struct Leg {
     ep: Endpoint,
@@ -57,39 +56,70 @@ struct Core {
     epoch: Instant,
     /// Two legs: merge and watch them.
     merge: Option<(Merge, LegWatch)>,
+    /// Wakes the merge's release timer when something starts waiting for the other leg.
+    release: Rc<Notify>,
     links: [SrtLinkSnapshot; 2],
     redundant: bool,
 }
 
 impl Core {
-    fn datagram(&mut self, leg: usize, data: &[u8]) {
+    /// A datagram from `leg`, carried by the SRT packet numbered `seq`.
+    fn datagram(&mut self, leg: usize, seq: u32, data: Bytes) {
         let now = Instant::now();
         let stats = &self.stats;
         bump(&stats.datagrams, 1);
         bump(&stats.bytes, data.len() as u64);
         stats.rate.add(now, data.len());
-        let payload = match &mut self.merge {
-            Some((merge, watch)) => {
-                watch.on_data(leg, now);
-                match merge.offer(leg, now, data) {
-                    Verdict::Forward { offset, len } => &data[offset..offset + len],
-                    Verdict::Malformed => {
-                        bump(&stats.malformed, 1);
-                        return;
-                    }
-                    Verdict::Duplicate | Verdict::Late => return,
-                }
-            }
-            None => match data.first() {
-                Some(0x47) => data,
+        let Some((merge, watch)) = &mut self.merge else {
+            let payload = match data.first() {
+                Some(0x47) => &data[..],
                 // RTP-wrapped TS (some encoders send it over SRT): strip the header.
-                _ => match rtp::parse(data) {
+                _ => match rtp::parse(&data) {
                     Ok(h) => &data[h.payload_offset..h.payload_offset + h.payload_len],
                     // Not RTP either: let the chunker resynchronise and count it.
-                    Err(_) => data,
+                    Err(_) => &data[..],
                 },
-            },
+            };
+            self.forward(payload, now);
+            return;
         };
+        watch.on_data(leg, now);
+        let before = merge.next_deadline();
+        if merge.offer(leg, now, seq, data) == Verdict::Malformed {
+            bump(&stats.malformed, 1);
+        }
+        let after = merge.next_deadline();
+        if after.is_some() && (before.is_none() || after < before) {
+            // Something waits for the other leg now (or sooner): the release timer re-arms.
+            self.release.notify_one();
+        }
+        self.drain(now);
+    }
+
+    /// Forwards what the merge released, in order.
+    fn drain(&mut self, now: Instant) {
+        while let Some(d) = self.merge.as_mut().and_then(|(m, _)| m.pop()) {
+            self.forward(&d, now);
+        }
+    }
+
+    /// The merge's release timer fired: give up holes that waited the window.
+    fn merge_tick(&mut self) {
+        let now = Instant::now();
+        if let Some((m, _)) = &mut self.merge {
+            m.tick(now);
+        }
+        self.drain(now);
+        self.publish();
+    }
+
+    fn merge_deadline(&self) -> Option<Instant> {
+        self.merge.as_ref().and_then(|(m, _)| m.next_deadline())
+    }
+
+    /// Into the chunker, the analyzer and the ring.
+    fn forward(&self, payload: &[u8], now: Instant) {
+        let stats = &self.stats;
         let recv_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
         let mut ts = self.ts.borrow_mut();
         let TsPath { chunker, analyzer } = &mut *ts;
@@ -147,7 +177,9 @@ impl Core {
 
     fn disconnected(&mut self, leg: usize) {
         self.links[leg].connected = false;
-        if let Some((_, watch)) = &mut self.merge {
+        if let Some((merge, watch)) = &mut self.merge {
+            // A new connection numbers its packets afresh: the leg is placed again.
+            merge.leg_reset(leg);
             let mut out = Vec::new();
             watch.on_disconnect(leg, Instant::now(), &mut out);
             self.leg_events(&out);
@@ -175,15 +207,18 @@ impl Core {
     }
 
     fn publish(&self) {
-        let (duplicates, late) = match &self.merge {
-            Some((m, _)) => (m.stats().duplicates, m.stats().late),
-            None => (0, 0),
-        };
+        let m = self
+            .merge
+            .as_ref()
+            .map(|(m, _)| m.stats())
+            .unwrap_or_default();
         self.stats.srt.set(Some(SrtInputSnapshot {
             leg1: self.links[0],
             leg2: self.redundant.then_some(self.links[1]),
-            duplicates,
-            late,
+            duplicates: m.duplicates,
+            late: m.late,
+            filled: m.filled,
+            gaps: m.gaps,
         }));
     }
 }
@@ -218,14 +253,14 @@ impl SrtInput {
         epoch: Instant,
     ) -> InputError {
         let redundant = self.legs.len() > 1;
-        let window = self
-            .legs
-            .iter()
-            .map(|l| Duration::from_millis(l.ep.cfg.latency_ms))
-            .max()
-            .unwrap_or_default()
-            * 2
-            + Duration::from_secs(1);
+        let window = match (self.legs.first(), self.legs.get(1)) {
+            (Some(a), Some(b)) => match b.ep.cfg.window_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None => Merge::default_window([a.ep.cfg.latency_ms, b.ep.cfg.latency_ms]),
+            },
+            _ => Duration::ZERO,
+        };
+        let release = Rc::new(Notify::new());
         let core = RefCell::new(Core {
             flow_id: self.flow_id,
             events: self.events,
@@ -233,12 +268,9 @@ impl SrtInput {
             ts,
             stats,
             epoch,
-            merge: redundant.then(|| {
-                (
-                    Merge::new(window, MERGE_CAPACITY),
-                    LegWatch::new(LegWatch::DEFAULT_TIMEOUT),
-                )
-            }),
+            merge: redundant
+                .then(|| (Merge::new(window), LegWatch::new(LegWatch::DEFAULT_TIMEOUT))),
+            release: release.clone(),
             links: Default::default(),
             redundant,
         });
@@ -267,21 +299,47 @@ impl SrtInput {
                 }
             }
         };
+        // The merge's timer: sleeps until a hole has waited the window (nothing to do, and
+        // no wake-ups, while no datagram waits).
+        let timer = async {
+            if !redundant {
+                return std::future::pending().await;
+            }
+            loop {
+                let deadline = core.borrow().merge_deadline();
+                match deadline {
+                    Some(t) => tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = release.notified() => continue,
+                    },
+                    None => {
+                        release.notified().await;
+                        continue;
+                    }
+                }
+                core.borrow_mut().merge_tick();
+            }
+        };
         tokio::select! {
             (e, _, _) = futures::future::select_all(legs) => e,
             never = watch => never,
+            never = timer => never,
         }
     }
 }
 
 /// Waits for data on `sock`, or forever when there is none.
-async fn next_data(
-    sock: &mut Option<SrtSocket>,
-) -> Option<Result<(Instant, bytes::Bytes), std::io::Error>> {
+async fn next_data(sock: &mut Option<SrtSocket>) -> Option<Result<(u32, Bytes), std::io::Error>> {
     match sock {
-        Some(s) => s.next().await,
+        Some(s) => next_with_seq(s).await,
         None => std::future::pending().await,
     }
+}
+
+/// The next datagram and the SRT sequence number of the packet that carried it.
+async fn next_with_seq(s: &mut SrtSocket) -> Option<Result<(u32, Bytes), std::io::Error>> {
+    let d = s.next().await?;
+    Some(d.map(|(_, bytes)| (s.last_seq().unwrap_or(0), bytes)))
 }
 
 async fn run_leg(idx: usize, leg: Leg, core: &RefCell<Core>) -> InputError {
@@ -346,7 +404,7 @@ async fn run_listener(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputEr
                 }
             }
             data = next_data(&mut current) => match data {
-                Some(Ok((_, bytes))) => core.borrow_mut().datagram(idx, &bytes),
+                Some(Ok((seq, bytes))) => core.borrow_mut().datagram(idx, seq, bytes),
                 _ => {
                     current = None;
                     let ev = cycle.lost(Instant::now());
@@ -416,8 +474,8 @@ async fn run_caller(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputErro
                 let mut tick = tokio::time::interval(STATS_EVERY);
                 loop {
                     tokio::select! {
-                        d = sock.next() => match d {
-                            Some(Ok((_, bytes))) => core.borrow_mut().datagram(idx, &bytes),
+                        d = next_with_seq(&mut sock) => match d {
+                            Some(Ok((seq, bytes))) => core.borrow_mut().datagram(idx, seq, bytes),
                             _ => break,
                         },
                         _ = tick.tick() => core.borrow_mut().link_stats(idx, &sock.latest_statistics()),

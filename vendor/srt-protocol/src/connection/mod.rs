@@ -213,6 +213,11 @@ impl DuplexConnection {
         Some((p, self.settings.remote))
     }
 
+    /// QUOLL PATCH: the SRT sequence number of the data `next_data` returned last.
+    pub fn released_seq(&self) -> SeqNumber {
+        self.receiver.arq.released_seq()
+    }
+
     pub fn next_data(&mut self, now: Instant) -> Option<(Instant, Bytes)> {
         match self.receiver.arq.pop_next_message(now) {
             Ok(Some(data)) => {

@@ -11,11 +11,14 @@ use tokio::{task::JoinHandle, time::sleep_until};
 
 use crate::{net::PacketSocket, watch, SocketStatistics, SrtSocket};
 
+/// QUOLL PATCH: released data with the SRT sequence number of its (first) packet.
+pub(crate) type Released = (Instant, Bytes, u32);
+
 struct SrtSocketState {
     socket: PacketSocket,
     connection: DuplexConnection,
     statistics_sender: watch::Sender<SocketStatistics>,
-    output_data_sender: mpsc::Sender<(Instant, Bytes)>,
+    output_data_sender: mpsc::Sender<Released>,
     input_data_receiver: mpsc::Receiver<(Instant, Bytes)>,
 }
 
@@ -50,11 +53,12 @@ impl SrtSocketState {
                 }
             }
 
-            while let Some(data) = connection.next_data(Instant::now()) {
+            while let Some((t, data)) = connection.next_data(Instant::now()) {
                 if output_data.is_closed() {
                     continue;
                 }
-                if let Err(e) = output_data.send(data).await {
+                let seq = connection.released_seq().as_raw();
+                if let Err(e) = output_data.send((t, data, seq)).await {
                     error!("Error while releasing packet {:?}", e);
                 }
             }
@@ -104,9 +108,10 @@ impl SrtSocketState {
             let now = Instant::now();
             input = match connection.handle_input(now, input) {
                 Action::Close => break,
-                Action::ReleaseData(data) => {
+                Action::ReleaseData((t, data)) => {
                     if !output_data.is_closed() {
-                        if let Err(e) = output_data.send(data).await {
+                        let seq = connection.released_seq().as_raw();
+                        if let Err(e) = output_data.send((t, data, seq)).await {
                             error!("Error while releasing data {:?}", e);
                         }
                     }
@@ -143,7 +148,7 @@ impl SrtSocketState {
 
 #[derive(Debug)]
 pub struct SrtSocketFactory {
-    output_data_receiver: mpsc::Receiver<(Instant, Bytes)>,
+    output_data_receiver: mpsc::Receiver<Released>,
     input_data_sender: mpsc::Sender<(Instant, Bytes)>,
     statistics_receiver: watch::Receiver<SocketStatistics>,
 }
@@ -153,6 +158,7 @@ impl SrtSocketFactory {
         SrtSocket {
             settings,
             output_data_receiver: self.output_data_receiver.peekable(),
+            last_seq: None,
             input_data_sender: self.input_data_sender,
             statistics_receiver: self.statistics_receiver,
             task,
@@ -162,7 +168,7 @@ impl SrtSocketFactory {
 
 #[derive(Debug)]
 pub struct SrtSocketTaskFactory {
-    output_data_sender: mpsc::Sender<(Instant, Bytes)>,
+    output_data_sender: mpsc::Sender<Released>,
     input_data_receiver: mpsc::Receiver<(Instant, Bytes)>,
     statistics_sender: watch::Sender<SocketStatistics>,
 }

@@ -41,7 +41,9 @@ pub use srt_protocol::statistics::SocketStatistics;
 /// defines when the packet will be released on the receiving side, at more or less one latency later.
 #[derive(Debug)]
 pub struct SrtSocket {
-    output_data_receiver: Peekable<mpsc::Receiver<(Instant, Bytes)>>,
+    output_data_receiver: Peekable<mpsc::Receiver<factory::Released>>,
+    /// QUOLL PATCH: SRT sequence number of the data the stream yielded last.
+    last_seq: Option<u32>,
     input_data_sender: mpsc::Sender<(Instant, Bytes)>,
     statistics_receiver: watch::Receiver<SocketStatistics>,
     settings: ConnectionSettings,
@@ -101,16 +103,16 @@ impl SrtSocket {
         Ok(())
     }
 
-    pub fn split_mut(
-        &mut self,
-    ) -> (
-        Pin<&mut Peekable<impl Stream<Item = (Instant, Bytes)> + Unpin>>,
-        Pin<&mut (impl Sink<(Instant, Bytes), Error = impl Debug> + Unpin)>,
-    ) {
-        (
-            Pin::new(&mut self.output_data_receiver),
-            Pin::new(&mut self.input_data_sender),
-        )
+    // QUOLL PATCH: `split_mut` (unused, exposing the receive channel) removed: the channel
+    // now carries sequence numbers too.
+
+    /// QUOLL PATCH: the SRT sequence number (31 bits) of the first packet of the message the
+    /// stream yielded last; None before the first. Consecutive messages of one connection
+    /// have consecutive numbers unless packets were dropped (too late) in between, and a
+    /// packet keeps its number when retransmitted: it says where a message stands in the
+    /// sender's stream.
+    pub fn last_seq(&self) -> Option<u32> {
+        self.last_seq
     }
 }
 
@@ -151,7 +153,11 @@ impl Stream for SrtSocket {
     type Item = Result<(Instant, Bytes), io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<Option<Self::Item>> {
-        Poll::Ready(ready!(Pin::new(&mut self.output_data_receiver).poll_next(cx)).map(Ok))
+        let item = ready!(Pin::new(&mut self.output_data_receiver).poll_next(cx));
+        Poll::Ready(item.map(|(t, data, seq)| {
+            self.last_seq = Some(seq);
+            Ok((t, data))
+        }))
     }
 }
 

@@ -313,6 +313,11 @@ impl AutomaticRepeatRequestAlgorithm {
         self.receive_buffer.drop_packets(range)
     }
 
+    /// QUOLL PATCH: see `ReceiveBuffer::released_seq`.
+    pub fn released_seq(&self) -> SeqNumber {
+        self.receive_buffer.released_seq()
+    }
+
     pub fn pop_next_message(
         &mut self,
         now: Instant,

@@ -189,6 +189,9 @@ pub struct ReceiveBuffer {
     remote_clock: SynchronizedRemoteClock,
     buffer: VecDeque<BufferPacket>,
     max_buffer_size: PacketCount,
+
+    // QUOLL PATCH: sequence number of the first packet of the last released message.
+    released_seq: SeqNumber,
 }
 
 impl ReceiveBuffer {
@@ -206,6 +209,7 @@ impl ReceiveBuffer {
             too_late_packet_drop,
             lrsn: init_seq_num,
             seqno0: init_seq_num,
+            released_seq: init_seq_num,
             remote_clock: SynchronizedRemoteClock::new(socket_start_time),
             buffer: VecDeque::with_capacity(max_buffer_size.into()),
             max_buffer_size,
@@ -290,6 +294,7 @@ impl ReceiveBuffer {
             None => return self.drop_too_late_packets(now),
         };
 
+        self.released_seq = self.seqno0;
         self.seqno0 += u32::try_from(packet_count).unwrap();
 
         let release_time = self.remote_clock.monotonic_instant_from(timestamp);
@@ -299,6 +304,12 @@ impl ReceiveBuffer {
             self.release_full_message(release_time, packet_count)
         };
         Ok(message)
+    }
+
+    /// QUOLL PATCH: the sequence number of the (first packet of the) message the last
+    /// `pop_next_message` released.
+    pub fn released_seq(&self) -> SeqNumber {
+        self.released_seq
     }
 
     fn front_ts(&mut self) -> Option<TimeStamp> {
