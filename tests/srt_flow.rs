@@ -315,9 +315,7 @@ fn quoll_caller_with_passphrase_reads_srt_live_transmit_listener() {
 
 /// `stream_id` reaches the wire as libsrt writes it: a fake listener takes the conclusion
 /// handshake of quoll's input caller and of a srt-live-transmit caller with the same
-/// `streamid`, and their stream-id extensions (SRT_CMD_SID, 5) are the same bytes. (libsrt
-/// peers do not show a received stream id: srt-live-transmit and ffmpeg listeners log
-/// nothing of it, even at debug level.)
+/// `streamid`, and their stream-id extensions (SRT_CMD_SID, 5) are the same bytes.
 #[test]
 fn stream_id_is_sent_as_libsrt_sends_it() {
     if !peers() {
@@ -361,6 +359,92 @@ fn stream_id_is_sent_as_libsrt_sends_it() {
         handshake_extension(&from_quoll, 5),
         Some(libsrt_sid),
         "quoll's stream id extension differs from libsrt's"
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}
+
+/// A libsrt listener receives quoll's `stream_id`: ffmpeg as SRT listener logs
+/// "accept streamid [...]" at debug level (srt-live-transmit shows nothing of it), for
+/// quoll's output caller and for quoll's input caller.
+#[test]
+fn stream_id_reaches_a_libsrt_listener() {
+    if !peers() {
+        return;
+    }
+    let fx = fixture("srt-stream-id-ffmpeg", 2);
+    const SID: &str = "#!::r=live/quoll,m=publish";
+    let (in_port, out_l, in_l) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let log_out = fx.dir.path().join("ffmpeg-listener-in.log");
+    let log_in = fx.dir.path().join("ffmpeg-listener-out.log");
+    let file = |p: &Path| std::fs::File::create(p).unwrap();
+    // Reads what quoll's output caller sends.
+    let mut reader = Peer::adopt(
+        "ffmpeg listener reading",
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "debug", "-nostdin", "-i"])
+            .arg(format!(
+                "srt://127.0.0.1:{out_l}?mode=listener&timeout=5000000"
+            ))
+            .args(["-f", "null", "-"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file(&log_out))
+            .spawn()
+            .unwrap(),
+    );
+    // Sends to quoll's input caller.
+    let mut sender = Peer::adopt(
+        "ffmpeg listener sending",
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "debug",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(&fx.source)
+            .args(["-c", "copy", "-f", "mpegts"])
+            .arg(format!(
+                "srt://127.0.0.1:{in_l}?mode=listener&pkt_size=1316"
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file(&log_in))
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || udp_bound(out_l)
+        && udp_bound(in_l)));
+    let dir = &fx.dir;
+    let mut cfg = config(
+        free_tcp_port(),
+        json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
+        json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
+                 "remote_addr": format!("127.0.0.1:{out_l}"), "stream_id": SID }]),
+        dir,
+    );
+    cfg["flows"].as_array_mut().unwrap().push(json!({
+        "id": "f2", "input": {"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
+        "remote_addr": format!("127.0.0.1:{in_l}"), "stream_id": SID}
+    }));
+    let q = Quoll::start(dir.path(), &cfg);
+    let accepted = format!("accept streamid [{SID}]");
+    let seen = wait_until(Duration::from_secs(15), || {
+        [&log_out, &log_in]
+            .iter()
+            .all(|p| std::fs::read_to_string(p).is_ok_and(|l| l.contains(&accepted)))
+    });
+    reader.kill();
+    sender.kill();
+    assert!(
+        seen,
+        "ffmpeg did not log {accepted:?}; output caller's listener:\n{}\ninput caller's listener:\n{}\nquoll:\n{}",
+        std::fs::read_to_string(&log_out).unwrap_or_default(),
+        std::fs::read_to_string(&log_in).unwrap_or_default(),
+        q.log()
     );
     let (status, _) = q.terminate();
     assert!(status.success());

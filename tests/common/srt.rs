@@ -40,6 +40,14 @@ impl Peer {
         }
     }
 
+    /// A child spawned elsewhere (e.g. with its stderr to a file), killed on drop too.
+    pub fn adopt(name: &'static str, child: Child) -> Peer {
+        Peer {
+            name,
+            child: Some(child),
+        }
+    }
+
     /// Waits (bounded) for the process to exit by itself.
     pub fn wait(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
