@@ -617,6 +617,12 @@ mod tests {
                 .handle_text(self.now, r#"{"type":"auth_ok","timestamp":"x"}"#);
             self.drain()
         }
+        /// The link drops (EOF) now; returns when, for measuring the backoff that follows.
+        fn lose_link(&mut self) -> Instant {
+            self.link.handle_closed(self.now, "eof");
+            self.drain();
+            self.now
+        }
     }
 
     fn raised(actions: &[Action]) -> Vec<(Severity, Category, String)> {
@@ -768,9 +774,7 @@ mod tests {
         }
         f.connect_and_auth();
         f.advance(5 * SEC);
-        f.link.handle_closed(f.now, "eof");
-        f.drain();
-        let t = f.now;
+        let t = f.lose_link();
         f.next();
         let d = f.now - t;
         assert!(
@@ -787,9 +791,7 @@ mod tests {
                 f.link.handle_pong(f.now);
             }
         }
-        f.link.handle_closed(f.now, "eof");
-        f.drain();
-        let t = f.now;
+        let t = f.lose_link();
         f.next();
         assert!(f.now - t <= SEC, "stable session resets backoff");
     }
@@ -886,9 +888,7 @@ mod tests {
         f.drain();
         f.connect_and_auth();
         f.advance(5 * SEC);
-        f.link.handle_closed(f.now, "eof");
-        f.drain();
-        let t = f.now;
+        let t = f.lose_link();
         f.next();
         f.link.handle_connect_failed(f.now, "refused");
         f.drain();
