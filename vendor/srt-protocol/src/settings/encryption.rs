@@ -107,7 +107,7 @@ impl CipherSettings {
         Self {
             key_settings: key_settings.clone(),
             key_refresh: km_refresh.clone(),
-            stream_keys: StreamEncryptionKeys::new_random(key_settings.key_size),
+            stream_keys: StreamEncryptionKeys::new_random(key_settings),
         }
     }
 
@@ -124,6 +124,6 @@ impl CipherSettings {
     }
 
     pub fn wrap_keying_material(&self) -> Option<KeyingMaterialMessage> {
-        self.stream_keys.wrap_with(&self.key_settings)
+        self.stream_keys.wrap()
     }
 }

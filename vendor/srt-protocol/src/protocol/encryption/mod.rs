@@ -55,7 +55,7 @@ impl Decryption {
         keying_material: KeyingMaterialMessage,
     ) -> Result<Option<KeyingMaterialMessage>, KeyMaterialError> {
         let (stream_keys, key_settings) = self.0.as_mut().ok_or(KeyMaterialError::NoKeys)?;
-        *stream_keys = StreamEncryptionKeys::unwrap_from(key_settings, &keying_material)?;
+        *stream_keys = stream_keys.refreshed(key_settings, &keying_material)?;
         Ok(Some(keying_material))
     }
 }

@@ -26,24 +26,22 @@ pub enum KeyMaterialError {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct StreamEncryptionKeys {
     salt: Salt,
+    // QUOLL PATCH: the key encrypting key is derived once per salt and kept. Upstream ran
+    // PBKDF2 (2048 rounds) on every wrap, i.e. inside the caller's handshake and at every key
+    // refresh, on the runtime thread; under emulation that is 0.7 s per wrap.
+    kek: KeyEncryptionKey,
     even_key: Option<EncryptionKey>,
     odd_key: Option<EncryptionKey>,
 }
 
 impl StreamEncryptionKeys {
-    pub fn new(salt: Salt) -> Self {
+    pub fn new_random(key_settings: &KeySettings) -> Self {
+        let salt = Salt::new_random();
         Self {
+            kek: KeyEncryptionKey::new(key_settings, &salt),
             salt,
-            even_key: None,
-            odd_key: None,
-        }
-    }
-
-    pub fn new_random(key_size: KeySize) -> Self {
-        Self {
-            salt: Salt::new_random(),
-            even_key: Some(EncryptionKey::new_random(key_size)),
-            odd_key: Some(EncryptionKey::new_random(key_size)),
+            even_key: Some(EncryptionKey::new_random(key_settings.key_size)),
+            odd_key: Some(EncryptionKey::new_random(key_settings.key_size)),
         }
     }
 
@@ -59,7 +57,7 @@ impl StreamEncryptionKeys {
             Odd => self.even_key = Some(new_random_key(key_settings.key_size)),
             None => return Option::None,
         }
-        self.wrap_with(key_settings)
+        self.wrap()
     }
 
     pub fn first_active_sek(&self) -> DataEncryption {
@@ -76,11 +74,37 @@ impl StreamEncryptionKeys {
         key_settings: &KeySettings,
         key_material: &KeyingMaterialMessage,
     ) -> Result<Self, KeyMaterialError> {
+        let salt = Salt::try_from(key_material.salt.as_slice())
+            .map_err(|_| KeyMaterialError::InvalidSaltLength)?;
+        let kek = KeyEncryptionKey::new(key_settings, &salt);
+        Self::unwrap_with(kek, salt, key_settings, key_material)
+    }
+
+    /// The keys of a refresh from the peer: the KEK is derived again only if the salt changed
+    /// (libsrt keeps the salt for the life of a connection).
+    pub fn refreshed(
+        &self,
+        key_settings: &KeySettings,
+        key_material: &KeyingMaterialMessage,
+    ) -> Result<Self, KeyMaterialError> {
+        let salt = Salt::try_from(key_material.salt.as_slice())
+            .map_err(|_| KeyMaterialError::InvalidSaltLength)?;
+        let kek = if salt == self.salt {
+            self.kek.clone()
+        } else {
+            KeyEncryptionKey::new(key_settings, &salt)
+        };
+        Self::unwrap_with(kek, salt, key_settings, key_material)
+    }
+
+    fn unwrap_with(
+        kek: KeyEncryptionKey,
+        salt: Salt,
+        key_settings: &KeySettings,
+        key_material: &KeyingMaterialMessage,
+    ) -> Result<Self, KeyMaterialError> {
         use KeyMaterialError::*;
         // TODO: revisit errors, KeyingMaterialMessage has a lot of fields that ought be validated
-        let salt = Salt::try_from(key_material.salt.as_slice()).map_err(|_| InvalidSaltLength)?;
-        let kek = KeyEncryptionKey::new(key_settings, &salt);
-
         if key_material.key_flags.bits().count_ones() as usize * key_settings.key_size.as_usize()
             + 8
             != key_material.wrapped_keys.len()
@@ -112,14 +136,13 @@ impl StreamEncryptionKeys {
 
         Ok(StreamEncryptionKeys {
             salt,
+            kek,
             even_key,
             odd_key,
         })
     }
 
-    pub fn wrap_with(&self, key_settings: &KeySettings) -> Option<KeyingMaterialMessage> {
-        let kek = KeyEncryptionKey::new(key_settings, &self.salt);
-
+    pub fn wrap(&self) -> Option<KeyingMaterialMessage> {
         let mut keys = Vec::new();
         if let Some(k) = &self.even_key {
             keys.extend(k.as_bytes());
@@ -128,7 +151,7 @@ impl StreamEncryptionKeys {
             keys.extend(k.as_bytes());
         }
 
-        let wrapped_keys = kek.encrypt_wrapped_keys(keys.as_slice());
+        let wrapped_keys = self.kek.encrypt_wrapped_keys(keys.as_slice());
 
         Some(KeyingMaterialMessage {
             pt: PacketType::KeyingMaterial,
@@ -213,6 +236,7 @@ mod test {
         let salt = b"\x00\x00\x00\x00\x00\x00\x00\x00\x85\x2c\x3c\xcd\x02\x65\x1a\x22";
         let stream_encryption = StreamEncryptionKeys {
             salt: Salt::try_from(salt).unwrap(),
+            kek: KeyEncryptionKey::new(&key_settings(), &Salt::try_from(salt).unwrap()),
             odd_key: None,
             even_key: EncryptionKey::try_from(b"\r\xab\xc8n/2\xb4\xa7\xb9\xbb\xa2\xf31*\xe4\"")
                 .ok(),
@@ -236,7 +260,7 @@ mod test {
             wrapped_keys: expected_wrapped_keys.to_vec(),
         };
 
-        let keying_material = stream_encryption.wrap_with(&key_settings());
+        let keying_material = stream_encryption.wrap();
         assert_eq!(
             &keying_material.as_ref().unwrap().wrapped_keys[..],
             &expected_wrapped_keys[..]
@@ -272,6 +296,7 @@ mod test {
         let salt = b"\x00\x00\x00\x00\x00\x00\x00\x00n\xd5+\x196\nq8";
         let stream_encryption = StreamEncryptionKeys {
             salt: Salt::try_from(salt).unwrap(),
+            kek: KeyEncryptionKey::new(&key_settings(), &Salt::try_from(salt).unwrap()),
             odd_key: EncryptionKey::try_from(b"\r\xab\xc8n/2\xb4\xa7\xb9\xbb\xa2\xf31*\xe4\"").ok(),
             even_key: None,
         };
@@ -297,7 +322,7 @@ mod test {
             StreamEncryptionKeys::unwrap_from(&key_settings(), &keying_material).unwrap();
 
         assert_eq!(
-            stream_encryption.wrap_with(&key_settings()),
+            stream_encryption.wrap(),
             Some(keying_material)
         );
     }

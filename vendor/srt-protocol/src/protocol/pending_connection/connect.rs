@@ -10,11 +10,14 @@ use ConnectState::*;
 use ConnectionResult::*;
 
 use crate::{
-    connection::Connection, packet::*, protocol::handshake::Handshake, settings::ConnInitSettings,
+    connection::Connection,
+    packet::*,
+    protocol::handshake::Handshake,
+    settings::{CipherSettings, ConnInitSettings},
 };
 
 use super::{
-    hsv5::{start_hsv5_initiation, StartedInitiator},
+    hsv5::{initiator_cipher, start_hsv5_initiation, StartedInitiator},
     ConnectError, ConnectionReject, ConnectionResult,
 };
 
@@ -47,6 +50,7 @@ pub struct Connect {
     state: ConnectState,
     streamid: Option<String>,
     starting_send_seqnum: SeqNumber,
+    cipher: Option<CipherSettings>,
 }
 
 impl Connect {
@@ -60,6 +64,7 @@ impl Connect {
         Connect {
             remote,
             local_addr,
+            cipher: initiator_cipher(&init_settings),
             init_settings,
             state: ConnectState::new(),
             streamid,
@@ -95,8 +100,12 @@ impl Connect {
     ) -> ConnectionResult {
         match (info.shake_type, &info.info, from) {
             (ShakeType::Induction, HandshakeVsInfo::V5 { .. }, from) if from == self.remote => {
-                let (hsv5, cm) =
-                    start_hsv5_initiation(self.init_settings.clone(), self.streamid.clone(), now);
+                let (hsv5, cm) = start_hsv5_initiation(
+                    self.init_settings.clone(),
+                    self.streamid.clone(),
+                    self.cipher.clone(),
+                    now,
+                );
 
                 // send back a packet with the same syn cookie
                 let packet = Packet::Control(ControlPacket {

@@ -175,10 +175,26 @@ pub struct StartedInitiator {
     initiate_time: Instant,
 }
 
+/// The initiator's stream keys, made when the connector is built.
+///
+/// QUOLL PATCH: upstream made them (PBKDF2, 2048 rounds) on receiving the induction response,
+/// after taking `now` as the initiation time. The time spent deriving the key then counted as
+/// if the listener had started that much earlier, and a receiving caller's TSBPD base was
+/// that much early: with the derivation slower than the latency (0.7 s under qemu-user in a
+/// debug build) every packet arrived "too late" and was dropped. libsrt also creates its
+/// crypto context before sending the induction.
+pub fn initiator_cipher(settings: &ConnInitSettings) -> Option<CipherSettings> {
+    settings
+        .key_settings
+        .as_ref()
+        .map(|ks| CipherSettings::new_random(ks, &settings.key_refresh))
+}
+
 // TODO: this could check that the responder returns the same initial sequence number that we send
 pub fn start_hsv5_initiation(
     settings: ConnInitSettings,
     streamid: Option<String>,
+    cipher: Option<CipherSettings>,
     now: Instant,
 ) -> (HandshakeVsInfo, StartedInitiator) {
     let self_crypto_size = settings
@@ -191,15 +207,10 @@ pub fn start_hsv5_initiation(
     //     unimplemented!("Unimplemted crypto mismatch!");
     // }
 
-    let (cipher, ext_km) = if let Some(ks) = &settings.key_settings {
-        let cipher = CipherSettings::new_random(ks, &settings.key_refresh);
-        let keying_material = cipher
-            .wrap_keying_material()
-            .map(SrtControlPacket::KeyRefreshRequest);
-        (Some(cipher), keying_material)
-    } else {
-        (None, None)
-    };
+    let ext_km = cipher
+        .as_ref()
+        .and_then(CipherSettings::wrap_keying_material)
+        .map(SrtControlPacket::KeyRefreshRequest);
 
     (
         HandshakeVsInfo::V5(HsV5Info {

@@ -16,7 +16,10 @@ use crate::{
 
 use super::{
     cookie::gen_cookie,
-    hsv5::{gen_hsv5_response, start_hsv5_initiation, GenHsv5Result, StartedInitiator},
+    hsv5::{
+        gen_hsv5_response, initiator_cipher, start_hsv5_initiation, GenHsv5Result,
+        StartedInitiator,
+    },
     ConnectError, ConnectionReject, ConnectionResult,
 };
 
@@ -29,6 +32,8 @@ pub struct Rendezvous {
     last_packet: (Packet, SocketAddr),
     last_send: Option<Instant>,
     starting_seqnum: SeqNumber,
+    /// Made up front, see `initiator_cipher` (QUOLL PATCH).
+    cipher: Option<CipherSettings>,
 }
 
 // see haivision/srt/docs/handshake.md for documentation
@@ -76,6 +81,7 @@ impl Rendezvous {
             state: Waving,
             cookie,
             last_packet,
+            cipher: initiator_cipher(&init_settings),
             init_settings,
             local_addr,
             remote_public,
@@ -238,7 +244,7 @@ impl Rendezvous {
             (ShakeType::Waveahand, Initiator) => {
                 // NOTE: streamid not supported in rendezvous
                 let (hsv5, initiator) =
-                    start_hsv5_initiation(self.init_settings.clone(), None, now);
+                    start_hsv5_initiation(self.init_settings.clone(), None, self.cipher.clone(), now);
 
                 self.transition(AttentionInitiator(hsv5.clone(), initiator));
 
@@ -283,7 +289,7 @@ impl Rendezvous {
                     }
                     (Initiator, None) => {
                         let (hsv5, initiator) =
-                            start_hsv5_initiation(self.init_settings.clone(), None, now); // NOTE: streamid not supported in rendezvous
+                            start_hsv5_initiation(self.init_settings.clone(), None, self.cipher.clone(), now); // NOTE: streamid not supported in rendezvous
                         self.transition(FineInitiator(hsv5.clone(), initiator));
                         hsv5
                     }
