@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 pub type Extra = Map<String, Value>;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Document format version; only 1 exists.
     pub version: u32,
@@ -84,7 +84,7 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct FlowConfig {
     pub id: String,
     pub name: String,
@@ -101,7 +101,7 @@ impl FlowConfig {
 }
 
 /// A flow input, tagged by `type`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum InputConfig {
     Udp(UdpInputConfig),
     Rtp(UdpInputConfig),
@@ -146,7 +146,7 @@ pub struct UdpInputConfig {
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct OutputConfig {
     pub id: String,
     pub name: String,
@@ -205,7 +205,7 @@ impl UdpOutputConfig {
 
 /// The `manager` block: how this node reaches its central manager.
 ///
-/// `Debug` is hand-written so the credentials never reach a log line.
+/// `Debug` prints the redacted JSON (see `redact.rs`), so credentials never reach a log line.
 #[derive(Clone, PartialEq)]
 pub struct ManagerConfig {
     /// Whether the link runs at all (a block can be kept but switched off).
@@ -276,7 +276,7 @@ impl SrtMode {
 
 /// An SRT input or output (one leg), plus an optional second leg for SMPTE 2022-7 style
 /// redundancy. Field names and defaults follow the manager protocol.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SrtConfig {
     pub mode: SrtMode,
     /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
@@ -338,7 +338,7 @@ impl SrtConfig {
 
 /// An RTSP camera as a flow input (the spec's fields), pulled with retina and remuxed to
 /// MPEG-TS in-process.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RtspInputConfig {
     /// `rtsp://[user:pass@]host[:port]/path`.
     pub rtsp_url: String,
@@ -364,7 +364,7 @@ impl RtspInputConfig {
 }
 
 /// The RTSP->WebSocket bridge (`bridge`). Browsers open `ws://HOST:PORT/ws/stream/{id}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct BridgeConfig {
     /// Stream id -> source, in the document's order (a JSON object keyed by stream id).
     pub streams: Vec<BridgeStreamConfig>,
@@ -416,24 +416,6 @@ impl Default for BridgeConfig {
             ffmpeg_path: Self::DEFAULT_FFMPEG_PATH.into(),
             extra: Extra::new(),
         }
-    }
-}
-
-impl std::fmt::Debug for ManagerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
-        f.debug_struct("ManagerConfig")
-            .field("enabled", &self.enabled)
-            .field("urls", &self.urls)
-            .field("registration_token", &hidden(&self.registration_token))
-            .field("node_id", &self.node_id)
-            .field("node_secret", &hidden(&self.node_secret))
-            .field("cert_fingerprint", &self.cert_fingerprint)
-            .field("accept_self_signed_cert", &self.accept_self_signed_cert)
-            .field("allow_plain_ws", &self.allow_plain_ws)
-            .field("protocol_version", &self.protocol_version)
-            .field("extra_keys", &self.extra.keys().collect::<Vec<_>>())
-            .finish()
     }
 }
 
@@ -525,7 +507,7 @@ fn parse_port(p: &str) -> Result<u16, String> {
 }
 
 /// One bridge stream: an RTSP camera (`rtsp_url`) or the output of a flow (`flow_id`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct BridgeStreamConfig {
     pub id: String,
     pub rtsp_url: Option<String>,

@@ -4,9 +4,14 @@
 //! its node-local secrets for every key a push omits, so a mask like "***" must never be
 //! able to come back and overwrite a real passphrase.
 
+use std::fmt;
+
 use serde_json::Value;
 
-use super::model::Config;
+use super::model::{
+    BridgeConfig, BridgeStreamConfig, Config, FlowConfig, InputConfig, ManagerConfig, OutputConfig,
+    RtspInputConfig, SrtConfig,
+};
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
 /// including inside unknown (`extra`) fields and blocks kept as raw JSON.
@@ -65,6 +70,35 @@ impl Config {
         redact_value(&mut v);
         v
     }
+}
+
+/// `Debug` of every config type that holds a secret, directly or below it: the type's name
+/// and its redacted JSON. Derived `Debug` would print passphrases and passwords to whatever
+/// logs a config (or a flow view holding one) at debug level; this cannot, and it also
+/// covers secrets inside `extra` and `tunnels`, which field-by-field impls would miss.
+macro_rules! redacted_debug {
+    ($($t:ident => $to_value:expr),* $(,)?) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let to_value: fn(&$t) -> Value = $to_value;
+                let mut v = to_value(self);
+                redact_value(&mut v);
+                write!(f, concat!(stringify!($t), " {}"), v)
+            }
+        }
+    )*};
+}
+
+redacted_debug! {
+    Config => Config::to_value,
+    FlowConfig => FlowConfig::to_value,
+    InputConfig => InputConfig::to_value,
+    OutputConfig => OutputConfig::to_value,
+    SrtConfig => |c| InputConfig::Srt(c.clone()).to_value(),
+    RtspInputConfig => |c| InputConfig::Rtsp(c.clone()).to_value(),
+    BridgeConfig => BridgeConfig::to_value,
+    BridgeStreamConfig => BridgeStreamConfig::to_value,
+    ManagerConfig => ManagerConfig::to_value,
 }
 
 /// Removes secrets from a config document (or any part of one) in place. A top-level

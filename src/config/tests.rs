@@ -785,6 +785,61 @@ fn redaction_removes_every_secret_and_keeps_the_rest() {
     assert!(cfg.to_value().to_string().contains("0123456789abc"));
 }
 
+/// What a debug log line would print of a config, or of any part of one holding a secret.
+#[test]
+fn debug_output_holds_no_secret() {
+    let mut v = everything();
+    v["flows"][3]["input"]["rtsp_url"] = json!("rtsp://u:url-pass@cam/1");
+    v["bridge"] = json!({"streams": {"c": {"rtsp_url": "rtsp://u:url-pass@cam/2",
+                                           "password": "bridge-pass"}}});
+    let cfg = parse_unvalidated(&v.to_string()).unwrap();
+    let Some(InputConfig::Rtsp(rtsp)) = cfg
+        .flows
+        .iter()
+        .map(|f| &f.input)
+        .find(|i| matches!(i, InputConfig::Rtsp(_)))
+    else {
+        panic!("everything() has an rtsp input");
+    };
+    let srt_flow = cfg.flows.iter().find(|f| f.id == "srt-flow").unwrap();
+    let InputConfig::Srt(srt) = &srt_flow.input else {
+        panic!("srt-flow has an srt input")
+    };
+    let bridge = cfg.bridge.as_ref().unwrap();
+    let printed = [
+        format!("{cfg:?}"),
+        format!("{:?}", cfg.flows),
+        format!("{:?}", cfg.flows[0].outputs),
+        format!("{:?}", srt_flow.input),
+        format!("{srt:?}"),
+        format!("{:?}", srt.redundancy),
+        format!("{rtsp:?}"),
+        format!("{bridge:?}"),
+        format!("{:?}", bridge.streams),
+        format!("{:?}", cfg.manager),
+    ];
+    for text in &printed {
+        for secret in [
+            "0123456789abc",
+            "abcdefghijk",
+            "secret-key",
+            "url-pass",
+            "bridge-pass",
+            "\"ns\"",
+            "\"rt\"",
+            "\"pp\"",
+            "stream_key",
+            "auth_token",
+            "bearer_token",
+        ] {
+            assert!(!text.contains(secret), "{secret} printed by Debug: {text}");
+        }
+    }
+    // Still useful for debugging: the type and the non-secret fields are there.
+    assert!(printed[4].starts_with("SrtConfig {") && printed[4].contains("10.0.0.2:9000"));
+    assert!(printed[6].contains("rtsp://u@cam/1"), "{}", printed[6]);
+}
+
 #[test]
 fn key_is_only_a_secret_inside_tunnels() {
     let mut v =
