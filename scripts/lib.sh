@@ -32,18 +32,11 @@ section() {
 
 print_timings() {
     printf '\n==> timings\n'
-    # Lines recorded by a calling script (exported as QUOLL_PRE_TIMINGS, one a line).
-    [ -z "${QUOLL_PRE_TIMINGS:-}" ] || printf '%s\n' "$QUOLL_PRE_TIMINGS" | sed 's/^/    /'
     local line
     for line in "${_QUOLL_TIMINGS[@]}"; do
         printf '    %s\n' "$line"
     done
     printf '    %-40s %7ss\n' "total" "$(( $(date +%s) - QUOLL_T0 ))"
-}
-
-# The recorded lines, for export to a child script as QUOLL_PRE_TIMINGS.
-timings_text() {
-    [ "${#_QUOLL_TIMINGS[@]}" -eq 0 ] || printf '%s\n' "${_QUOLL_TIMINGS[@]}"
 }
 
 # ---- shared by the benchmark and footprint scripts ----------------------------------------
@@ -84,3 +77,10 @@ make_cbr_ts() {
         -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 12M -maxrate 12M -bufsize 4M \
         -g 25 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts -muxrate 20M "$1"
 }
+
+# ---- the cross sections scripts/install-deps.sh made runnable (its status file) -----------
+
+# deps_targets STATUS: the cross targets to run, space separated.
+deps_targets() { sed -n 's/^run //p' "$1" | tr '\n' ' ' | sed 's/ $//'; }
+# deps_skips STATUS: one loud line for each cross section that will not run, with the reason.
+deps_skips() { sed -n 's/^skip \([^:]*\): /NOT RUN: the \1 section (qemu tests, size budget): /p' "$1"; }

@@ -4,7 +4,8 @@
 #   scripts/size.sh [--no-build] [--check]
 # --check compares each cross binary with scripts/size-budget (bytes, stripped) and fails
 # when one is over: the budget is the measured size plus at most 15 % headroom, so growth
-# is a decision, not an accident. armv7 is skipped (and said so) when its std is missing.
+# is a decision, not an accident. CROSS_TARGETS (set by scripts/test-all.sh from what
+# scripts/install-deps.sh could install) names the targets; by default, those with a std.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +21,13 @@ done
 
 have_std() { [ -d "$(/usr/bin/rustc --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
 TARGETS=()
-for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
-    if have_std "$t"; then TARGETS+=("$t"); else echo "no std for $t under /usr/bin/rustc: skipped" >&2; fi
-done
+if [ -n "${CROSS_TARGETS:-}" ]; then
+    read -r -a TARGETS <<<"$CROSS_TARGETS"
+else
+    for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+        if have_std "$t"; then TARGETS+=("$t"); else echo "no std for $t under /usr/bin/rustc: skipped" >&2; fi
+    done
+fi
 dir_of() { case "$1" in aarch64-*) echo target-aarch64 ;; armv7-*) echo target-armv7 ;; esac; }
 strip_of() { case "$1" in aarch64-*) echo aarch64-linux-gnu-strip ;; armv7-*) echo arm-linux-gnueabihf-strip ;; esac; }
 

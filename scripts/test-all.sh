@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, the native test suite, then the same suite
-# cross-built for aarch64 with Debian's rustc and run under qemu-user.
+# The project's test command: installs what is missing (scripts/install-deps.sh), then
+# formatting, lints, the native test suite, then the same suite cross-built for aarch64 and
+# armv7 with Debian's rustc and run under qemu-user, then the size budget.
 #
 #   scripts/test-all.sh              everything (what CI runs, via .ci/run)
 #   scripts/test-all.sh --native     fmt, clippy, native tests only
 #   scripts/test-all.sh --cross      cross builds + qemu runs + size budget only
 #
 # Environment:
-#   CROSS_TARGETS  target triples for the cross part (default: aarch64-unknown-linux-gnu,
-#                  plus armv7-unknown-linux-gnueabihf when its std is installed, which
-#                  `scripts/install-deps.sh --armv7` does; CI always has it)
-#   CROSS_TARGET   a single target (kept for compatibility; overrides CROSS_TARGETS)
+#   CROSS_TARGETS  target triples for the cross part (default: what install-deps.sh could
+#                  install: aarch64-unknown-linux-gnu always, armv7-unknown-linux-gnueabihf
+#                  unless its std of the right version cannot be had, which the last lines
+#                  of the run then say)
+#   CROSS_TARGET   a single target (overrides CROSS_TARGETS)
 #   CROSS_RUSTC    rustc that has those targets' std (default /usr/bin/rustc, Debian's)
 #   SIZE_CHECK=0   skip the release builds of the size budget check
 #   TEST_RUNNER    nextest | cargo-test (default: nextest when installed)
@@ -29,17 +31,26 @@ case "${1:-}" in
 esac
 
 CROSS_RUSTC=${CROSS_RUSTC:-/usr/bin/rustc}
-has_std() { [ -d "$("$CROSS_RUSTC" --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
+DEPS_STATUS=target/install-deps.status
+deps_args=(--armv7)
+[ "$do_cross" = 1 ] || deps_args=()
+if ! section "install dependencies" env QUOLL_DEPS_STATUS="$DEPS_STATUS" scripts/install-deps.sh "${deps_args[@]}"; then
+    print_timings
+    echo "FAILED: scripts/install-deps.sh could not set the machine up (its error is above)" >&2
+    exit 1
+fi
+chosen_targets=0
 if [ -n "${CROSS_TARGET:-}" ]; then
     CROSS_TARGETS=$CROSS_TARGET
-elif [ -z "${CROSS_TARGETS:-}" ]; then
-    CROSS_TARGETS=aarch64-unknown-linux-gnu
-    if has_std armv7-unknown-linux-gnueabihf; then
-        CROSS_TARGETS+=" armv7-unknown-linux-gnueabihf"
-    else
-        echo "armv7: no std for armv7-unknown-linux-gnueabihf, skipped (scripts/install-deps.sh --armv7)"
-    fi
+    chosen_targets=1
+elif [ -n "${CROSS_TARGETS:-}" ]; then
+    chosen_targets=1
+else
+    CROSS_TARGETS=$(deps_targets "$DEPS_STATUS")
+    # Said loudly now and again in the last lines: a section that did not run never passes.
+    [ "$do_cross" = 0 ] || deps_skips "$DEPS_STATUS" >&2
 fi
+export CROSS_TARGETS
 set_cross() { # set_cross TARGET: CROSS_TARGET, CROSS_QEMU, CROSS_DIR for it
     CROSS_TARGET=$1
     case "$CROSS_TARGET" in
@@ -130,6 +141,7 @@ fi
 print_timings
 # End with the test runners' own closing lines (CI reads the last summary).
 printf '\n==> test summary\n'
+[ "$do_cross" = 0 ] || [ "$chosen_targets" = 1 ] || deps_skips "$DEPS_STATUS"
 for f in native cross-aarch64 cross-armv7; do
     [ -s "$logs/$f.log" ] || continue
     printf '%s:\n' "$f"
