@@ -171,7 +171,8 @@ apt_install() { # apt_install PKG...: 0 on success; the log's tail on failure
 # ---- what is there, what is needed --------------------------------------------------------
 
 for a in "${required_arches[@]}" "${optional_arches[@]}"; do
-    if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+    # Not a pipe into `grep -q`: under pipefail, dpkg killed by SIGPIPE would read as "absent".
+    if ! grep -qx "$a" <<<"$(dpkg --print-foreign-architectures)"; then
         $SUDO dpkg --add-architecture "$a"
         say "added dpkg architecture $a"
     fi
@@ -264,7 +265,7 @@ version_ge "$rustc_host" "$rust_version" ||
     die "the host rustc is $rustc_host, older than rust-version $rust_version in Cargo.toml"
 first_line() {
     command -v "$1" >/dev/null || { echo "$1 missing"; return; }
-    "$@" 2>&1 | head -n 1 || true
+    "$@" 2>/dev/null | head -n 1 || true
 }
 say "cargo $(cargo --version | cut -d' ' -f2), rustc $rustc_host (host), $rustc_said (cross)"
 say "cross sections: $(sed -n 's/^run //p' "$STATUS" | tr '\n' ' ')"

@@ -7,7 +7,9 @@ const USAGE: &str = "\
 usage: quoll run [--config PATH] [--board NAME]
                                        run the node (embedded loopback default without
                                        --config; a board profile sets paths and defaults)
-       quoll check-config PATH         validate a config file, list every problem
+       quoll check-config PATH|--default
+                                       validate a config file (or the embedded
+                                       default), list every problem
        quoll events [--data-dir DIR] [--json] [--follow] [--since SEQ]
                                        print the event queue
        quoll ctl [--json] status|flows|events|sessions|tunnels|manager|health
@@ -75,27 +77,36 @@ fn run(mut args: lexopt::Parser) -> ExitCode {
 }
 
 fn check_config(mut args: lexopt::Parser) -> ExitCode {
-    let path: PathBuf = match args.value() {
-        Ok(v) => v.into(),
-        Err(_) => return usage_error("check-config needs a PATH"),
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: cannot read: {e}", path.display());
-            return ExitCode::FAILURE;
+    let (name, text) = match args.next() {
+        Ok(Some(lexopt::Arg::Long("default"))) => (
+            "embedded default".to_string(),
+            crate::config::EMBEDDED_DEFAULT.to_string(),
+        ),
+        Ok(Some(lexopt::Arg::Value(v))) => {
+            let path = PathBuf::from(v);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => (path.display().to_string(), t),
+                Err(e) => {
+                    eprintln!("{}: cannot read: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
         }
+        _ => return usage_error("check-config needs a PATH or --default"),
     };
+    if let Ok(Some(extra)) = args.next() {
+        return usage_error(&format!("check-config: unexpected {}", extra.unexpected()));
+    }
     match crate::config::parse(&text) {
         Ok(cfg) => {
-            println!("{}: ok ({} flows)", path.display(), cfg.flows.len());
+            println!("{name}: ok ({} flows)", cfg.flows.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
             }
-            eprintln!("{}: {} problem(s)", path.display(), errors.len());
+            eprintln!("{name}: {} problem(s)", errors.len());
             ExitCode::FAILURE
         }
     }

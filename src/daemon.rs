@@ -300,12 +300,28 @@ fn start_manager(node: &std::rc::Rc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     ]
 }
 
+/// stderr, with the userinfo of every URL in a log line redacted: whatever a line quotes (a
+/// peer's error, a forwarded FFmpeg line, a URL in an error chain), no password reaches the
+/// journal. The formatter hands over one whole event per write.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(crate::config::redact_userinfo(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("QUOLL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none(),

@@ -24,5 +24,7 @@ pub mod rtp;
 pub mod rtsp;
 pub mod srt;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod ts;

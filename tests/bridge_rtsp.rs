@@ -560,6 +560,71 @@ fn rtsp_flow_input_stall_raises_one_disconnect_and_reconnects() {
     assert!(st.success(), "{log}");
 }
 
+/// The ffmpeg worker gets the camera's password on its stdin, never on its command line
+/// (which any local user can read), and FFmpeg's own error lines reach the log with the
+/// URL's userinfo redacted.
+#[test]
+fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
+    if !peers() || !have_peer("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("bridge-ffmpeg-auth");
+    let server = RtspServer::start(
+        free_tcp_port(),
+        &[
+            "--auth",
+            "basic",
+            "--user",
+            "cam",
+            "--password",
+            "ff-s3cret",
+        ],
+    );
+    let api = free_tcp_port();
+    let cfg = bridge_config(
+        api,
+        json!({
+            "good": {"rtsp_url": server.url, "username": "cam", "password": "ff-s3cret",
+                     "worker": "ffmpeg"},
+            "bad": {"rtsp_url": server.url, "username": "cam", "password": "ff-wr0ng",
+                    "worker": "ffmpeg"}
+        }),
+    );
+    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
+    let good = WsViewer::connect(api, "good", 300_000);
+    let bad = WsViewer::connect(api, "bad", 0);
+    wait_for(Duration::from_secs(30), "media with basic auth", || {
+        (good.bytes() > 200_000).then_some(())
+    });
+    let pid = sessions(&q)
+        .into_iter()
+        .find(|s| s["streamId"] == "good")
+        .and_then(|s| s["pid"].as_u64())
+        .expect("an ffmpeg worker has a pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("-i pipe:0")
+            && !cmdline.contains("rtsp://")
+            && !cmdline.contains("s3cret"),
+        "{cmdline}"
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "FFmpeg's refusal in the log",
+        || q.log().contains("Impossible to open").then_some(()),
+    );
+    assert_eq!(bad.bytes(), 0);
+    drop((good, bad));
+    let (st, log) = q.terminate();
+    assert!(st.success(), "{log}");
+    assert!(
+        !log.contains("ff-s3cret") && !log.contains("ff-wr0ng"),
+        "a password in the log:\n{log}"
+    );
+    assert!(log.contains("Impossible to open 'rtsp://***@"), "{log}");
+}
+
 /// Basic auth (the server accepts only Basic), in-process worker over TCP; a wrong password
 /// is reported in the snapshot and retried.
 #[test]

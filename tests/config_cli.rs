@@ -80,3 +80,16 @@ fn syntax_error_is_reported_not_panicked() {
     assert!(stderr.contains("$: not valid JSON: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn embedded_default_checks_ok() {
+    let out = common::quoll()
+        .args(["check-config", "--default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "embedded default: ok (1 flows)"
+    );
+}

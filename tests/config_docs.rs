@@ -27,3 +27,31 @@ fn documented_examples_validate() {
         .unwrap();
     assert_eq!(first, quoll::config::EMBEDDED_DEFAULT);
 }
+
+/// The README's first-run ffmpeg command puts a keyframe every 2 s (`-g` = 2 × the frame
+/// rate), so `ffplay` on the output shows a picture at once instead of after x264's
+/// default 250-frame GOP (10 s).
+#[test]
+fn readme_test_stream_has_a_two_second_gop() {
+    let readme = include_str!("../README.md");
+    let cmd = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("ffmpeg -re"))
+        .expect("the README's ffmpeg example")
+        .split("```")
+        .next()
+        .unwrap()
+        .replace("\\\n", " ");
+    let after = |flag: &str| -> String {
+        let mut words = cmd.split_whitespace();
+        words.find(|w| *w == flag);
+        words.next().unwrap_or_default().to_owned()
+    };
+    let rate: u32 = cmd
+        .split("rate=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .expect("a frame rate");
+    assert_eq!(after("-g").parse::<u32>().ok(), Some(2 * rate), "{cmd}");
+}

@@ -723,11 +723,17 @@ fn tls_self_signed_manager_is_refused_without_the_right_pin() {
             fm.state().auths.is_empty(),
             "credentials sent to an unverified manager"
         );
-        assert!(
-            wait_log(q, "Manager connection lost, reconnecting", t(10)),
-            "{}",
-            q.log()
-        );
+        // Never reached: said in /healthz, not as a "lost" event.
+        let m = wait_for(t(10), "the refusal in /healthz", || {
+            let (_, h) = q.api("GET", "/healthz", None);
+            let m = h["manager"].clone();
+            m["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("TLS"))
+                .then_some(m)
+        });
+        assert_eq!(m["ever_connected"], false, "{m}");
+        assert!(!q.log().contains("Manager connection lost"), "{}", q.log());
     }
     assert!(
         wrong.2.log().contains("does not match cert_fingerprint"),
@@ -780,10 +786,18 @@ fn a_dead_url_is_skipped_for_the_next_one() {
     fm.expect("auth on the second URL", t(20), |s| {
         s.auth_results == ["ok"]
     });
-    // The refused first attempt was this cycle's report, delivered once the link was up.
-    fm.expect("the events", t(20), |s| {
-        s.has_event("Manager connection lost, reconnecting") && s.has_event("Connected to manager")
+    // The refused first attempt is counted in the "connected" event, not reported as a
+    // loss of a link that never was.
+    fm.expect("the connected event", t(20), |s| {
+        s.events().iter().any(|e| {
+            e["payload"]["message"] == "Connected to manager"
+                && e["payload"]["details"]["failed_attempts"] == 1
+        })
     });
+    assert!(
+        !fm.state()
+            .has_event("Manager connection lost, reconnecting")
+    );
     drop(q);
     assert_clean(&fm);
 }

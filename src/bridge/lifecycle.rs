@@ -267,6 +267,10 @@ pub struct Session {
     pub last_stopped_at: Option<Instant>,
     pub last_restart_at: Option<Instant>,
     pub last_data_at: Option<Instant>,
+    /// The last sign of life of a worker that waits on a source restarting cannot fix (a
+    /// flow tap while its flow is quiet or restarting): it counts as activity for the idle
+    /// sweep, not as media.
+    pub alive_at: Option<Instant>,
     pub last_exit_code: Option<i32>,
     pub last_exit_signal: Option<i32>,
     pub last_error: Option<String>,
@@ -377,6 +381,7 @@ impl Session {
             last_stopped_at: None,
             last_restart_at: None,
             last_data_at: None,
+            alive_at: None,
             last_exit_code: None,
             last_exit_signal: None,
             last_error: None,
@@ -420,10 +425,10 @@ impl Session {
 
     /// The moment the idle clock counts from: the last data, or the start if none came yet.
     fn idle_since(&self) -> Option<Instant> {
-        match (self.last_data_at, self.last_started_at) {
-            (Some(d), Some(s)) => Some(d.max(s)),
-            (d, s) => d.or(s),
-        }
+        [self.last_data_at, self.last_started_at, self.alive_at]
+            .into_iter()
+            .flatten()
+            .max()
     }
 }
 
@@ -693,6 +698,14 @@ impl StreamManager {
         }
     }
 
+    /// The worker is alive but has nothing to send, and restarting it would not help (see
+    /// [`Session::alive_at`]).
+    pub fn worker_alive(&mut self, now: Instant, worker: WorkerId) {
+        if let Some(s) = self.worker_session(worker) {
+            s.alive_at = Some(now);
+        }
+    }
+
     /// The worker ended (exited, was killed, failed to spawn, or lost its source).
     pub fn worker_exited(&mut self, now: Instant, worker: WorkerId, exit: Exit) {
         let Some(stream_id) = self.workers.remove(&worker) else {
@@ -711,19 +724,29 @@ impl StreamManager {
         s.last_stopped_at = Some(now);
         s.last_exit_code = exit.code;
         s.last_exit_signal = exit.signal;
-        if exit.error.is_some() {
-            s.last_error = exit.error.clone();
-        }
         let sid = s.session_id;
         if s.manual_stop {
+            if exit.error.is_some() {
+                s.last_error = exit.error.clone();
+            }
             s.state = SessionState::Stopped;
             tracing::info!(streamId = %stream_id, sessionId = sid, pid = %pid, reason = "manual stop", "worker exited");
             return;
         }
         let requested = std::mem::take(&mut s.restart_requested);
+        // A worker stopped for a recovery restart says only "stopped": the cause is why it
+        // was restarted (e.g. "idle timeout"), and that is what `lastError` and a give-up
+        // event must name.
+        let cause = match (&s.restart_reason, requested) {
+            (Some(reason), true) => reason.clone(),
+            _ => exit_cause(&exit),
+        };
+        if requested || exit.error.is_some() {
+            s.last_error = Some(cause.clone());
+        }
         if !requested {
             self.stats.unexpected_exits += 1;
-            s.restart_reason = Some(exit_cause(&exit));
+            s.restart_reason = Some(cause.clone());
         }
         tracing::warn!(
             streamId = %stream_id,
@@ -738,7 +761,6 @@ impl StreamManager {
         if s.restart_count >= max {
             s.state = SessionState::Errored;
             s.restart_at = None;
-            let cause = exit_cause(&exit);
             let error = format!("gave up after {} restarts: {cause}", s.restart_count);
             tracing::error!(
                 streamId = %stream_id,

@@ -26,7 +26,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::config::{BridgeConfig, BridgeStreamConfig};
@@ -188,6 +188,13 @@ impl WorkerCtx {
             b.core.borrow_mut().worker_data(now, self.worker, n);
         }
     }
+
+    /// Alive, nothing to send (a flow tap whose flow is quiet or away).
+    fn alive(&self, now: Instant) {
+        if let Some(b) = self.bridge.upgrade() {
+            b.core.borrow_mut().worker_alive(now, self.worker);
+        }
+    }
 }
 
 pub type WorkerFuture = Pin<Box<dyn Future<Output = Exit>>>;
@@ -241,7 +248,7 @@ pub struct Bridge {
     core: RefCell<StreamManager>,
     rings: RefCell<BTreeMap<String, Rc<FlowRing>>>,
     workers: RefCell<BTreeMap<WorkerId, WorkerHandle>>,
-    clients: RefCell<BTreeMap<ClientId, Rc<Notify>>>,
+    clients: RefCell<BTreeMap<ClientId, Rc<Kick>>>,
     wake: Notify,
     next_client: Cell<ClientId>,
     taps: FlowTaps,
@@ -259,7 +266,32 @@ pub struct Attached {
     pub session_id: SessionId,
     pub ring: Rc<FlowRing>,
     /// Fired when the session is stopped and the client must go.
-    pub kick: Rc<Notify>,
+    pub kick: Rc<Kick>,
+}
+
+/// Tells a client to go, and what to say in its close frame.
+#[derive(Default)]
+pub struct Kick {
+    notify: Notify,
+    /// Set when the session failed: the client hears why (1011) instead of a plain "stream
+    /// stopped" (1001), so a player can tell a dead camera from a stop.
+    error: RefCell<Option<String>>,
+}
+
+impl Kick {
+    fn send(&self, error: Option<String>) {
+        *self.error.borrow_mut() = error;
+        self.notify.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// The error the session failed with, if that is why the client goes.
+    pub fn error(&self) -> Option<String> {
+        self.error.borrow().clone()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +394,7 @@ impl Bridge {
             .attach(Instant::now(), stream_id, client);
         match r {
             Ok(session_id) => {
-                let kick = Rc::new(Notify::new());
+                let kick = Rc::new(Kick::default());
                 self.clients.borrow_mut().insert(client, kick.clone());
                 self.pump();
                 Ok(Attached {
@@ -469,11 +501,26 @@ impl Bridge {
                 }
                 Action::DetachClient { client, .. } => {
                     if let Some(k) = self.clients.borrow_mut().remove(&client) {
-                        k.notify_one();
+                        k.send(None);
                     }
                 }
-                // Logged by the core; its event comes as the `RaiseEvent` after it.
-                Action::Errored { .. } => {}
+                // Logged by the core; its event comes as the `RaiseEvent` after it. The
+                // clients are told why and closed (the last one leaving ends the session; a
+                // new client starts it again).
+                Action::Errored {
+                    stream_id, error, ..
+                } => {
+                    let ids: Vec<ClientId> = self
+                        .core
+                        .borrow()
+                        .session(&stream_id)
+                        .map(|s| s.clients.iter().copied().collect())
+                        .unwrap_or_default();
+                    let clients = self.clients.borrow();
+                    for k in ids.iter().filter_map(|id| clients.get(id)) {
+                        k.send(Some(error.clone()));
+                    }
+                }
                 Action::RaiseEvent(event) => {
                     self.events.raise(event);
                 }
@@ -597,22 +644,27 @@ async fn inprocess(source: rtsp::Source, timeout: Duration, ctx: WorkerCtx) -> E
 }
 
 /// The FFmpeg arguments of a worker: `-c copy` remux, or MPEG-1 video + MP2 audio for
-/// JSMpeg players.
-pub fn ffmpeg_args(url: &str, udp: bool, timeout: Duration, video: &str) -> Vec<String> {
+/// JSMpeg players. The camera URL is not among them: any local user can read a process's
+/// command line, and the URL may carry a password. FFmpeg reads it from its stdin instead,
+/// as a one-entry concat script ([`ffmpeg_input_script`]).
+pub fn ffmpeg_args(video: &str) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
         "-loglevel",
         "error",
         "-nostdin",
-        "-rtsp_transport",
-        if udp { "udp" } else { "tcp" },
-        "-timeout",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-protocol_whitelist",
+        "pipe,rtsp,rtsps,rtp,srtp,udp,tcp,tls",
+        "-i",
+        "pipe:0",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.push((timeout.as_micros() as u64).to_string());
-    a.extend(["-i".to_string(), url.to_string()]);
     let codec: &[&str] = if video == "mpeg1video" {
         &[
             "-c:v",
@@ -634,6 +686,18 @@ pub fn ffmpeg_args(url: &str, udp: bool, timeout: Duration, video: &str) -> Vec<
     a
 }
 
+/// What a worker's FFmpeg reads on its stdin: the camera URL (credentials included) and the
+/// RTSP demuxer's options, as an ffconcat script of one entry.
+pub fn ffmpeg_input_script(url: &str, udp: bool, timeout: Duration) -> String {
+    // ffconcat quoting: inside '...', a quote is written '\''.
+    let quoted = url.replace('\'', "'\\''");
+    format!(
+        "ffconcat version 1.0\nfile '{quoted}'\noption rtsp_transport {}\noption timeout {}\n",
+        if udp { "udp" } else { "tcp" },
+        timeout.as_micros() as u64
+    )
+}
+
 /// The URL with credentials, as FFmpeg wants it.
 fn url_with_creds(source: &rtsp::Source) -> String {
     let mut u = source.url.clone();
@@ -647,10 +711,10 @@ fn url_with_creds(source: &rtsp::Source) -> String {
 /// FFmpeg child process: stdout is the TS. Killed on stop (and on drop, whatever happens).
 async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: WorkerCtx) -> Exit {
     use std::os::unix::process::ExitStatusExt;
-    let args = ffmpeg_args(&url_with_creds(&source), source.udp, timeout, &video);
+    let script = ffmpeg_input_script(&url_with_creds(&source), source.udp, timeout);
     let mut child = match tokio::process::Command::new(&ctx.ffmpeg_path)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
+        .args(ffmpeg_args(&video))
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -661,9 +725,17 @@ async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: Wor
     };
     let pid = child.id();
     ctx.started(pid);
-    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return failed("no pipes".into());
     };
+    // A few hundred bytes: the pipe takes them at once. Closed after, so FFmpeg sees the
+    // script's end.
+    if let Err(e) = stdin.write_all(script.as_bytes()).await {
+        return failed(format!("ffmpeg stdin: {e}"));
+    }
+    drop(stdin);
     let log = {
         let (stream_id, session_id) = (ctx.stream_id.clone(), ctx.session_id);
         tokio::task::spawn_local(async move {
@@ -760,20 +832,45 @@ impl Aligner {
     }
 }
 
-/// Reads a flow's ring into the session ring. Ends when the flow stops or restarts.
+/// Reads a flow's ring into the session ring, until stopped. A flow that stops or restarts
+/// (and so gets a new ring) is waited for and followed: restarting the tap cannot bring a
+/// flow's input back, so the tap stays up and tells the core it is alive, so that a quiet
+/// flow is not taken for a hung worker by the idle sweep and the tap never gives up on it.
 async fn flow_tap(flow_id: String, ctx: WorkerCtx) -> Exit {
-    let Some(src) = ctx.taps.borrow().get(&flow_id).cloned() else {
-        return failed(format!("flow {flow_id:?} is not running"));
-    };
     ctx.started(None);
-    let mut reader = src.ring.borrow().reader();
+    let mut tap: Option<(Rc<FlowRing>, crate::ts::ring::Reader)> = None;
     loop {
+        let latest = ctx.taps.borrow().get(&flow_id).cloned();
+        let same = matches!((&tap, &latest), (Some((a, _)), Some(b)) if Rc::ptr_eq(a, b));
+        if !same {
+            tracing::info!(
+                streamId = %ctx.stream_id,
+                sessionId = ctx.session_id,
+                pid = %LogPid(None),
+                flow = %flow_id,
+                reason = if latest.is_some() { "flow running" } else { "flow not running" },
+                "{}",
+                if latest.is_some() { "tap following the flow" } else { "tap waiting for the flow" }
+            );
+            tap = latest.map(|src| {
+                let reader = src.ring.borrow().reader();
+                (src, reader)
+            });
+        }
+        let Some((src, reader)) = &mut tap else {
+            ctx.alive(Instant::now());
+            tokio::select! {
+                _ = ctx.stop.notified() => return stopped(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        };
+        let src = src.clone();
         let notified = src.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         loop {
             let r = src.ring.borrow();
-            match r.read(&mut reader) {
+            match r.read(reader) {
                 Read::Empty => break,
                 Read::Lagged(_) => continue,
                 Read::Chunk(c) => {
@@ -782,19 +879,11 @@ async fn flow_tap(flow_id: String, ctx: WorkerCtx) -> Exit {
                 }
             }
         }
-        let same = ctx
-            .taps
-            .borrow()
-            .get(&flow_id)
-            .is_some_and(|r| Rc::ptr_eq(r, &src));
-        if !same {
-            return failed(format!("flow {flow_id:?} stopped or restarted"));
-        }
         tokio::select! {
             _ = &mut notified => {}
             _ = ctx.stop.notified() => return stopped(),
-            // Notice a flow that stopped while its ring was quiet.
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // A quiet ring: say so, and notice a flow that stopped or restarted.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => ctx.alive(Instant::now()),
         }
     }
 }
@@ -831,16 +920,27 @@ mod shell_tests {
 
     #[test]
     fn ffmpeg_args_copy_and_mpeg1() {
-        let a = ffmpeg_args("rtsp://h/x", false, Duration::from_secs(10), "copy");
-        let s = a.join(" ");
+        let s = ffmpeg_args("copy").join(" ");
         assert!(
-            s.contains(
-                "-rtsp_transport tcp -timeout 10000000 -i rtsp://h/x -c copy -f mpegts pipe:1"
-            ),
+            s.ends_with("-f concat -safe 0 -protocol_whitelist pipe,rtsp,rtsps,rtp,srtp,udp,tcp,tls -i pipe:0 -c copy -f mpegts pipe:1"),
             "{s}"
         );
-        let s = ffmpeg_args("rtsp://h/x", true, Duration::from_secs(1), "mpeg1video").join(" ");
+        let s = ffmpeg_args("mpeg1video").join(" ");
         assert!(s.contains("-c:v mpeg1video"), "{s}");
-        assert!(s.contains("-rtsp_transport udp"), "{s}");
+    }
+
+    #[test]
+    fn ffmpeg_input_script_carries_url_and_options() {
+        let s = ffmpeg_input_script("rtsp://u:p'w@h/x", false, Duration::from_secs(10));
+        assert_eq!(
+            s,
+            "ffconcat version 1.0\nfile 'rtsp://u:p'\\''w@h/x'\noption rtsp_transport tcp\n\
+             option timeout 10000000\n"
+        );
+        let s = ffmpeg_input_script("rtsp://h/x", true, Duration::from_secs(1));
+        assert!(
+            s.contains("option rtsp_transport udp\noption timeout 1000000\n"),
+            "{s}"
+        );
     }
 }

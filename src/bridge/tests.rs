@@ -80,13 +80,14 @@ impl Harness {
                         w.alive = false;
                     }
                     if !self.slow_exit {
+                        // What the real shell reports for a worker it stopped.
                         self.mgr.worker_exited(
                             self.now,
                             worker,
                             Exit {
                                 code: None,
                                 signal: Some(15),
-                                error: None,
+                                error: Some("stopped".into()),
                             },
                         );
                     }
@@ -699,6 +700,25 @@ mod idle_recovery {
         )));
     }
 
+    /// A worker that says it is alive (a flow tap whose flow is quiet) is not idle, however
+    /// long it sends nothing.
+    #[test]
+    fn a_worker_that_says_it_is_alive_is_not_restarted() {
+        let mut h = Harness::new();
+        h.attach("cam", 1);
+        for _ in 0..60 {
+            h.advance(1000 * MS);
+            let w = h.live_worker("cam").expect("a live worker");
+            h.mgr.worker_alive(h.now, w);
+        }
+        assert_eq!(h.starts(), 1);
+        let s = h.session("cam");
+        assert_eq!((s.state, s.restart_count), (SessionState::Running, 0));
+        // Once it stops saying so, the sweep restarts it as any idle worker.
+        h.advance(4001 * MS);
+        assert_eq!(h.starts(), 2);
+    }
+
     #[test]
     fn a_worker_that_never_sends_is_idle_too() {
         let mut h = Harness::new();
@@ -828,11 +848,33 @@ mod idle_recovery {
     fn idle_restarts_count_toward_max_restarts() {
         let mut h = Harness::new();
         h.attach("cam", 1);
+        h.advance(4001 * MS);
+        // The worker the shell stopped says "stopped"; the session says why it was stopped.
+        assert_eq!(h.session("cam").last_error.as_deref(), Some("idle timeout"));
         h.advance(60_000 * MS);
         let s = h.session("cam");
         assert_eq!(s.state, SessionState::Errored);
         assert_eq!(s.restart_count, 3);
         assert_eq!(h.starts(), 4);
+        assert_eq!(
+            s.last_error.as_deref(),
+            Some("gave up after 3 restarts: idle timeout")
+        );
+        let errored: Vec<String> = h
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::RaiseEvent(e) if e.severity == Severity::Critical => {
+                    Some(e.message.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errored.len(), 1, "{errored:?}");
+        assert!(
+            errored[0].ends_with("stopped after 3 restarts: idle timeout"),
+            "{errored:?}"
+        );
     }
 
     #[test]
@@ -1000,6 +1042,125 @@ mod shell {
             assert_eq!(e.details["streamId"], "cam");
             assert_eq!(e.details["sessionId"], b.snapshots()[0].session_id);
             assert_eq!(e.details["restartCount"], 0);
+            b.shutdown().await;
+        });
+    }
+
+    /// A client of a session that gives up is told why in its close frame (1011, the
+    /// session's error) instead of being left waiting in silence.
+    #[test]
+    fn clients_of_an_errored_session_get_a_1011_close_with_the_reason() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        run(async {
+            let cfg = bridge_config(16);
+            let failing: Launcher = Rc::new(|_spec, ctx| {
+                Box::pin(async move {
+                    ctx.started(None);
+                    Exit {
+                        error: Some("rtsp: 401 Unauthorized".into()),
+                        ..Exit::default()
+                    }
+                })
+            });
+            let b = Bridge::with_launcher(
+                Some(&cfg),
+                Default::default(),
+                Events::in_memory(16),
+                |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
+                failing,
+            );
+            let (srv, cli) = tokio::io::duplex(1 << 16);
+            let ws = WebSocketStream::from_raw_socket(srv, Role::Server, None).await;
+            let task = tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", ws));
+            let mut reader = WebSocketStream::from_raw_socket(cli, Role::Client, None).await;
+            let close = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                loop {
+                    match reader.next().await {
+                        Some(Ok(Message::Close(frame))) => break frame,
+                        Some(Ok(_)) => continue,
+                        other => panic!("no close frame: {other:?}"),
+                    }
+                }
+            })
+            .await
+            .expect("a close frame within 5 s")
+            .expect("with a code");
+            assert_eq!(close.code, CloseCode::Error);
+            assert_eq!(
+                close.reason.as_str(),
+                "gave up after 0 restarts: rtsp: 401 Unauthorized"
+            );
+            tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .expect("the client task ends")
+                .unwrap();
+            // The last client left: the errored session is gone; a new client starts over.
+            assert!(b.snapshots().is_empty(), "{:?}", b.snapshots());
+            b.shutdown().await;
+        });
+    }
+
+    /// A flow tap follows its flow through a stop and a restart (a new ring), with no
+    /// worker restart, no idle recovery and no give-up while the flow is away: restarting
+    /// the tap could not bring the flow's input back. Paused tokio time: the tap's
+    /// one-second checks pass at once.
+    #[test]
+    fn a_flow_tap_follows_its_flow_through_a_restart() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            let v = serde_json::json!({
+                "flows": [{"id": "f1", "input": {"type": "udp", "bind_addr": "127.0.0.1:5000"},
+                           "outputs": []}],
+                "bridge": {"streams": {"tap": {"flow_id": "f1"}}}
+            });
+            let cfg = crate::config::parse(&v.to_string())
+                .unwrap()
+                .bridge
+                .unwrap();
+            let taps = crate::flow::manager::FlowTaps::default();
+            let first = Rc::new(crate::ts::ring::FlowRing::new(16));
+            taps.borrow_mut().insert("f1".into(), first.clone());
+            let b = Bridge::with_launcher(
+                Some(&cfg),
+                taps.clone(),
+                Events::in_memory(16),
+                |_| None,
+                Rc::new(super::super::real_worker),
+            );
+            // No `run()`: its sweep reads the real clock, which paused time does not move.
+            let client = b.attach("tap").unwrap();
+            let mut reader = client.ring.ring.borrow().reader();
+            let mut received = Vec::new();
+            let mut settle = async |received: &mut Vec<u8>| {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                let r = client.ring.ring.borrow();
+                while let crate::ts::ring::Read::Chunk(c) = r.read(&mut reader) {
+                    received.extend_from_slice(c.data);
+                }
+            };
+            settle(&mut received).await;
+            first.push(&packets(2, 1), 0);
+            settle(&mut received).await;
+            assert_eq!(received, packets(2, 1));
+            // The flow stops, stays away for a minute (well past the idle timeout and
+            // every restart), then comes back with a new ring.
+            taps.borrow_mut().remove("f1");
+            for _ in 0..40 {
+                settle(&mut received).await;
+            }
+            let second = Rc::new(crate::ts::ring::FlowRing::new(16));
+            taps.borrow_mut().insert("f1".into(), second.clone());
+            settle(&mut received).await;
+            second.push(&packets(3, 2), 0);
+            settle(&mut received).await;
+            assert_eq!(received[2 * 188..], packets(3, 2)[..]);
+            let s = &b.snapshots()[0];
+            assert_eq!(s.state, super::SessionState::Running);
+            assert_eq!(s.restart_count, 0);
             b.shutdown().await;
         });
     }

@@ -127,9 +127,14 @@ async fn close<S>(ws: &mut S, code: CloseCode, reason: &str)
 where
     S: futures_util::Sink<Message> + Unpin,
 {
+    // A close frame's reason has room for 123 bytes (RFC 6455 5.5: 125 with the code).
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code,
-        reason: reason.to_owned().into(),
+        reason: reason[..end].to_owned().into(),
     };
     let _ =
         tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
@@ -282,7 +287,10 @@ where
         End::Closed => bridge.detach(client, DetachReason::Close),
         End::Failed => bridge.detach(client, DetachReason::Error),
         End::Kicked => {
-            close(&mut ws, CloseCode::Away, "stream stopped").await;
+            match kick.error() {
+                Some(error) => close(&mut ws, CloseCode::Error, &error).await,
+                None => close(&mut ws, CloseCode::Away, "stream stopped").await,
+            }
             bridge.detach(client, DetachReason::Close);
         }
         End::Slow => {

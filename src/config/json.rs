@@ -179,7 +179,7 @@ impl Config {
     /// Reads a config document, reporting every shape problem (wrong JSON type, missing
     /// field, unknown input/output `type`) with its JSON path. Does not validate values.
     pub fn from_value(v: Value) -> Result<Config, Vec<ConfigError>> {
-        run(|errors| read_config(v, errors))
+        run(|errors| read_partial(v, errors).map(|p| p.config))
     }
 
     /// The document as JSON: known fields in the spec's order, then the preserved unknown ones.
@@ -339,57 +339,64 @@ fn put_extra(m: &mut Map<String, Value>, extra: &Extra) {
     }
 }
 
-fn read_config(v: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
+/// A document read as far as it could be: sections whose shape was wrong are left at their
+/// defaults (or out), and unreadable flows are left out; `flow_index[i]` is the document's
+/// index of `config.flows[i]`. Every shape problem is in `errors`.
+pub(crate) struct Partial {
+    pub config: Config,
+    pub flow_index: Vec<usize>,
+}
+
+pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Partial> {
     let mut o = Obj::new(v, String::new(), errors)?;
     let version = o.defaulted("version", 1u32);
     let server = match o.take("server") {
-        None => Some(ServerConfig::default()),
-        Some(v) => read_server(v, o.errors),
+        None => ServerConfig::default(),
+        Some(v) => read_server(v, o.errors).unwrap_or_default(),
     };
-    let flows = match o.take("flows") {
-        None => Some(Vec::new()),
+    let mut flows = Vec::new();
+    let mut flow_index = Vec::new();
+    match o.take("flows") {
+        None => {}
         Some(Value::Array(items)) => {
-            let mut flows = Some(Vec::with_capacity(items.len()));
             for (i, item) in items.into_iter().enumerate() {
-                let flow = read_flow(item, index("flows", i), o.errors);
-                flows = flows.zip(flow).map(|(mut fs, f)| {
-                    fs.push(f);
-                    fs
-                });
+                if let Some(f) = read_flow(item, index("flows", i), o.errors) {
+                    flows.push(f);
+                    flow_index.push(i);
+                }
             }
-            flows
         }
-        Some(other) => {
-            o.err(
-                "flows",
-                format!("expected an array, found {}", kind_of(&other)),
-            );
-            None
-        }
-    };
+        Some(other) => o.err(
+            "flows",
+            format!("expected an array, found {}", kind_of(&other)),
+        ),
+    }
     let tunnels = o.defaulted::<Vec<Value>>("tunnels", Vec::new());
     let storage = match o.take("storage") {
-        None => Some(StorageConfig::default()),
-        Some(v) => read_storage(v, o.errors),
+        None => StorageConfig::default(),
+        Some(v) => read_storage(v, o.errors).unwrap_or_default(),
     };
     let manager = match o.take("manager") {
-        None | Some(Value::Null) => Some(None),
-        Some(v) => read_manager(v, o.errors).map(Some),
+        None | Some(Value::Null) => None,
+        Some(v) => read_manager(v, o.errors),
     };
     let bridge = match o.take("bridge") {
-        None | Some(Value::Null) => Some(None),
-        Some(v) => read_bridge(v, o.errors).map(Some),
+        None | Some(Value::Null) => None,
+        Some(v) => read_bridge(v, o.errors),
     };
     let extra = o.rest();
-    Some(Config {
-        version,
-        server: server?,
-        flows: flows?,
-        tunnels,
-        storage: storage?,
-        manager: manager?,
-        bridge: bridge?,
-        extra,
+    Some(Partial {
+        config: Config {
+            version,
+            server,
+            flows,
+            tunnels,
+            storage,
+            manager,
+            bridge,
+            extra,
+        },
+        flow_index,
     })
 }
 

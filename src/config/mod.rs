@@ -9,7 +9,7 @@ pub mod validate;
 
 pub use model::*;
 pub use redact::{
-    SECRET_KEYS, is_secret_key, redact_tunnel, redact_value, restore_secrets,
+    SECRET_KEYS, is_secret_key, redact_tunnel, redact_userinfo, redact_value, restore_secrets,
     restore_secrets_in_tunnel, strip_url_password,
 };
 pub use store::{ConfigFile, LoadError, SaveError};
@@ -20,16 +20,37 @@ pub use validate::{ConfigError, parse_fingerprint, validate};
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.json");
 
 /// Parse and validate a config document. Errors carry JSON paths: a syntax error is one
-/// error at `$` with line and column; shape errors (wrong JSON type, missing field, unknown
-/// `type`) are all reported; only a document of the right shape is then validated.
+/// error at `$` with line and column; otherwise every problem is reported in one pass: shape
+/// errors (wrong JSON type, missing field, unknown `type`), then the value errors of
+/// everything that could be read. A value error at or below a path with a shape error is
+/// left out: a default or a gap stands there, and its complaint would be noise.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let cfg = parse_unvalidated(text)?;
-    let errors = validate(&cfg);
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| vec![ConfigError::from_json(&e)])?;
+    let mut errors = Vec::new();
+    let Some(partial) = json::read_partial(value, &mut errors) else {
+        return Err(errors);
+    };
+    let shape_errors = errors.len();
+    for e in validate::validate_at(&partial.config, &partial.flow_index) {
+        if !errors[..shape_errors]
+            .iter()
+            .any(|s| is_within(&e.path, &s.path))
+        {
+            errors.push(e);
+        }
+    }
     if errors.is_empty() {
-        Ok(cfg)
+        Ok(partial.config)
     } else {
         Err(errors)
     }
+}
+
+/// `path` is `prefix` or a field or element below it.
+fn is_within(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Read a config document without validating its values (e.g. to inspect or round-trip a

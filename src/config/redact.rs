@@ -42,6 +42,34 @@ pub fn strip_url_password(s: &str) -> String {
     }
 }
 
+/// Every `scheme://userinfo@` in `text` becomes `scheme://***@`: for log lines, which may
+/// quote a URL given to or printed by a peer (FFmpeg names the URL it failed to open).
+/// The authority ends at the first `/ ? #`, quote, bracket or white space.
+pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let end = text[start..]
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '/' | '?' | '#' | '\'' | '"' | '`' | '<' | '>')
+            })
+            .map_or(text.len(), |e| start + e);
+        if let Some(at) = text[start..end].rfind('@') {
+            out.push_str(&text[copied..start]);
+            out.push_str("***");
+            copied = start + at;
+        }
+        from = end;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Keys that are secrets only inside `tunnels`: there `key` is the tunnel's shared key, while
 /// elsewhere `key` is an ordinary word (e.g. a stream or object key).
 const TUNNEL_SECRET_KEYS: &[&str] = &["key"];

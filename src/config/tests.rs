@@ -1165,9 +1165,16 @@ fn rtsp_input_reads_with_spec_defaults_and_validates() {
         .iter()
         .map(ToString::to_string)
         .collect();
+    // The shape error and every value error, in one pass.
     assert_eq!(
         e,
-        vec!["flows[0].input.username: invalid type: integer `5`, expected a string"]
+        vec![
+            "flows[0].input.username: invalid type: integer `5`, expected a string",
+            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
+            r#"flows[0].input.transport: "sctp" is not one of tcp, udp"#,
+            "flows[0].input.timeout_secs: 0 is out of range (1..=300)",
+            "flows[0].input.reconnect_delay_secs: 99999 is out of range (1..=3600)",
+        ]
     );
     v["flows"][0]["input"]["username"] = json!("u");
     let e: Vec<String> = parse(&v.to_string())
@@ -1241,4 +1248,49 @@ fn rtsp_credentials_are_redacted() {
     assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
     assert!(text.contains("rtsp://admin@cam/1"), "{text}");
     assert!(text.contains("\"username\":\"admin\""));
+}
+
+/// Shape errors no longer hide value errors: one pass lists both, each at the document's
+/// own path (a flow that could not be read does not shift the indexes of the ones after it),
+/// and nothing is said twice about a value whose shape was already wrong.
+#[test]
+fn shape_and_value_errors_are_reported_in_one_pass() {
+    assert_eq!(
+        errs(|v| {
+            v["server"]["listen_port"] = json!("eighty");
+            v["flows"][0]["input"] = json!({"type": "udp"});
+            v["flows"][1]["outputs"] = json!([{"type": "udp", "id": "o", "dest_addr": "nowhere"}]);
+            v["storage"] = json!({"event_log_max_bytes": 1});
+        }),
+        [
+            r#"server.listen_port: invalid type: string "eighty", expected u16"#,
+            r#"flows[0].input.bind_addr: missing required field"#,
+            r#"flows[1].outputs[0].dest_addr: "nowhere" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            r#"storage.event_log_max_bytes: 1 is too small (at least 1048576 = 1 MiB)"#,
+        ]
+    );
+}
+
+#[test]
+fn userinfo_is_redacted_in_log_text() {
+    for (line, want) in [
+        (
+            "[concat @ 0x5] Impossible to open 'rtsp://u:p4ss@127.0.0.1:554/test'",
+            "[concat @ 0x5] Impossible to open 'rtsp://***@127.0.0.1:554/test'",
+        ),
+        (
+            "two: rtsp://a:b@h1/x and srt://token@h2:9000?x=1 end",
+            "two: rtsp://***@h1/x and srt://***@h2:9000?x=1 end",
+        ),
+        // A raw '@' in a password: the last '@' of the authority ends the userinfo.
+        ("rtsp://adm:p@ss@cam", "rtsp://***@cam"),
+        (
+            "no userinfo: rtsp://cam.local/x user@example",
+            "no userinfo: rtsp://cam.local/x user@example",
+        ),
+        ("://@", "://***@"),
+        ("", ""),
+    ] {
+        assert_eq!(redact_userinfo(line), want, "{line}");
+    }
 }

@@ -47,7 +47,17 @@ pub const MAX_ID_LEN: usize = 64;
 
 /// Check `cfg`; an empty list means it is valid.
 pub fn validate(cfg: &Config) -> Vec<ConfigError> {
-    let mut v = Validator::default();
+    let index: Vec<usize> = (0..cfg.flows.len()).collect();
+    validate_at(cfg, &index)
+}
+
+/// Check `cfg` whose `flows[i]` stood at `flows[flow_index[i]]` of the document (flows that
+/// could not be read were left out), so every path names the document's own index.
+pub fn validate_at(cfg: &Config, flow_index: &[usize]) -> Vec<ConfigError> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        flow_index,
+    };
     v.config(cfg);
     v.errors
 }
@@ -58,12 +68,17 @@ struct Bind {
     path: String,
 }
 
-#[derive(Default)]
-struct Validator {
+struct Validator<'i> {
     errors: Vec<ConfigError>,
+    flow_index: &'i [usize],
 }
 
-impl Validator {
+impl Validator<'_> {
+    /// `flows[N]` with the document's index of the i-th flow read.
+    fn flow_path(&self, i: usize) -> String {
+        index("flows", self.flow_index.get(i).copied().unwrap_or(i))
+    }
+
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
     }
@@ -93,18 +108,18 @@ impl Validator {
                     .ok()
                     .map(|addr| Bind {
                         addr,
-                        path: child(&index("flows", i), "input.bind_addr"),
+                        path: child(&self.flow_path(i), "input.bind_addr"),
                     })
                     .into_iter()
                     .collect(),
-                InputConfig::Srt(c) => srt_binds(c, &child(&index("flows", i), "input")),
+                InputConfig::Srt(c) => srt_binds(c, &child(&self.flow_path(i), "input")),
                 _ => Vec::new(),
             })
             .collect();
         let mut output_binds: Vec<Bind> = Vec::new();
         let mut seen_ids: Vec<(&str, String)> = Vec::new();
         for (i, flow) in cfg.flows.iter().enumerate() {
-            let path = index("flows", i);
+            let path = self.flow_path(i);
             self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
         }
         self.storage(&cfg.storage);

@@ -12,11 +12,11 @@ use super::text::{self, Style};
 
 pub const USAGE: &str = "\
 usage: quoll ctl [--json] [--socket PATH] [--board NAME] COMMAND
-  status     version, uptime, flow counts        flows     flows and their outputs
-  events     the newest events                   sessions  bridge sessions
-  tunnels    relay tunnels                       manager   the manager link
+  status    version, uptime, flow counts     flows     flows and their outputs
+  events    the newest events                sessions  bridge sessions
+  tunnels   relay tunnels                    manager   the manager link
   health [--boot-check] [--timeout SECS]
-             exit 0 only when the node is healthy (--boot-check waits for it)
+            exit 0 only when the node is healthy (--boot-check waits for it)
 exit status: 0 ok, 1 failed or not healthy, 2 usage, 3 daemon not running,
              4 permission denied on the control socket";
 
@@ -119,7 +119,7 @@ pub fn run(mut args: lexopt::Parser) -> ExitCode {
     };
     // A socket in a /tmp fallback directory someone else controls could be anyone's.
     if let Err(e) = super::check_runtime_dir(socket.parent().unwrap_or(Path::new("/"))) {
-        eprintln!("quoll ctl: {e}");
+        complain(&format!("quoll ctl: {e}"));
         return ExitCode::FAILURE;
     }
     if command == "health" {
@@ -131,7 +131,7 @@ pub fn run(mut args: lexopt::Parser) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("quoll ctl: {e}");
+            complain(&format!("quoll ctl: {e}"));
             exit_code(&e)
         }
     }
@@ -155,8 +155,16 @@ fn connect_error(socket: &Path, e: std::io::Error) -> CtlError {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("quoll ctl: {msg}\n{USAGE}");
+    complain(&format!("quoll ctl: {msg}"));
+    eprintln!("{USAGE}");
     ExitCode::from(2)
+}
+
+/// An error on stderr, wrapped to the serial console's 80 columns.
+fn complain(msg: &str) {
+    for line in text::wrap(msg, 80) {
+        eprintln!("{line}");
+    }
 }
 
 /// One request, one reply.
@@ -248,7 +256,7 @@ fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
                 if let Ok((h, _)) = &verdict {
                     print("health", h, json);
                 }
-                eprintln!("quoll ctl health: not healthy: {reason}");
+                complain(&format!("quoll ctl health: not healthy: {reason}"));
                 return match &verdict {
                     Err(e) => exit_code(e),
                     Ok(_) => ExitCode::FAILURE,
@@ -276,6 +284,17 @@ mod tests {
         assert!(matches!(e, CtlError::NotRunning(..)), "{e:?}");
         let e = connect_error(p, std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert!(matches!(e, CtlError::NotRunning(..)), "{e:?}");
+    }
+
+    #[test]
+    fn usage_fits_80_columns() {
+        for l in USAGE.lines() {
+            assert!(
+                l.chars().count() <= 80,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
     }
 
     #[test]

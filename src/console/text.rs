@@ -63,6 +63,43 @@ pub fn fit(s: &str, width: usize) -> String {
     out
 }
 
+/// Word-wraps `s` to `width` columns, continuation lines indented by two spaces. For error
+/// messages: read on an 80-column serial console, they must be neither cut nor overflow.
+pub fn wrap(s: &str, width: usize) -> Vec<String> {
+    let width = width.max(8);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split_whitespace() {
+        let mut rest = word;
+        while !rest.is_empty() {
+            let indent = if lines.is_empty() { 0 } else { 2 };
+            let used = line.chars().count();
+            let start = if used == 0 { indent } else { used + 1 };
+            if start + rest.chars().count() <= width {
+                line.push_str(if used == 0 { &"  "[..indent] } else { " " });
+                line.push_str(rest);
+                rest = "";
+            } else if used > 0 {
+                lines.push(std::mem::take(&mut line));
+            } else {
+                // A word longer than a whole line (a path, a URL): split it.
+                let split = rest
+                    .char_indices()
+                    .nth(width - indent)
+                    .map_or(rest.len(), |(i, _)| i);
+                line.push_str(&"  "[..indent]);
+                line.push_str(&rest[..split]);
+                lines.push(std::mem::take(&mut line));
+                rest = &rest[split..];
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
@@ -328,13 +365,19 @@ pub fn manager(m: &Value, style: &Style) -> Vec<String> {
     if cfg.is_null() || !enabled {
         return vec!["manager link: not configured".into()];
     }
+    let link = m.get("link").unwrap_or(&Value::Null);
+    let never = link.get("ever_connected") == Some(&Value::Bool(false));
     let mut lines = vec![fit(
         &format!(
-            "manager link: {}",
-            m.get("state").and_then(Value::as_str).unwrap_or("enabled")
+            "manager link: {}{}",
+            m.get("state").and_then(Value::as_str).unwrap_or("enabled"),
+            if never { " (never reached)" } else { "" }
         ),
         style.width,
     )];
+    if let Some(e) = link.get("last_error").and_then(Value::as_str) {
+        lines.push(fit(&format!("  last error: {e}"), style.width));
+    }
     for url in cfg
         .get("urls")
         .and_then(Value::as_array)
@@ -353,6 +396,40 @@ pub fn manager(m: &Value, style: &Style) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn wrap_keeps_every_word_within_the_width() {
+        let msg = "quoll ctl: the quoll daemon is not running (no answer on \
+                   /run/quoll/a-very-long-directory-name-that-goes-on-and-on-and-on-past-eighty/ctl.sock: \
+                   No such file or directory (os error 2)); `quoll events` still reads the event log";
+        let lines = wrap(msg, 80);
+        assert!(lines.len() > 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{lines:?}");
+        assert!(lines[1..].iter().all(|l| l.starts_with("  ")), "{lines:?}");
+        let words = |s: &str| s.split_whitespace().collect::<String>();
+        assert_eq!(words(&lines.join(" ")), words(msg), "nothing lost");
+        assert_eq!(wrap("short one", 80), ["short one"]);
+        assert!(wrap("", 80).is_empty());
+    }
+
+    #[test]
+    fn manager_says_when_it_was_never_reached() {
+        let m = json!({
+            "config": {"enabled": true, "urls": ["wss://manager.example:8443/ws/node"]},
+            "state": "waiting to reconnect",
+            "link": {"ever_connected": false, "last_error": "tcp connect: Connection refused (os error 111) while trying every address of manager.example"},
+        });
+        let lines = manager(&m, &PLAIN);
+        assert_eq!(
+            lines[0],
+            "manager link: waiting to reconnect (never reached)"
+        );
+        assert!(
+            lines[1].starts_with("  last error: tcp connect"),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{lines:?}");
+    }
 
     const PLAIN: Style = Style {
         width: 80,

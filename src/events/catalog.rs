@@ -129,6 +129,17 @@ use Category as C;
 use Severity::{Critical, Info, Warning};
 
 impl Event {
+    /// Write the event to the process log at its severity's level: an operator reading the
+    /// journal (`journalctl -p err`) sees critical events as errors.
+    pub fn log(&self) {
+        let (category, flow_id) = (self.category.as_str(), &self.flow_id);
+        match self.severity {
+            Critical => tracing::error!(category, ?flow_id, "{}", self.message),
+            Warning => tracing::warn!(category, ?flow_id, "{}", self.message),
+            Info => tracing::info!(category, ?flow_id, "{}", self.message),
+        }
+    }
+
     fn new(severity: Severity, category: Category, message: String, flow_id: Option<&str>) -> Self {
         Event {
             severity,
@@ -710,4 +721,27 @@ pub fn templates() -> Vec<Event> {
         Event::bridge_stream_errored("{id}", 0, "{n}", "{error}"),
         Event::bridge_stream_recovered("{id}", 0),
     ]
+}
+
+#[cfg(test)]
+mod log_level_tests {
+    use super::*;
+    use crate::testing::capture_logs;
+
+    #[test]
+    fn events_are_logged_at_their_severity() {
+        for (event, level) in [
+            (Event::flow_input_lost("f1", "eof"), "ERROR"),
+            (Event::srt_input_disconnected("f1"), "WARN"),
+            (Event::flow_started("f1"), "INFO"),
+        ] {
+            let log = capture_logs(|| event.log());
+            let line = log.lines().next().unwrap_or_default();
+            assert!(
+                line.contains(&format!(" {level} ")) && line.contains(&event.message),
+                "{:?} logged as: {line}",
+                event.severity
+            );
+        }
+    }
 }

@@ -220,7 +220,7 @@ impl Events {
     /// Raise an event: it gets its sequence number (returned) and raise time now, and is
     /// queued for the disk. Never blocks.
     pub fn raise(&self, event: Event) -> u64 {
-        tracing::info!(category = event.category.as_str(), flow_id = ?event.flow_id, "{}", event.message);
+        event.log();
         let raised_at_ms = crate::time::unix_millis(SystemTime::now());
         let mut inner = self.inner.borrow_mut();
         let seq = match &inner.durable {

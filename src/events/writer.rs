@@ -571,7 +571,7 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
     /// queue like any other, so sequence numbers stay in queue order; it goes out with the
     /// next batch.
     fn raise_own(&mut self, event: Event) {
-        tracing::warn!(category = "storage", "{}", event.message);
+        event.log();
         let now = self.now();
         let mut st = lock(&self.shared);
         let seq = st.next_seq;

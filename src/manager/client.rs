@@ -192,8 +192,9 @@ pub async fn run(
                     let (node, tx, g) = (shell.node.clone(), tx.clone(), generation);
                     tokio::task::spawn_local(async move {
                         let reply = commands::execute(&node, &action).await;
-                        let msg = reply.into_message(&crate::time::now_rfc3339(), &command_id);
-                        let _ = tx.send(Report::Reply(g, msg));
+                        for msg in reply.into_messages(&crate::time::now_rfc3339(), &command_id) {
+                            let _ = tx.send(Report::Reply(g, msg));
+                        }
                     });
                 }
                 Action::Reject { command_id, error } => {
@@ -231,7 +232,10 @@ pub async fn run(
         let c = link.counters();
         shell.node.set_manager_status(json!({
             "state": link.state_name(),
+            "ever_connected": link.ever_connected(),
+            "last_error": link.last_error(),
             "connects": c.connects,
+            "sessions": c.sessions,
             "failed_attempts": c.failed_attempts,
             "auth_failures": c.auth_failures,
             "malformed_frames": c.malformed,

@@ -17,17 +17,25 @@ pub enum Reply {
         error: String,
         code: &'static str,
     },
-    /// `get_config` is answered with `config_response`, not a `command_ack`.
+    /// `get_config`: the redacted config, sent twice (see [`Reply::into_messages`]).
     Config(Value),
 }
 
 impl Reply {
-    /// The message to send.
-    pub fn into_message(self, timestamp: &str, command_id: &str) -> Value {
+    /// The messages to send, in order. `get_config` gets a `command_ack` carrying the
+    /// config and then a `config_response`: a v0.4 manager waits for one or the other
+    /// depending on where the request came from, and clears its cached config on any
+    /// `command_ack`, so the ack must come first (manager-protocol.md, `config_response`).
+    pub fn into_messages(self, timestamp: &str, command_id: &str) -> Vec<Value> {
         match self {
-            Reply::Ok(data) => protocol::ack_ok(timestamp, command_id, data),
-            Reply::Err { error, code } => protocol::ack_err(timestamp, command_id, &error, code),
-            Reply::Config(cfg) => protocol::envelope("config_response", timestamp, cfg),
+            Reply::Ok(data) => vec![protocol::ack_ok(timestamp, command_id, data)],
+            Reply::Err { error, code } => {
+                vec![protocol::ack_err(timestamp, command_id, &error, code)]
+            }
+            Reply::Config(cfg) => vec![
+                protocol::ack_ok(timestamp, command_id, Some(cfg.clone())),
+                protocol::envelope("config_response", timestamp, cfg),
+            ],
         }
     }
 }
@@ -212,12 +220,26 @@ mod tests {
             field: "bind_addr",
             value: "x".into(),
         });
-        let msg = err(&e).into_message("2026-04-02T12:00:00.000Z", "c1");
+        let [msg] = &err(&e).into_messages("2026-04-02T12:00:00.000Z", "c1")[..] else {
+            panic!("one message")
+        };
         assert_eq!(msg["payload"]["success"], false);
         assert_eq!(msg["payload"]["error_code"], "invalid_value");
         assert_eq!(
             msg["payload"]["error"],
             "input: bind_addr: \"x\" is not valid"
         );
+    }
+
+    #[test]
+    fn get_config_is_acked_first_then_answered_with_config_response() {
+        let cfg = json!({"version": 1, "flows": []});
+        let msgs = Reply::Config(cfg.clone()).into_messages("2026-04-02T12:00:00.000Z", "c7");
+        let kinds: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["command_ack", "config_response"]);
+        assert_eq!(msgs[0]["payload"]["command_id"], "c7");
+        assert_eq!(msgs[0]["payload"]["success"], true);
+        assert_eq!(msgs[0]["payload"]["data"], cfg);
+        assert_eq!(msgs[1]["payload"], cfg);
     }
 }

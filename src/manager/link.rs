@@ -140,7 +140,10 @@ impl std::fmt::Debug for Action {
 /// Counters for health and the logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Connection attempts.
     pub connects: u64,
+    /// Sessions that reached `auth_ok`.
+    pub sessions: u64,
     pub failed_attempts: u64,
     pub auth_failures: u64,
     /// Frames that were not JSON, not an object, or lacked a field the edge needs.
@@ -228,6 +231,8 @@ pub struct Link {
     auth_failure_reported: bool,
     actions: VecDeque<Action>,
     counters: Counters,
+    /// Why the last attempt or session ended, for `quoll ctl manager` and `/healthz`.
+    last_error: Option<String>,
 }
 
 impl Link {
@@ -255,6 +260,7 @@ impl Link {
             auth_failure_reported: false,
             actions: VecDeque::new(),
             counters: Counters::default(),
+            last_error: None,
         }
     }
 
@@ -274,6 +280,16 @@ impl Link {
             State::Authenticating { .. } => "authenticating",
             State::Up(_) => "connected",
         }
+    }
+
+    /// Whether a session with the manager was ever established. A node that never reached
+    /// its manager says so in `/healthz` and `quoll ctl manager`, not as a "lost" event.
+    pub fn ever_connected(&self) -> bool {
+        self.counters.sessions > 0
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     pub fn is_up(&self) -> bool {
@@ -472,6 +488,7 @@ impl Link {
         });
         self.auth_failure_reported = false;
         self.auth_backoff.reset();
+        self.counters.sessions += 1;
         if let Some(LinkEvent::Connected {
             failed_attempts, ..
         }) = self.cycle.connected(now)
@@ -500,14 +517,12 @@ impl Link {
         self.actions.push_back(Action::Disconnect {
             reason: reason.to_string(),
         });
-        // The first failure of a cycle is reported (the catalog has no separate
-        // "connection failed" event for the manager: "lost, reconnecting" covers "closed or
-        // errored"); further failures stay silent until a connection succeeds.
-        if self.cycle.attempt_failed(now).is_some() {
-            self.actions.push_back(Action::Raise(
-                Event::manager_connection_lost().with_detail("reason", reason),
-            ));
-        }
+        self.last_error = Some(reason.to_string());
+        // Counted in the cycle, but not an event: the catalog has no "connection failed"
+        // for the manager, and "lost, reconnecting" would claim a link that never was.
+        // A node that never reached its manager shows it in `/healthz` and `ctl manager`;
+        // after a loss the cycle has already reported it.
+        let _ = self.cycle.attempt_failed(now);
         // Try the next URL.
         self.url = (self.url + 1) % self.urls;
         let delay = if auth_sent {
@@ -519,6 +534,7 @@ impl Link {
     }
 
     fn auth_failed(&mut self, now: Instant, reason: &str) {
+        self.last_error = Some(format!("auth_error: {reason}"));
         self.counters.failed_attempts += 1;
         self.counters.auth_failures += 1;
         self.actions.push_back(Action::Disconnect {
@@ -538,6 +554,7 @@ impl Link {
     /// An established session dropped.
     fn lost(&mut self, now: Instant, reason: &str) {
         let State::Up(s) = &self.state else { return };
+        self.last_error = Some(reason.to_string());
         if now.saturating_duration_since(s.since) >= self.timing.stable_after {
             self.backoff.reset();
         }
@@ -573,6 +590,7 @@ fn next_tick(prev: Instant, interval: Duration, now: Instant) -> Instant {
 mod tests {
     use super::*;
     use crate::events::{Category, Severity};
+    use crate::testing::capture_logs;
 
     const SEC: Duration = Duration::from_secs(1);
 
@@ -729,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_sixty_seconds_rotates_urls_and_reports_once() {
+    fn backoff_doubles_to_sixty_seconds_rotates_urls_and_raises_nothing_before_a_session() {
         let mut f = Fixture::token();
         let mut delays = Vec::new();
         let mut urls = Vec::new();
@@ -748,7 +766,8 @@ mod tests {
             events.extend(raised(&f.drain()));
         }
         assert_eq!(urls, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
-        assert_eq!(events.len(), 1, "once per cycle: {events:?}");
+        // Never connected: no "lost" event (see a_manager_never_reached_raises_no_lost_event).
+        assert_eq!(events, [], "{events:?}");
         let bases = [1, 2, 4, 8, 16, 32, 60, 60, 60];
         for (d, b) in delays.iter().zip(bases) {
             let b = Duration::from_secs(b);
@@ -865,16 +884,9 @@ mod tests {
             for w in attempts.windows(2) {
                 assert!(w[1] - w[0] >= 30 * SEC, "{name}: {:?}", w[1] - w[0]);
             }
-            // Not an auth_error: the connection-cycle report, once, and no auth event.
-            assert_eq!(
-                events,
-                [(
-                    Severity::Warning,
-                    Category::Manager,
-                    "Manager connection lost, reconnecting".into()
-                )],
-                "{name}"
-            );
+            // Not an auth_error, and never connected: no event at all.
+            assert_eq!(events, [], "{name}");
+            assert!(!f.link.ever_connected(), "{name}");
             assert_eq!(f.link.counters().auth_failures, 0, "{name}");
         }
 
@@ -978,30 +990,6 @@ mod tests {
         assert!(!log.contains("s3cret"), "{log}");
     }
 
-    /// Everything logged while `f` runs on this thread, debug level included.
-    fn capture_logs(f: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Buf(sink.clone()))
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-    }
-
     #[test]
     fn manager_events_are_latched_per_connection_cycle() {
         let mut f = Fixture::token();
@@ -1034,6 +1022,38 @@ mod tests {
                 "Manager connection lost, reconnecting",
                 "Connected to manager"
             ]
+        );
+    }
+
+    /// "Lost, reconnecting" claims a link that was up: a node that never reached its
+    /// manager raises nothing and says so through `ever_connected` and `last_error`.
+    #[test]
+    fn a_manager_never_reached_raises_no_lost_event() {
+        let mut f = Fixture::token();
+        for _ in 0..3 {
+            f.next();
+            f.link.handle_connect_failed(f.now, "connection refused");
+            assert_eq!(raised(&f.drain()), []);
+        }
+        assert!(!f.link.ever_connected());
+        assert_eq!(f.link.last_error(), Some("connection refused"));
+        assert_eq!(f.link.counters().failed_attempts, 3);
+        // Once up and then lost, the loss is the event (once per cycle).
+        f.connect_and_auth();
+        assert!(f.link.ever_connected());
+        f.advance(5 * SEC);
+        f.link.handle_closed(f.now, "eof");
+        let mut msgs = raised(&f.drain());
+        f.next();
+        f.link.handle_connect_failed(f.now, "connection refused");
+        msgs.extend(raised(&f.drain()));
+        assert_eq!(
+            msgs,
+            [(
+                Severity::Warning,
+                Category::Manager,
+                "Manager connection lost, reconnecting".into()
+            )]
         );
     }
 

@@ -134,6 +134,10 @@ pub struct Health {
     pub bridge: BridgeHealth,
     /// Every bridge session's snapshot.
     pub sessions: Vec<SessionSnapshot>,
+    /// The manager link, when one is configured: its state, whether it was ever
+    /// established, and why the last attempt or session ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,6 +273,13 @@ impl Node {
             total_flows,
             bridge: self.bridge.health(),
             sessions: self.bridge.snapshots(),
+            manager: self.manager_status().map(|m| {
+                serde_json::json!({
+                    "state": m["state"],
+                    "ever_connected": m["ever_connected"],
+                    "last_error": m["last_error"],
+                })
+            }),
         }
     }
 

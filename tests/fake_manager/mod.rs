@@ -257,7 +257,7 @@ impl FakeManager {
     }
 
     /// Send a `command` and wait for its reply: the `command_ack` with its id, or for
-    /// `get_config` the next `config_response`.
+    /// `get_config` the next `config_response`, which must follow the `command_ack`.
     pub fn command(&mut self, action: Value, limit: Duration) -> Value {
         self.next_command += 1;
         let id = format!("cmd-{}", self.next_command);
@@ -268,22 +268,33 @@ impl FakeManager {
             "timestamp": now_rfc3339(),
             "payload": { "command_id": id, "action": action }
         }));
-        let matches = |m: &Value| {
-            if kind == "get_config" && m["type"] == "config_response" {
-                return true;
+        let ack =
+            |m: &Value| m["type"] == "command_ack" && m["payload"]["command_id"] == id.as_str();
+        let answer = |m: &Value| {
+            if kind == "get_config" {
+                m["type"] == "config_response"
+            } else {
+                ack(m)
             }
-            m["type"] == "command_ack" && m["payload"]["command_id"] == id.as_str()
         };
         let mut found = None;
         let ok = self.wait(limit, |s| {
-            found = s.messages[seen.min(s.messages.len())..]
-                .iter()
-                .find(|r| matches(&r.msg))
-                .map(|r| r.msg.clone());
+            let new = &s.messages[seen.min(s.messages.len())..];
+            found = new.iter().position(|r| answer(&r.msg)).map(|i| {
+                // get_config: the manager needs the ack first (it clears its cached config
+                // on any ack), then the config_response.
+                let acked_first = kind != "get_config" || new[..i].iter().any(|r| ack(&r.msg));
+                (new[i].msg.clone(), acked_first)
+            });
             found.is_some()
         });
         assert!(ok, "no reply to {kind} ({id}) within {limit:?}");
-        found.unwrap()
+        let (msg, acked_first) = found.unwrap();
+        assert!(
+            acked_first,
+            "{kind} ({id}): config_response without a command_ack before it"
+        );
+        msg
     }
 
     /// Stop listening and close every connection; returns the port for a restart.

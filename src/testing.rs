@@ -1,0 +1,25 @@
+//! Helpers shared by the unit tests of several modules (compiled for tests only).
+
+/// Everything logged while `f` runs on this thread, debug level included.
+pub fn capture_logs(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || Buf(sink.clone()))
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
