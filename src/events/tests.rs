@@ -1086,6 +1086,50 @@ fn corrupt_records_at_start_raise_one_event() {
     assert_eq!(snap.last().unwrap().seq, 4);
 }
 
+/// The real disk: the data directory is made owner-only (0700) and tightened when an older
+/// quoll left it 0755, and every file the log writes (segments, cursor) is 0600, as is one
+/// that existed with a wider mode.
+#[test]
+fn the_data_directory_and_its_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let root = std::env::temp_dir().join(format!("quoll-modes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // Fresh.
+    let fresh = root.join("fresh").join("data");
+    let (mut log, _) = Log::open(storage::FsStorage::open(&fresh).unwrap(), big()).unwrap();
+    log.append(&[rec(1), rec(2)]).unwrap();
+    log.commit().unwrap();
+    log.set_acked(1).unwrap();
+    drop(log);
+    assert_eq!(mode(&fresh), 0o700);
+    let names: Vec<_> = std::fs::read_dir(&fresh)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}"); // a segment, the cursor
+    for p in &names {
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+    // Left open by an older quoll: tightened at open.
+    let old = root.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let seg = old.join(codec::segment_name(1));
+    std::fs::write(&seg, codec::segment_header(1)).unwrap();
+    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut log, _) = Log::open(storage::FsStorage::open(&old).unwrap(), big()).unwrap();
+    assert_eq!((mode(&old), mode(&seg)), (0o700, 0o600));
+    log.append(&[rec(1)]).unwrap();
+    log.commit().unwrap();
+    drop(log);
+    for e in std::fs::read_dir(&old).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn memory_only_events_keep_the_api() {
     let e = Events::in_memory(3);
