@@ -67,10 +67,12 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
 
 /// Hold an exclusive `flock` on `<data_dir>/lock` for the life of the process. A directory
 /// that cannot be created is not fatal here (the event log then degrades to memory and says
-/// so); another live daemon holding the lock is.
+/// so); another live daemon holding the lock is. The directory is made (or tightened to)
+/// owner-only, and the files in it too (`private_dir`), before anything is written there.
 fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     use std::os::fd::AsRawFd;
-    if std::fs::create_dir_all(dir).is_err() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if crate::events::storage::private_dir(dir).is_err() {
         return Ok(None);
     }
     let path = dir.join("lock");
@@ -78,10 +80,15 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::events::storage::DATA_FILE_MODE)
         .open(&path)
     else {
         return Ok(None);
     };
+    // `mode` above applies to a new file only, reduced by the umask: set it exactly.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(
+        crate::events::storage::DATA_FILE_MODE,
+    ));
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if r == 0 {
@@ -108,7 +115,8 @@ fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
     let text = serde_json::to_vec_pretty(&board.default_config)
         .map_err(|e| format!("board {}: default config: {e}", board.board))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        // The board's config lives in its data directory: owner-only like the rest of it.
+        crate::events::storage::private_dir(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     // 0600: the manager will write credentials into this file's siblings and tokens into it.

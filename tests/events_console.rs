@@ -37,6 +37,20 @@ fn events_json(data: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The data dir is 0700 and each of its files (at least `files` of them) 0600.
+fn assert_owner_only(data: &Path, files: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(data), 0o700, "{}", data.display());
+    let mut n = 0;
+    for e in std::fs::read_dir(data).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= files, "{n} files in {}", data.display());
+}
+
 /// Every file of the data dir with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -78,9 +92,13 @@ fn events_are_readable_while_running_and_after_stop_without_touching_files() {
     let (code, h) = q.api("GET", "/healthz", None);
     assert_eq!((code, h["status"].as_str()), (200, Some("ok")));
     assert_eq!(h["event_log"]["durable"], true);
+    // The data directory quoll created is owner-only, and so is every file in it (the
+    // segment, the lock).
+    assert_owner_only(&data, 2);
 
     let (status, _) = q.terminate();
     assert!(status.success());
+    assert_owner_only(&data, 2);
     // Stopped: the stop event was flushed on SIGTERM.
     let before = snapshot(&data);
     let stopped = events_json(&data);

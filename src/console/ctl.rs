@@ -17,6 +17,7 @@ usage: quoll ctl [--json] [--socket PATH] [--board NAME] COMMAND
   tunnels   relay tunnels                    manager   the manager link
   health [--boot-check] [--timeout SECS]
             exit 0 only when the node is healthy (--boot-check waits for it)
+  ack-loss  acknowledge the report of events lost to damage on disk
 exit status: 0 ok, 1 failed or not healthy, 2 usage, 3 daemon not running,
              4 permission denied on the control socket";
 
@@ -26,7 +27,7 @@ const NOT_RUNNING: u8 = 3;
 /// well be running, and waiting will not help.
 const PERMISSION_DENIED: u8 = 4;
 const COMMANDS: &[&str] = &[
-    "status", "flows", "events", "sessions", "tunnels", "manager", "health",
+    "status", "flows", "events", "sessions", "tunnels", "manager", "health", "ack-loss",
 ];
 
 #[derive(Debug)]
@@ -123,7 +124,7 @@ pub fn run(mut args: lexopt::Parser) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if command == "health" {
-        return health(&socket, json, boot_check.then_some(timeout));
+        return health(&socket, json, boot_check, timeout);
     }
     match ask(&socket, &command) {
         Ok(data) => {
@@ -205,6 +206,7 @@ fn print(command: &str, data: &Value, json: bool) {
         "events" => text::events(data, &style),
         "sessions" => text::sessions(data, &style),
         "tunnels" => text::tunnels(data, &style),
+        "ack-loss" => vec![text::ack_loss(data)],
         _ => text::manager(data, &style),
     };
     let mut out = std::io::stdout().lock();
@@ -215,9 +217,15 @@ fn print(command: &str, data: &Value, json: bool) {
 
 /// Why a health reply is not healthy, if it is not: status other than `ok`, or a flow in
 /// `error`. (A flow stopped on purpose is fine.)
-pub fn unhealthy(health: &Value, flows: &Value) -> Option<String> {
+///
+/// For the OTA gate (`boot_check`), a node degraded only by events lost to damage on disk
+/// (the event log is durable, and its loss report not acknowledged yet) passes: the image
+/// works, and rolling it back would not bring the events back. The older slot would meet
+/// the same damaged data partition, so a strict gate would refuse every update until
+/// someone acknowledged the loss. Plain `health` still says `degraded`.
+pub fn unhealthy(health: &Value, flows: &Value, boot_check: bool) -> Option<String> {
     let status = health.get("status").and_then(Value::as_str).unwrap_or("?");
-    if status != "ok" {
+    if status != "ok" && !(boot_check && status == "degraded" && only_event_loss(health)) {
         return Some(format!("status is {status}"));
     }
     let failed: Vec<&str> = flows
@@ -230,14 +238,29 @@ pub fn unhealthy(health: &Value, flows: &Value) -> Option<String> {
     (!failed.is_empty()).then(|| format!("flows in error: {}", failed.join(", ")))
 }
 
+/// Whether the one thing that degrades this health reply is an unacknowledged loss report
+/// (the two causes of `degraded` are a memory-only event log and that; see `Node::health`).
+fn only_event_loss(health: &Value) -> bool {
+    let log = &health["event_log"];
+    log["durable"].as_bool() == Some(true) && log["lost_unacked"].as_u64().unwrap_or(0) > 0
+}
+
 /// `health`: once, or with a deadline (`--boot-check`) polling until healthy.
-fn health(socket: &Path, json: bool, wait: Option<Duration>) -> ExitCode {
-    let deadline = wait.map(|w| Instant::now() + w);
+fn health(socket: &Path, json: bool, boot_check: bool, timeout: Duration) -> ExitCode {
+    let deadline = boot_check.then(|| Instant::now() + timeout);
     loop {
         let verdict = ask(socket, "health").and_then(|h| Ok((h, ask(socket, "flows")?)));
         let reason = match &verdict {
-            Ok((h, f)) => match unhealthy(h, f) {
+            Ok((h, f)) => match unhealthy(h, f, boot_check) {
                 None => {
+                    if boot_check && only_event_loss(h) && h["status"] != "ok" {
+                        eprintln!(
+                            "quoll ctl health: passing the boot check although {} events \
+                             were lost to damage on disk (see `quoll events`; \
+                             `quoll ctl ack-loss` once seen)",
+                            h["event_log"]["lost_unacked"]
+                        );
+                    }
                     print("health", h, json);
                     return ExitCode::SUCCESS;
                 }
@@ -301,15 +324,40 @@ mod tests {
     fn healthy_only_with_status_ok_and_no_flow_in_error() {
         let ok = json!({"status": "ok"});
         let flows = json!([{"id": "a", "state": "running"}, {"id": "b", "state": "stopped"}]);
-        assert_eq!(unhealthy(&ok, &flows), None);
+        assert_eq!(unhealthy(&ok, &flows, false), None);
         assert_eq!(
-            unhealthy(&json!({"status": "degraded"}), &flows).as_deref(),
+            unhealthy(&json!({"status": "degraded"}), &flows, false).as_deref(),
             Some("status is degraded")
         );
         let bad = json!([{"id": "a", "state": "error"}, {"id": "c", "state": "error"}]);
         assert_eq!(
-            unhealthy(&ok, &bad).as_deref(),
+            unhealthy(&ok, &bad, false).as_deref(),
             Some("flows in error: a, c")
         );
+    }
+
+    /// The OTA gate lets through a node degraded by an unacknowledged loss report alone;
+    /// plain `health` does not, and nothing else degraded passes the gate.
+    #[test]
+    fn the_boot_check_passes_a_node_degraded_only_by_event_loss() {
+        let flows = json!([{"id": "a", "state": "running"}]);
+        let lost = json!({"status": "degraded",
+            "event_log": {"durable": true, "lost_unacked": 3, "loss_seq": 9}});
+        assert_eq!(unhealthy(&lost, &flows, true), None);
+        assert_eq!(
+            unhealthy(&lost, &flows, false).as_deref(),
+            Some("status is degraded")
+        );
+        let memory = json!({"status": "degraded",
+            "event_log": {"durable": false, "lost_unacked": 3}});
+        assert!(unhealthy(&memory, &flows, true).is_some());
+        let plain =
+            json!({"status": "degraded", "event_log": {"durable": true, "lost_unacked": 0}});
+        assert!(unhealthy(&plain, &flows, true).is_some());
+        let error = json!({"status": "error",
+            "event_log": {"durable": true, "lost_unacked": 3}});
+        assert!(unhealthy(&error, &flows, true).is_some());
+        let failed = json!([{"id": "a", "state": "error"}]);
+        assert!(unhealthy(&lost, &failed, true).is_some());
     }
 }

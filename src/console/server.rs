@@ -150,6 +150,15 @@ pub async fn answer(node: &Node, request: &str) -> Value {
                 .collect();
             json!(shown)
         }
+        // The one request that changes something: the operator has seen the report of
+        // events lost to damage on disk, and health may say `ok` again. The socket is
+        // owner-only, like every other request on it.
+        "ack-loss" => match node.events.ack_loss() {
+            Some(l) => json!({
+                "acknowledged": true, "loss_seq": l.seq, "lost": l.lost, "through": l.through,
+            }),
+            None => json!({ "acknowledged": false }),
+        },
         "tunnels" => json!(node.config().await.tunnels),
         "sessions" => json!(node.bridge.snapshots()),
         "manager" => {

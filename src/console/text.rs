@@ -203,6 +203,18 @@ pub fn status(h: &Value, style: &Style) -> Vec<String> {
     if !extra.is_empty() {
         lines.push(fit(&extra.join("  "), w));
     }
+    // Why the event log degrades the node, in words (the verdict alone does not say).
+    let log = &h["event_log"];
+    if log["durable"].as_bool() == Some(false) {
+        lines.push(fit("event log: memory only (the disk failed)", w));
+    }
+    let lost = u64_of(log, "lost_unacked");
+    if lost > 0 {
+        lines.push(fit(
+            &format!("event log: {lost} events lost to disk damage; quoll ctl ack-loss"),
+            w,
+        ));
+    }
     if style.color {
         lines[0] = lines[0].replacen(
             &format!("status: {st}"),
@@ -211,6 +223,19 @@ pub fn status(h: &Value, style: &Style) -> Vec<String> {
         );
     }
     lines
+}
+
+/// `quoll ctl ack-loss`: what was acknowledged.
+pub fn ack_loss(v: &Value) -> String {
+    if v["acknowledged"].as_bool() == Some(true) {
+        format!(
+            "acknowledged: {} events lost (report seq {})",
+            u64_of(v, "lost"),
+            u64_of(v, "loss_seq")
+        )
+    } else {
+        "nothing to acknowledge: no event loss reported".to_owned()
+    }
 }
 
 /// `quoll ctl flows`: one line per flow, one indented line per output.

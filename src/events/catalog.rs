@@ -576,15 +576,43 @@ impl Event {
     pub fn event_log_recovered() -> Self {
         Self::new(Info, C::Storage, "Event log writable again".into(), None)
     }
-    /// Start-up recovery skipped corrupt records in the middle of the log.
-    pub fn event_log_corrupt(skipped: impl fmt::Display + Into<Value> + Copy) -> Self {
-        Self::new(
+    /// Recovery found records lost to damage (bit rot): `skipped` events nobody had been
+    /// told about (the manager had not acknowledged them), exactly, with their sequence
+    /// numbers in `ranges` (first, last). `exact` is false only when a segment was
+    /// damaged beyond counting (header and every record); the count is then the most it
+    /// can have held. Health says `degraded` until this event is acknowledged: delivered
+    /// to the manager, or `quoll ctl ack-loss` (docs/events.md).
+    pub fn event_log_corrupt(
+        skipped: impl fmt::Display + Into<Value> + Copy,
+        ranges: &[(u64, u64)],
+        exact: bool,
+    ) -> Self {
+        /// Ranges listed in the details: enough for a few damaged spots, and the message
+        /// stays far below the manager's 10 000-byte limit however many there are.
+        const SHOWN: usize = 32;
+        let mut e = Self::new(
             Warning,
             C::Storage,
             format!("Event log recovery skipped {skipped} corrupt records"),
             None,
         )
         .with_detail("skipped", skipped)
+        .with_detail("exact", exact);
+        if let (Some(first), Some(last)) = (ranges.first(), ranges.last()) {
+            let shown: Vec<Value> = ranges
+                .iter()
+                .take(SHOWN)
+                .map(|&(lo, hi)| Value::from(vec![lo, hi]))
+                .collect();
+            e = e
+                .with_detail("first_seq", first.0)
+                .with_detail("last_seq", last.1)
+                .with_detail("ranges", shown);
+            if ranges.len() > SHOWN {
+                e = e.with_detail("ranges_not_shown", ranges.len() - SHOWN);
+            }
+        }
+        e
     }
 
     /// Start-up found files a newer version wrote (this binary was rolled back): segments
@@ -716,7 +744,7 @@ pub fn templates() -> Vec<Event> {
         Event::events_dropped("{count}", 0, 0),
         Event::event_log_degraded("{error}"),
         Event::event_log_recovered(),
-        Event::event_log_corrupt("{n}"),
+        Event::event_log_corrupt("{n}", &[], true),
         Event::event_log_newer_format("{n}", 0, None, 0),
         Event::bridge_stream_errored("{id}", 0, "{n}", "{error}"),
         Event::bridge_stream_recovered("{id}", 0),

@@ -9,11 +9,18 @@
 //!                      message str, flow_id Option<str>, details (JSON text)
 //! cursor file   cursor (20 bytes)
 //!                      "QCUR" | version u16 LE | reserved u16 | acked_seq u64 LE | crc32 u32 LE
+//! loss ack file loss-ack (20 bytes)
+//!                      "QLAK" | version u16 LE | reserved u16 | acked_seq u64 LE | crc32 u32 LE
 //! ```
 //!
 //! The CRC covers the length, so a flipped length bit is caught instead of sending the
 //! reader off into the middle of a later record. Details travel as JSON text because
 //! postcard is not self-describing and cannot decode a `serde_json::Value`.
+//!
+//! A segment's records do not depend on its header: every frame carries its own CRC and
+//! sequence number, and the header's base is also the file name. So a damaged header hides
+//! nothing (`check_segment_header`, `examine_segment`), and damage anywhere is counted in
+//! records lost, from the sequence numbers around it.
 //!
 //! Decoding never panics on any input (a proptest and a fuzz target check it).
 
@@ -24,11 +31,13 @@ use super::{Category, Event, Record, Severity};
 
 pub const SEGMENT_MAGIC: &[u8; 4] = b"QEVS";
 pub const CURSOR_MAGIC: &[u8; 4] = b"QCUR";
+pub const LOSS_ACK_MAGIC: &[u8; 4] = b"QLAK";
 /// Segment format this build writes. A reader skips (and keeps) segments of a newer version,
 /// so a rolled-back binary neither misreads nor deletes them, and numbers its own records
 /// above them (`max_seq_in`).
 pub const SEGMENT_VERSION: u16 = 1;
 pub const CURSOR_VERSION: u16 = 1;
+pub const LOSS_ACK_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 pub const CURSOR_LEN: usize = 20;
 pub const FRAME_OVERHEAD: usize = 8;
@@ -45,6 +54,9 @@ pub const SEGMENT_PREFIX: &str = "seg-";
 pub const SEGMENT_SUFFIX: &str = ".qev";
 pub const CURSOR_FILE: &str = "cursor";
 pub const CURSOR_TMP: &str = "cursor.tmp";
+/// An operator's acknowledgement of reported event loss (`quoll ctl ack-loss`).
+pub const LOSS_ACK_FILE: &str = "loss-ack";
+pub const LOSS_ACK_TMP: &str = "loss-ack.tmp";
 
 /// What went wrong decoding a piece of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +178,96 @@ pub fn parse_cursor(bytes: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     Ok(acked)
+}
+
+/// The loss-ack file: an operator acknowledged reported loss of records up to `seq`.
+pub fn loss_ack_bytes(seq: u64) -> [u8; CURSOR_LEN] {
+    header(LOSS_ACK_MAGIC, LOSS_ACK_VERSION, seq)
+}
+
+pub fn parse_loss_ack(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let (version, seq) = parse_header(bytes, LOSS_ACK_MAGIC)?;
+    if version != LOSS_ACK_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    Ok(seq)
+}
+
+// ---- a segment's header, checked against its name ------------------------------------------
+
+/// What a segment's 20-byte header says, checked against the base sequence number of its
+/// file name (the frozen rule: both hold the same number, and the layout never changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// Sound, of this version, and its base is the file name's.
+    Sound { base: u64 },
+    /// Sound, of another version: the segment is kept unread.
+    Newer { version: u16 },
+    /// Damaged, but what it held is known: either its CRC (intact) matches the header of
+    /// `version` with the name's base (bits of the other 16 bytes flipped), or those 16
+    /// bytes are exactly such a header (the CRC field is what flipped). Any one flipped
+    /// bit, anywhere in the 20 bytes, lands here.
+    Rebuilt { version: u16 },
+    /// Damaged beyond rebuilding (the CRC and what it covers at once, as a zeroed sector
+    /// does), shorter than a header, or sound but naming another base than its file: the
+    /// records behind it decide (`examine_segment`).
+    Damaged,
+}
+
+/// The version (1..) whose segment header with base `base` has the CRC `crc`, if any.
+///
+/// For messages of one length a CRC-32 is affine over GF(2): crc(a ^ b) = crc(a) ^ crc(b)
+/// ^ crc(0). So the CRC of the header of version v is that of version 0, XORed with one
+/// constant per set bit of v. Walking every version in Gray-code order flips one bit per
+/// step: one XOR each instead of a CRC of 16 bytes (65 535 steps, microseconds).
+pub fn version_with_crc(base: u64, crc: u32) -> Option<u16> {
+    let crc_of = |version: u16| {
+        let h = header(SEGMENT_MAGIC, version, base);
+        crc32fast::hash(&h[..16])
+    };
+    let zero = crc_of(0);
+    let bit: [u32; 16] = std::array::from_fn(|i| crc_of(1 << i) ^ zero);
+    let mut c = zero;
+    for step in 1..=u16::MAX {
+        c ^= bit[step.trailing_zeros() as usize];
+        if c == crc {
+            return Some(step ^ (step >> 1));
+        }
+    }
+    None
+}
+
+/// Check a segment header. Never fails: a header that does not check out is rebuilt from
+/// what is known, the file name's base and the CRC, when that determines it.
+pub fn check_segment_header(name_base: u64, bytes: &[u8]) -> HeaderCheck {
+    match parse_header(bytes, SEGMENT_MAGIC) {
+        // A sound header naming another base than its file does is not what was written
+        // there (the two are written together): the name and the records decide.
+        Ok((SEGMENT_VERSION, base)) if base == name_base => return HeaderCheck::Sound { base },
+        Ok((SEGMENT_VERSION, _)) => return HeaderCheck::Damaged,
+        Ok((version, _)) => return HeaderCheck::Newer { version },
+        Err(DecodeError::Short { .. }) => return HeaderCheck::Damaged,
+        Err(_) => {}
+    }
+    // The CRC field intact, something in bytes 0..16 flipped: of every header this build
+    // could meet there (magic, any version, reserved 0, the name's base), at most one has
+    // this CRC (they differ only in the 16-bit version field, and a CRC-32 tells apart
+    // any two messages that differ within 32 bits), so a match is what was written.
+    let stored = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if let Some(version) = version_with_crc(name_base, stored) {
+        return HeaderCheck::Rebuilt { version };
+    }
+    // The CRC field itself damaged: the 16 bytes it covers still read as a header, with
+    // the name's base.
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let looks_whole = &bytes[..4] == SEGMENT_MAGIC
+        && version != 0
+        && bytes[6..8] == [0, 0]
+        && bytes[8..16] == name_base.to_le_bytes();
+    if looks_whole {
+        return HeaderCheck::Rebuilt { version };
+    }
+    HeaderCheck::Damaged
 }
 
 // ---- records -------------------------------------------------------------------------------
@@ -345,15 +447,19 @@ impl Scan {
 /// frame whose sequence number does not increase is treated as damage too: the log never
 /// writes one, so it can only be garbage whose CRC happens to match.
 pub fn scan_frames(bytes: &[u8], start: usize, min_seq: u64) -> Scan {
-    scan_frames_until(bytes, start, min_seq, |_| false)
+    scan_frames_until(bytes, start, min_seq, u64::MAX, |_| false)
 }
 
-/// As `scan_frames`, stopping right after the first frame for which `stop` is true (a
-/// delivery read stops once its batch is full instead of checking the rest of the file).
+/// As `scan_frames`, taking only sequence numbers up to `max_seq` (a segment holds none at
+/// or above the next segment's base: anything that claims one is garbage whose CRC
+/// happens to match, and must not push the numbers after it aside), and stopping right
+/// after the first frame for which `stop` is true (a delivery read stops once its batch is
+/// full instead of checking the rest of the file).
 pub fn scan_frames_until(
     bytes: &[u8],
     start: usize,
     min_seq: u64,
+    max_seq: u64,
     mut stop: impl FnMut(&FrameRef) -> bool,
 ) -> Scan {
     let mut scan = Scan {
@@ -366,7 +472,7 @@ pub fn scan_frames_until(
     while pos < bytes.len() {
         let ok = frame_at(&bytes[pos..]).ok().and_then(|(payload, len)| {
             let seq = payload_seq(payload).ok()?;
-            let fresh = seq >= min_seq && last_seq.is_none_or(|l| seq > l);
+            let fresh = seq >= min_seq && seq <= max_seq && last_seq.is_none_or(|l| seq > l);
             fresh.then_some((seq, len))
         });
         match ok {
@@ -397,32 +503,186 @@ pub fn scan_frames_until(
     scan
 }
 
-/// Decode the records of a segment file, whole. Returns the base sequence number, the
-/// records (in order) and the scan. Records whose frame is sound but whose payload does not
-/// decode are counted in `undecodable`.
-pub struct SegmentRead {
+/// How many frames `bytes` holds if it is a chain of frames whose length fields are intact
+/// (CRCs and payloads aside) ending exactly at its end; `None` if it is not.
+fn frames_by_length(bytes: &[u8]) -> Option<u64> {
+    let mut pos = 0usize;
+    let mut n = 0u64;
+    while pos < bytes.len() {
+        let len = bytes.get(pos..pos + 4)?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_PAYLOAD {
+            return None;
+        }
+        pos += FRAME_OVERHEAD + len;
+        n += 1;
+    }
+    (pos == bytes.len()).then_some(n)
+}
+
+/// A segment as recovery (and `quoll events`) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Examined {
+    pub header: HeaderCheck,
+    /// Whether this build reads its records: of this version, whether its header is sound,
+    /// rebuilt, or damaged with records of this version behind it.
+    pub readable: bool,
+    /// The base sequence number: the header's, or the file name's when the header is not
+    /// sound.
     pub base_seq: u64,
-    pub records: Vec<Record>,
+    /// The frames found (empty when not readable).
     pub scan: Scan,
+    /// Records that were in the segment and cannot be read, as ranges of sequence numbers
+    /// (first, last), in order.
+    pub lost: Vec<(u64, u64)>,
+    /// `false` when the segment is damaged beyond counting (header and every record):
+    /// `lost` then spans every number it may have held.
+    pub lost_exact: bool,
+}
+
+impl Examined {
+    pub fn header_damaged(&self) -> bool {
+        matches!(
+            self.header,
+            HeaderCheck::Rebuilt { .. } | HeaderCheck::Damaged
+        )
+    }
+
+    pub fn lost_count(&self) -> u64 {
+        self.lost.iter().fold(0u64, |n, (lo, hi)| {
+            n.saturating_add((hi - lo).saturating_add(1))
+        })
+    }
+}
+
+/// Examine one segment file: check its header against its name (`name_base`), find its
+/// frames (sequence numbers from `min_seq` on, below `next_base`) and count the records
+/// lost to damage.
+///
+/// `next_base` is the base of the segment after it (`None`: this is the newest segment,
+/// whose damaged tail is a torn write, not a loss: nothing in it was confirmed).
+///
+/// Counting relies on the frozen rule (sequence numbers are dense inside a segment, which
+/// starts at its base): a damaged stretch between two intact frames held exactly the
+/// numbers between theirs, and one before the first frame the numbers from the base. A
+/// damaged stretch at the end of an older segment held the records its length fields still
+/// chain through, or else the numbers up to the next segment's base. Sequence numbers that
+/// jump between intact adjacent frames are not losses (only older logs have them).
+pub fn examine_segment(
+    name_base: u64,
+    bytes: &[u8],
+    min_seq: u64,
+    next_base: Option<u64>,
+) -> Examined {
+    let header = check_segment_header(name_base, bytes);
+    let max_seq = next_base.map_or(u64::MAX, |n| n.saturating_sub(1));
+    let scan_from =
+        |base: u64| scan_frames_until(bytes, HEADER_LEN, base.max(min_seq), max_seq, |_| false);
+    let unreadable = |header, lost: Vec<(u64, u64)>, exact| Examined {
+        header,
+        readable: false,
+        base_seq: name_base,
+        scan: Scan::default(),
+        lost,
+        lost_exact: exact,
+    };
+    let (base, scan) = match header {
+        HeaderCheck::Sound { base } => (base, scan_from(base)),
+        HeaderCheck::Rebuilt {
+            version: SEGMENT_VERSION,
+        } => (name_base, scan_from(name_base)),
+        HeaderCheck::Newer { .. } | HeaderCheck::Rebuilt { .. } => {
+            return unreadable(header, Vec::new(), true);
+        }
+        HeaderCheck::Damaged => {
+            // Which version wrote it cannot be told from the header: the records can. A
+            // v1 frame (CRC and record format 1) with a number this segment may hold is
+            // ours to read; a newer format that a v1 reader must not read changes the
+            // record format byte (see docs/events.md, Versioning).
+            let scan = scan_from(name_base);
+            if scan.frames.is_empty() {
+                // Nothing readable: a newer segment whose header got damaged, or one of
+                // ours with every record gone. Kept; whatever it held is counted as lost,
+                // at most what the frozen rule lets it hold.
+                let body = bytes.len().saturating_sub(HEADER_LEN);
+                if body == 0 {
+                    return unreadable(header, Vec::new(), true);
+                }
+                let most = max_seq_in(name_base, bytes.len() as u64);
+                let last = match next_base {
+                    Some(n) => n.saturating_sub(1).min(most),
+                    None => most,
+                };
+                let lost = match frames_by_length(&bytes[HEADER_LEN..]) {
+                    Some(k) if k > 0 && name_base.saturating_add(k - 1) <= last => {
+                        let hi = name_base.saturating_add(k - 1);
+                        return unreadable(header, vec![(name_base, hi)], true);
+                    }
+                    _ => vec![(name_base, last.max(name_base))],
+                };
+                return unreadable(header, lost, false);
+            }
+            (name_base, scan)
+        }
+    };
+    let mut lost = Vec::new();
+    let mut expected = base;
+    let mut end = HEADER_LEN;
+    for f in &scan.frames {
+        if f.offset > end && f.seq > expected {
+            lost.push((expected, f.seq - 1));
+        }
+        expected = f.seq.saturating_add(1);
+        end = f.offset + f.len;
+    }
+    if let Some(next) = next_base
+        && bytes.len() > end
+        && next > expected
+    {
+        // A damaged tail of an older segment. If its length fields still chain to the end,
+        // they count its records exactly (the writer may have skipped numbers before the
+        // next segment: a queue overflow, reported when it happened). Otherwise the writer
+        // went on densely into the next segment, as it does when a segment fills up.
+        let room = next - expected;
+        let k = match frames_by_length(&bytes[end..]) {
+            Some(k) if k > 0 && k <= room => k,
+            _ => room,
+        };
+        lost.push((expected, expected + k - 1));
+    }
+    Examined {
+        header,
+        readable: true,
+        base_seq: base,
+        scan,
+        lost,
+        lost_exact: true,
+    }
+}
+
+/// Decode the records of a segment file, whole: what `examine_segment` found, and the
+/// records (in order). Records whose frame is sound but whose payload does not decode are
+/// counted in `undecodable`.
+pub struct SegmentRead {
+    pub examined: Examined,
+    pub records: Vec<Record>,
     pub undecodable: u64,
 }
 
-pub fn read_segment(bytes: &[u8]) -> Result<SegmentRead, DecodeError> {
-    let base_seq = parse_segment_header(bytes)?;
-    let scan = scan_frames(bytes, HEADER_LEN, base_seq);
-    let mut records = Vec::with_capacity(scan.frames.len());
+pub fn read_segment(name_base: u64, bytes: &[u8], next_base: Option<u64>) -> SegmentRead {
+    let examined = examine_segment(name_base, bytes, 0, next_base);
+    let mut records = Vec::with_capacity(examined.scan.frames.len());
     let mut undecodable = 0;
-    for f in &scan.frames {
+    for f in &examined.scan.frames {
         let payload = &bytes[f.offset + FRAME_OVERHEAD..f.offset + f.len];
         match decode_payload(payload) {
             Ok(r) => records.push(r),
             Err(_) => undecodable += 1,
         }
     }
-    Ok(SegmentRead {
-        base_seq,
+    SegmentRead {
+        examined,
         records,
-        scan,
         undecodable,
-    })
+    }
 }

@@ -87,17 +87,41 @@ pub struct Recovery {
     pub records: u64,
     /// Records in the log not yet acknowledged.
     pub pending: u64,
-    /// Damaged records skipped in the middle of the log.
+    /// Damaged stretches found between (or after) intact records, outside a torn tail,
+    /// and segments damaged past reading.
     pub corrupt: u64,
+    /// Records lost to damage that nobody has been told about: the numbers above the
+    /// cursor and above `loss_acked`. Exact, unless `lost_inexact` (see `codec::Examined`).
+    pub lost: u64,
+    /// Those records' sequence numbers, as ranges (first, last), in order.
+    pub lost_ranges: Vec<(u64, u64)>,
+    /// Records lost to damage at or below the cursor or `loss_acked`: delivered already
+    /// (or their loss acknowledged), so only the history `quoll events` shows is shorter.
+    pub lost_delivered: u64,
+    /// A segment was damaged beyond counting (header and every record): `lost` counts
+    /// every number it may have held.
+    pub lost_inexact: bool,
+    /// Segment headers found damaged. Their records were read all the same (the header
+    /// is rebuilt from the file name, the CRC and the records), and left as they are.
+    pub damaged_headers: u64,
+    /// An operator acknowledged reported loss of records up to here (the `loss-ack` file).
+    pub loss_acked: u64,
     /// Bytes of torn tail cut from the last segment.
     pub truncated_bytes: u64,
-    /// Segments of a newer format (or with a damaged header), left alone.
+    /// Segments of a newer format, or damaged past reading, left alone.
     pub skipped_segments: u64,
     /// Of those, the segments of a newer format (a rolled-back binary found them).
     pub newer_segments: u64,
     /// The cursor file is of this newer format: it is kept untouched, and the delivery
     /// position is held in memory only (see `Log::set_acked`).
     pub newer_cursor: Option<u16>,
+}
+
+impl Recovery {
+    /// The highest sequence number lost (0: none).
+    pub fn lost_last(&self) -> u64 {
+        self.lost_ranges.last().map_or(0, |r| r.1)
+    }
 }
 
 /// One segment file, as the log keeps track of it.
@@ -107,9 +131,13 @@ struct Segment {
     base_seq: u64,
     first_seq: Option<u64>,
     last_seq: Option<u64>,
+    /// No record in it is above this: the next segment's base - 1 (`u64::MAX` for the
+    /// newest). A frame that claims more is garbage, on every read as at recovery.
+    max_seq: u64,
     count: u64,
     bytes: u64,
-    /// Whether this build may read it (right version, sound header).
+    /// Whether this build may read it (right version; its header sound, or damaged with
+    /// its records read all the same).
     readable: bool,
     /// Every `INDEX_EVERY`th frame: (sequence number, offset). A delivery read starts at the
     /// entry just before what it wants instead of scanning the whole file.
@@ -135,6 +163,10 @@ pub struct Log<S: Storage> {
     storage: S,
     /// The cursor file is of a newer format: never overwritten by this build.
     cursor_foreign: bool,
+    /// The loss-ack file is of a newer format: never overwritten by this build.
+    loss_ack_foreign: bool,
+    /// Reported loss of records up to here acknowledged by an operator (`set_loss_acked`).
+    loss_acked: u64,
     opts: LogOptions,
     segments: VecDeque<Segment>,
     /// Whether the last segment may be appended to (ours, sound, not abandoned).
@@ -152,8 +184,9 @@ pub struct Log<S: Storage> {
 }
 
 impl<S: Storage> Log<S> {
-    /// Open the log and recover: cut a torn tail off the last segment, count damaged records
-    /// in the middle (they are skipped on every read, never rewritten), read the cursor.
+    /// Open the log and recover: cut a torn tail off the last segment, find every intact
+    /// record (behind a damaged header too), count the records lost to damage in the
+    /// middle (damaged bytes are skipped on every read, never rewritten), read the cursor.
     /// A storage that cannot be written (read-only filesystem) still opens; the first
     /// append then fails.
     pub fn open(mut storage: S, opts: LogOptions) -> Result<(Log<S>, Recovery), LogError> {
@@ -161,31 +194,45 @@ impl<S: Storage> Log<S> {
         names.sort();
         let mut rec = Recovery::default();
 
-        let acked = match storage.read(codec::CURSOR_FILE) {
-            Ok(bytes) => match codec::parse_cursor(&bytes) {
-                Ok(acked) => acked,
-                Err(DecodeError::UnsupportedVersion(v)) => {
-                    // A newer binary wrote it and this one was rolled back. Its number may
-                    // mean something else: deliver from the start (the safe side) and
-                    // never overwrite the file (`set_acked`), so rolling forward again
-                    // finds it as it was.
-                    tracing::warn!(
-                        "event log cursor is of a newer format (version {v}): kept untouched; \
-                         the delivery position is held in memory only"
-                    );
-                    rec.newer_cursor = Some(v);
-                    0
-                }
-                Err(e) => {
-                    // Written by rename, so this is bit rot: delivering again is the safe side.
-                    tracing::warn!("event log cursor unreadable ({e}); delivering from the start");
-                    0
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(LogError::io("read", codec::CURSOR_FILE)(e)),
+        let acked = match read_marker(&mut storage, codec::CURSOR_FILE, codec::parse_cursor)? {
+            Marker::Absent => 0,
+            Marker::Value(acked) => acked,
+            Marker::Newer(v) => {
+                // A newer binary wrote it and this one was rolled back. Its number may
+                // mean something else: deliver from the start (the safe side) and
+                // never overwrite the file (`set_acked`), so rolling forward again
+                // finds it as it was.
+                tracing::warn!(
+                    "event log cursor is of a newer format (version {v}): kept untouched; \
+                     the delivery position is held in memory only"
+                );
+                rec.newer_cursor = Some(v);
+                0
+            }
+            Marker::Damaged(e) => {
+                // Written by rename, so this is bit rot: delivering again is the safe side.
+                tracing::warn!("event log cursor unreadable ({e}); delivering from the start");
+                0
+            }
         };
         rec.acked = acked;
+        let (loss_acked, loss_ack_foreign) =
+            match read_marker(&mut storage, codec::LOSS_ACK_FILE, codec::parse_loss_ack)? {
+                Marker::Absent => (0, false),
+                Marker::Value(seq) => (seq, false),
+                // Unknown or unreadable: loss at or below the cursor is still not reported
+                // again; above it, reporting it again is the safe side.
+                Marker::Newer(_) => (0, true),
+                Marker::Damaged(e) => {
+                    tracing::warn!("event log loss-ack file unreadable ({e}); ignored");
+                    (0, false)
+                }
+            };
+        rec.loss_acked = loss_acked;
+        // Loss at or below this was delivered, or reported and acknowledged. (Damage found
+        // later among undelivered records below an operator's acknowledgement is taken for
+        // the acknowledged loss: the file holds how far it went, not every range.)
+        let told = acked.max(loss_acked);
 
         let seg_names: Vec<(u64, String)> = names
             .iter()
@@ -197,53 +244,81 @@ impl<S: Storage> Log<S> {
         let mut reserved = 0u64;
         let mut tail_writable = false;
         for (i, (name_base, name)) in seg_names.iter().enumerate() {
-            let is_last = i + 1 == seg_names.len();
+            let next_base = seg_names.get(i + 1).map(|(b, _)| *b);
+            let is_last = next_base.is_none();
+            let max_seq = next_base.map_or(u64::MAX, |n| n.saturating_sub(1));
             let bytes = match storage.read(name) {
                 Ok(b) => b,
                 Err(e) => return Err(LogError::io("read", name)(e)),
             };
-            let base_seq = match codec::parse_segment_header(&bytes) {
-                Ok(b) => b,
-                Err(e) => {
-                    if is_last && bytes.len() < codec::HEADER_LEN {
-                        // Torn at creation (the header never became durable): nothing
-                        // in it can have been confirmed.
-                        let _ = storage.remove(name).and_then(|()| storage.sync_dir());
-                        continue;
-                    }
-                    if matches!(e, DecodeError::UnsupportedVersion(_)) {
-                        rec.newer_segments += 1;
-                    } else {
-                        rec.corrupt += 1;
-                    }
-                    rec.skipped_segments += 1;
-                    // Its records are unknown, but every version keeps sequence numbers
-                    // dense inside a segment and spends at least `MIN_FRAME_LEN` bytes on
-                    // a record (the frozen rule in `codec.rs`), so none of them is above
-                    // this bound: numbering resumes above it and never reuses one. (Only
-                    // the numbering: later segments are still scanned from their own base.)
-                    last_seq = last_seq.max(*name_base);
-                    reserved = reserved.max(codec::max_seq_in(*name_base, bytes.len() as u64));
-                    segments.push_back(Segment {
-                        name: name.clone(),
-                        base_seq: *name_base,
-                        first_seq: None,
-                        last_seq: None,
-                        count: 0,
-                        bytes: bytes.len() as u64,
-                        readable: false,
-                        index: Vec::new(),
-                    });
-                    continue;
+            if is_last && bytes.len() < codec::HEADER_LEN {
+                // Torn at creation (the header never became durable): nothing in it can
+                // have been confirmed.
+                let _ = storage.remove(name).and_then(|()| storage.sync_dir());
+                continue;
+            }
+            let ex = codec::examine_segment(*name_base, &bytes, last_seq + 1, next_base);
+            if ex.header_damaged() {
+                rec.damaged_headers += 1;
+                tracing::warn!(
+                    segment = %name,
+                    header = ?ex.header,
+                    records = ex.scan.frames.len(),
+                    "event log segment header damaged; its records are read from their own \
+                     CRCs and sequence numbers"
+                );
+            }
+            for &(lo, hi) in &ex.lost {
+                let untold = lo.max(told.saturating_add(1));
+                let fresh = if untold <= hi { hi - untold + 1 } else { 0 };
+                rec.lost_delivered += (hi - lo).saturating_add(1) - fresh;
+                if fresh > 0 {
+                    rec.lost += fresh;
+                    rec.lost_ranges.push((untold, hi));
                 }
-            };
-            let scan = codec::scan_frames(&bytes, codec::HEADER_LEN, base_seq.max(last_seq + 1));
+            }
+            rec.lost_inexact |= !ex.lost_exact;
+            if !ex.readable {
+                if matches!(
+                    ex.header,
+                    codec::HeaderCheck::Newer { .. } | codec::HeaderCheck::Rebuilt { .. }
+                ) {
+                    rec.newer_segments += 1;
+                } else {
+                    rec.corrupt += 1;
+                }
+                rec.skipped_segments += 1;
+                // Its records are unknown, but every version keeps sequence numbers
+                // dense inside a segment and spends at least `MIN_FRAME_LEN` bytes on
+                // a record (the frozen rule in `codec.rs`), so none of them is above
+                // this bound: numbering resumes above it and never reuses one. (Only
+                // the numbering: later segments are still scanned from their own base.)
+                last_seq = last_seq.max(*name_base);
+                reserved = reserved.max(codec::max_seq_in(*name_base, bytes.len() as u64));
+                segments.push_back(Segment {
+                    name: name.clone(),
+                    base_seq: *name_base,
+                    first_seq: None,
+                    last_seq: None,
+                    max_seq,
+                    count: 0,
+                    bytes: bytes.len() as u64,
+                    readable: false,
+                    index: Vec::new(),
+                });
+                continue;
+            }
+            let base_seq = ex.base_seq;
+            let header_damaged = ex.header_damaged();
+            let scan = ex.scan;
             rec.corrupt += scan.corrupt;
             let mut len = bytes.len() as u64;
             if scan.has_tail(bytes.len()) {
                 if is_last {
                     // A torn tail: the crash came mid-write. Cut it so appends continue
-                    // from sound bytes. If the cut fails (read-only), start a new segment.
+                    // from sound bytes (and so a later recovery, when this segment is no
+                    // longer the newest, does not take it for damage). If the cut fails
+                    // (read-only), start a new segment.
                     let cut = storage
                         .truncate(name, scan.valid_len as u64)
                         .and_then(|()| storage.sync(name));
@@ -260,6 +335,12 @@ impl<S: Storage> Log<S> {
                 // may have left its last batch in the page cache only.
                 tail_writable = storage.sync(name).is_ok();
             }
+            if header_damaged {
+                // Read, never appended to: new records go to a new segment with a sound
+                // header. The damaged one is left as it is (synced bytes are never
+                // rewritten) until the budget removes it.
+                tail_writable = false;
+            }
             let first = scan.frames.first().map(|f| f.seq);
             let last = scan.frames.last().map(|f| f.seq);
             last_seq = last_seq
@@ -272,6 +353,7 @@ impl<S: Storage> Log<S> {
                 base_seq,
                 first_seq: first,
                 last_seq: last,
+                max_seq,
                 count: scan.frames.len() as u64,
                 bytes: len,
                 readable: true,
@@ -286,15 +368,19 @@ impl<S: Storage> Log<S> {
         if segments.back().is_some_and(|s| !s.readable) {
             tail_writable = false;
         }
-        // A stale temp cursor from a crash mid-write: the rename never happened.
-        if names.iter().any(|n| n == codec::CURSOR_TMP) {
-            let _ = storage.remove(codec::CURSOR_TMP);
+        // Stale temp files from a crash mid-write: the rename never happened.
+        for tmp in [codec::CURSOR_TMP, codec::LOSS_ACK_TMP] {
+            if names.iter().any(|n| n == tmp) {
+                let _ = storage.remove(tmp);
+            }
         }
         let last_seq = last_seq.max(acked).max(reserved);
         rec.next_seq = last_seq + 1;
         let log = Log {
             storage,
             cursor_foreign: rec.newer_cursor.is_some(),
+            loss_ack_foreign,
+            loss_acked,
             opts,
             segments,
             tail_writable,
@@ -488,6 +574,10 @@ impl<S: Storage> Log<S> {
         self.storage
             .create(&name)
             .map_err(LogError::io("create", &name))?;
+        // The segment before it now ends below `first` (as recovery will find it).
+        if let Some(prev) = self.segments.back_mut() {
+            prev.max_seq = prev.max_seq.min(first.saturating_sub(1));
+        }
         self.storage
             .append(&name, &codec::segment_header(first))
             .map_err(LogError::io("append", &name))?;
@@ -503,6 +593,7 @@ impl<S: Storage> Log<S> {
             base_seq: first,
             first_seq: None,
             last_seq: None,
+            max_seq: u64::MAX,
             count: 0,
             bytes: codec::HEADER_LEN as u64,
             readable: true,
@@ -525,7 +616,10 @@ impl<S: Storage> Log<S> {
         }
         // Partly delivered: count exactly (sequence numbers can have gaps after a crash).
         let bytes = self.storage.read(&seg.name).ok()?;
-        let scan = codec::scan_frames(&bytes, codec::HEADER_LEN, seg.base_seq);
+        let scan =
+            codec::scan_frames_until(&bytes, codec::HEADER_LEN, seg.base_seq, seg.max_seq, |_| {
+                false
+            });
         let left: Vec<u64> = scan
             .frames
             .iter()
@@ -559,22 +653,47 @@ impl<S: Storage> Log<S> {
         if self.acked == self.cursor_on_disk || self.cursor_foreign {
             return Ok(());
         }
-        let tmp = codec::CURSOR_TMP;
+        let bytes = codec::cursor_bytes(self.acked);
+        self.replace_file(codec::CURSOR_TMP, codec::CURSOR_FILE, &bytes)?;
+        self.cursor_on_disk = self.acked;
+        Ok(())
+    }
+
+    /// An operator acknowledged reported loss of records up to `seq` (`quoll ctl
+    /// ack-loss`), durably: the `loss-ack` file is written like the cursor. Recovery
+    /// reports again only loss above it (and above the cursor). A newer-format file is
+    /// never overwritten; the acknowledgement then lasts until the restart.
+    pub fn set_loss_acked(&mut self, seq: u64) -> Result<(), LogError> {
+        let seq = seq.min(self.last_seq);
+        if seq <= self.loss_acked || self.loss_ack_foreign {
+            return Ok(());
+        }
+        let bytes = codec::loss_ack_bytes(seq);
+        self.replace_file(codec::LOSS_ACK_TMP, codec::LOSS_ACK_FILE, &bytes)?;
+        self.loss_acked = seq;
+        Ok(())
+    }
+
+    /// How far an operator acknowledged reported loss (the `loss-ack` file; 0: none).
+    pub fn loss_acked(&self) -> u64 {
+        self.loss_acked
+    }
+
+    /// Replace a small file atomically and durably: temp file, sync, rename, directory sync.
+    fn replace_file(&mut self, tmp: &str, file: &str, bytes: &[u8]) -> Result<(), LogError> {
         self.storage
             .create(tmp)
             .map_err(LogError::io("create", tmp))?;
         self.storage
-            .append(tmp, &codec::cursor_bytes(self.acked))
+            .append(tmp, bytes)
             .map_err(LogError::io("append", tmp))?;
         self.storage.sync(tmp).map_err(LogError::io("sync", tmp))?;
         self.storage
-            .rename(tmp, codec::CURSOR_FILE)
+            .rename(tmp, file)
             .map_err(LogError::io("rename", tmp))?;
         self.storage
             .sync_dir()
-            .map_err(LogError::io("sync_dir", "."))?;
-        self.cursor_on_disk = self.acked;
-        Ok(())
+            .map_err(LogError::io("sync_dir", "."))
     }
 
     /// Up to `max` records with a sequence number above `after`, oldest first. Damaged
@@ -582,7 +701,7 @@ impl<S: Storage> Log<S> {
     pub fn read_after(&mut self, after: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let mut out = Vec::new();
         // Each segment from its index entry just before `after + 1`.
-        let starts: Vec<(String, u64, u64)> = self
+        let starts: Vec<(String, u64, u64, u64)> = self
             .segments
             .iter()
             .filter(|s| s.readable && s.last_seq.is_some_and(|l| l > after))
@@ -592,10 +711,10 @@ impl<S: Storage> Log<S> {
                     0 => (s.first_seq.unwrap_or(s.base_seq), codec::HEADER_LEN as u64),
                     i => s.index[i - 1],
                 };
-                (s.name.clone(), seq, offset)
+                (s.name.clone(), seq, offset, s.max_seq)
             })
             .collect();
-        for (name, mut min_seq, mut offset) in starts {
+        for (name, mut min_seq, mut offset, max_seq) in starts {
             // In chunks: a batch needs a few KiB, not the rest of a 2 MiB segment.
             let mut chunk = READ_CHUNK;
             while out.len() < max {
@@ -605,7 +724,7 @@ impl<S: Storage> Log<S> {
                     .map_err(LogError::io("read", &name))?;
                 let want = max - out.len();
                 let mut wanted = 0;
-                let scan = codec::scan_frames_until(&bytes, 0, min_seq, |f| {
+                let scan = codec::scan_frames_until(&bytes, 0, min_seq, max_seq, |f| {
                     wanted += usize::from(f.seq > after);
                     wanted >= want
                 });
@@ -640,9 +759,34 @@ impl<S: Storage> Log<S> {
     }
 }
 
+/// What a small marker file (the cursor, the loss-ack file) holds.
+enum Marker {
+    Absent,
+    Value(u64),
+    Newer(u16),
+    Damaged(DecodeError),
+}
+
+fn read_marker<S: Storage>(
+    storage: &mut S,
+    name: &str,
+    parse: fn(&[u8]) -> Result<u64, DecodeError>,
+) -> Result<Marker, LogError> {
+    match storage.read(name) {
+        Ok(bytes) => Ok(match parse(&bytes) {
+            Ok(v) => Marker::Value(v),
+            Err(DecodeError::UnsupportedVersion(v)) => Marker::Newer(v),
+            Err(e) => Marker::Damaged(e),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Marker::Absent),
+        Err(e) => Err(LogError::io("read", name)(e)),
+    }
+}
+
 /// Read a whole log without changing anything (the console; works while the daemon writes:
 /// a half-written last frame reads as a tail and is left out). Returns the records, the
-/// acknowledged sequence number and the count of damaged records seen.
+/// acknowledged sequence number and the count of records lost to damage (segment headers
+/// do not matter: records are found by their own CRCs and sequence numbers).
 pub fn read_all<S: Storage>(storage: &mut S) -> io::Result<(Vec<Record>, u64, u64)> {
     let mut names = storage.list()?;
     names.sort();
@@ -650,22 +794,24 @@ pub fn read_all<S: Storage>(storage: &mut S) -> io::Result<(Vec<Record>, u64, u6
         Ok(b) => codec::parse_cursor(&b).unwrap_or(0),
         Err(_) => 0,
     };
-    let mut out: Vec<Record> = Vec::new();
-    let mut corrupt = 0;
-    for name in names
+    let segs: Vec<(u64, &String)> = names
         .iter()
-        .filter(|n| codec::parse_segment_name(n).is_some())
-    {
+        .filter_map(|n| codec::parse_segment_name(n).map(|b| (b, n)))
+        .collect();
+    let mut out: Vec<Record> = Vec::new();
+    let mut lost = 0;
+    for (i, (base, name)) in segs.iter().enumerate() {
         // A segment removed by the running daemon between list and read is simply gone.
         let Ok(bytes) = storage.read(name) else {
             continue;
         };
-        let Ok(seg) = codec::read_segment(&bytes) else {
-            continue;
-        };
-        corrupt += seg.scan.corrupt + seg.undecodable;
+        // The newest segment's damaged tail is a write in progress (or a torn one the
+        // daemon will cut), not a loss.
+        let next_base = segs.get(i + 1).map(|(b, _)| *b);
+        let seg = codec::read_segment(*base, &bytes, next_base);
+        lost += seg.examined.lost_count() + seg.undecodable;
         let last = out.last().map_or(0, |r| r.seq);
         out.extend(seg.records.into_iter().filter(|r| r.seq > last));
     }
-    Ok((out, acked, corrupt))
+    Ok((out, acked, lost))
 }

@@ -30,6 +30,7 @@ pub use catalog::{Category, Event, Severity};
 
 use self::log::{Log, LogError, Recovery};
 use self::storage::{FsStorage, Storage};
+pub use self::writer::LossReport;
 use self::writer::{Clock, Shared, WriterOptions};
 
 /// An event as recorded: sequence number and raise time attached.
@@ -65,6 +66,12 @@ pub struct LogStatus {
     pub budget_dropped: u64,
     /// Group commits (one `fdatasync` each) since start.
     pub commits: u64,
+    /// Events lost to damage on disk (found by recovery) whose report is not acknowledged
+    /// yet; health is `degraded` while this is above 0 (see `Events::unacked_loss`).
+    pub lost_unacked: u64,
+    /// The report to acknowledge: the `event_log_corrupt` event's sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_seq: Option<u64>,
 }
 
 /// Settings of the durable log (from the config's `storage` block).
@@ -192,8 +199,28 @@ impl Events {
             }),
         );
         if let Some(rec) = &recovery {
-            if rec.corrupt > 0 {
-                events.raise(Event::event_log_corrupt(rec.corrupt));
+            if rec.lost > 0 {
+                // Undelivered events are gone: say exactly which, and keep health
+                // `degraded` until somebody acknowledges it (`unacked_loss`).
+                let seq = events.raise(Event::event_log_corrupt(
+                    rec.lost,
+                    &rec.lost_ranges,
+                    !rec.lost_inexact,
+                ));
+                if let Some(s) = events.shared() {
+                    s.note_loss(seq, rec.lost, rec.lost_last());
+                }
+            }
+            if rec.lost_delivered > 0 || rec.damaged_headers > 0 {
+                // Damage that cost no event anybody waits for (a segment header, rebuilt;
+                // records the manager already had, or whose loss was acknowledged before):
+                // the log line is the record of it, health stays as it is.
+                tracing::warn!(
+                    damaged_headers = rec.damaged_headers,
+                    delivered_lost = rec.lost_delivered,
+                    "event log damage found: damaged segment headers are read past, \
+                     delivered records lost are history only"
+                );
             }
             if rec.newer_segments > 0 || rec.newer_cursor.is_some() {
                 let files = rec.newer_segments + u64::from(rec.newer_cursor.is_some());
@@ -210,6 +237,7 @@ impl Events {
                 next_seq = rec.next_seq,
                 truncated_bytes = rec.truncated_bytes,
                 corrupt = rec.corrupt,
+                lost = rec.lost,
                 newer_segments = rec.newer_segments,
                 "event log recovered"
             );
@@ -254,11 +282,26 @@ impl Events {
             .is_some_and(|s| s.counters.degraded.load(Ordering::Relaxed))
     }
 
+    /// The report of events lost to damage that nobody has acknowledged yet: neither the
+    /// manager (delivery acknowledged up to it) nor an operator (`ack_loss`). Health is
+    /// `degraded` while there is one. `None` for memory-only events.
+    pub fn unacked_loss(&self) -> Option<LossReport> {
+        self.shared().and_then(|s| s.unacked_loss())
+    }
+
+    /// An operator has seen the loss report (`quoll ctl ack-loss`): health goes back to
+    /// `ok`, and a restart does not report the same loss again. Returns what was
+    /// acknowledged (`None`: there was nothing to acknowledge).
+    pub fn ack_loss(&self) -> Option<LossReport> {
+        self.shared().and_then(|s| s.ack_loss())
+    }
+
     pub fn status(&self) -> LogStatus {
         let inner = self.inner.borrow();
         match &inner.durable {
             Some(d) => {
                 let c = &d.shared.counters;
+                let loss = d.shared.unacked_loss();
                 LogStatus {
                     durable: !c.degraded.load(Ordering::Relaxed),
                     durable_seq: d.shared.durable_seq(),
@@ -268,6 +311,8 @@ impl Events {
                         + c.memory_overflow.load(Ordering::Relaxed),
                     budget_dropped: c.budget_dropped.load(Ordering::Relaxed),
                     commits: c.syncs.load(Ordering::Relaxed),
+                    lost_unacked: loss.map_or(0, |l| l.lost),
+                    loss_seq: loss.map(|l| l.seq),
                 }
             }
             None => LogStatus {
@@ -278,6 +323,8 @@ impl Events {
                 queue_overflow: 0,
                 budget_dropped: 0,
                 commits: 0,
+                lost_unacked: 0,
+                loss_seq: None,
             },
         }
     }

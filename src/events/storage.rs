@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +44,58 @@ pub trait Storage: Send + 'static {
 
 // ---- the real disk -------------------------------------------------------------------------
 
+/// Mode of the data directory (`storage.data_dir`): owner only. It holds the event log
+/// (operational history: flow names, addresses, errors) and, on a board, the config with
+/// the manager's credentials; nobody else on the box has any business listing it.
+pub const DATA_DIR_MODE: u32 = 0o700;
+/// Mode of every file quoll keeps in it: segments, cursor, loss-ack, lock, config.
+pub const DATA_FILE_MODE: u32 = 0o600;
+
+/// Create the data directory (and missing parents) owner-only, or tighten an existing one
+/// to `DATA_DIR_MODE` and the regular files in it to `DATA_FILE_MODE`: an older quoll made
+/// it 0755 and its files 0644 (the umask's defaults). Creating it is what can fail; a
+/// directory or file that cannot be tightened (not ours) is logged and left as it is.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(dir)?;
+    // A sticky directory (`/tmp`) is shared by design: closing it would break everybody
+    // else, and the files in it are not all quoll's. Say so instead.
+    if std::fs::metadata(dir)?.permissions().mode() & 0o1000 != 0 {
+        tracing::warn!(
+            "{} is a shared (sticky) directory: left as it is; give storage.data_dir a \
+             directory of its own",
+            dir.display()
+        );
+        return Ok(());
+    }
+    // `mode` above is reduced by the umask and applies to new directories only.
+    if let Err(e) = tighten(dir, DATA_DIR_MODE) {
+        tracing::warn!("cannot make {} owner-only: {e}", dir.display());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        // Regular files only: never follow a symlink out of the directory (the directory
+        // is owner-only by now, so nobody else can swap an entry in between).
+        let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+        if is_file && let Err(e) = tighten(&path, DATA_FILE_MODE) {
+            tracing::warn!("cannot make {} owner-only: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Set `path`'s permission bits to `mode` if they differ.
+fn tighten(path: &Path, mode: u32) -> io::Result<()> {
+    let have = std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
+    if have != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Files in a directory on the real filesystem. The append handle of the file last written
 /// is kept open, so a batch costs one `write` and one `fdatasync`.
 pub struct FsStorage {
@@ -52,9 +105,9 @@ pub struct FsStorage {
 }
 
 impl FsStorage {
-    /// The writer's view: creates the directory if needed.
+    /// The writer's view: creates the directory if needed, owner-only (`private_dir`).
     pub fn open(dir: &Path) -> io::Result<FsStorage> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         Ok(FsStorage {
             dir: dir.to_owned(),
             read_only: false,
@@ -135,8 +188,17 @@ impl Storage for FsStorage {
         self.writable()?;
         let path = self.dir.join(name);
         // Truncate, then reopen for appending (append and truncate in one open is refused
-        // by clippy as suspicious, and rightly reads oddly).
-        File::create(&path)?;
+        // by clippy as suspicious, and rightly reads oddly). Owner-only: the mode given to
+        // open() applies to a new file and is reduced by the umask, so it is also set on
+        // the open file (a file left by an older quoll may be 0644).
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(DATA_FILE_MODE)
+            .open(&path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(DATA_FILE_MODE))?;
+        drop(f);
         self.forget(name);
         let f = OpenOptions::new().append(true).open(&path)?;
         self.open = Some((name.to_owned(), f));

@@ -141,7 +141,10 @@ fn headers_and_names() {
 proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = codec::read_segment(&bytes);
+        let _ = codec::read_segment(1, &bytes, None);
+        let _ = codec::read_segment(1, &bytes, Some(3));
+        let _ = codec::examine_segment(u64::MAX, &bytes, 0, None);
+        let _ = codec::examine_segment(0, &bytes, u64::MAX, Some(u64::MAX));
         let _ = codec::scan_frames(&bytes, 0, 0);
         let _ = codec::decode_payload(&bytes);
         let _ = codec::parse_cursor(&bytes);
@@ -151,8 +154,9 @@ proptest! {
         // And behind a valid header, so the frame scanner sees it too.
         let mut seg = codec::segment_header(1).to_vec();
         seg.extend_from_slice(&bytes);
-        let read = codec::read_segment(&seg).unwrap();
-        prop_assert!(read.scan.valid_len <= seg.len());
+        let read = codec::read_segment(1, &seg, Some(1000));
+        prop_assert!(read.examined.scan.valid_len <= seg.len());
+        prop_assert!(read.examined.readable);
     }
 
     #[test]
@@ -166,13 +170,19 @@ proptest! {
             let i = HEADER_LEN + (rng.next() as usize % (seg.len() - HEADER_LEN));
             seg[i] ^= (rng.next() as u8) | 1;
         }
-        let read = codec::read_segment(&seg).unwrap();
+        let read = codec::read_segment(1, &seg, Some(20));
         // Whatever survives is genuine and in order.
         let mut last = 0;
         for r in &read.records {
             prop_assert!(r.seq > last);
             prop_assert_eq!(r, &rec(r.seq));
             last = r.seq;
+        }
+        // And what is missing is counted, never more than was there.
+        let lost = read.examined.lost_count();
+        prop_assert!(read.records.len() as u64 + lost <= 19);
+        for (lo, hi) in &read.examined.lost {
+            prop_assert!(read.records.iter().all(|r| r.seq < *lo || r.seq > *hi));
         }
     }
 }
@@ -340,10 +350,11 @@ fn a_rolled_back_binary_numbers_above_a_newer_segment() {
     assert_eq!(r2.next_seq, r.next_seq + 1);
 }
 
-/// A damaged header in the middle of the log: the segments after it are still read whole
-/// (the bound only moves the numbering), and numbering continues above both.
+/// A damaged header in the middle of the log hides nothing: its records are found by their
+/// own CRCs and sequence numbers, nothing is counted as lost, and numbering goes on from
+/// the last record.
 #[test]
-fn a_damaged_header_in_the_middle_hides_nothing_after_it() {
+fn a_damaged_header_in_the_middle_hides_nothing() {
     let s = MemStorage::new();
     let opts = LogOptions {
         budget_bytes: 1 << 20,
@@ -355,20 +366,330 @@ fn a_damaged_header_in_the_middle_hides_nothing_after_it() {
     drop(log);
     let segs = segments(&s);
     assert!(segs.len() >= 3, "{segs:?}");
-    let middle = &segs[1];
-    let middle_len = s.clone().read(middle).unwrap().len() as u64;
-    let middle_base = codec::parse_segment_name(middle).unwrap();
-    s.corrupt(middle, 9, 0x01); // inside the header: its CRC fails
+    // Several bytes of the header at once: magic, version and CRC (past rebuilding).
+    for at in [0, 4, 17] {
+        s.corrupt(&segs[1], at, 0x5A);
+    }
     let (mut log, r) = open(&s, opts);
-    assert_eq!((r.skipped_segments, r.newer_segments, r.corrupt), (1, 0, 1));
-    let got: Vec<u64> = all(&mut log).iter().map(|r| r.seq).collect();
-    let hidden: Vec<u64> = (1..=60).filter(|q| !got.contains(q)).collect();
-    // Exactly the middle segment's records are unreadable; everything after it is there.
-    assert_eq!(hidden.first(), Some(&middle_base));
-    assert!(hidden.windows(2).all(|w| w[1] == w[0] + 1), "{hidden:?}");
-    assert_eq!(got.last(), Some(&60));
-    assert!(r.next_seq > 60);
-    assert!(r.next_seq > codec::max_seq_in(middle_base, middle_len));
+    assert_eq!(
+        (r.skipped_segments, r.damaged_headers, r.lost, r.corrupt),
+        (0, 1, 0, 0)
+    );
+    assert_eq!(all(&mut log), (1..=60).map(rec).collect::<Vec<_>>());
+    assert_eq!(r.next_seq, 61);
+    drop(log);
+    // Through the writer: nothing to report, health stays `ok`, numbering goes on.
+    let mut o = fast();
+    o.log = opts;
+    let (events, _) = mem_events(&s, o);
+    assert!(events.snapshot().is_empty(), "{:?}", events.snapshot());
+    assert_eq!(events.unacked_loss(), None);
+    assert_eq!(events.raise(Event::config_updated()), 61);
+}
+
+/// Small segments: records 1..=60 fill three or more.
+fn small_segments() -> LogOptions {
+    LogOptions {
+        budget_bytes: 1 << 20,
+        segment_bytes: 2048,
+    }
+}
+
+/// A disk holding `files` (name, bytes), all durable.
+fn disk_of(files: &[(String, Vec<u8>)]) -> MemStorage {
+    let s = MemStorage::new();
+    let mut st = s.clone();
+    for (name, bytes) in files {
+        st.create(name).unwrap();
+        st.append(name, bytes).unwrap();
+        st.sync(name).unwrap();
+    }
+    st.sync_dir().unwrap();
+    s
+}
+
+/// What is found after flipping `bit` of segment `seg`'s header in `files` (records
+/// 1..=60, acknowledged up to 2), optionally damaging the third record of that segment too;
+/// then appending one more record and reopening. Returns the recovery of the first reopen
+/// and every record read after the second.
+fn with_header_bit_flipped(
+    files: &[(String, Vec<u8>)],
+    seg: usize,
+    bit: usize,
+    damage_a_record: bool,
+) -> (log::Recovery, Vec<Record>) {
+    let s = disk_of(files);
+    let name = &files[seg].0;
+    s.corrupt(name, bit / 8, 1 << (bit % 8));
+    if damage_a_record {
+        // The third record's payload: its frame is two records in.
+        let base = codec::parse_segment_name(name).unwrap();
+        let mut two = Vec::new();
+        codec::encode_record(&rec(base), &mut two);
+        codec::encode_record(&rec(base + 1), &mut two);
+        let at = HEADER_LEN + two.len() + codec::FRAME_OVERHEAD + 3;
+        assert!(at < files[seg].1.len());
+        s.corrupt(name, at, 0x10);
+    }
+    let (mut log, r) = open(&s, small_segments());
+    log.append(&[rec(r.next_seq)]).unwrap();
+    log.commit().unwrap();
+    drop(log);
+    let (mut log, _) = open(&s, small_segments());
+    (r, all(&mut log))
+}
+
+/// Every bit of a segment header, flipped one at a time, in the first, a middle and the
+/// last segment: no intact record is lost (before and after appending more), the loss
+/// reported is exactly 0, and exactly 1 when one record of that segment is damaged too.
+#[test]
+fn every_flipped_bit_of_a_segment_header_hides_nothing() {
+    let s = MemStorage::new();
+    let (mut log, _) = open(&s, small_segments());
+    log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
+    log.commit().unwrap();
+    log.set_acked(2).unwrap();
+    drop(log);
+    let files: Vec<(String, Vec<u8>)> = {
+        let mut st = s.clone();
+        let mut names = st.list().unwrap();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let b = st.read(&n).unwrap();
+                (n, b)
+            })
+            .collect()
+    };
+    let segs: Vec<usize> = (0..files.len())
+        .filter(|&i| codec::parse_segment_name(&files[i].0).is_some())
+        .collect();
+    assert!(segs.len() >= 3, "{files:?}");
+    for seg in [segs[0], segs[segs.len() / 2], segs[segs.len() - 1]] {
+        let base = codec::parse_segment_name(&files[seg].0).unwrap();
+        for bit in 0..HEADER_LEN * 8 {
+            let at = format!("{}, header bit {bit}", files[seg].0);
+            let (r, got) = with_header_bit_flipped(&files, seg, bit, false);
+            assert_eq!(r.damaged_headers, 1, "{at}");
+            assert_eq!(
+                (r.lost, r.lost_delivered, r.skipped_segments, r.corrupt),
+                (0, 0, 0, 0),
+                "{at}"
+            );
+            assert_eq!(r.next_seq, 61, "{at}");
+            assert_eq!(got, (1..=61).map(rec).collect::<Vec<_>>(), "{at}");
+
+            let (r, got) = with_header_bit_flipped(&files, seg, bit, true);
+            let third = base + 2;
+            assert_eq!((r.lost, r.lost_delivered), (1, 0), "{at}");
+            assert_eq!(r.lost_ranges, [(third, third)], "{at}");
+            let want: Vec<Record> = (1..=61).filter(|&q| q != third).map(rec).collect();
+            assert_eq!(got, want, "{at}");
+        }
+    }
+}
+
+/// Every single flipped bit of a header is rebuilt to what was written, from the file
+/// name and the CRC: ours is read, a newer one stays a newer one (kept unread).
+#[test]
+fn a_header_with_one_flipped_bit_is_rebuilt_exactly() {
+    for (header, want) in [
+        (
+            codec::segment_header(77),
+            codec::HeaderCheck::Rebuilt { version: 1 },
+        ),
+        (
+            header_of_version(false, 9, 77),
+            codec::HeaderCheck::Rebuilt { version: 9 },
+        ),
+    ] {
+        for bit in 0..HEADER_LEN * 8 {
+            let mut h = header;
+            h[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(codec::check_segment_header(77, &h), want, "bit {bit}");
+        }
+    }
+    assert_eq!(
+        codec::check_segment_header(77, &codec::segment_header(77)),
+        codec::HeaderCheck::Sound { base: 77 }
+    );
+    assert_eq!(
+        codec::check_segment_header(77, &header_of_version(false, 9, 77)),
+        codec::HeaderCheck::Newer { version: 9 }
+    );
+    assert_eq!(
+        codec::check_segment_header(77, &[0u8; 20]),
+        codec::HeaderCheck::Damaged
+    );
+    assert_eq!(
+        codec::check_segment_header(77, b"QEVS"),
+        codec::HeaderCheck::Damaged
+    );
+}
+
+/// The shortcut through the CRC's linearity finds what the plain search finds.
+#[test]
+fn the_version_search_matches_a_plain_search() {
+    let plain = |base: u64, crc: u32| {
+        (1..=u16::MAX).find(|&v| {
+            let h = header_of_version(false, v, base);
+            u32::from_le_bytes(h[16..20].try_into().unwrap()) == crc
+        })
+    };
+    for (base, version) in [(1u64, 1u16), (77, 9), (u64::MAX, 0xFFFF), (1 << 40, 0x8001)] {
+        let h = header_of_version(false, version, base);
+        let crc = u32::from_le_bytes(h[16..20].try_into().unwrap());
+        assert_eq!(codec::version_with_crc(base, crc), Some(version));
+        for other in [crc ^ 1, crc.rotate_left(7), 0] {
+            assert_eq!(codec::version_with_crc(base, other), plain(base, other));
+        }
+    }
+}
+
+/// A newer binary's segment whose header lost a bit is still a newer segment: kept, not
+/// read, nothing counted as lost, numbering above it.
+#[test]
+fn a_newer_segment_with_a_damaged_header_stays_unread() {
+    let s = MemStorage::new();
+    let mut body = Vec::new();
+    for seq in 1..=20 {
+        codec::encode_record(&rec(seq), &mut body);
+    }
+    let name = newer_segment(&s, 1, &body);
+    s.corrupt(&name, 5, 0x04);
+    let (_, r) = open(&s, big());
+    assert_eq!(
+        (r.newer_segments, r.skipped_segments, r.lost, r.records),
+        (1, 1, 0, 0)
+    );
+    let len = s.clone().read(&name).unwrap().len() as u64;
+    assert_eq!(r.next_seq, codec::max_seq_in(1, len) + 1);
+}
+
+/// Loss is counted in records, exactly, from the sequence numbers around the damage: a
+/// stretch of several records, a first record, the end of an older segment (its length
+/// fields still count it, across a gap the writer left), while the torn end of the newest
+/// segment is not a loss.
+#[test]
+fn records_lost_to_damage_are_counted_exactly() {
+    let s = MemStorage::new();
+    let opts = LogOptions {
+        budget_bytes: 1 << 20,
+        segment_bytes: 2048,
+    };
+    let (mut log, _) = open(&s, opts);
+    log.append(&(1..=40).map(rec).collect::<Vec<_>>()).unwrap();
+    // A gap (a queue overflow): the next segment starts at 50.
+    log.append(&(50..=90).map(rec).collect::<Vec<_>>()).unwrap();
+    log.commit().unwrap();
+    drop(log);
+    let segs = segments(&s);
+    let frames = |name: &str| {
+        let bytes = s.clone().read(name).unwrap();
+        codec::scan_frames(&bytes, HEADER_LEN, 0).frames
+    };
+    let gap_seg = segs
+        .iter()
+        .position(|n| codec::parse_segment_name(n) == Some(50))
+        .expect("a segment starts at the gap");
+    let before_gap = &segs[gap_seg - 1];
+    let f = frames(before_gap);
+    assert_eq!(f.last().unwrap().seq, 40);
+    // The last record before the gap.
+    s.corrupt(before_gap, f.last().unwrap().offset + 9, 0x01);
+    // Three records in a row in the first segment, from its second record on.
+    let f0 = frames(&segs[0]);
+    for f in &f0[1..=3] {
+        s.corrupt(&segs[0], f.offset + 10, 0x80);
+    }
+    // The first record of the segment after the gap.
+    let fg = frames(&segs[gap_seg]);
+    s.corrupt(&segs[gap_seg], fg[0].offset + 2, 0x02);
+    // The newest segment's last record: a torn write, not a loss.
+    let newest = segs.last().unwrap();
+    let fl = frames(newest);
+    let torn = fl.last().unwrap().seq;
+    s.corrupt(newest, fl.last().unwrap().offset + 12, 0x20);
+
+    let (mut log, r) = open(&s, opts);
+    let want = vec![(2, 4), (40, 40), (50, 50)];
+    assert_eq!(r.lost_ranges, want);
+    assert_eq!((r.lost, r.lost_delivered, r.lost_inexact), (5, 0, false));
+    assert!(r.truncated_bytes > 0);
+    let gone = |q: u64| want.iter().any(|&(lo, hi)| q >= lo && q <= hi) || q == torn;
+    let expect: Vec<Record> = (1..=40)
+        .chain(50..=90)
+        .filter(|&q| !gone(q))
+        .map(rec)
+        .collect();
+    assert_eq!(all(&mut log), expect);
+    // The console counts the same (the torn end is cut by now).
+    let (_, _, lost) = log::read_all(&mut s.clone()).unwrap();
+    assert_eq!(lost, 5);
+}
+
+/// Loss at or below the delivery cursor is history (the manager has those events): it is
+/// counted apart and not reported as an alarm.
+#[test]
+fn loss_the_manager_already_has_is_only_history() {
+    let s = MemStorage::new();
+    let (mut log, _) = open(&s, big());
+    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
+    log.commit().unwrap();
+    log.set_acked(5).unwrap();
+    drop(log);
+    let name = segments(&s).pop().unwrap();
+    let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
+    s.corrupt(&name, f[2].offset + 9, 0x01); // record 3: delivered
+    s.corrupt(&name, f[6].offset + 9, 0x01); // record 7: not yet
+    let (_, r) = open(&s, big());
+    assert_eq!((r.lost, r.lost_delivered), (1, 1));
+    assert_eq!(r.lost_ranges, [(7, 7)]);
+}
+
+/// A segment damaged past reading (header and every record) is kept unread, like a newer
+/// one; its records still count as lost: exactly, when their length fields chain through
+/// the file, else every number it may have held (and the report says it is not exact).
+#[test]
+fn a_segment_damaged_past_reading_counts_what_it_held() {
+    for keep_lengths in [true, false] {
+        let s = MemStorage::new();
+        let opts = LogOptions {
+            budget_bytes: 1 << 20,
+            segment_bytes: 2048,
+        };
+        let (mut log, _) = open(&s, opts);
+        log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
+        log.commit().unwrap();
+        drop(log);
+        let segs = segments(&s);
+        let name = &segs[1];
+        let base = codec::parse_segment_name(name).unwrap();
+        let next = codec::parse_segment_name(&segs[2]).unwrap();
+        let bytes = s.clone().read(name).unwrap();
+        let f = codec::scan_frames(&bytes, HEADER_LEN, 0).frames;
+        // The header's magic and CRC, and every frame's CRC (or its length field).
+        s.corrupt(name, 0, 0xFF);
+        s.corrupt(name, 18, 0xFF);
+        for fr in &f {
+            let at = if keep_lengths {
+                fr.offset + 5
+            } else {
+                fr.offset + 1
+            };
+            s.corrupt(name, at, 0x01);
+        }
+        let (mut log, r) = open(&s, opts);
+        assert_eq!(r.skipped_segments, 1);
+        assert_eq!(r.lost_ranges, [(base, next - 1)]);
+        assert_eq!(r.lost, next - base);
+        assert_eq!(r.lost_inexact, !keep_lengths);
+        let got: Vec<u64> = all(&mut log).iter().map(|r| r.seq).collect();
+        let want: Vec<u64> = (1..=60).filter(|q| *q < base || *q >= next).collect();
+        assert_eq!(got, want);
+        assert!(r.next_seq > 60);
+    }
 }
 
 /// The writer keeps sequence numbers dense inside a segment (a gap starts a new one), so
@@ -388,11 +709,13 @@ fn sequence_numbers_are_dense_inside_every_segment() {
     );
     for name in segments(&s) {
         let bytes = s.clone().read(&name).unwrap();
-        let seg = codec::read_segment(&bytes).unwrap();
+        let base = codec::parse_segment_name(&name).unwrap();
+        let seg = codec::read_segment(base, &bytes, None);
+        let base = seg.examined.base_seq;
         let seqs: Vec<u64> = seg.records.iter().map(|r| r.seq).collect();
-        let dense: Vec<u64> = (seg.base_seq..seg.base_seq + seqs.len() as u64).collect();
+        let dense: Vec<u64> = (base..base + seqs.len() as u64).collect();
         assert_eq!(seqs, dense, "{name}");
-        assert!(*seqs.last().unwrap() <= codec::max_seq_in(seg.base_seq, bytes.len() as u64));
+        assert!(*seqs.last().unwrap() <= codec::max_seq_in(base, bytes.len() as u64));
     }
     assert_eq!(
         all(&mut log).iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -1080,10 +1403,171 @@ fn corrupt_records_at_start_raise_one_event() {
     let name = segments(&s).pop().unwrap();
     s.corrupt(&name, HEADER_LEN + 10, 0x55);
     let (events, r) = mem_events(&s, fast());
-    assert_eq!(r.unwrap().corrupt, 1);
+    let r = r.unwrap();
+    assert_eq!((r.corrupt, r.lost), (1, 1));
     let snap = events.snapshot();
-    assert_eq!(snap.last().unwrap().event, Event::event_log_corrupt(1));
+    assert_eq!(
+        snap.last().unwrap().event,
+        Event::event_log_corrupt(1, &[(1, 1)], true)
+    );
     assert_eq!(snap.last().unwrap().seq, 4);
+}
+
+/// A log with records 1..=10 of which 4 and 5 are damaged.
+fn log_with_two_lost() -> MemStorage {
+    let s = MemStorage::new();
+    let (mut log, _) = open(&s, big());
+    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
+    log.commit().unwrap();
+    drop(log);
+    let name = segments(&s).pop().unwrap();
+    let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
+    s.corrupt(&name, f[3].offset + 9, 0x01);
+    s.corrupt(&name, f[4].offset + 9, 0x01);
+    s
+}
+
+/// Loss found at start degrades health (`lost_unacked`) until the manager acknowledges the
+/// loss report; after that a restart does not report it again (the cursor is past it).
+#[test]
+fn loss_degrades_health_until_the_manager_acknowledges_the_report() {
+    let s = log_with_two_lost();
+    let (events, _) = mem_events(&s, fast());
+    let report = events.unacked_loss().expect("a loss report");
+    assert_eq!(
+        report,
+        LossReport {
+            seq: 11,
+            lost: 2,
+            through: 5
+        }
+    );
+    let st = events.status();
+    assert_eq!((st.lost_unacked, st.loss_seq), (2, Some(11)));
+    let warn = &events.snapshot()[0];
+    assert_eq!(warn.seq, 11);
+    assert_eq!(warn.event, Event::event_log_corrupt(2, &[(4, 5)], true));
+    // Delivered in its turn, after the intact records before it.
+    block_on(events.flushed());
+    let b = block_on(events.read_batch(100));
+    assert_eq!(
+        b.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 6, 7, 8, 9, 10, 11]
+    );
+    events.ack(10);
+    assert!(
+        events.unacked_loss().is_some(),
+        "the report is not delivered yet"
+    );
+    events.ack(11);
+    assert_eq!(events.unacked_loss(), None);
+    assert_eq!(events.status().lost_unacked, 0);
+    eventually("cursor written", || events.status().acked_seq == 11);
+    events.close();
+    let (events, r) = mem_events(&s, fast());
+    let r = r.unwrap();
+    assert_eq!((r.lost, r.lost_delivered), (0, 2));
+    assert_eq!(events.unacked_loss(), None);
+    assert!(events.snapshot().is_empty(), "{:?}", events.snapshot());
+}
+
+/// Without a manager, an operator acknowledges the loss (`quoll ctl ack-loss`): health is
+/// `ok` at once, the acknowledgement survives a restart (the `loss-ack` file), and the
+/// report is still delivered to a manager later, like any event.
+#[test]
+fn an_operator_acknowledges_the_loss_and_it_stays_acknowledged() {
+    let s = log_with_two_lost();
+    let (events, _) = mem_events(&s, fast());
+    assert_eq!(events.unacked_loss().map(|l| l.lost), Some(2));
+    let want = LossReport {
+        seq: 11,
+        lost: 2,
+        through: 5,
+    };
+    assert_eq!(events.ack_loss(), Some(want));
+    assert_eq!(events.unacked_loss(), None);
+    assert_eq!(events.ack_loss(), None, "nothing left to acknowledge");
+    eventually("loss-ack written", || {
+        s.clone()
+            .read(codec::LOSS_ACK_FILE)
+            .is_ok_and(|b| codec::parse_loss_ack(&b) == Ok(5))
+    });
+    events.close();
+    let (events, r) = mem_events(&s, fast());
+    let r = r.unwrap();
+    assert_eq!((r.loss_acked, r.lost, r.lost_delivered), (5, 0, 2));
+    assert_eq!(events.unacked_loss(), None);
+    block_on(events.flushed());
+    let b = block_on(events.read_batch(100));
+    assert_eq!(b.last().unwrap().seq, 11, "the report is still delivered");
+    assert_eq!(b.last().unwrap().event.category, Category::Storage);
+    events.close();
+    // New damage after the acknowledgement is reported again, and only that.
+    let name = segments(&s).pop().unwrap();
+    let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
+    let eighth = f.iter().find(|f| f.seq == 8).unwrap();
+    s.corrupt(&name, eighth.offset + 9, 0x01);
+    let (events, _) = mem_events(&s, fast());
+    let report = events.unacked_loss().expect("the new loss");
+    assert_eq!(report.lost, 1);
+    assert_eq!(
+        events.snapshot()[0].event,
+        Event::event_log_corrupt(1, &[(8, 8)], true)
+    );
+}
+
+/// Memory-only events have no log to lose records from.
+#[test]
+fn memory_only_events_never_report_loss() {
+    let e = Events::in_memory(3);
+    assert_eq!(e.unacked_loss(), None);
+    assert_eq!(e.ack_loss(), None);
+    assert_eq!(e.status().lost_unacked, 0);
+}
+
+/// The real disk: the data directory is made owner-only (0700) and tightened when an older
+/// quoll left it 0755, and every file the log writes (segments, cursor, loss-ack) is 0600,
+/// as is one that existed with a wider mode.
+#[test]
+fn the_data_directory_and_its_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let root = std::env::temp_dir().join(format!("quoll-modes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // Fresh.
+    let fresh = root.join("fresh").join("data");
+    let (mut log, _) = Log::open(storage::FsStorage::open(&fresh).unwrap(), big()).unwrap();
+    log.append(&[rec(1), rec(2)]).unwrap();
+    log.commit().unwrap();
+    log.set_acked(1).unwrap();
+    log.set_loss_acked(2).unwrap();
+    drop(log);
+    assert_eq!(mode(&fresh), 0o700);
+    let names: Vec<_> = std::fs::read_dir(&fresh)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}"); // a segment, cursor, loss-ack
+    for p in &names {
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+    // Left open by an older quoll: tightened at open.
+    let old = root.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let seg = old.join(codec::segment_name(1));
+    std::fs::write(&seg, codec::segment_header(1)).unwrap();
+    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut log, _) = Log::open(storage::FsStorage::open(&old).unwrap(), big()).unwrap();
+    assert_eq!((mode(&old), mode(&seg)), (0o700, 0o600));
+    log.append(&[rec(1)]).unwrap();
+    log.commit().unwrap();
+    drop(log);
+    for e in std::fs::read_dir(&old).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
@@ -1419,7 +1903,7 @@ fn reads_from_any_position_match_a_full_scan() {
         let len = s.clone().read(&name).unwrap().len();
         s.corrupt(&name, len / 2, 0x40);
         let (mut log, r) = open(&s, opts);
-        assert_eq!(r.corrupt, 1);
+        assert_eq!((r.corrupt, r.lost), (1, 1));
         assert_eq!(check(&mut log).len() as u64, next - 2);
     }
 }

@@ -23,6 +23,12 @@
 //! read, delivery waits rather than skip what it holds. When a retry succeeds the kept
 //! records are written and `event_log_recovered` is raised.
 //!
+//! Loss found by recovery (records a damaged disk no longer holds) is reported by one
+//! `event_log_corrupt` warning and held as a `LossReport` until acknowledged: by the manager
+//! (its delivery acknowledgement reaches the report's sequence number) or by an operator
+//! (`ack_loss`; how far the acknowledged loss went is persisted in the `loss-ack` file).
+//! `/healthz` says `degraded` meanwhile.
+//!
 //! Time comes from a `Clock`: the real one, or a `FakeClock` a test moves by hand, which
 //! makes the time to durability a deterministic figure (`tests.rs`).
 
@@ -90,6 +96,16 @@ struct ReadRequest {
     reply: oneshot::Sender<Vec<Record>>,
 }
 
+/// A report of events lost to damage: the `event_log_corrupt` event's sequence number, how
+/// many events it (and earlier unacknowledged reports) said were lost, and the highest
+/// sequence number among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossReport {
+    pub seq: u64,
+    pub lost: u64,
+    pub through: u64,
+}
+
 struct State {
     next_seq: u64,
     queue: VecDeque<Record>,
@@ -102,6 +118,14 @@ struct State {
     ack_since: Option<Instant>,
     reads: Vec<ReadRequest>,
     shutdown: bool,
+    /// The newest loss report (acknowledged once `ack_to` or `loss_ack_to` reaches it).
+    loss: Option<LossReport>,
+    /// Highest lost sequence number reported in this run: a reopen reports only above it.
+    loss_reported_through: u64,
+    /// The loss report an operator acknowledged (`ack_loss`).
+    loss_ack_to: u64,
+    /// The highest lost sequence number it covered; the writer persists it.
+    loss_ack_through: u64,
 }
 
 pub struct Shared {
@@ -265,6 +289,11 @@ impl FakeClock {
     }
 }
 
+/// The loss report, unless the manager's acknowledgement or an operator's reached it.
+fn unacked(st: &State) -> Option<LossReport> {
+    st.loss.filter(|l| l.seq > st.ack_to.max(st.loss_ack_to))
+}
+
 /// Lock the state, surviving a panicked holder (the state is plain data, still coherent).
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -333,6 +362,40 @@ impl Shared {
         lock(self).ack_to
     }
 
+    /// The loss event `seq` reported `lost` events, the highest of them `through`. Loss
+    /// reported earlier and not acknowledged yet is added in: acknowledging this report
+    /// (a higher sequence number) acknowledges those too.
+    pub fn note_loss(&self, seq: u64, lost: u64, through: u64) {
+        let mut st = lock(self);
+        let earlier = unacked(&st);
+        st.loss = Some(LossReport {
+            seq,
+            lost: earlier.map_or(0, |l| l.lost) + lost,
+            through: earlier.map_or(0, |l| l.through).max(through),
+        });
+        st.loss_reported_through = st.loss_reported_through.max(through);
+    }
+
+    /// The loss report nobody has acknowledged yet, if any.
+    pub fn unacked_loss(&self) -> Option<LossReport> {
+        unacked(&lock(self))
+    }
+
+    /// An operator acknowledges the loss report (`quoll ctl ack-loss`): health is `ok`
+    /// again at once, and the writer persists how far the acknowledged loss went (the
+    /// `loss-ack` file) so that recovery does not report the same loss after a restart.
+    /// Returns what was acknowledged.
+    pub fn ack_loss(&self) -> Option<LossReport> {
+        let mut st = lock(self);
+        let report = unacked(&st)?;
+        st.loss_ack_to = report.seq;
+        st.loss_ack_through = st.loss_ack_through.max(report.through);
+        self.clock.touch();
+        drop(st);
+        self.wake.notify_one();
+        Some(report)
+    }
+
     pub fn request_read(&self, after: u64, max: usize) -> oneshot::Receiver<Vec<Record>> {
         let (reply, rx) = oneshot::channel();
         let mut st = lock(self);
@@ -381,9 +444,9 @@ where
         .spawn(move || {
             let mut open = open;
             let first = open();
-            let (next_seq, acked) = match &first {
-                Ok((_, rec)) => (rec.next_seq, rec.acked),
-                Err(_) => (1, 0),
+            let (next_seq, acked, loss_acked) = match &first {
+                Ok((_, rec)) => (rec.next_seq, rec.acked, rec.loss_acked),
+                Err(_) => (1, 0, 0),
             };
             let (durable, _) = watch::channel(next_seq - 1);
             let shared = Arc::new(Shared {
@@ -396,6 +459,10 @@ where
                     ack_since: None,
                     reads: Vec::new(),
                     shutdown: false,
+                    loss: None,
+                    loss_reported_through: 0,
+                    loss_ack_to: 0,
+                    loss_ack_through: loss_acked,
                 }),
                 wake: Condvar::new(),
                 counters: Counters::default(),
@@ -436,6 +503,8 @@ struct Writer<S: Storage, F> {
     spare: VecDeque<Record>,
     /// The acknowledgement last handed to the log.
     ack_seen: u64,
+    /// The operator's loss acknowledgement last handed to the log.
+    loss_ack_seen: u64,
 }
 
 enum Wake {
@@ -455,10 +524,12 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
             lost: None,
             spare: VecDeque::new(),
             ack_seen: 0,
+            loss_ack_seen: 0,
         };
         match log {
             Ok(l) => {
                 w.ack_seen = l.acked();
+                w.loss_ack_seen = l.loss_acked();
                 w.log = Some(l);
                 w.writable = true;
             }
@@ -504,6 +575,10 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
                 break Wake::Shutdown;
             }
             if !st.reads.is_empty() || st.queue.len() >= opts.batch_max {
+                break Wake::Work;
+            }
+            // An operator's loss acknowledgement is rare: persisted at once.
+            if self.writable && st.loss_ack_through > self.loss_ack_seen {
                 break Wake::Work;
             }
             // The earliest of: the oldest record's commit deadline, the oldest unwritten
@@ -570,7 +645,7 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
     /// A record raised by the writer itself (a storage event). It joins the back of the
     /// queue like any other, so sequence numbers stay in queue order; it goes out with the
     /// next batch.
-    fn raise_own(&mut self, event: Event) {
+    fn raise_own(&mut self, event: Event) -> u64 {
         event.log();
         let now = self.now();
         let mut st = lock(&self.shared);
@@ -579,25 +654,27 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
         st.queue.push_back(stamp(seq, event));
         st.first_at.get_or_insert(now);
         self.shared.clock.touch();
+        seq
     }
 
     fn write(&mut self) {
-        let mut reopened = false;
+        let mut reopened = None;
         if !self.writable {
             if self.retry_at.is_some_and(|t| self.now() < t) {
                 return;
             }
             match (self.open)() {
-                Ok((log, _)) => {
+                Ok((log, rec)) => {
                     // Records the reopened log already holds (written before the failure)
                     // are not written twice.
                     let last = log.last_seq();
                     self.pending.retain(|r| r.seq > last);
                     self.ack_seen = log.acked();
+                    self.loss_ack_seen = log.loss_acked();
                     self.log = Some(log);
                     self.writable = true;
                     self.retry_at = None;
-                    reopened = true;
+                    reopened = Some(rec);
                 }
                 Err(e) => {
                     self.retry_at = Some(self.now() + self.shared.opts.retry_interval);
@@ -634,7 +711,7 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
                 }
             }
         }
-        if reopened {
+        if let Some(rec) = reopened {
             // Recovered only once a write went through, so health does not flap.
             self.shared
                 .counters
@@ -643,8 +720,27 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
             if let Some((n, lo, hi)) = self.lost.take() {
                 self.raise_own(Event::events_dropped(n, lo, hi));
             }
+            self.report_new_loss(&rec);
             self.raise_own(Event::event_log_recovered());
             tracing::info!("event log writable again");
+        }
+    }
+
+    /// The reopened log's recovery found records lost to damage: report those not reported
+    /// in this run yet (the failing disk may have damaged more).
+    fn report_new_loss(&mut self, rec: &Recovery) {
+        let through = lock(&self.shared).loss_reported_through;
+        let fresh: Vec<(u64, u64)> = rec
+            .lost_ranges
+            .iter()
+            .filter(|r| r.1 > through)
+            .map(|&(lo, hi)| (lo.max(through + 1), hi))
+            .collect();
+        let lost: u64 = fresh.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        if lost > 0 {
+            let seq = self.raise_own(Event::event_log_corrupt(lost, &fresh, !rec.lost_inexact));
+            let last = fresh.last().map_or(0, |r| r.1);
+            self.shared.note_loss(seq, lost, last);
         }
     }
 
@@ -664,11 +760,25 @@ impl<S: Storage, F: FnMut() -> Result<(Log<S>, Recovery), LogError>> Writer<S, F
     fn serve(&mut self, force: bool) {
         let now = self.now();
         let delay = self.shared.opts.max_commit_delay;
-        let (ack_to, ack_due, reads) = {
+        let (ack_to, ack_due, reads, loss_through) = {
             let mut st = lock(&self.shared);
             let due = force || st.ack_since.is_some_and(|t| now >= t + delay);
-            (st.ack_to, due, std::mem::take(&mut st.reads))
+            (
+                st.ack_to,
+                due,
+                std::mem::take(&mut st.reads),
+                st.loss_ack_through,
+            )
         };
+        if self.writable && loss_through > self.loss_ack_seen {
+            let log = self.log.as_mut().expect("writable implies a log");
+            self.loss_ack_seen = loss_through;
+            if let Err(e) = log.set_loss_acked(loss_through) {
+                // Health is `ok` all the same (the acknowledgement is held in memory); only
+                // a restart before the disk is back reports the loss again.
+                self.degrade(&e);
+            }
+        }
         if self.writable && ack_due && ack_to > self.ack_seen {
             let log = self.log.as_mut().expect("writable implies a log");
             self.ack_seen = ack_to;

@@ -405,6 +405,8 @@ impl Shell {
         let h = self.node.health().await;
         // Memory-only (a failed disk, or no data dir) means alarms would not survive a crash.
         let durable = h.event_log.durable;
+        // Events lost to damage on disk, until this link delivers the loss report.
+        let lost = h.event_log.lost_unacked > 0;
         let views = self.node.flows().await;
         let errored = views
             .iter()
@@ -415,7 +417,7 @@ impl Shell {
         let enabled = views.iter().filter(|v| v.config.enabled).count();
         let status = if enabled > 0 && errored >= enabled {
             "error"
-        } else if errored > 0 || !durable {
+        } else if errored > 0 || !durable || lost {
             "degraded"
         } else {
             "ok"

@@ -255,10 +255,11 @@ impl Node {
     pub async fn health(&self) -> Health {
         let (active_flows, total_flows) = self.flows.lock().await.counts();
         // A memory-only event log is a degradation the operator must see: alarms raised now
-        // do not survive a power cut.
+        // do not survive a power cut. So are events lost to damage on disk, until the loss
+        // report is acknowledged (by the manager, or `quoll ctl ack-loss`).
         let event_log = self.events.status();
         Health {
-            status: if self.events.is_degraded() {
+            status: if self.events.is_degraded() || event_log.lost_unacked > 0 {
                 "degraded"
             } else {
                 "ok"
