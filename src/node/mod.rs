@@ -545,7 +545,7 @@ impl Node {
                     // manager may serialize its fields in another order than the file has
                     // them). The tunnel holds its shared key, so the canonical forms are
                     // compared without an early exit.
-                    let same = crate::manager::tls::ct_eq(
+                    let same = crate::secret::ct_eq(
                         canonical_json(&tunnel).as_bytes(),
                         canonical_json(&base.tunnels[i]).as_bytes(),
                     );
