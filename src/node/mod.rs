@@ -248,17 +248,21 @@ impl Node {
             .ok_or_else(|| FlowError::NotFound(id.to_owned()))
     }
 
+    /// `ok`, or `degraded` while the event log is memory-only: a degradation the operator
+    /// must see, alarms raised now do not survive a power cut.
+    pub fn status(&self) -> &'static str {
+        if self.events.is_degraded() {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
     pub async fn health(&self) -> Health {
         let (active_flows, total_flows) = self.flows.lock().await.counts();
-        // A memory-only event log is a degradation the operator must see: alarms raised now
-        // do not survive a power cut.
         let event_log = self.events.status();
         Health {
-            status: if self.events.is_degraded() {
-                "degraded"
-            } else {
-                "ok"
-            },
+            status: self.status(),
             event_log,
             version: env!("CARGO_PKG_VERSION"),
             git_rev: env!("QUOLL_GIT_REV"),
