@@ -65,8 +65,13 @@ grep -q READY "$TMP/rtsp.out" || { echo "rtsp server did not start" >&2; exit 1;
 URL="rtsp://127.0.0.1:$RTSP_PORT/test"
 
 API=$(free_port)
+# The API token is set in the config, so /healthz (sessions, ffmpeg pid) can be read with it
+# from any build; `--quoll` builds from before tokens existed keep it as an unknown field.
+TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+AUTH="Authorization: Bearer $TOKEN"
 cat >"$TMP/config.json" <<JSON
-{"version": 1, "server": {"listen_addr": "127.0.0.1", "listen_port": $API}, "flows": [],
+{"version": 1, "server": {"listen_addr": "127.0.0.1", "listen_port": $API, "api_token": "$TOKEN"},
+ "flows": [],
  "bridge": {"streams": {"inproc": {"rtsp_url": "$URL"},
                         "ffmpeg": {"rtsp_url": "$URL", "worker": "ffmpeg"}},
             "max_clients_per_stream": 64, "idle_timeout_ms": 30000}}
@@ -77,7 +82,7 @@ PIDS+=("$QPID")
 for _ in $(seq 100); do curl -sf "127.0.0.1:$API/healthz" >/dev/null && break; sleep 0.1; done
 
 ffmpeg_pid() {
-    curl -s "127.0.0.1:$API/healthz" | "$PY" -c 'import json,sys; s=[x for x in json.load(sys.stdin)["sessions"] if x["streamId"]=="ffmpeg" and x["pid"]]; print(s[0]["pid"] if s else 0)'
+    curl -s -H "$AUTH" "127.0.0.1:$API/healthz" | "$PY" -c 'import json,sys; s=[x for x in json.load(sys.stdin)["sessions"] if x["streamId"]=="ffmpeg" and x["pid"]]; print(s[0]["pid"] if s else 0)'
 }
 
 ROWS=()
@@ -109,7 +114,7 @@ for worker in $WORKERS; do
         echo "${ROWS[-1]}" >&2
         # Let the session end (last client gone) before the next case.
         for _ in $(seq 50); do
-            curl -s "127.0.0.1:$API/healthz" | grep -q '"sessions":\[\]' && break
+            curl -s -H "$AUTH" "127.0.0.1:$API/healthz" | grep -q '"sessions":\[\]' && break
             sleep 0.1
         done
     done

@@ -192,6 +192,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
             return ExitCode::FAILURE;
         }
     };
+    // Tokens from the config, else the data dir's token files (created at first start).
+    let access = match crate::http::Access::load(&config, &data_dir) {
+        Ok(a) => Rc::new(a),
+        Err(e) => {
+            eprintln!("quoll: cannot make the API token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (events, _recovery) = Events::open(&data_dir, LogConfig::from_storage(&config.storage));
     let node = Node::start(
         config,
@@ -204,7 +212,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
         let h = node.health().await;
         (h.active_flows, h.total_flows)
     };
-    let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+    let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone(), access));
     // The serial console's way in. Never fatal: flows matter more than `quoll ctl`.
     let ctl_path = crate::console::socket_path(board.as_ref());
     let console = match crate::console::server::bind(&ctl_path) {

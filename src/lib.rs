@@ -3,7 +3,8 @@
 //! Where things live: a packet enters in `input/`, waits in the flow's ring (`ts/ring.rs`),
 //! and leaves through `output/`. Flows are created and supervised by `flow/`. Every
 //! operational event is born in `events/`. `config/` holds the JSON model, its validation and
-//! durable writes; `http/` the local API; `cli.rs` the command line.
+//! durable writes; `http/` the local API and who may use it; `secret.rs` how secrets are
+//! compared and kept out of logs; `cli.rs` the command line.
 
 pub mod board;
 pub mod bridge;
@@ -22,6 +23,7 @@ pub mod output;
 pub mod rauc;
 pub mod rtp;
 pub mod rtsp;
+pub mod secret;
 pub mod srt;
 pub mod systemd;
 #[cfg(test)]

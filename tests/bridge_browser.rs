@@ -220,18 +220,24 @@ fn chromium_plays_a_camera_through_the_bridge() {
     let rtsp_port = free_tcp_port();
     let server = RtspServer::start(rtsp_port, &["--size", "640x360"]);
     let api = free_tcp_port();
+    // The page comes from another port than the API's: another origin, which the bridge
+    // refuses unless it is listed.
+    let page_port = serve_page();
     let cfg = json!({
         "version": 1,
         "server": {"listen_addr": "127.0.0.1", "listen_port": api},
         "flows": [],
-        "bridge": {"streams": {"cam": {"rtsp_url": server.url}}}
+        "bridge": {"streams": {"cam": {"rtsp_url": server.url}},
+                   "allowed_origins": [format!("http://127.0.0.1:{page_port}")]}
     });
     let q = Quoll::start(dir.path(), &cfg);
-    let page_port = serve_page();
     let browser = Browser::start();
     let mut page = Page::connect(browser.devtools_port);
     page.call("Page.enable", json!({}));
-    let ws = format!("ws://127.0.0.1:{api}/ws/stream/cam");
+    // The viewer token, as a page that plays a stream from a non-loopback node has it. It
+    // is hex: the only characters of the ws URL to escape inside the page URL are ? and =.
+    let token = q.token_file("viewer-token");
+    let ws = format!("ws://127.0.0.1:{api}/ws/stream/cam%3Ftoken%3D{token}");
     page.call(
         "Page.navigate",
         json!({"url": format!("http://127.0.0.1:{page_port}/player.html?ws={ws}")}),

@@ -155,13 +155,20 @@ fn an_unwritable_data_dir_degrades_health_but_not_the_node() {
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
     let data = blocker.join("data");
-    let q = Quoll::start(
-        dir.path(),
-        &config(free_tcp_port(), &data, free_udp_port(), free_udp_port()),
-    );
+    // No token file can be written there either: the token comes from the config.
+    let mut cfg = config(free_tcp_port(), &data, free_udp_port(), free_udp_port());
+    cfg["server"]["api_token"] = json!("degraded-node-token-0123");
+    let q = Quoll::start(dir.path(), &cfg);
     let (code, h) = q.api("GET", "/healthz", None);
     assert_eq!(code, 200);
     assert_eq!(h["status"], "degraded", "{h}");
+    // A monitor without the token sees it too.
+    let (code, summary) = http(q.api_port, None, "GET", "/healthz", None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        summary,
+        json!({"status": "degraded", "version": env!("CARGO_PKG_VERSION")})
+    );
     assert_eq!(h["event_log"]["durable"], false);
     assert_eq!(
         (h["active_flows"].as_u64(), h["total_flows"].as_u64()),

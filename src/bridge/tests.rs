@@ -1285,12 +1285,17 @@ mod health_route {
     use crate::events::Events;
     use crate::node::Node;
 
+    const TOKEN: &str = "health-route-test-token";
+
     async fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
@@ -1333,7 +1338,14 @@ mod health_route {
             .await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
-            tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
+            let access = crate::http::Access::new(
+                crate::secret::Secret::new(TOKEN),
+                None,
+                Vec::new(),
+                Vec::new(),
+                false,
+            );
+            tokio::task::spawn_local(crate::http::serve(listener, node.clone(), Rc::new(access)));
 
             // No session yet: the structure is there, empty.
             let (status, v) = get(port, "/healthz").await;

@@ -209,6 +209,10 @@ impl ServerConfig {
         let mut m = Map::new();
         m.insert("listen_addr".into(), self.listen_addr.clone().into());
         m.insert("listen_port".into(), self.listen_port.into());
+        if let Some(t) = &self.api_token {
+            m.insert("api_token".into(), t.clone().into());
+        }
+        m.insert("allowed_hosts".into(), self.allowed_hosts.clone().into());
         put_extra(&mut m, &self.extra);
         Value::Object(m)
     }
@@ -458,9 +462,13 @@ fn read_server(v: Value, errors: &mut Vec<ConfigError>) -> Option<ServerConfig> 
     let mut o = Obj::new(v, "server".into(), errors)?;
     let listen_addr = o.defaulted("listen_addr", ServerConfig::DEFAULT_ADDR.to_string());
     let listen_port = o.defaulted("listen_port", ServerConfig::DEFAULT_PORT);
+    let api_token = o.optional::<String>("api_token");
+    let allowed_hosts = o.optional_strings("allowed_hosts").unwrap_or_default();
     Some(ServerConfig {
         listen_addr,
         listen_port,
+        api_token,
+        allowed_hosts,
         extra: o.rest(),
     })
 }
@@ -648,6 +656,8 @@ fn read_bridge(v: Value, errors: &mut Vec<ConfigError>) -> Option<BridgeConfig> 
     let client_queue_chunks = o.defaulted("client_queue_chunks", d.client_queue_chunks);
     let max_client_lags = o.defaulted("max_client_lags", d.max_client_lags);
     let ffmpeg_path = o.defaulted("ffmpeg_path", d.ffmpeg_path);
+    let allowed_origins = o.optional_strings("allowed_origins").unwrap_or_default();
+    let viewer_token = o.optional::<String>("viewer_token");
     Some(BridgeConfig {
         streams: streams?,
         idle_timeout_ms,
@@ -658,6 +668,8 @@ fn read_bridge(v: Value, errors: &mut Vec<ConfigError>) -> Option<BridgeConfig> 
         client_queue_chunks,
         max_client_lags,
         ffmpeg_path,
+        allowed_origins,
+        viewer_token,
         extra: o.rest(),
     })
 }
@@ -713,6 +725,13 @@ impl BridgeConfig {
         );
         m.insert("max_client_lags".into(), self.max_client_lags.into());
         m.insert("ffmpeg_path".into(), self.ffmpeg_path.clone().into());
+        m.insert(
+            "allowed_origins".into(),
+            self.allowed_origins.clone().into(),
+        );
+        if let Some(t) = &self.viewer_token {
+            m.insert("viewer_token".into(), t.clone().into());
+        }
         put_extra(&mut m, &self.extra);
         Value::Object(m)
     }

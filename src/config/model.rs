@@ -28,12 +28,21 @@ pub struct Config {
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// The `server` block: the local HTTP API.
+///
+/// `Debug` prints the redacted JSON (see `redact.rs`): `api_token` never reaches a log line.
+#[derive(Clone, PartialEq)]
 pub struct ServerConfig {
     /// IP address the local HTTP API listens on.
     pub listen_addr: String,
     /// TCP port of the local HTTP API.
     pub listen_port: u16,
+    /// The bearer token of `/api/v1/*`. Absent: Quoll generates one at first start and
+    /// keeps it in `<storage.data_dir>/api-token` (see `http::token`).
+    pub api_token: Option<String>,
+    /// Host names (besides IP literals and `localhost`) a request's `Host` may name. Any
+    /// other name is refused: a DNS-rebinding page would send its own.
+    pub allowed_hosts: Vec<String>,
     pub extra: Extra,
 }
 
@@ -47,10 +56,17 @@ impl Default for ServerConfig {
         ServerConfig {
             listen_addr: Self::DEFAULT_ADDR.into(),
             listen_port: Self::DEFAULT_PORT,
+            api_token: None,
+            allowed_hosts: Vec::new(),
             extra: Extra::new(),
         }
     }
 }
+
+/// What a configured token (`server.api_token`, `bridge.viewer_token`) must look like: long
+/// enough not to be guessed, and only characters that go into an HTTP header and a URL
+/// query as they are (printable ASCII, no space).
+pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=512;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
@@ -384,6 +400,12 @@ pub struct BridgeConfig {
     pub max_client_lags: u32,
     /// The FFmpeg binary of `ffmpeg` workers.
     pub ffmpeg_path: String,
+    /// Origins (`http[s]://host[:port]`) whose pages may open a stream, besides pages served
+    /// by the same host and port as the request names in `Host`.
+    pub allowed_origins: Vec<String>,
+    /// The read-only token of `/ws/stream/*` (`?token=`). Absent: generated at first start
+    /// into `<storage.data_dir>/viewer-token`. Required when the API listens beyond loopback.
+    pub viewer_token: Option<String>,
     pub extra: Extra,
 }
 
@@ -414,6 +436,8 @@ impl Default for BridgeConfig {
             client_queue_chunks: Self::DEFAULT_CLIENT_QUEUE_CHUNKS,
             max_client_lags: Self::DEFAULT_MAX_CLIENT_LAGS,
             ffmpeg_path: Self::DEFAULT_FFMPEG_PATH.into(),
+            allowed_origins: Vec::new(),
+            viewer_token: None,
             extra: Extra::new(),
         }
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::model::{
     BridgeConfig, BridgeStreamConfig, Config, FlowConfig, InputConfig, ManagerConfig, OutputConfig,
-    RtspInputConfig, SrtConfig,
+    RtspInputConfig, ServerConfig, SrtConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -119,6 +119,7 @@ macro_rules! redacted_debug {
 
 redacted_debug! {
     Config => Config::to_value,
+    ServerConfig => ServerConfig::to_value,
     FlowConfig => FlowConfig::to_value,
     InputConfig => InputConfig::to_value,
     OutputConfig => OutputConfig::to_value,

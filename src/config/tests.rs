@@ -319,7 +319,9 @@ fn everything() -> Value {
     srt_out["redundancy"]["local_addr"] = json!("0.0.0.0:0");
     json!({
         "version": 1,
-        "server": {"listen_addr": "0.0.0.0", "listen_port": 8080, "tls": {"cert": "c.pem"}},
+        "server": {"listen_addr": "0.0.0.0", "listen_port": 8080,
+                   "api_token": "api-token-everything-1", "allowed_hosts": ["quoll-box"],
+                   "tls": {"cert": "c.pem"}},
         "flows": [
             {"id": "udp-flow", "name": "U", "enabled": false,
              "input": {"type": "udp", "bind_addr": "239.1.1.1:5000", "interface_addr": "10.0.0.1",
@@ -369,7 +371,8 @@ fn everything() -> Value {
                    "idle_timeout_ms": 15000, "sweep_interval_ms": 5000,
                    "restart_delay_ms": 2000, "max_restarts": 5, "max_clients_per_stream": 32,
                    "client_queue_chunks": 512, "max_client_lags": 3, "ffmpeg_path": "ffmpeg",
-                   "enabled": false},
+                   "allowed_origins": ["http://dash.example:3000"],
+                   "viewer_token": "viewer-token-everything-1", "enabled": false},
         "zz_future": {"deep": [{"passphrase": "pp"}]}
     })
 }
@@ -764,6 +767,10 @@ fn redaction_removes_every_secret_and_keeps_the_rest() {
         "bearer_token",
         "password",
         "passphrase",
+        "api-token-everything-1",
+        "viewer-token-everything-1",
+        "api_token",
+        "viewer_token",
     ] {
         assert!(
             !text.contains(secret),
@@ -791,7 +798,8 @@ fn debug_output_holds_no_secret() {
     let mut v = everything();
     v["flows"][3]["input"]["rtsp_url"] = json!("rtsp://u:url-pass@cam/1");
     v["bridge"] = json!({"streams": {"c": {"rtsp_url": "rtsp://u:url-pass@cam/2",
-                                           "password": "bridge-pass"}}});
+                                           "password": "bridge-pass"}},
+                         "viewer_token": "viewer-token-everything-1"});
     let cfg = parse_unvalidated(&v.to_string()).unwrap();
     let Some(InputConfig::Rtsp(rtsp)) = cfg
         .flows
@@ -817,6 +825,7 @@ fn debug_output_holds_no_secret() {
         format!("{bridge:?}"),
         format!("{:?}", bridge.streams),
         format!("{:?}", cfg.manager),
+        format!("{:?}", cfg.server),
     ];
     for text in &printed {
         for secret in [
@@ -831,6 +840,8 @@ fn debug_output_holds_no_secret() {
             "stream_key",
             "auth_token",
             "bearer_token",
+            "api-token-everything-1",
+            "viewer-token-everything-1",
         ] {
             assert!(!text.contains(secret), "{secret} printed by Debug: {text}");
         }
@@ -838,6 +849,7 @@ fn debug_output_holds_no_secret() {
     // Still useful for debugging: the type and the non-secret fields are there.
     assert!(printed[4].starts_with("SrtConfig {") && printed[4].contains("10.0.0.2:9000"));
     assert!(printed[6].contains("rtsp://u@cam/1"), "{}", printed[6]);
+    assert!(printed[10].starts_with("ServerConfig {") && printed[10].contains("quoll-box"));
 }
 
 #[test]
@@ -1248,6 +1260,125 @@ fn rtsp_credentials_are_redacted() {
     assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
     assert!(text.contains("rtsp://admin@cam/1"), "{text}");
     assert!(text.contains("\"username\":\"admin\""));
+}
+
+// ---- access: tokens, allowed hosts and origins ----
+
+#[test]
+fn access_fields_default_and_are_written_back() {
+    let cfg = parse(EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(cfg.server.api_token, None);
+    assert!(cfg.server.allowed_hosts.is_empty());
+    let v = cfg.to_value();
+    // The list is written (what is in force shows); an absent token stays absent.
+    assert_eq!(v["server"]["allowed_hosts"], json!([]));
+    assert!(v["server"].get("api_token").is_none());
+    let b = BridgeConfig::default();
+    assert!(b.allowed_origins.is_empty() && b.viewer_token.is_none());
+    assert_eq!(b.to_value()["allowed_origins"], json!([]));
+    assert!(b.to_value().get("viewer_token").is_none());
+}
+
+#[test]
+fn access_fields_validate_by_path_without_repeating_tokens() {
+    assert_eq!(
+        errs(|v| {
+            v["server"]["api_token"] = json!("0123456789abcdef");
+            v["server"]["allowed_hosts"] = json!(["quoll-box", "cam.example.net", "a_b"]);
+        }),
+        Vec::<String>::new()
+    );
+    let e = errs(|v| {
+        v["server"]["api_token"] = json!("short-secret");
+        v["server"]["allowed_hosts"] = json!([
+            "ok",
+            "",
+            "box:8080",
+            "*.example",
+            "http://box",
+            ".box",
+            "a..b"
+        ]);
+    });
+    assert_eq!(
+        e,
+        vec![
+            "server.api_token: must be 16 to 512 characters long (is 12)",
+            r#"server.allowed_hosts[1]: "" is not a host name (1 to 253 characters)"#,
+            r#"server.allowed_hosts[2]: "box:8080" is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)"#,
+            r#"server.allowed_hosts[3]: "*.example" is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)"#,
+            r#"server.allowed_hosts[4]: "http://box" is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)"#,
+            r#"server.allowed_hosts[5]: ".box" is not a host name (empty label)"#,
+            r#"server.allowed_hosts[6]: "a..b" is not a host name (empty label)"#,
+        ]
+    );
+    assert!(!e.iter().any(|m| m.contains("short-secret")));
+    one(
+        |v| v["server"]["api_token"] = json!("with a space inside it"),
+        "server.api_token: must be printable ASCII without spaces (it is sent in a header and a URL)",
+    );
+    one(
+        |v| v["server"]["allowed_hosts"] = json!("quoll-box"),
+        r#"server.allowed_hosts: expected an array of strings, found string "quoll-box""#,
+    );
+
+    assert_eq!(
+        with_bridge(
+            json!({"allowed_origins": ["http://dash.example:3000", "https://[::1]:8443"],
+                           "viewer_token": "viewer-0123456789"})
+        ),
+        Vec::<String>::new()
+    );
+    let e = with_bridge(json!({
+        "allowed_origins": ["http://ok.example", "null", "*", "http://a.example/", "ws://a",
+                            "https://", "http://a b"],
+        "viewer_token": "tiny"
+    }));
+    let want = "is not an origin (expected http://host[:port] or https://host[:port], no path)";
+    assert_eq!(
+        e,
+        vec![
+            format!(r#"bridge.allowed_origins[1]: "null" {want}"#),
+            format!(r#"bridge.allowed_origins[2]: "*" {want}"#),
+            format!(r#"bridge.allowed_origins[3]: "http://a.example/" {want}"#),
+            format!(r#"bridge.allowed_origins[4]: "ws://a" {want}"#),
+            format!(r#"bridge.allowed_origins[5]: "https://" {want}"#),
+            format!(r#"bridge.allowed_origins[6]: "http://a b" {want}"#),
+            "bridge.viewer_token: must be 16 to 512 characters long (is 4)".to_string(),
+        ]
+    );
+    // The viewer token must not open the API.
+    let mut v: Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
+    v["server"]["api_token"] = json!("the-same-token-0123");
+    v["bridge"] = json!({"viewer_token": "the-same-token-0123"});
+    let e: Vec<String> = parse(&v.to_string())
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        e,
+        vec![
+            "bridge.viewer_token: must differ from server.api_token (the viewer token grants no API access)"
+        ]
+    );
+}
+
+#[test]
+fn tokens_are_secrets_kept_across_a_push() {
+    let mut v: Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
+    v["server"]["api_token"] = json!("api-0123456789abcdef");
+    v["bridge"] = json!({"viewer_token": "viewer-0123456789abcdef"});
+    let cfg = parse(&v.to_string()).unwrap();
+    let shown = cfg.redacted();
+    let text = shown.to_string();
+    assert!(!text.contains("0123456789abcdef"), "{text}");
+    assert_eq!(shown["server"]["allowed_hosts"], json!([]));
+    // What the manager read comes back without the tokens: the node keeps its own.
+    let mut pushed = shown.clone();
+    restore_secrets(&mut pushed, &cfg.to_value());
+    assert_eq!(pushed["server"]["api_token"], "api-0123456789abcdef");
+    assert_eq!(pushed["bridge"]["viewer_token"], "viewer-0123456789abcdef");
 }
 
 /// Shape errors no longer hide value errors: one pass lists both, each at the document's

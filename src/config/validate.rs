@@ -62,6 +62,47 @@ pub fn validate_at(cfg: &Config, flow_index: &[usize]) -> Vec<ConfigError> {
     v.errors
 }
 
+/// An entry of `server.allowed_hosts`: a DNS name as a `Host` header carries it, without a
+/// port (any port is accepted) and without wildcards (each name is listed).
+fn check_host_name(h: &str) -> Result<(), &'static str> {
+    if h.is_empty() || h.len() > 253 {
+        return Err("is not a host name (1 to 253 characters)");
+    }
+    if !h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(
+            "is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)",
+        );
+    }
+    if h.starts_with('.') || h.ends_with('.') || h.contains("..") {
+        return Err("is not a host name (empty label)");
+    }
+    Ok(())
+}
+
+/// An entry of `bridge.allowed_origins`: an origin as browsers send it in `Origin`,
+/// `http://host[:port]` or `https://host[:port]`, nothing after the authority.
+fn check_origin(o: &str) -> Result<(), &'static str> {
+    const WANT: &str =
+        "is not an origin (expected http://host[:port] or https://host[:port], no path)";
+    let Some(authority) = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+    else {
+        return Err(WANT);
+    };
+    if authority.is_empty()
+        || authority
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || matches!(b, b'/' | b'?' | b'#' | b'@' | b','))
+    {
+        return Err(WANT);
+    }
+    Ok(())
+}
+
 /// A UDP port somebody binds, for conflict checks.
 struct Bind {
     addr: SocketAddr,
@@ -283,6 +324,23 @@ impl Validator<'_> {
         if b.ffmpeg_path.is_empty() {
             self.err("bridge.ffmpeg_path", "must not be empty");
         }
+        for (i, o) in b.allowed_origins.iter().enumerate() {
+            if let Err(why) = check_origin(o) {
+                let path = index("bridge.allowed_origins", i);
+                self.err(path, format!("{} {why}", quoted(o)));
+            }
+        }
+        if let Some(t) = &b.viewer_token {
+            self.token("bridge.viewer_token", t);
+            // The viewer token goes into page URLs and players; the API token must not be
+            // one of them.
+            if cfg.server.api_token.as_deref() == Some(t.as_str()) {
+                self.err(
+                    "bridge.viewer_token",
+                    "must differ from server.api_token (the viewer token grants no API access)",
+                );
+            }
+        }
     }
 
     fn rtsp_input(&mut self, r: &RtspInputConfig, path: &str) {
@@ -348,6 +406,36 @@ impl Validator<'_> {
         }
         if s.listen_port == 0 {
             self.err("server.listen_port", "must not be 0");
+        }
+        if let Some(t) = &s.api_token {
+            self.token("server.api_token", t);
+        }
+        for (i, h) in s.allowed_hosts.iter().enumerate() {
+            let path = index("server.allowed_hosts", i);
+            if let Err(why) = check_host_name(h) {
+                self.err(path, format!("{} {why}", quoted(h)));
+            }
+        }
+    }
+
+    /// A configured token. The message never repeats it: it is a secret, and a validation
+    /// error is printed and logged.
+    fn token(&mut self, path: &str, t: &str) {
+        if !TOKEN_LEN.contains(&t.len()) {
+            self.err(
+                path,
+                format!(
+                    "must be {} to {} characters long (is {})",
+                    TOKEN_LEN.start(),
+                    TOKEN_LEN.end(),
+                    t.len()
+                ),
+            );
+        } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            self.err(
+                path,
+                "must be printable ASCII without spaces (it is sent in a header and a URL)",
+            );
         }
     }
 

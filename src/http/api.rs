@@ -1,5 +1,8 @@
 //! Routes of the local API. Errors are JSON `{"error": "...", "error_code": "..."}` with
 //! the codes of the manager protocol, so scripts can treat both alike.
+//!
+//! Every request passes `Access` first (Host, Content-Type, then the route's token): a
+//! refused request reaches no route, so it can neither change nor read anything.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -8,6 +11,8 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::access::{Access, HealthView};
+use super::guard::Refusal;
 use crate::config::{FlowConfig, OutputConfig};
 use crate::flow::FlowError;
 use crate::node::{FlowAction, Node};
@@ -17,15 +22,42 @@ const MAX_BODY: usize = 1 << 20;
 
 pub type Body = Full<Bytes>;
 
-pub async fn handle(node: &Node, req: Request<Incoming>) -> Response<Body> {
+/// What `/healthz` tells a caller without a token: enough for a load balancer or a
+/// monitor, nothing about flows, sessions or the software beyond its version.
+#[derive(Serialize)]
+struct HealthSummary {
+    status: &'static str,
+    version: &'static str,
+}
+
+pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Err(r) = access.check_request(&req) {
+        return refused(r, &method, &path);
+    }
+    if let ["api", "v1", ..] = segments.as_slice()
+        && let Err(r) = access.check_api(&req)
+    {
+        return refused(r, &method, &path);
+    }
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["ws", "stream", id]) => {
-            crate::bridge::ws::handle(node.bridge.clone(), id, req)
-        }
-        (&Method::GET, ["healthz"]) => json(StatusCode::OK, &node.health().await),
+        (&Method::GET, ["ws", "stream", id]) => match access.check_viewer(&req) {
+            Ok(()) => crate::bridge::ws::handle(node.bridge.clone(), id, req),
+            Err(r) => refused(r, &method, &path),
+        },
+        (&Method::GET, ["healthz"]) => match access.health_view(&req) {
+            Ok(HealthView::Full) => json(StatusCode::OK, &node.health().await),
+            Ok(HealthView::Summary) => json(
+                StatusCode::OK,
+                &HealthSummary {
+                    status: node.status(),
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+            ),
+            Err(r) => refused(r, &method, &path),
+        },
         (&Method::GET, ["api", "v1", "flows"]) => json(StatusCode::OK, &node.flows().await),
         (&Method::POST, ["api", "v1", "flows"]) => match body::<FlowConfig>(req).await {
             Ok(flow) => respond(node.create_flow(flow).await, StatusCode::CREATED),
@@ -124,6 +156,20 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
             "validation_error",
         )
     })
+}
+
+/// A request `Access` turned away. Logged at debug only: a scanner knocking must not fill
+/// the log (and the request's token, right or wrong, is never logged).
+fn refused(r: Refusal, method: &Method, path: &str) -> Response<Body> {
+    tracing::debug!(%method, path, code = r.code(), "request refused");
+    let mut resp = error(r.status(), r.message(), r.code());
+    if r == Refusal::Unauthorized {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
 }
 
 fn respond<T: Serialize>(result: Result<T, FlowError>, ok: StatusCode) -> Response<Body> {

@@ -1,7 +1,11 @@
 //! The local HTTP API: a small HTTP/1.1 server on the runtime thread, bound to loopback
-//! unless the config says otherwise.
+//! unless the config says otherwise. Who may use it is `access.rs` (with the checks of
+//! `guard.rs` and the token files of `token.rs`); docs/security.md is the operator's view.
 
+pub mod access;
 pub mod api;
+pub mod guard;
+pub mod token;
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::node::Node;
+pub use access::Access;
 
 /// Bind the API listener (a failure here is fatal at start: the operator asked for it).
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -20,7 +25,7 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Serve connections until the task is dropped.
-pub async fn serve(listener: TcpListener, node: Rc<Node>) {
+pub async fn serve(listener: TcpListener, node: Rc<Node>, access: Rc<Access>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -32,10 +37,12 @@ pub async fn serve(listener: TcpListener, node: Rc<Node>) {
             }
         };
         let node = node.clone();
+        let access = access.clone();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |req| {
                 let node = node.clone();
-                async move { Ok::<_, std::convert::Infallible>(api::handle(&node, req).await) }
+                let access = access.clone();
+                async move { Ok::<_, std::convert::Infallible>(api::handle(&node, &access, req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)

@@ -252,18 +252,23 @@ impl Node {
             .ok_or_else(|| FlowError::NotFound(id.to_owned()))
     }
 
+    /// `ok`, or `degraded` while the event log is memory-only (alarms raised now do not
+    /// survive a power cut), or while events were lost to damage on disk and the loss report
+    /// is not acknowledged (by the manager, or `quoll ctl ack-loss`): both are degradations
+    /// the operator must see.
+    pub fn status(&self) -> &'static str {
+        if self.events.is_degraded() || self.events.status().lost_unacked > 0 {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
     pub async fn health(&self) -> Health {
         let (active_flows, total_flows) = self.flows.lock().await.counts();
-        // A memory-only event log is a degradation the operator must see: alarms raised now
-        // do not survive a power cut. So are events lost to damage on disk, until the loss
-        // report is acknowledged (by the manager, or `quoll ctl ack-loss`).
         let event_log = self.events.status();
         Health {
-            status: if self.events.is_degraded() || event_log.lost_unacked > 0 {
-                "degraded"
-            } else {
-                "ok"
-            },
+            status: self.status(),
             event_log,
             version: env!("CARGO_PKG_VERSION"),
             git_rev: env!("QUOLL_GIT_REV"),
@@ -557,7 +562,7 @@ impl Node {
                     // manager may serialize its fields in another order than the file has
                     // them). The tunnel holds its shared key, so the canonical forms are
                     // compared without an early exit.
-                    let same = crate::manager::tls::ct_eq(
+                    let same = crate::secret::ct_eq(
                         canonical_json(&tunnel).as_bytes(),
                         canonical_json(&base.tunnels[i]).as_bytes(),
                     );

@@ -107,6 +107,11 @@ impl Drop for TempDir {
 pub struct Quoll {
     child: Option<Child>,
     pub api_port: u16,
+    /// The daemon's `storage.data_dir` (the token files are there).
+    pub data_dir: PathBuf,
+    /// The API token: `server.api_token` of the config, else what the daemon wrote to
+    /// `<data_dir>/api-token` at its first start. `api` sends it.
+    pub token: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -130,6 +135,7 @@ impl Quoll {
         let api_port = config["server"]["listen_port"]
             .as_u64()
             .expect("listen_port") as u16;
+        let data_dir = PathBuf::from(config["storage"]["data_dir"].as_str().expect("data_dir"));
         let mut child = quoll()
             .arg("run")
             .arg("--config")
@@ -155,15 +161,35 @@ impl Quoll {
                 sink.lock().unwrap().push(line);
             }
         });
-        let q = Quoll {
+        let mut q = Quoll {
             child: Some(child),
             api_port,
+            data_dir,
+            token: String::new(),
             log,
         };
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             panic!("quoll did not become ready; log:\n{}", q.log());
         }
+        // The token files are written before the daemon says it is ready. A data dir that
+        // cannot be written has none: then the API refuses every request (a test of such a
+        // node sets server.api_token).
+        q.token = match config["server"]["api_token"].as_str() {
+            Some(t) => t.to_owned(),
+            None => std::fs::read_to_string(q.data_dir.join("api-token"))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default(),
+        };
         q
+    }
+
+    /// A token file of the daemon's data dir (`api-token`, `viewer-token`), trimmed.
+    pub fn token_file(&self, name: &str) -> String {
+        let path = self.data_dir.join(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}; log:\n{}", path.display(), self.log()))
+            .trim()
+            .to_owned()
     }
 
     pub fn log(&self) -> String {
@@ -174,9 +200,10 @@ impl Quoll {
         self.child.as_ref().unwrap().id()
     }
 
-    /// One HTTP/1.1 request to the local API; returns status and parsed JSON body.
+    /// One HTTP/1.1 request to the local API with the API token; returns status and parsed
+    /// JSON body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        http(self.api_port, method, path, body)
+        http(self.api_port, Some(&self.token), method, path, body)
     }
 
     /// SIGTERM, then wait (bounded) for the exit.
@@ -215,28 +242,104 @@ fn unsafe_kill(pid: u32, sig: &str) {
         .status();
 }
 
-/// Minimal HTTP/1.1 client for the tests (Connection: close, whole body read).
-pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+/// Minimal HTTP/1.1 client for the tests (Connection: close, whole body read), as a
+/// script would call the API: `Host: 127.0.0.1`, a JSON body, the bearer token if given.
+pub fn http(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Host", "127.0.0.1"), ("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    let r = raw_http(port, method, path, &headers, body.unwrap_or(""));
+    (r.status, r.json())
+}
+
+/// A response as `raw_http` read it.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lowercased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One request with exactly the given headers (and `Content-Length` when there is a body,
+/// `Connection: close` unless `headers` say otherwise), to 127.0.0.1:`port`. Reads the head and then `Content-Length` bytes, so it also returns
+/// on a `101 Switching Protocols` (whose connection stays open).
+pub fn raw_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to API");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read API response");
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read the status line");
+    let status: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad HTTP response: {text}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    (status, json)
+        .unwrap_or_else(|| panic!("bad HTTP response: {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("read the body");
+    RawResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// A UDP receiver on 127.0.0.1 with a large buffer.
