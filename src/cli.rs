@@ -86,16 +86,36 @@ fn check_config(mut args: lexopt::Parser) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match crate::config::parse(&text) {
+    // The budget of the board this command runs on ($QUOLL_BOARD, /etc/quoll/board), as
+    // `quoll run` would apply it.
+    let budget = match crate::board::selected(None) {
+        Ok(b) => crate::board::budget(b.as_ref().map(|b| b.board.as_str())),
+        Err(e) => {
+            eprintln!("quoll: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = crate::config::parse_unvalidated(&text);
+    match cfg
+        .map_err(crate::flow::FlowError::Invalid)
+        .and_then(|cfg| {
+            crate::node::admit(&cfg, budget)?;
+            Ok(cfg)
+        }) {
         Ok(cfg) => {
             println!("{}: ok ({} flows)", path.display(), cfg.flows.len());
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        Err(crate::flow::FlowError::Invalid(errors)) => {
             for e in &errors {
                 eprintln!("{e}");
             }
             eprintln!("{}: {} problem(s)", path.display(), errors.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: over this node's budget ({})", path.display(), e.code());
             ExitCode::FAILURE
         }
     }

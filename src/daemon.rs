@@ -39,7 +39,8 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
             );
         }
     }
-    let config = match load(config_path.as_deref()) {
+    let budget = crate::board::budget(board.as_ref().map(|b| b.board.as_str()));
+    let config = match load(config_path.as_deref(), budget) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("quoll: {msg}");
@@ -118,7 +119,9 @@ fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn load(path: Option<&Path>) -> Result<Config, String> {
+/// Read the config and admit it like any change: valid, and within the board's budget (a
+/// config over budget would allocate at start what no API call could add).
+fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, String> {
     let (text, origin) = match path {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
@@ -129,10 +132,19 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
             "embedded default config".to_owned(),
         ),
     };
-    config::parse(&text).map_err(|errors| {
+    let invalid = |errors: Vec<config::ConfigError>| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         format!("{origin} is invalid:\n{}", list.join("\n"))
-    })
+    };
+    let cfg = config::parse_unvalidated(&text).map_err(invalid)?;
+    match crate::node::admit(&cfg, budget) {
+        Ok(()) => Ok(cfg),
+        Err(crate::flow::FlowError::Invalid(errors)) => Err(invalid(errors)),
+        Err(e) => Err(format!(
+            "{origin} is over this node's budget:\n  {e}\n  (raise the limit in the config's \
+             `limits` block, or remove flows; see docs/security-limits.md)"
+        )),
+    }
 }
 
 async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {

@@ -476,6 +476,86 @@ fn server_rules() {
 }
 
 #[test]
+fn server_connection_limits_are_optional_and_checked() {
+    let cfg = parse(&base().to_string()).unwrap();
+    assert_eq!(
+        (
+            cfg.server.max_connections,
+            cfg.server.max_connections_per_ip,
+            cfg.server.header_timeout_ms,
+            cfg.server.idle_timeout_ms
+        ),
+        (None, None, None, None)
+    );
+    // Absent fields are not written back: the manager's view of `server` is unchanged.
+    assert_eq!(
+        cfg.server.to_value(),
+        json!({"listen_addr": "127.0.0.1", "listen_port": 8080})
+    );
+    let set = json!({"listen_addr": "127.0.0.1", "listen_port": 8080, "max_connections": 100,
+        "max_connections_per_ip": 10, "header_timeout_ms": 5000, "idle_timeout_ms": 20000});
+    let mut v = base();
+    v["server"] = set.clone();
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.server.max_connections, Some(100));
+    assert_eq!(cfg.server.to_value(), set);
+    one(
+        |v| v["server"]["max_connections"] = json!(0),
+        "server.max_connections: 0 is out of range (1..=65536)",
+    );
+    one(
+        |v| {
+            v["server"]["max_connections"] = json!(8);
+            v["server"]["max_connections_per_ip"] = json!(9);
+        },
+        "server.max_connections_per_ip: 9 is above server.max_connections (8)",
+    );
+    one(
+        |v| v["server"]["header_timeout_ms"] = json!(10),
+        "server.header_timeout_ms: 10 is out of range (100..=3600000)",
+    );
+    one(
+        |v| v["server"]["idle_timeout_ms"] = json!("1s"),
+        "server.idle_timeout_ms: invalid type: string \"1s\", expected u64",
+    );
+}
+
+#[test]
+fn limits_block_round_trips_and_is_checked() {
+    let mut v = base();
+    v["limits"] = json!({"max_flows": 4, "max_outputs_per_flow": 2,
+        "max_ring_bytes": 8388608, "x_note": "kept"});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.limits.max_flows, Some(4));
+    assert_eq!(cfg.limits.max_ring_bytes, Some(8 << 20));
+    assert_eq!(cfg.to_value()["limits"], v["limits"]);
+    // Absent: not written back.
+    assert!(
+        parse(&base().to_string())
+            .unwrap()
+            .to_value()
+            .get("limits")
+            .is_none()
+    );
+    one(
+        |v| v["limits"] = json!({"max_flows": 0}),
+        "limits.max_flows: 0 is out of range (1..=4096)",
+    );
+    one(
+        |v| v["limits"] = json!({"max_outputs_per_flow": 5000}),
+        "limits.max_outputs_per_flow: 5000 is out of range (1..=1024)",
+    );
+    one(
+        |v| v["limits"] = json!({"max_ring_bytes": 1000}),
+        "limits.max_ring_bytes: 1000 is out of range (1048576..=68719476736)",
+    );
+    one(
+        |v| v["limits"] = json!([]),
+        "limits: expected an object, found an array",
+    );
+}
+
+#[test]
 fn flow_id_rules() {
     one(
         |v| v["flows"][0]["id"] = json!(""),

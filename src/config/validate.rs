@@ -108,6 +108,7 @@ impl Validator {
             self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
         }
         self.storage(&cfg.storage);
+        self.limits(&cfg.limits);
         if let Some(m) = &cfg.manager {
             self.manager(m);
         }
@@ -333,6 +334,55 @@ impl Validator {
         }
         if s.listen_port == 0 {
             self.err("server.listen_port", "must not be 0");
+        }
+        let conns = ServerConfig::MAX_CONNECTIONS_RANGE;
+        let conns = *conns.start() as u64..=*conns.end() as u64;
+        if let Some(n) = s.max_connections {
+            self.range("server.max_connections", n as u64, conns.clone());
+        }
+        if let Some(n) = s.max_connections_per_ip {
+            self.range("server.max_connections_per_ip", n as u64, conns);
+            if let Some(total) = s.max_connections
+                && n > total
+            {
+                self.err(
+                    "server.max_connections_per_ip",
+                    format!("{n} is above server.max_connections ({total})"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("server.header_timeout_ms", s.header_timeout_ms),
+            ("server.idle_timeout_ms", s.idle_timeout_ms),
+        ] {
+            if let Some(v) = v {
+                self.range(key, v, ServerConfig::TIMEOUT_MS_RANGE);
+            }
+        }
+    }
+
+    fn limits(&mut self, l: &LimitsConfig) {
+        let usize_range = |r: std::ops::RangeInclusive<usize>| *r.start() as u64..=*r.end() as u64;
+        if let Some(n) = l.max_flows {
+            self.range(
+                "limits.max_flows",
+                n as u64,
+                usize_range(LimitsConfig::MAX_FLOWS_RANGE),
+            );
+        }
+        if let Some(n) = l.max_outputs_per_flow {
+            self.range(
+                "limits.max_outputs_per_flow",
+                n as u64,
+                usize_range(LimitsConfig::MAX_OUTPUTS_RANGE),
+            );
+        }
+        if let Some(n) = l.max_ring_bytes {
+            self.range(
+                "limits.max_ring_bytes",
+                n,
+                LimitsConfig::MAX_RING_BYTES_RANGE,
+            );
         }
     }
 

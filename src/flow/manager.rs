@@ -25,10 +25,8 @@ use crate::output::udp::UdpOutput;
 use crate::ts::analyzer::TsInfo;
 use crate::ts::ring::FlowRing;
 
-/// Ring capacity when the flow config does not set `ring_chunks`: 1024 chunks of 7 packets
-/// is 1.3 MiB, about half a second at 20 Mbit/s: enough to absorb a stalled output without
-/// dropping, small enough for the smallest board.
-pub const DEFAULT_RING_CHUNKS: usize = 1024;
+/// Ring capacity when the flow config does not set `ring_chunks` (see the config's).
+pub const DEFAULT_RING_CHUNKS: usize = FlowConfig::DEFAULT_RING_CHUNKS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
