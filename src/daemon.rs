@@ -13,10 +13,29 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::board::Profile;
 use crate::config::{self, Config};
 use crate::events::{Events, LogConfig};
+use crate::net::listener::{Admission, Limits, Listener};
 use crate::node::Node;
 
 pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     init_logging();
+    // Before anything opens descriptors; the listeners' caps are derived from the result.
+    let fds = match crate::net::fdlimit::raise_nofile() {
+        Ok(l) => {
+            if l.soft > l.was {
+                tracing::info!(
+                    "file descriptor limit raised from {} to {} (hard limit {})",
+                    l.was,
+                    l.soft,
+                    l.hard
+                );
+            }
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the file descriptor limit: {e}");
+            1024
+        }
+    };
     // A board's config file is the default; on a fresh box it is created from the profile,
     // so the manager's changes persist there from the first boot on.
     let config_path = match (config_path, &board) {
@@ -63,7 +82,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config, config_path, board))
+    local.block_on(&runtime, serve(config, config_path, board, budget, fds))
 }
 
 /// Hold an exclusive `flock` on `<data_dir>/lock` for the life of the process. A directory
@@ -147,7 +166,13 @@ fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, String> {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    board: Option<Profile>,
+    budget: config::Budget,
+    fds: u64,
+) -> ExitCode {
     // Signals first: a SIGTERM that lands during startup must still stop us cleanly.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -184,6 +209,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
             return ExitCode::FAILURE;
         }
     };
+    // Listener connections stay under the descriptors left once the flows the budget
+    // allows have theirs: a flood of connections cannot starve the control socket, the
+    // event log or an input of descriptors.
+    let budget = budget.with_overrides(&config.limits);
+    let reserve = crate::net::fdlimit::reserve(budget.max_flows, budget.max_outputs_per_flow);
+    let (limits, lowered) = Limits::from_server(&config.server, fds, reserve);
+    if lowered {
+        tracing::warn!(
+            "API connections capped at {} (file descriptor limit {fds}, {reserve} kept for flows \
+             and the node); raise LimitNOFILE to allow server.max_connections",
+            limits.max_total
+        );
+    }
+    let admission = std::sync::Arc::new(std::sync::Mutex::new(Admission::new(&limits)));
+    let listener = Listener::new(listener, "api", limits, admission.clone());
     // The event log recovers before any flow starts, so the first event of this run gets
     // a sequence number above every recovered one. A disk that fails here degrades the log
     // to memory (and /healthz to "degraded"); it does not stop the node.
@@ -208,6 +248,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
         let h = node.health().await;
         (h.active_flows, h.total_flows)
     };
+    node.set_listener_stats(admission);
     let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
     // The serial console's way in. Never fatal: flows matter more than `quoll ctl`.
     let ctl_path = crate::console::socket_path(board.as_ref());

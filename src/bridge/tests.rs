@@ -1172,6 +1172,11 @@ mod health_route {
             .await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
+            let listener = crate::net::listener::Listener::alone(
+                listener,
+                "api",
+                crate::net::listener::Limits::default(),
+            );
             tokio::task::spawn_local(crate::http::serve(listener, node.clone()));
 
             // No session yet: the structure is there, empty.

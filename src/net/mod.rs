@@ -4,8 +4,12 @@
 //! when it wants to be woken ([`wake`] for inputs, `output::udp` for full send buffers).
 //! [`mmsg`] has the batched syscalls of the packet path; [`gate`] holds back the wake-ups of
 //! a TCP socket that a library owns (the in-process bridge worker's RTSP connection).
+//! [`listener`] puts connection limits on every TCP listener, [`fdlimit`] raises the
+//! descriptor limit they are derived from.
 
+pub mod fdlimit;
 pub mod gate;
+pub mod listener;
 pub mod mmsg;
 pub mod wake;
 

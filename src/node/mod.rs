@@ -97,6 +97,8 @@ pub struct Node {
     boot_slot: Rc<RefCell<Option<String>>>,
     /// The manager link's state and counters, as its task last published them.
     manager_status: RefCell<Option<Value>>,
+    /// The API listener's connection counters (`net::listener`), once it runs.
+    listener: RefCell<Option<crate::net::listener::SharedAdmission>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +155,9 @@ pub struct Health {
     pub bridge: BridgeHealth,
     /// Every bridge session's snapshot.
     pub sessions: Vec<SessionSnapshot>,
+    /// The API listener's connections: open, caps, admitted, refused, accept errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_connections: Option<crate::net::listener::AdmissionStats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,8 +232,13 @@ impl Node {
             budget: crate::board::budget(board.as_deref()),
             board,
             manager_status: RefCell::new(None),
+            listener: RefCell::new(None),
             boot_slot,
         })
+    }
+
+    pub fn set_listener_stats(&self, admission: crate::net::listener::SharedAdmission) {
+        *self.listener.borrow_mut() = Some(admission);
     }
 
     pub fn set_manager_status(&self, status: Value) {
@@ -289,6 +299,11 @@ impl Node {
             total_flows,
             bridge: self.bridge.health(),
             sessions: self.bridge.snapshots(),
+            api_connections: self
+                .listener
+                .borrow()
+                .as_ref()
+                .map(|a| crate::net::listener::lock(a).stats()),
         }
     }
 
