@@ -387,3 +387,84 @@ fn over_budget_changes_are_refused_and_not_saved() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit_exceeded"));
 }
+
+/// `security.outbound_allow` (issue 13): a destination written as an address outside the
+/// list is a validation error naming its JSON path; a host name is resolved at connect
+/// time and refused there, with an event that says why. Nothing is sent anywhere: the
+/// allowed network is 127.0.0.2/32.
+#[test]
+fn outbound_allow_refuses_literals_by_path_and_names_at_connect() {
+    let dir = TempDir::new("api-outbound");
+    let in_port = free_udp_port();
+    let mut cfg = base_config(&dir, in_port, free_udp_port());
+    cfg["flows"][0]["outputs"][0]["dest_addr"] = json!(format!("127.0.0.2:{}", free_udp_port()));
+    cfg["security"] = json!({ "outbound_allow": ["127.0.0.2/32", "2001:db8::/32"] });
+    let q = Quoll::start(dir.path(), &cfg);
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+
+    let udp_in = || json!({ "type": "udp", "bind_addr": format!("127.0.0.1:{}", free_udp_port()) });
+    let cases = [
+        (
+            json!({ "id": "u", "input": udp_in(),
+                    "outputs": [{ "type": "udp", "id": "o", "dest_addr": "127.0.0.3:5000" }] }),
+            "flows[1].outputs[0].dest_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "s", "input": udp_in(),
+                    "outputs": [{ "type": "srt", "id": "o", "mode": "caller",
+                                  "local_addr": "127.0.0.1:0", "remote_addr": "127.0.0.3:9000" }] }),
+            "flows[1].outputs[0].remote_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "c", "input": { "type": "srt", "mode": "caller",
+                    "local_addr": "127.0.0.1:0", "remote_addr": "127.0.0.3:9000" }, "outputs": [] }),
+            "flows[1].input.remote_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "r", "input": { "type": "rtsp", "rtsp_url": "rtsp://u:secret@[::1]:8554/cam" },
+                    "outputs": [] }),
+            "flows[1].input.rtsp_url: ::1 is not in security.outbound_allow",
+        ),
+    ];
+    for (flow, want) in cases {
+        let (code, err) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+        assert_eq!(
+            (code, err["error_code"].as_str()),
+            (400, Some("validation_error")),
+            "{err}"
+        );
+        assert_eq!(err["error"], want);
+    }
+    // Adding an output to a running flow goes through the same check.
+    let out = json!({ "type": "rtp", "id": "x", "dest_addr": "[2001:db9::1]:5000" });
+    let (code, err) = q.api("POST", "/api/v1/flows/main/outputs", Some(&out.to_string()));
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(
+        err["error"],
+        "flows[0].outputs[1].dest_addr: 2001:db9::1 is not in security.outbound_allow"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a refused change was saved"
+    );
+
+    // A name cannot be checked before it is resolved: the flow is created, and each
+    // connect attempt is refused with the addresses the name resolved to.
+    let flow = json!({ "id": "named", "input": { "type": "rtsp", "rtsp_url": "rtsp://localhost:1/cam",
+                       "reconnect_delay_secs": 1 }, "outputs": [] });
+    let (code, v) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+    assert_eq!(code, 201, "{v}");
+    let line = wait_for(Duration::from_secs(20), "the refused connect", || {
+        q.log()
+            .lines()
+            .find(|l| l.contains("RTSP input disconnected: localhost resolves to"))
+            .map(str::to_owned)
+    });
+    assert!(
+        line.contains("none of it in security.outbound_allow"),
+        "{line}"
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}

@@ -978,6 +978,7 @@ mod shell {
                 Some(&cfg),
                 Default::default(),
                 events.clone(),
+                None,
                 |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
                 failing,
             );
@@ -1020,6 +1021,7 @@ mod shell {
                 Some(&cfg),
                 Default::default(),
                 Events::in_memory(16),
+                None,
                 |_| None,
                 idle_launcher(),
             );

@@ -1322,3 +1322,88 @@ fn rtsp_credentials_are_redacted() {
     assert!(text.contains("rtsp://admin@cam/1"), "{text}");
     assert!(text.contains("\"username\":\"admin\""));
 }
+
+#[test]
+fn outbound_allow_round_trips_and_names_bad_entries() {
+    let allow = json!(["239.0.0.0/8", "127.0.0.1", "2001:db8::/32"]);
+    let mut v = base();
+    v["security"] = json!({"outbound_allow": allow.clone(), "x_later": 1});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.to_value()["security"], v["security"]);
+    assert!(parse(&base().to_string()).unwrap().security.is_none());
+    assert_eq!(
+        errs(|v| v["security"] = json!({"outbound_allow": ["10.0.0.0/8", "10.0.0.0/8x", 5]})),
+        vec!["security.outbound_allow[2]: expected a string, found number `5`".to_string(),]
+    );
+    assert_eq!(
+        errs(|v| v["security"] = json!({"outbound_allow": ["127.0.0.0/8", "239.0.0.0/8", "fe80::1/10"]})),
+        vec![
+            r#"security.outbound_allow[2]: "fe80::1/10" has host bits set (the network is fe80::/10)"#
+                .to_string(),
+        ]
+    );
+}
+
+#[test]
+fn outbound_allow_checks_every_destination_written_as_an_address() {
+    let with = |allow: Value, change: &dyn Fn(&mut Value)| {
+        errs(|v| {
+            v["security"] = json!({ "outbound_allow": allow });
+            change(v);
+        })
+    };
+    // base() sends to 239.1.1.1 and 127.0.0.1: both must be listed.
+    assert_eq!(
+        with(json!(["239.0.0.0/8"]), &|_| {}),
+        vec!["flows[0].outputs[1].dest_addr: 127.0.0.1 is not in security.outbound_allow"]
+    );
+    let ok = json!(["239.0.0.0/8", "127.0.0.1/32"]);
+    assert!(with(ok.clone(), &|_| {}).is_empty());
+    // An empty list allows no destination at all.
+    assert_eq!(with(json!([]), &|_| {}).len(), 2);
+    // SRT: callers and rendezvous peers are destinations, a listener's remote_addr is not;
+    // both legs are checked.
+    let srt = |mode: &str| {
+        json!({"type": "srt", "mode": mode, "local_addr": "0.0.0.0:9000",
+               "remote_addr": "192.0.2.1:9000",
+               "redundancy": {"mode": mode, "local_addr": "0.0.0.0:9001",
+                              "remote_addr": "198.51.100.1:9001"}})
+    };
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] = srt("rendezvous")),
+        vec![
+            "flows[1].input.remote_addr: 192.0.2.1 is not in security.outbound_allow",
+            "flows[1].input.redundancy.remote_addr: 198.51.100.1 is not in security.outbound_allow",
+        ]
+    );
+    assert!(with(ok.clone(), &|v| v["flows"][1]["input"] = srt("listener")).is_empty());
+    let mut out = srt("caller");
+    out["id"] = json!("s");
+    out["local_addr"] = json!("0.0.0.0:0");
+    out["redundancy"]["local_addr"] = json!("0.0.0.0:0");
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["outputs"] =
+            json!([out.clone()]))
+        .len(),
+        2
+    );
+    // RTSP: a literal host is checked now (credentials never echoed), a name at connect.
+    let rtsp = |url: &str| json!({"type": "rtsp", "rtsp_url": url});
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] =
+            rtsp("rtsp://u:pw@10.1.1.1/live")),
+        vec!["flows[1].input.rtsp_url: 10.1.1.1 is not in security.outbound_allow"]
+    );
+    assert!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] =
+            rtsp("rtsp://cam.local/live"))
+        .is_empty()
+    );
+    assert_eq!(
+        with(
+            ok,
+            &|v| v["bridge"] = json!({"streams": {"cam": {"rtsp_url": "rtsp://[2001:db8::5]/x"}}})
+        ),
+        vec!["bridge.streams.cam.rtsp_url: 2001:db8::5 is not in security.outbound_allow"]
+    );
+}

@@ -61,6 +61,8 @@ struct Bind {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// `security.outbound_allow` (its valid entries), known before the flows are checked.
+    outbound: Option<crate::net::outbound::AllowList>,
 }
 
 impl Validator {
@@ -79,6 +81,20 @@ impl Validator {
             );
         }
         self.server(&cfg.server);
+        let allow = cfg
+            .security
+            .as_ref()
+            .and_then(|s| s.outbound_allow.as_ref());
+        let allow_errors =
+            allow.map(
+                |entries| match crate::net::outbound::AllowList::parse(entries) {
+                    Ok(list) => {
+                        self.outbound = Some(list);
+                        Vec::new()
+                    }
+                    Err(bad) => bad,
+                },
+            );
 
         // Input binds of every flow, known before the outputs are checked, so an output
         // can be checked against a flow that comes after it.
@@ -114,6 +130,19 @@ impl Validator {
         }
         if let Some(b) = &cfg.bridge {
             self.bridge(b, cfg);
+        }
+        for (i, why) in allow_errors.unwrap_or_default() {
+            self.err(index("security.outbound_allow", i), why);
+        }
+    }
+
+    /// A destination the node connects or sends to, written as an address: it must be in
+    /// `security.outbound_allow` when that is set (`net::outbound`).
+    fn outbound(&mut self, path: &str, ip: IpAddr) {
+        if let Some(list) = &self.outbound
+            && let Err(e) = list.check(&ip.to_string(), ip)
+        {
+            self.err(path, e.to_string());
         }
     }
 
@@ -292,7 +321,21 @@ impl Validator {
 
     fn rtsp_url(&mut self, path: &str, s: &str) {
         match url::Url::parse(s) {
-            Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {
+                // A name is checked when it is resolved, at connect time (`rtsp::connect`).
+                // rtsp is not a "special" scheme to the URL parser: an IPv4 host comes back
+                // as a domain, and is parsed here.
+                match u.host() {
+                    Some(url::Host::Ipv4(ip)) => self.outbound(path, ip.into()),
+                    Some(url::Host::Ipv6(ip)) => self.outbound(path, ip.into()),
+                    Some(url::Host::Domain(d)) => {
+                        if let Ok(ip) = d.parse::<IpAddr>() {
+                            self.outbound(path, ip);
+                        }
+                    }
+                    None => {}
+                }
+            }
             Ok(u) if u.scheme() != "rtsp" => self.err(
                 path,
                 format!(
@@ -576,10 +619,11 @@ impl Validator {
         };
         let dest_path = child(path, "dest_addr");
         let dest = self.socket_addr(&dest_path, &u.dest_addr);
-        if let Some(d) = dest
-            && d.port() == 0
-        {
-            self.err(dest_path, "port must not be 0");
+        if let Some(d) = dest {
+            if d.port() == 0 {
+                self.err(dest_path.clone(), "port must not be 0");
+            }
+            self.outbound(&dest_path, d.ip());
         }
         if let Some(b) = &u.bind_addr {
             let bpath = child(path, "bind_addr");
@@ -690,6 +734,11 @@ impl Validator {
                             rpath.clone(),
                             format!("{r} is not an address to connect to"),
                         );
+                    }
+                    // A caller connects to it and a rendezvous peer is sent to; a
+                    // listener's remote_addr only filters who may call.
+                    if c.mode != SrtMode::Listener {
+                        self.outbound(&rpath, r.ip());
                     }
                     if let Some(l) = local
                         && l.is_ipv4() != r.is_ipv4()

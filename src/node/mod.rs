@@ -192,6 +192,9 @@ impl Node {
         let flows = std::mem::take(&mut config.flows);
         let taps = crate::flow::manager::FlowTaps::default();
         let mut manager = FlowManager::with_taps(events.clone(), taps.clone());
+        // `security` is the node's own (never pushed): fixed for the life of the process.
+        let outbound = crate::net::outbound::AllowList::from_config(&config);
+        manager.set_outbound(outbound.clone());
         for flow in flows {
             let id = flow.id.clone();
             if let Err(e) = manager.create(flow).await {
@@ -199,11 +202,12 @@ impl Node {
             }
         }
         let bridge = match launcher {
-            None => Bridge::new(config.bridge.as_ref(), taps, events.clone()),
+            None => Bridge::new(config.bridge.as_ref(), taps, events.clone(), outbound),
             Some(l) => Bridge::with_launcher(
                 config.bridge.as_ref(),
                 taps,
                 events.clone(),
+                outbound,
                 |k| std::env::var(k).ok(),
                 l,
             ),
