@@ -39,6 +39,9 @@ pub struct Profile {
     pub watchdog: Watchdog,
     /// `sysctl` keys and values (`/etc/sysctl.d/60-quoll.conf` on the image).
     pub sysctl: BTreeMap<String, u64>,
+    /// Resource budgets for this board's smallest memory variant (`config::budget`); the
+    /// config's `limits` block overrides them. Derived in docs/security.md.
+    pub limits: crate::config::Budget,
     /// The config a box without one starts from (written to `paths.config` on first run).
     pub default_config: serde_json::Value,
 }
@@ -111,6 +114,16 @@ pub fn profile(name: &str) -> Result<Profile, BoardError> {
         board: name.to_owned(),
         error: e.to_string(),
     })
+}
+
+/// The budget a node on `board` starts from: the profile's, or [`Budget::GENERIC`] without
+/// a (known) board.
+///
+/// [`Budget::GENERIC`]: crate::config::Budget::GENERIC
+pub fn budget(board: Option<&str>) -> crate::config::Budget {
+    board
+        .and_then(|b| profile(b).ok())
+        .map_or(crate::config::Budget::GENERIC, |p| p.limits)
 }
 
 /// The board named by the flag, `$QUOLL_BOARD` or [`BOARD_FILE`], in that order.
@@ -249,6 +262,7 @@ mod tests {
             service_watchdog_sec: u32,
             runtime_watchdog_sec: u32,
             rmem_max: u64,
+            limits: (usize, usize, u64),
         }
         let wants = [
             Want {
@@ -260,6 +274,8 @@ mod tests {
                 service_watchdog_sec: 20,
                 runtime_watchdog_sec: 15,
                 rmem_max: 8 << 20,
+                // 1 GB variant: must never swap (docs/security.md).
+                limits: (16, 8, 64 << 20),
             },
             Want {
                 board: "raspberrypi5",
@@ -270,6 +286,7 @@ mod tests {
                 service_watchdog_sec: 20,
                 runtime_watchdog_sec: 15,
                 rmem_max: 8 << 20,
+                limits: (32, 8, 96 << 20),
             },
             Want {
                 board: "jetson-orin-nano",
@@ -280,6 +297,7 @@ mod tests {
                 service_watchdog_sec: 20,
                 runtime_watchdog_sec: 30,
                 rmem_max: 16 << 20,
+                limits: (64, 16, 256 << 20),
             },
         ];
         assert_eq!(
@@ -312,6 +330,13 @@ mod tests {
             assert_eq!(p.watchdog.reboot_watchdog_sec, 120, "{name}");
             assert_eq!(p.sysctl["net.core.rmem_max"], w.rmem_max, "{name}");
             assert_eq!(p.sysctl["net.core.wmem_max"], w.rmem_max, "{name}");
+            let l = p.limits;
+            assert_eq!(
+                (l.max_flows, l.max_outputs_per_flow, l.max_ring_bytes),
+                w.limits,
+                "{name}"
+            );
+            assert_eq!(budget(Some(name)), p.limits);
             assert_eq!(
                 p.default_config["server"],
                 serde_json::json!({"listen_addr": "127.0.0.1", "listen_port": 8080}),
@@ -323,6 +348,12 @@ mod tests {
                 "{name}: a fresh box starts with no flows"
             );
         }
+    }
+
+    #[test]
+    fn without_a_board_the_generic_budget_applies() {
+        assert_eq!(budget(None), crate::config::Budget::GENERIC);
+        assert_eq!(budget(Some("pi3")), crate::config::Budget::GENERIC);
     }
 
     #[test]

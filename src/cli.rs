@@ -97,16 +97,36 @@ fn check_config(mut args: lexopt::Parser) -> ExitCode {
     if let Ok(Some(extra)) = args.next() {
         return usage_error(&format!("check-config: unexpected {}", extra.unexpected()));
     }
-    match crate::config::parse(&text) {
+    // The budget of the board this command runs on ($QUOLL_BOARD, /etc/quoll/board), as
+    // `quoll run` would apply it.
+    let budget = match crate::board::selected(None) {
+        Ok(b) => crate::board::budget(b.as_ref().map(|b| b.board.as_str())),
+        Err(e) => {
+            eprintln!("quoll: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Every shape and value problem in one pass, then the budget.
+    match crate::config::parse(&text)
+        .map_err(crate::flow::FlowError::Invalid)
+        .and_then(|cfg| {
+            crate::node::admit(&cfg, budget)?;
+            Ok(cfg)
+        }) {
         Ok(cfg) => {
             println!("{name}: ok ({} flows)", cfg.flows.len());
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        Err(crate::flow::FlowError::Invalid(errors)) => {
             for e in &errors {
                 eprintln!("{e}");
             }
             eprintln!("{name}: {} problem(s)", errors.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{name}: over this node's budget ({})", e.code());
             ExitCode::FAILURE
         }
     }

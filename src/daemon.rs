@@ -13,10 +13,29 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::board::Profile;
 use crate::config::{self, Config};
 use crate::events::{Events, LogConfig};
+use crate::net::listener::{Admission, Limits, Listener};
 use crate::node::Node;
 
 pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
     init_logging();
+    // Before anything opens descriptors; the listeners' caps are derived from the result.
+    let fds = match crate::net::fdlimit::raise_nofile() {
+        Ok(l) => {
+            if l.soft > l.was {
+                tracing::info!(
+                    "file descriptor limit raised from {} to {} (hard limit {})",
+                    l.was,
+                    l.soft,
+                    l.hard
+                );
+            }
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the file descriptor limit: {e}");
+            1024
+        }
+    };
     // A board's config file is the default; on a fresh box it is created from the profile,
     // so the manager's changes persist there from the first boot on.
     let config_path = match (config_path, &board) {
@@ -39,7 +58,8 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
             );
         }
     }
-    let config = match load(config_path.as_deref()) {
+    let budget = crate::board::budget(board.as_ref().map(|b| b.board.as_str()));
+    let config = match load(config_path.as_deref(), budget) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("quoll: {msg}");
@@ -62,7 +82,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config, config_path, board))
+    local.block_on(&runtime, serve(config, config_path, board, budget, fds))
 }
 
 /// Hold an exclusive `flock` on `<data_dir>/lock` for the life of the process. A directory
@@ -126,7 +146,9 @@ fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn load(path: Option<&Path>) -> Result<Config, String> {
+/// Read the config and admit it like any change: valid, and within the board's budget (a
+/// config over budget would allocate at start what no API call could add).
+fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, String> {
     let (text, origin) = match path {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
@@ -137,13 +159,28 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
             "embedded default config".to_owned(),
         ),
     };
-    config::parse(&text).map_err(|errors| {
+    let invalid = |errors: Vec<config::ConfigError>| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         format!("{origin} is invalid:\n{}", list.join("\n"))
-    })
+    };
+    let cfg = config::parse_unvalidated(&text).map_err(invalid)?;
+    match crate::node::admit(&cfg, budget) {
+        Ok(()) => Ok(cfg),
+        Err(crate::flow::FlowError::Invalid(errors)) => Err(invalid(errors)),
+        Err(e) => Err(format!(
+            "{origin} is over this node's budget:\n  {e}\n  (raise the limit in the config's \
+             `limits` block, or remove flows; see docs/security.md)"
+        )),
+    }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    board: Option<Profile>,
+    budget: config::Budget,
+    fds: u64,
+) -> ExitCode {
     // Signals first: a SIGTERM that lands during startup must still stop us cleanly.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -180,6 +217,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
             return ExitCode::FAILURE;
         }
     };
+    // Listener connections stay under the descriptors left once the flows the budget
+    // allows have theirs: a flood of connections cannot starve the control socket, the
+    // event log or an input of descriptors.
+    let budget = budget.with_overrides(&config.limits);
+    let reserve = crate::net::fdlimit::reserve(budget.max_flows, budget.max_outputs_per_flow);
+    let (limits, lowered) = Limits::from_server(&config.server, fds, reserve);
+    if lowered {
+        tracing::warn!(
+            "API connections capped at {} (file descriptor limit {fds}, {reserve} kept for flows \
+             and the node); raise LimitNOFILE to allow server.max_connections",
+            limits.max_total
+        );
+    }
+    let admission = std::sync::Arc::new(std::sync::Mutex::new(Admission::new(&limits)));
+    let listener = Listener::new(listener, "api", limits, admission.clone());
     // The event log recovers before any flow starts, so the first event of this run gets
     // a sequence number above every recovered one. A disk that fails here degrades the log
     // to memory (and /healthz to "degraded"); it does not stop the node.
@@ -212,6 +264,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, board: Option<Profi
         let h = node.health().await;
         (h.active_flows, h.total_flows)
     };
+    node.set_listener_stats(admission);
     let api = tokio::task::spawn_local(crate::http::serve(listener, node.clone(), access));
     // The serial console's way in. Never fatal: flows matter more than `quoll ctl`.
     let ctl_path = crate::console::socket_path(board.as_ref());

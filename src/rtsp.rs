@@ -19,6 +19,10 @@ use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
 use crate::net::gate::{self, LowWater, MAX_HOLD, RecvGate};
+use crate::net::outbound::{self, Policy};
+
+/// RTSP's port when a URL names none.
+const RTSP_PORT: u16 = 554;
 use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
 
 /// Timestamps start this far into the 90 kHz clock, so the PCR (which runs behind) is
@@ -32,6 +36,8 @@ pub struct Source {
     pub url: Url,
     pub creds: Option<Credentials>,
     pub udp: bool,
+    /// `security.outbound_allow`: the camera's address must be in it (`net::outbound`).
+    pub outbound: Policy,
 }
 
 impl std::fmt::Debug for Source {
@@ -40,6 +46,7 @@ impl std::fmt::Debug for Source {
             .field("url", &self.url.as_str())
             .field("auth", &self.creds.is_some())
             .field("udp", &self.udp)
+            .field("outbound", &self.outbound.is_some())
             .finish()
     }
 }
@@ -71,7 +78,33 @@ impl Source {
             url,
             creds,
             udp: transport == "udp",
+            outbound: None,
         })
+    }
+
+    /// The same source, restricted to `policy`'s destinations.
+    pub fn with_outbound(mut self, policy: Policy) -> Source {
+        self.outbound = policy;
+        self
+    }
+
+    /// The URL to connect to. Under an allow list, the host is resolved here and the first
+    /// permitted address written into the URL, so the connection goes to the address that
+    /// was checked and not to whatever the name resolves to next. Without one, the URL as
+    /// configured.
+    pub async fn pinned_url(&self) -> Result<Url, String> {
+        let Some(policy) = &self.outbound else {
+            return Ok(self.url.clone());
+        };
+        let host = self.url.host_str().unwrap_or_default();
+        let port = self.url.port().unwrap_or(RTSP_PORT);
+        let addr = outbound::resolve(Some(policy), host, port)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut url = self.url.clone();
+        url.set_ip_host(addr.ip())
+            .map_err(|()| format!("cannot connect {} to {}", self.shown(), addr.ip()))?;
+        Ok(url)
     }
 
     /// The URL as it may be shown in events and logs (no credentials).
@@ -164,11 +197,12 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
         .user_agent(format!("quoll/{}", env!("CARGO_PKG_VERSION")));
     // The RTSP connection is opened by DESCRIBE: the descriptors open before it tell
     // retina's socket apart afterwards (`net::gate`).
+    let url = src.pinned_url().await?;
     let fds_before = (!src.udp).then(gate::open_fds);
-    let mut session = Session::describe(src.url.clone(), opts)
+    let mut session = Session::describe(url, opts)
         .await
         .map_err(|e| e.to_string())?;
-    let port = src.url.port().unwrap_or(554);
+    let port = src.url.port().unwrap_or(RTSP_PORT);
     let gate = fds_before.and_then(|before| RecvGate::find_new(&before, port));
     let mut kinds = Vec::new();
     let mut names = Vec::new();

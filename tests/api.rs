@@ -262,3 +262,209 @@ fn flow_lifecycle_and_errors() {
         serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["flows"].as_array().unwrap().len(), 1);
 }
+
+/// Resource budgets (issue 13): a flow whose ring would not fit, the flow after the last one
+/// allowed and an output over the per-flow limit are refused with `limit_exceeded` (409),
+/// nothing starts and nothing is written to the config file.
+#[test]
+fn over_budget_changes_are_refused_and_not_saved() {
+    let dir = TempDir::new("api-limits");
+    let in_port = free_udp_port();
+    let (_rx, out_port) = udp_receiver();
+    let mut cfg = base_config(&dir, in_port, out_port);
+    // 1.3 MiB per default ring: three fit 8 MiB, one of 65 536 chunks (83 MiB) does not.
+    cfg["limits"] = json!({"max_flows": 2, "max_outputs_per_flow": 2, "max_ring_bytes": 8 << 20});
+    let q = Quoll::start(dir.path(), &cfg);
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+    let flow = |id: &str, ring: Option<u32>| {
+        let mut f = json!({
+            "id": id, "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{}", free_udp_port()) },
+            "outputs": [{ "type": "udp", "id": "o", "dest_addr": format!("127.0.0.1:{out_port}") }]
+        });
+        if let Some(n) = ring {
+            f["ring_chunks"] = json!(n);
+        }
+        f.to_string()
+    };
+
+    let (code, err) = q.api("POST", "/api/v1/flows", Some(&flow("huge", Some(65_536))));
+    assert_eq!(
+        (code, err["error_code"].as_str()),
+        (409, Some("limit_exceeded")),
+        "{err}"
+    );
+    let msg = err["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("flows[1].ring_chunks: ") && msg.contains("limits.max_ring_bytes"),
+        "{msg}"
+    );
+    assert_eq!(q.api("GET", "/api/v1/flows/huge", None).0, 404);
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a refused flow was saved"
+    );
+
+    let (code, v) = q.api("POST", "/api/v1/flows", Some(&flow("second", None)));
+    assert_eq!(code, 201, "{v}");
+    let (code, err) = q.api("POST", "/api/v1/flows", Some(&flow("third", None)));
+    assert_eq!(
+        (code, err["error_code"].as_str()),
+        (409, Some("limit_exceeded")),
+        "{err}"
+    );
+    assert_eq!(
+        err["error"],
+        "flows: 3 flows would be configured, at most 2 (limits.max_flows)"
+    );
+    assert_eq!(q.api("GET", "/api/v1/flows/third", None).0, 404);
+
+    let output = |id: &str| {
+        json!({ "type": "udp", "id": id, "dest_addr": format!("127.0.0.1:{out_port}") }).to_string()
+    };
+    let (code, v) = q.api("POST", "/api/v1/flows/second/outputs", Some(&output("o2")));
+    assert_eq!(code, 201, "{v}");
+    let (code, err) = q.api("POST", "/api/v1/flows/second/outputs", Some(&output("o3")));
+    assert_eq!(
+        (code, err["error_code"].as_str()),
+        (409, Some("limit_exceeded")),
+        "{err}"
+    );
+    let (_, v) = q.api("GET", "/api/v1/flows/second", None);
+    assert_eq!(v["outputs"].as_array().map(Vec::len), Some(2), "{v}");
+
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let ids: Vec<&str> = saved["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["main", "second"]);
+    assert_eq!(
+        saved["flows"][1]["outputs"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+
+    // The saved config, with a third flow written by hand, is refused at start.
+    let mut over = saved.clone();
+    over["flows"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::from_str(&flow("third", None)).unwrap());
+    std::fs::write(&path, serde_json::to_vec_pretty(&over).unwrap()).unwrap();
+    let mut child = quoll()
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("QUOLL_RUNTIME_DIR", dir.path().join("run"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a daemon that started anyway is killed, and the test fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quoll started with a config over its budget");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("over this node's budget")
+            && stderr.contains("flows: 3 flows would be configured, at most 2 (limits.max_flows)"),
+        "{stderr}"
+    );
+    let out = quoll().arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limit_exceeded"));
+}
+
+/// `security.outbound_allow` (issue 13): a destination written as an address outside the
+/// list is a validation error naming its JSON path; a host name is resolved at connect
+/// time and refused there, with an event that says why. Nothing is sent anywhere: the
+/// allowed network is 127.0.0.2/32.
+#[test]
+fn outbound_allow_refuses_literals_by_path_and_names_at_connect() {
+    let dir = TempDir::new("api-outbound");
+    let in_port = free_udp_port();
+    let mut cfg = base_config(&dir, in_port, free_udp_port());
+    cfg["flows"][0]["outputs"][0]["dest_addr"] = json!(format!("127.0.0.2:{}", free_udp_port()));
+    cfg["security"] = json!({ "outbound_allow": ["127.0.0.2/32", "2001:db8::/32"] });
+    let q = Quoll::start(dir.path(), &cfg);
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+
+    let udp_in = || json!({ "type": "udp", "bind_addr": format!("127.0.0.1:{}", free_udp_port()) });
+    let cases = [
+        (
+            json!({ "id": "u", "input": udp_in(),
+                    "outputs": [{ "type": "udp", "id": "o", "dest_addr": "127.0.0.3:5000" }] }),
+            "flows[1].outputs[0].dest_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "s", "input": udp_in(),
+                    "outputs": [{ "type": "srt", "id": "o", "mode": "caller",
+                                  "local_addr": "127.0.0.1:0", "remote_addr": "127.0.0.3:9000" }] }),
+            "flows[1].outputs[0].remote_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "c", "input": { "type": "srt", "mode": "caller",
+                    "local_addr": "127.0.0.1:0", "remote_addr": "127.0.0.3:9000" }, "outputs": [] }),
+            "flows[1].input.remote_addr: 127.0.0.3 is not in security.outbound_allow",
+        ),
+        (
+            json!({ "id": "r", "input": { "type": "rtsp", "rtsp_url": "rtsp://u:secret@[::1]:8554/cam" },
+                    "outputs": [] }),
+            "flows[1].input.rtsp_url: ::1 is not in security.outbound_allow",
+        ),
+    ];
+    for (flow, want) in cases {
+        let (code, err) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+        assert_eq!(
+            (code, err["error_code"].as_str()),
+            (400, Some("validation_error")),
+            "{err}"
+        );
+        assert_eq!(err["error"], want);
+    }
+    // Adding an output to a running flow goes through the same check.
+    let out = json!({ "type": "rtp", "id": "x", "dest_addr": "[2001:db9::1]:5000" });
+    let (code, err) = q.api("POST", "/api/v1/flows/main/outputs", Some(&out.to_string()));
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(
+        err["error"],
+        "flows[0].outputs[1].dest_addr: 2001:db9::1 is not in security.outbound_allow"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a refused change was saved"
+    );
+
+    // A name cannot be checked before it is resolved: the flow is created, and each
+    // connect attempt is refused with the addresses the name resolved to.
+    let flow = json!({ "id": "named", "input": { "type": "rtsp", "rtsp_url": "rtsp://localhost:1/cam",
+                       "reconnect_delay_secs": 1 }, "outputs": [] });
+    let (code, v) = q.api("POST", "/api/v1/flows", Some(&flow.to_string()));
+    assert_eq!(code, 201, "{v}");
+    let line = wait_for(Duration::from_secs(20), "the refused connect", || {
+        q.log()
+            .lines()
+            .find(|l| l.contains("RTSP input disconnected: localhost resolves to"))
+            .map(str::to_owned)
+    });
+    assert!(
+        line.contains("none of it in security.outbound_allow"),
+        "{line}"
+    );
+    let (status, _) = q.terminate();
+    assert!(status.success());
+}

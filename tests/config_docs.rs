@@ -13,7 +13,7 @@ fn documented_examples_validate() {
         }
         found += 1;
     }
-    assert_eq!(found, 5, "expected five JSON examples");
+    assert_eq!(found, 6, "expected six JSON examples");
     // The first example is the built-in default, verbatim.
     let first = doc
         .split("\n## Example\n")

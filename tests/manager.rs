@@ -1172,3 +1172,75 @@ fn a_frame_too_large_to_read_costs_the_connection_not_the_node() {
     drop(q);
     assert_clean(&fm);
 }
+
+/// Resource budgets (issue 13): every manager command that creates or changes flows is
+/// refused whole with `limit_exceeded` when it would exceed a budget, nothing is saved, and
+/// a push cannot lift the node's own `limits`.
+#[test]
+fn over_budget_commands_are_refused_with_limit_exceeded() {
+    let dir = TempDir::new("mgr-limits");
+    let (a_in, a_out, b_in, b_out) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let mut fm = FakeManager::start(known_node());
+    let mut cfg = config(&dir, plain(&fm), json!([udp_flow("a", a_in, a_out)]));
+    cfg["limits"] = json!({"max_flows": 1, "max_outputs_per_flow": 1, "max_ring_bytes": 4 << 20});
+    let q = Quoll::start(dir.path(), &cfg);
+    fm.expect("link up", t(20), |s| s.auth_results == ["ok"]);
+    let limit = t(10);
+    let path = dir.path().join("config.json");
+    let file_before = std::fs::read(&path).unwrap();
+
+    failed(
+        &fm.command(
+            json!({"type": "create_flow", "flow": udp_flow("b", b_in, b_out)}),
+            limit,
+        ),
+        "limit_exceeded",
+    );
+    let mut big = udp_flow("a", a_in, a_out);
+    big["ring_chunks"] = json!(65_536);
+    failed(
+        &fm.command(
+            json!({"type": "update_flow", "flow_id": "a", "flow": big}),
+            limit,
+        ),
+        "limit_exceeded",
+    );
+    failed(
+        &fm.command(
+            json!({"type": "add_output", "flow_id": "a",
+                   "output": {"type": "udp", "id": "o2", "dest_addr": format!("127.0.0.1:{b_out}")}}),
+            limit,
+        ),
+        "limit_exceeded",
+    );
+    // A whole config with two flows, and `limits` raised in the same push: the node keeps
+    // its own limits, so the push is refused and nothing of it applies.
+    let push = json!({"version": 1, "server": cfg["server"].clone(), "tunnels": [],
+        "limits": {"max_flows": 10},
+        "flows": [udp_flow("a", a_in, a_out), udp_flow("b", b_in, b_out)]});
+    let r = fm.command(json!({"type": "update_config", "config": push}), limit);
+    failed(&r, "limit_exceeded");
+    assert!(
+        r["payload"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("limits.max_flows")),
+        "{r}"
+    );
+
+    assert_eq!(q.api("GET", "/api/v1/flows/b", None).0, 404);
+    let (_, a) = q.api("GET", "/api/v1/flows/a", None);
+    assert_eq!(a["state"], "running", "{a}");
+    assert!(a["config"].get("ring_chunks").is_none(), "{a}");
+    assert_eq!(a["config"]["outputs"].as_array().map(Vec::len), Some(1));
+    assert!(
+        std::fs::read(&path).unwrap() == file_before,
+        "a refused command changed the config file"
+    );
+    drop(q);
+    assert_clean(&fm);
+}

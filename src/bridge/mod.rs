@@ -117,7 +117,11 @@ impl Settings {
 }
 
 impl StreamSpec {
-    pub fn from_config(s: &BridgeStreamConfig) -> Result<StreamSpec, String> {
+    /// `outbound`: `security.outbound_allow`, checked on a camera's resolved address.
+    pub fn from_config(
+        s: &BridgeStreamConfig,
+        outbound: crate::net::outbound::Policy,
+    ) -> Result<StreamSpec, String> {
         let source = match (&s.rtsp_url, &s.flow_id) {
             (Some(url), _) => SourceSpec::Rtsp {
                 source: rtsp::Source::new(
@@ -125,7 +129,8 @@ impl StreamSpec {
                     s.username.as_deref(),
                     s.password.as_deref(),
                     &s.transport,
-                )?,
+                )?
+                .with_outbound(outbound),
                 timeout: Duration::from_secs(s.timeout_secs.max(1)),
             },
             (None, Some(f)) => SourceSpec::Flow(f.clone()),
@@ -302,11 +307,17 @@ pub enum Refused {
 
 impl Bridge {
     /// A bridge for `cfg` (none: no streams), with the real workers.
-    pub fn new(cfg: Option<&BridgeConfig>, taps: FlowTaps, events: Events) -> Rc<Bridge> {
+    pub fn new(
+        cfg: Option<&BridgeConfig>,
+        taps: FlowTaps,
+        events: Events,
+        outbound: crate::net::outbound::Policy,
+    ) -> Rc<Bridge> {
         Self::with_launcher(
             cfg,
             taps,
             events,
+            outbound,
             |k| std::env::var(k).ok(),
             Rc::new(real_worker),
         )
@@ -316,6 +327,7 @@ impl Bridge {
         cfg: Option<&BridgeConfig>,
         taps: FlowTaps,
         events: Events,
+        outbound: crate::net::outbound::Policy,
         env: impl Fn(&str) -> Option<String>,
         launcher: Launcher,
     ) -> Rc<Bridge> {
@@ -324,7 +336,7 @@ impl Bridge {
         let settings = Settings::from_config(cfg, env);
         let mut streams = BTreeMap::new();
         for s in &cfg.streams {
-            match StreamSpec::from_config(s) {
+            match StreamSpec::from_config(s, outbound.clone()) {
                 Ok(spec) => {
                     streams.insert(s.id.clone(), spec);
                 }
@@ -709,8 +721,19 @@ fn url_with_creds(source: &rtsp::Source) -> String {
 }
 
 /// FFmpeg child process: stdout is the TS. Killed on stop (and on drop, whatever happens).
-async fn ffmpeg(source: rtsp::Source, timeout: Duration, video: String, ctx: WorkerCtx) -> Exit {
+async fn ffmpeg(
+    mut source: rtsp::Source,
+    timeout: Duration,
+    video: String,
+    ctx: WorkerCtx,
+) -> Exit {
     use std::os::unix::process::ExitStatusExt;
+    // FFmpeg resolves names itself: under an allow list it is handed the checked address.
+    match tokio::time::timeout(timeout, source.pinned_url()).await {
+        Ok(Ok(url)) => source.url = url,
+        Ok(Err(e)) => return failed(format!("rtsp: {e}")),
+        Err(_) => return failed(format!("rtsp: no answer within {} s", timeout.as_secs())),
+    }
     let script = ffmpeg_input_script(&url_with_creds(&source), source.udp, timeout);
     let mut child = match tokio::process::Command::new(&ctx.ffmpeg_path)
         .args(ffmpeg_args(&video))

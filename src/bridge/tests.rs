@@ -1020,6 +1020,7 @@ mod shell {
                 Some(&cfg),
                 Default::default(),
                 events.clone(),
+                None,
                 |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
                 failing,
             );
@@ -1066,6 +1067,7 @@ mod shell {
                 Some(&cfg),
                 Default::default(),
                 Events::in_memory(16),
+                None,
                 |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
                 failing,
             );
@@ -1128,6 +1130,7 @@ mod shell {
                 Some(&cfg),
                 taps.clone(),
                 Events::in_memory(16),
+                None,
                 |_| None,
                 Rc::new(super::super::real_worker),
             );
@@ -1181,6 +1184,7 @@ mod shell {
                 Some(&cfg),
                 Default::default(),
                 Events::in_memory(16),
+                None,
                 |_| None,
                 idle_launcher(),
             );
@@ -1338,6 +1342,11 @@ mod health_route {
             .await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
+            let listener = crate::net::listener::Listener::alone(
+                listener,
+                "api",
+                crate::net::listener::Limits::default(),
+            );
             let access = crate::http::Access::new(
                 crate::secret::Secret::new(TOKEN),
                 None,

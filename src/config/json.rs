@@ -199,6 +199,13 @@ impl Config {
         if let Some(b) = &self.bridge {
             m.insert("bridge".into(), b.to_value());
         }
+        // Written only when set, so a config without it reads and writes back unchanged.
+        if !self.limits.is_empty() {
+            m.insert("limits".into(), self.limits.to_value());
+        }
+        if let Some(s) = &self.security {
+            m.insert("security".into(), s.to_value());
+        }
         put_extra(&mut m, &self.extra);
         Value::Object(m)
     }
@@ -212,7 +219,26 @@ impl ServerConfig {
         if let Some(t) = &self.api_token {
             m.insert("api_token".into(), t.clone().into());
         }
-        m.insert("allowed_hosts".into(), self.allowed_hosts.clone().into());
+        // Edge-only, like the connection fields below: only when set, so the manager's
+        // view of `server` stays the two fields it knows.
+        if !self.allowed_hosts.is_empty() {
+            m.insert("allowed_hosts".into(), self.allowed_hosts.clone().into());
+        }
+        // The edge-only fields only when set: the manager's view of `server` stays the
+        // two fields it knows unless the operator chose otherwise.
+        for (k, v) in [
+            ("max_connections", self.max_connections.map(|n| n as u64)),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.map(|n| n as u64),
+            ),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.into());
+            }
+        }
         put_extra(&mut m, &self.extra);
         Value::Object(m)
     }
@@ -388,6 +414,14 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
         None | Some(Value::Null) => None,
         Some(v) => read_bridge(v, o.errors),
     };
+    let limits = match o.take("limits") {
+        None | Some(Value::Null) => LimitsConfig::default(),
+        Some(v) => read_limits(v, o.errors).unwrap_or_default(),
+    };
+    let security = match o.take("security") {
+        None | Some(Value::Null) => None,
+        Some(v) => read_security(v, o.errors),
+    };
     let extra = o.rest();
     Some(Partial {
         config: Config {
@@ -398,10 +432,62 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
             storage,
             manager,
             bridge,
+            limits,
+            security,
             extra,
         },
         flow_index,
     })
+}
+
+fn read_limits(v: Value, errors: &mut Vec<ConfigError>) -> Option<LimitsConfig> {
+    let mut o = Obj::new(v, "limits".into(), errors)?;
+    let max_flows = o.optional::<usize>("max_flows");
+    let max_outputs_per_flow = o.optional::<usize>("max_outputs_per_flow");
+    let max_ring_bytes = o.optional::<u64>("max_ring_bytes");
+    Some(LimitsConfig {
+        max_flows,
+        max_outputs_per_flow,
+        max_ring_bytes,
+        extra: o.rest(),
+    })
+}
+
+impl LimitsConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(n) = self.max_flows {
+            m.insert("max_flows".into(), n.into());
+        }
+        if let Some(n) = self.max_outputs_per_flow {
+            m.insert("max_outputs_per_flow".into(), n.into());
+        }
+        if let Some(n) = self.max_ring_bytes {
+            m.insert("max_ring_bytes".into(), n.into());
+        }
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
+}
+
+fn read_security(v: Value, errors: &mut Vec<ConfigError>) -> Option<SecurityConfig> {
+    let mut o = Obj::new(v, "security".into(), errors)?;
+    let outbound_allow = o.optional_strings("outbound_allow");
+    Some(SecurityConfig {
+        outbound_allow,
+        extra: o.rest(),
+    })
+}
+
+impl SecurityConfig {
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(list) = &self.outbound_allow {
+            m.insert("outbound_allow".into(), list.clone().into());
+        }
+        put_extra(&mut m, &self.extra);
+        Value::Object(m)
+    }
 }
 
 impl ManagerConfig {
@@ -464,11 +550,19 @@ fn read_server(v: Value, errors: &mut Vec<ConfigError>) -> Option<ServerConfig> 
     let listen_port = o.defaulted("listen_port", ServerConfig::DEFAULT_PORT);
     let api_token = o.optional::<String>("api_token");
     let allowed_hosts = o.optional_strings("allowed_hosts").unwrap_or_default();
+    let max_connections = o.optional::<usize>("max_connections");
+    let max_connections_per_ip = o.optional::<usize>("max_connections_per_ip");
+    let header_timeout_ms = o.optional::<u64>("header_timeout_ms");
+    let idle_timeout_ms = o.optional::<u64>("idle_timeout_ms");
     Some(ServerConfig {
         listen_addr,
         listen_port,
         api_token,
         allowed_hosts,
+        max_connections,
+        max_connections_per_ip,
+        header_timeout_ms,
+        idle_timeout_ms,
         extra: o.rest(),
     })
 }

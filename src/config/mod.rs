@@ -1,12 +1,14 @@
 //! Configuration: the JSON model (the manager's shape plus the edge's own blocks), validation
 //! that names every problem by its JSON path, redaction of secrets, and atomic, durable writes.
 
+pub mod budget;
 mod json;
 pub mod model;
 pub mod redact;
 pub mod store;
 pub mod validate;
 
+pub use budget::{Budget, LimitError};
 pub use model::*;
 pub use redact::{
     SECRET_KEYS, is_secret_key, redact_tunnel, redact_userinfo, redact_value, restore_secrets,

@@ -25,6 +25,10 @@ pub struct Config {
     pub manager: Option<ManagerConfig>,
     /// The RTSP->WebSocket bridge block (absent: no bridge streams).
     pub bridge: Option<BridgeConfig>,
+    /// Resource budgets (`limits`); every field absent takes the board's default.
+    pub limits: LimitsConfig,
+    /// Network guards (`security`); absent means none (the behaviour before it existed).
+    pub security: Option<SecurityConfig>,
     pub extra: Extra,
 }
 
@@ -43,12 +47,48 @@ pub struct ServerConfig {
     /// Host names (besides IP literals and `localhost`) a request's `Host` may name. Any
     /// other name is refused: a DNS-rebinding page would send its own.
     pub allowed_hosts: Vec<String>,
+    /// Edge-only: concurrent connections on the API/bridge listener, all sources together
+    /// (absent: [`ServerConfig::DEFAULT_MAX_CONNECTIONS`], lowered further if the process
+    /// has too few file descriptors; see `net::listener`).
+    pub max_connections: Option<usize>,
+    /// Edge-only: concurrent connections from one source address (IPv6: one /64).
+    pub max_connections_per_ip: Option<usize>,
+    /// Edge-only: how long a client has to deliver a complete request header, counted
+    /// from when the server starts waiting for it (the accept; on a kept-alive connection
+    /// the end of the previous response, so it also bounds an idle kept-alive connection).
+    pub header_timeout_ms: Option<u64>,
+    /// Edge-only: a connection on which no byte moves in either direction for this long
+    /// is closed (a stalled upload, a client that does not read its response, an idle
+    /// kept-alive connection). WebSocket sessions, once upgraded, are the bridge's.
+    pub idle_timeout_ms: Option<u64>,
     pub extra: Extra,
 }
 
 impl ServerConfig {
     pub const DEFAULT_ADDR: &'static str = "127.0.0.1";
     pub const DEFAULT_PORT: u16 = 8080;
+    /// A browser opens about 6 connections per host, plus one WebSocket per bridge stream
+    /// it shows; 256 leaves room for a few dozen operators and viewers, and is far below
+    /// the descriptors a raised RLIMIT_NOFILE gives.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+    pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=65_536;
+    /// One browser with a wall of bridge streams stays under this; one misbehaving host
+    /// cannot take more than a quarter of the default total.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+    /// A person's request header arrives in one packet; 10 s covers a slow link many times.
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
+    pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+    /// The edge-only keys of `server`: a manager push that leaves them out keeps the node's
+    /// values (a v0.4.x manager only knows `listen_addr` and `listen_port`). The token is
+    /// kept as every secret is (`restore_secrets`).
+    pub const EDGE_KEYS: [&'static str; 5] = [
+        "allowed_hosts",
+        "max_connections",
+        "max_connections_per_ip",
+        "header_timeout_ms",
+        "idle_timeout_ms",
+    ];
 }
 
 impl Default for ServerConfig {
@@ -58,6 +98,10 @@ impl Default for ServerConfig {
             listen_port: Self::DEFAULT_PORT,
             api_token: None,
             allowed_hosts: Vec::new(),
+            max_connections: None,
+            max_connections_per_ip: None,
+            header_timeout_ms: None,
+            idle_timeout_ms: None,
             extra: Extra::new(),
         }
     }
@@ -67,6 +111,39 @@ impl Default for ServerConfig {
 /// enough not to be guessed, and only characters that go into an HTTP header and a URL
 /// query as they are (printable ASCII, no space).
 pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+
+/// The `limits` block: overrides of the board's resource budgets (`config::budget`). An
+/// absent field takes the board profile's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitsConfig {
+    /// Flows configured at once, running or not.
+    pub max_flows: Option<usize>,
+    /// Outputs in one flow.
+    pub max_outputs_per_flow: Option<usize>,
+    /// Memory of every flow's TS ring added up (`ring_chunks` x bytes per ring slot).
+    pub max_ring_bytes: Option<u64>,
+    pub extra: Extra,
+}
+
+impl LimitsConfig {
+    pub const MAX_FLOWS_RANGE: std::ops::RangeInclusive<usize> = 1..=4096;
+    pub const MAX_OUTPUTS_RANGE: std::ops::RangeInclusive<usize> = 1..=1024;
+    /// From 1 MiB (a few default rings) to 64 GiB.
+    pub const MAX_RING_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+
+    pub fn is_empty(&self) -> bool {
+        *self == LimitsConfig::default()
+    }
+}
+
+/// The `security` block.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecurityConfig {
+    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or a bare address) that inputs and outputs may
+    /// connect or send to. Absent: anywhere. Empty: nowhere. See `net::outbound`.
+    pub outbound_allow: Option<Vec<String>>,
+    pub extra: Extra,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
@@ -113,6 +190,10 @@ pub struct FlowConfig {
 }
 
 impl FlowConfig {
+    /// Ring capacity when `ring_chunks` is absent: 1024 chunks of 7 packets is 1.3 MiB,
+    /// about half a second at 20 Mbit/s: enough to absorb a stalled output without
+    /// dropping, small enough for the smallest board.
+    pub const DEFAULT_RING_CHUNKS: usize = 1024;
     pub const RING_CHUNKS_RANGE: std::ops::RangeInclusive<usize> = 16..=65536;
 }
 

@@ -479,6 +479,86 @@ fn server_rules() {
 }
 
 #[test]
+fn server_connection_limits_are_optional_and_checked() {
+    let cfg = parse(&base().to_string()).unwrap();
+    assert_eq!(
+        (
+            cfg.server.max_connections,
+            cfg.server.max_connections_per_ip,
+            cfg.server.header_timeout_ms,
+            cfg.server.idle_timeout_ms
+        ),
+        (None, None, None, None)
+    );
+    // Absent fields are not written back: the manager's view of `server` is unchanged.
+    assert_eq!(
+        cfg.server.to_value(),
+        json!({"listen_addr": "127.0.0.1", "listen_port": 8080})
+    );
+    let set = json!({"listen_addr": "127.0.0.1", "listen_port": 8080, "max_connections": 100,
+        "max_connections_per_ip": 10, "header_timeout_ms": 5000, "idle_timeout_ms": 20000});
+    let mut v = base();
+    v["server"] = set.clone();
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.server.max_connections, Some(100));
+    assert_eq!(cfg.server.to_value(), set);
+    one(
+        |v| v["server"]["max_connections"] = json!(0),
+        "server.max_connections: 0 is out of range (1..=65536)",
+    );
+    one(
+        |v| {
+            v["server"]["max_connections"] = json!(8);
+            v["server"]["max_connections_per_ip"] = json!(9);
+        },
+        "server.max_connections_per_ip: 9 is above server.max_connections (8)",
+    );
+    one(
+        |v| v["server"]["header_timeout_ms"] = json!(10),
+        "server.header_timeout_ms: 10 is out of range (100..=3600000)",
+    );
+    one(
+        |v| v["server"]["idle_timeout_ms"] = json!("1s"),
+        "server.idle_timeout_ms: invalid type: string \"1s\", expected u64",
+    );
+}
+
+#[test]
+fn limits_block_round_trips_and_is_checked() {
+    let mut v = base();
+    v["limits"] = json!({"max_flows": 4, "max_outputs_per_flow": 2,
+        "max_ring_bytes": 8388608, "x_note": "kept"});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.limits.max_flows, Some(4));
+    assert_eq!(cfg.limits.max_ring_bytes, Some(8 << 20));
+    assert_eq!(cfg.to_value()["limits"], v["limits"]);
+    // Absent: not written back.
+    assert!(
+        parse(&base().to_string())
+            .unwrap()
+            .to_value()
+            .get("limits")
+            .is_none()
+    );
+    one(
+        |v| v["limits"] = json!({"max_flows": 0}),
+        "limits.max_flows: 0 is out of range (1..=4096)",
+    );
+    one(
+        |v| v["limits"] = json!({"max_outputs_per_flow": 5000}),
+        "limits.max_outputs_per_flow: 5000 is out of range (1..=1024)",
+    );
+    one(
+        |v| v["limits"] = json!({"max_ring_bytes": 1000}),
+        "limits.max_ring_bytes: 1000 is out of range (1048576..=68719476736)",
+    );
+    one(
+        |v| v["limits"] = json!([]),
+        "limits: expected an object, found an array",
+    );
+}
+
+#[test]
 fn flow_id_rules() {
     one(
         |v| v["flows"][0]["id"] = json!(""),
@@ -1270,8 +1350,8 @@ fn access_fields_default_and_are_written_back() {
     assert_eq!(cfg.server.api_token, None);
     assert!(cfg.server.allowed_hosts.is_empty());
     let v = cfg.to_value();
-    // The list is written (what is in force shows); an absent token stays absent.
-    assert_eq!(v["server"]["allowed_hosts"], json!([]));
+    // Edge-only fields are written when set: the manager's view of `server` is unchanged.
+    assert!(v["server"].get("allowed_hosts").is_none());
     assert!(v["server"].get("api_token").is_none());
     let b = BridgeConfig::default();
     assert!(b.allowed_origins.is_empty() && b.viewer_token.is_none());
@@ -1373,7 +1453,7 @@ fn tokens_are_secrets_kept_across_a_push() {
     let shown = cfg.redacted();
     let text = shown.to_string();
     assert!(!text.contains("0123456789abcdef"), "{text}");
-    assert_eq!(shown["server"]["allowed_hosts"], json!([]));
+    assert!(shown["server"].get("allowed_hosts").is_none());
     // What the manager read comes back without the tokens: the node keeps its own.
     let mut pushed = shown.clone();
     restore_secrets(&mut pushed, &cfg.to_value());
@@ -1424,4 +1504,93 @@ fn userinfo_is_redacted_in_log_text() {
     ] {
         assert_eq!(redact_userinfo(line), want, "{line}");
     }
+}
+
+#[test]
+fn outbound_allow_round_trips_and_names_bad_entries() {
+    let allow = json!(["239.0.0.0/8", "127.0.0.1", "2001:db8::/32"]);
+    let mut v = base();
+    v["security"] = json!({"outbound_allow": allow.clone(), "x_later": 1});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.to_value()["security"], v["security"]);
+    assert!(parse(&base().to_string()).unwrap().security.is_none());
+    assert_eq!(
+        errs(|v| v["security"] = json!({"outbound_allow": ["10.0.0.0/8", "10.0.0.0/8x", 5]})),
+        vec![
+            "security.outbound_allow[2]: expected a string, found number `5`".to_string(),
+            r#"security.outbound_allow[1]: "10.0.0.0/8x": prefix length must be 0 to 32"#
+                .to_string(),
+        ]
+    );
+    assert_eq!(
+        errs(|v| v["security"] = json!({"outbound_allow": ["127.0.0.0/8", "239.0.0.0/8", "fe80::1/10"]})),
+        vec![
+            r#"security.outbound_allow[2]: "fe80::1/10" has host bits set (the network is fe80::/10)"#
+                .to_string(),
+        ]
+    );
+}
+
+#[test]
+fn outbound_allow_checks_every_destination_written_as_an_address() {
+    let with = |allow: Value, change: &dyn Fn(&mut Value)| {
+        errs(|v| {
+            v["security"] = json!({ "outbound_allow": allow });
+            change(v);
+        })
+    };
+    // base() sends to 239.1.1.1 and 127.0.0.1: both must be listed.
+    assert_eq!(
+        with(json!(["239.0.0.0/8"]), &|_| {}),
+        vec!["flows[0].outputs[1].dest_addr: 127.0.0.1 is not in security.outbound_allow"]
+    );
+    let ok = json!(["239.0.0.0/8", "127.0.0.1/32"]);
+    assert!(with(ok.clone(), &|_| {}).is_empty());
+    // An empty list allows no destination at all.
+    assert_eq!(with(json!([]), &|_| {}).len(), 2);
+    // SRT: callers and rendezvous peers are destinations, a listener's remote_addr is not;
+    // both legs are checked.
+    let srt = |mode: &str| {
+        json!({"type": "srt", "mode": mode, "local_addr": "0.0.0.0:9000",
+               "remote_addr": "192.0.2.1:9000",
+               "redundancy": {"mode": mode, "local_addr": "0.0.0.0:9001",
+                              "remote_addr": "198.51.100.1:9001"}})
+    };
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] = srt("rendezvous")),
+        vec![
+            "flows[1].input.remote_addr: 192.0.2.1 is not in security.outbound_allow",
+            "flows[1].input.redundancy.remote_addr: 198.51.100.1 is not in security.outbound_allow",
+        ]
+    );
+    assert!(with(ok.clone(), &|v| v["flows"][1]["input"] = srt("listener")).is_empty());
+    let mut out = srt("caller");
+    out["id"] = json!("s");
+    out["local_addr"] = json!("0.0.0.0:0");
+    out["redundancy"]["local_addr"] = json!("0.0.0.0:0");
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["outputs"] =
+            json!([out.clone()]))
+        .len(),
+        2
+    );
+    // RTSP: a literal host is checked now (credentials never echoed), a name at connect.
+    let rtsp = |url: &str| json!({"type": "rtsp", "rtsp_url": url});
+    assert_eq!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] =
+            rtsp("rtsp://u:pw@10.1.1.1/live")),
+        vec!["flows[1].input.rtsp_url: 10.1.1.1 is not in security.outbound_allow"]
+    );
+    assert!(
+        with(ok.clone(), &|v| v["flows"][1]["input"] =
+            rtsp("rtsp://cam.local/live"))
+        .is_empty()
+    );
+    assert_eq!(
+        with(
+            ok,
+            &|v| v["bridge"] = json!({"streams": {"cam": {"rtsp_url": "rtsp://[2001:db8::5]/x"}}})
+        ),
+        vec!["bridge.streams.cam.rtsp_url: 2001:db8::5 is not in security.outbound_allow"]
+    );
 }

@@ -57,6 +57,7 @@ pub fn validate_at(cfg: &Config, flow_index: &[usize]) -> Vec<ConfigError> {
     let mut v = Validator {
         errors: Vec::new(),
         flow_index,
+        outbound: None,
     };
     v.config(cfg);
     v.errors
@@ -112,6 +113,8 @@ struct Bind {
 struct Validator<'i> {
     errors: Vec<ConfigError>,
     flow_index: &'i [usize],
+    /// `security.outbound_allow` (its valid entries), known before the flows are checked.
+    outbound: Option<crate::net::outbound::AllowList>,
 }
 
 impl Validator<'_> {
@@ -135,6 +138,20 @@ impl Validator<'_> {
             );
         }
         self.server(&cfg.server);
+        let allow = cfg
+            .security
+            .as_ref()
+            .and_then(|s| s.outbound_allow.as_ref());
+        let allow_errors =
+            allow.map(
+                |entries| match crate::net::outbound::AllowList::parse(entries) {
+                    Ok(list) => {
+                        self.outbound = Some(list);
+                        Vec::new()
+                    }
+                    Err(bad) => bad,
+                },
+            );
 
         // Input binds of every flow, known before the outputs are checked, so an output
         // can be checked against a flow that comes after it.
@@ -164,11 +181,25 @@ impl Validator<'_> {
             self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
         }
         self.storage(&cfg.storage);
+        self.limits(&cfg.limits);
         if let Some(m) = &cfg.manager {
             self.manager(m);
         }
         if let Some(b) = &cfg.bridge {
             self.bridge(b, cfg);
+        }
+        for (i, why) in allow_errors.unwrap_or_default() {
+            self.err(index("security.outbound_allow", i), why);
+        }
+    }
+
+    /// A destination the node connects or sends to, written as an address: it must be in
+    /// `security.outbound_allow` when that is set (`net::outbound`).
+    fn outbound(&mut self, path: &str, ip: IpAddr) {
+        if let Some(list) = &self.outbound
+            && let Err(e) = list.check(&ip.to_string(), ip)
+        {
+            self.err(path, e.to_string());
         }
     }
 
@@ -364,7 +395,21 @@ impl Validator<'_> {
 
     fn rtsp_url(&mut self, path: &str, s: &str) {
         match url::Url::parse(s) {
-            Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {
+                // A name is checked when it is resolved, at connect time (`rtsp::connect`).
+                // rtsp is not a "special" scheme to the URL parser: an IPv4 host comes back
+                // as a domain, and is parsed here.
+                match u.host() {
+                    Some(url::Host::Ipv4(ip)) => self.outbound(path, ip.into()),
+                    Some(url::Host::Ipv6(ip)) => self.outbound(path, ip.into()),
+                    Some(url::Host::Domain(d)) => {
+                        if let Ok(ip) = d.parse::<IpAddr>() {
+                            self.outbound(path, ip);
+                        }
+                    }
+                    None => {}
+                }
+            }
             Ok(u) if u.scheme() != "rtsp" => self.err(
                 path,
                 format!(
@@ -416,6 +461,30 @@ impl Validator<'_> {
                 self.err(path, format!("{} {why}", quoted(h)));
             }
         }
+        let conns = ServerConfig::MAX_CONNECTIONS_RANGE;
+        let conns = *conns.start() as u64..=*conns.end() as u64;
+        if let Some(n) = s.max_connections {
+            self.range("server.max_connections", n as u64, conns.clone());
+        }
+        if let Some(n) = s.max_connections_per_ip {
+            self.range("server.max_connections_per_ip", n as u64, conns);
+            if let Some(total) = s.max_connections
+                && n > total
+            {
+                self.err(
+                    "server.max_connections_per_ip",
+                    format!("{n} is above server.max_connections ({total})"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("server.header_timeout_ms", s.header_timeout_ms),
+            ("server.idle_timeout_ms", s.idle_timeout_ms),
+        ] {
+            if let Some(v) = v {
+                self.range(key, v, ServerConfig::TIMEOUT_MS_RANGE);
+            }
+        }
     }
 
     /// A configured token. The message never repeats it: it is a secret, and a validation
@@ -435,6 +504,31 @@ impl Validator<'_> {
             self.err(
                 path,
                 "must be printable ASCII without spaces (it is sent in a header and a URL)",
+            );
+        }
+    }
+
+    fn limits(&mut self, l: &LimitsConfig) {
+        let usize_range = |r: std::ops::RangeInclusive<usize>| *r.start() as u64..=*r.end() as u64;
+        if let Some(n) = l.max_flows {
+            self.range(
+                "limits.max_flows",
+                n as u64,
+                usize_range(LimitsConfig::MAX_FLOWS_RANGE),
+            );
+        }
+        if let Some(n) = l.max_outputs_per_flow {
+            self.range(
+                "limits.max_outputs_per_flow",
+                n as u64,
+                usize_range(LimitsConfig::MAX_OUTPUTS_RANGE),
+            );
+        }
+        if let Some(n) = l.max_ring_bytes {
+            self.range(
+                "limits.max_ring_bytes",
+                n,
+                LimitsConfig::MAX_RING_BYTES_RANGE,
             );
         }
     }
@@ -629,10 +723,11 @@ impl Validator<'_> {
         };
         let dest_path = child(path, "dest_addr");
         let dest = self.socket_addr(&dest_path, &u.dest_addr);
-        if let Some(d) = dest
-            && d.port() == 0
-        {
-            self.err(dest_path, "port must not be 0");
+        if let Some(d) = dest {
+            if d.port() == 0 {
+                self.err(dest_path.clone(), "port must not be 0");
+            }
+            self.outbound(&dest_path, d.ip());
         }
         if let Some(b) = &u.bind_addr {
             let bpath = child(path, "bind_addr");
@@ -743,6 +838,11 @@ impl Validator<'_> {
                             rpath.clone(),
                             format!("{r} is not an address to connect to"),
                         );
+                    }
+                    // A caller connects to it and a rendezvous peer is sent to; a
+                    // listener's remote_addr only filters who may call.
+                    if c.mode != SrtMode::Listener {
+                        self.outbound(&rpath, r.ip());
                     }
                     if let Some(l) = local
                         && l.is_ipv4() != r.is_ipv4()

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, LimitError};
 use crate::input::InputError;
 use crate::output::OutputError;
 
@@ -17,6 +17,8 @@ pub enum FlowError {
     },
     /// The change would make the config invalid; nothing was changed.
     Invalid(Vec<ConfigError>),
+    /// The change would take the node over a resource budget; nothing was changed.
+    LimitExceeded(LimitError),
     InputStart(InputError),
     TunnelNotFound(String),
     /// The change is live, but writing the config file failed.
@@ -44,6 +46,7 @@ impl FlowError {
                 "port_conflict"
             }
             FlowError::Invalid(_) => "validation_error",
+            FlowError::LimitExceeded(_) => LimitError::CODE,
             FlowError::InputStart(InputError::Bind { source, .. })
             | FlowError::OutputStart {
                 error: OutputError::Bind { source, .. },
@@ -75,6 +78,7 @@ impl fmt::Display for FlowError {
                 }
                 Ok(())
             }
+            FlowError::LimitExceeded(e) => write!(f, "{e}"),
             FlowError::InputStart(e) => write!(f, "input: {e}"),
             FlowError::TunnelNotFound(id) => write!(f, "tunnel '{id}' not found"),
             FlowError::Persist(e) => write!(f, "failed to persist configuration: {e}"),

@@ -19,16 +19,15 @@ use crate::input::InputError;
 use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
+use crate::net::outbound::Policy;
 use crate::output::OutputError;
 use crate::output::srt::SrtOutput;
 use crate::output::udp::UdpOutput;
 use crate::ts::analyzer::TsInfo;
 use crate::ts::ring::FlowRing;
 
-/// Ring capacity when the flow config does not set `ring_chunks`: 1024 chunks of 7 packets
-/// is 1.3 MiB, about half a second at 20 Mbit/s: enough to absorb a stalled output without
-/// dropping, small enough for the smallest board.
-pub const DEFAULT_RING_CHUNKS: usize = 1024;
+/// Ring capacity when the flow config does not set `ring_chunks` (see the config's).
+pub const DEFAULT_RING_CHUNKS: usize = FlowConfig::DEFAULT_RING_CHUNKS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,6 +171,8 @@ pub struct FlowManager {
     taps: FlowTaps,
     /// Origin of the flows' monotonic receive timestamps.
     epoch: Instant,
+    /// `security.outbound_allow`, for inputs that resolve a name when they connect.
+    outbound: Policy,
 }
 
 impl FlowManager {
@@ -186,7 +187,13 @@ impl FlowManager {
             events,
             taps,
             epoch: Instant::now(),
+            outbound: None,
         }
+    }
+
+    /// Where flows may connect (`security.outbound_allow`); flows started from now on use it.
+    pub fn set_outbound(&mut self, policy: Policy) {
+        self.outbound = policy;
     }
 
     /// The flows' configs, in creation order.
@@ -243,11 +250,12 @@ impl FlowManager {
     pub async fn start(&mut self, id: &str) -> Result<(), FlowError> {
         let events = self.events.clone();
         let epoch = self.epoch;
+        let outbound = self.outbound.clone();
         let flow = self.find(id)?;
         if flow.run.is_some() {
             return Ok(());
         }
-        match spawn(flow, &events, epoch) {
+        match spawn(flow, &events, epoch, outbound) {
             Ok(run) => {
                 self.taps
                     .borrow_mut()
@@ -413,12 +421,17 @@ async fn settle() {
 
 /// Bind every socket of the flow first, then spawn its tasks: a flow either starts whole or
 /// not at all, and a bind failure never leaves half a flow running.
-fn spawn(flow: &mut Flow, events: &Events, epoch: Instant) -> Result<Running, FlowError> {
+fn spawn(
+    flow: &mut Flow,
+    events: &Events,
+    epoch: Instant,
+    outbound: Policy,
+) -> Result<Running, FlowError> {
     let cfg = &flow.config;
     let input = match &cfg.input {
         InputConfig::Udp(c) => UdpInput::bind(c, false).map(BoundInput::Udp),
         InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
-        InputConfig::Rtsp(c) => RtspInput::new(c).map(BoundInput::Rtsp),
+        InputConfig::Rtsp(c) => RtspInput::new(c, outbound).map(BoundInput::Rtsp),
         InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
         other => Err(InputError::Unsupported(other.type_name())),
     }

@@ -183,7 +183,9 @@ fn flow_error(e: &FlowError) -> Response<Body> {
     let status = match e.code() {
         "not_found" => StatusCode::NOT_FOUND,
         "validation_error" | "invalid_value" => StatusCode::BAD_REQUEST,
-        "port_conflict" => StatusCode::CONFLICT,
+        // A budget depends on what the node already holds: the same request succeeds once
+        // flows are deleted or the limit is raised, so 409 like a port conflict.
+        "port_conflict" | "limit_exceeded" => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, &e.to_string(), e.code())

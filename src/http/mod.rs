@@ -13,9 +13,10 @@ use std::rc::Rc;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::net::listener::{self, Listener};
 use crate::node::Node;
 pub use access::Access;
 
@@ -24,18 +25,13 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve connections until the task is dropped.
-pub async fn serve(listener: TcpListener, node: Rc<Node>, access: Rc<Access>) {
+/// Serve connections until the task is dropped. The listener caps connections and waits
+/// out accept errors (`net::listener`); each connection gets the header and idle timeouts.
+pub async fn serve(mut listener: Listener, node: Rc<Node>, access: Rc<Access>) {
+    let limits = listener.limits();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: log, let the moment pass, go on.
-                tracing::warn!("api accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let conn = listener.accept().await;
+        let (peer, idle) = (conn.peer, conn.idle.clone());
         let node = node.clone();
         let access = access.clone();
         tokio::task::spawn_local(async move {
@@ -44,14 +40,18 @@ pub async fn serve(listener: TcpListener, node: Rc<Node>, access: Rc<Access>) {
                 let access = access.clone();
                 async move { Ok::<_, std::convert::Infallible>(api::handle(&node, &access, req).await) }
             });
-            if let Err(e) = http1::Builder::new()
+            let served = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                // header_read_timeout needs a timer (hyper panics without one).
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(conn.stream), service)
                 // The bridge's WebSocket route takes the connection over.
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(%peer, "api connection ended: {e}");
+                .with_upgrades();
+            match listener::until_idle(idle, served).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, "api connection ended: {e}"),
+                Err(()) => tracing::debug!(%peer, "api connection closed: idle"),
             }
         });
     }

@@ -7,6 +7,7 @@
 //! PLAY, and "RTSP input disconnected: {error}. Reconnecting in {n}s" once per connection
 //! cycle (the first failure while unreachable, or the drop of a playing stream).
 
+use crate::net::outbound::Policy;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,9 @@ pub struct RtspInput {
 }
 
 impl RtspInput {
-    pub fn new(cfg: &RtspInputConfig) -> Result<Self, InputError> {
+    /// `outbound`: `security.outbound_allow`, checked on the camera's resolved address at
+    /// each connect.
+    pub fn new(cfg: &RtspInputConfig, outbound: Policy) -> Result<Self, InputError> {
         let source = Source::new(
             &cfg.rtsp_url,
             cfg.username.as_deref(),
@@ -38,7 +41,8 @@ impl RtspInput {
         .map_err(|_| InputError::BadConfig {
             field: "rtsp_url",
             value: crate::config::strip_url_password(&cfg.rtsp_url),
-        })?;
+        })?
+        .with_outbound(outbound);
         Ok(RtspInput {
             source,
             timeout: Duration::from_secs(cfg.timeout_secs.max(1)),

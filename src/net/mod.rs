@@ -4,9 +4,14 @@
 //! when it wants to be woken ([`wake`] for inputs, `output::udp` for full send buffers).
 //! [`mmsg`] has the batched syscalls of the packet path; [`gate`] holds back the wake-ups of
 //! a TCP socket that a library owns (the in-process bridge worker's RTSP connection).
+//! [`listener`] puts connection limits on every TCP listener, [`fdlimit`] raises the
+//! descriptor limit they are derived from, [`outbound`] holds where the node may connect.
 
+pub mod fdlimit;
 pub mod gate;
+pub mod listener;
 pub mod mmsg;
+pub mod outbound;
 pub mod wake;
 
 use std::io;

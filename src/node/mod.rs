@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bridge::{Bridge, BridgeHealth, SessionSnapshot};
-use crate::config::{self, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
+use crate::config::{self, Budget, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
 use crate::events::{Event, Events, LogStatus};
 use crate::flow::{FlowError, FlowManager, FlowView};
 
@@ -23,7 +23,10 @@ use crate::flow::{FlowError, FlowManager, FlowView};
 /// "Config shape"); every other top-level block is the edge's own.
 pub const MANAGER_OWNED_KEYS: [&str; 4] = ["version", "server", "flows", "tunnels"];
 /// Edge blocks an `update_config` can never change, pushed or not.
-pub const ALWAYS_LOCAL_KEYS: [&str; 2] = ["manager", "storage"];
+/// `manager` and `storage`: a push must not be able to cut the node off its manager or move
+/// its data; `limits` and `security`: nor lift the guards the node's owner set (a
+/// compromised manager could otherwise raise the budgets or open the outbound allow list).
+pub const ALWAYS_LOCAL_KEYS: [&str; 4] = ["manager", "storage", "limits", "security"];
 
 /// `v` as JSON text with every object's keys sorted, so two values that are equal (object
 /// key order aside) have the same text.
@@ -62,6 +65,20 @@ fn canonical_json(v: &Value) -> String {
     out
 }
 
+/// Whether `candidate` may become the running config: valid, and within the budget of the
+/// board (`budget`) with the candidate's `limits` applied. The one door of every change to
+/// flows, and of the config at start (`daemon`): nothing is applied, started or saved
+/// before it said yes.
+pub fn admit(candidate: &Config, budget: Budget) -> Result<(), FlowError> {
+    let errors = config::validate(candidate);
+    if !errors.is_empty() {
+        return Err(FlowError::Invalid(errors));
+    }
+    config::budget::check(candidate, budget)
+        .map(|_| ())
+        .map_err(FlowError::LimitExceeded)
+}
+
 pub struct Node {
     /// The config minus its flows, whose truth is the flow manager.
     base: RefCell<Config>,
@@ -73,11 +90,15 @@ pub struct Node {
     config_path: Option<PathBuf>,
     started: Instant,
     board: Option<String>,
+    /// The board's resource budget; the config's `limits` apply on top (`admit`).
+    budget: Budget,
     /// The A/B slot RAUC booted: from the kernel command line at start, else filled in by a
     /// one-off `rauc status` task (see `crate::rauc`).
     boot_slot: Rc<RefCell<Option<String>>>,
     /// The manager link's state and counters, as its task last published them.
     manager_status: RefCell<Option<Value>>,
+    /// The API listener's connection counters (`net::listener`), once it runs.
+    listener: RefCell<Option<crate::net::listener::SharedAdmission>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +159,9 @@ pub struct Health {
     /// established, and why the last attempt or session ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manager: Option<serde_json::Value>,
+    /// The API listener's connections: open, caps, admitted, refused, accept errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_connections: Option<crate::net::listener::AdmissionStats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,6 +196,9 @@ impl Node {
         let flows = std::mem::take(&mut config.flows);
         let taps = crate::flow::manager::FlowTaps::default();
         let mut manager = FlowManager::with_taps(events.clone(), taps.clone());
+        // `security` is the node's own (never pushed): fixed for the life of the process.
+        let outbound = crate::net::outbound::AllowList::from_config(&config);
+        manager.set_outbound(outbound.clone());
         for flow in flows {
             let id = flow.id.clone();
             if let Err(e) = manager.create(flow).await {
@@ -179,11 +206,12 @@ impl Node {
             }
         }
         let bridge = match launcher {
-            None => Bridge::new(config.bridge.as_ref(), taps, events.clone()),
+            None => Bridge::new(config.bridge.as_ref(), taps, events.clone(), outbound),
             Some(l) => Bridge::with_launcher(
                 config.bridge.as_ref(),
                 taps,
                 events.clone(),
+                outbound,
                 |k| std::env::var(k).ok(),
                 l,
             ),
@@ -209,10 +237,16 @@ impl Node {
             bridge_task: RefCell::new(Some(bridge_task)),
             config_path,
             started: Instant::now(),
+            budget: crate::board::budget(board.as_deref()),
             board,
             manager_status: RefCell::new(None),
+            listener: RefCell::new(None),
             boot_slot,
         })
+    }
+
+    pub fn set_listener_stats(&self, admission: crate::net::listener::SharedAdmission) {
+        *self.listener.borrow_mut() = Some(admission);
     }
 
     pub fn set_manager_status(&self, status: Value) {
@@ -286,6 +320,11 @@ impl Node {
                     "last_error": m["last_error"],
                 })
             }),
+            api_connections: self
+                .listener
+                .borrow()
+                .as_ref()
+                .map(|a| crate::net::listener::lock(a).stats()),
         }
     }
 
@@ -310,12 +349,7 @@ impl Node {
         let mut candidate = self.base.borrow().clone();
         candidate.flows = flows.configs();
         change(&mut candidate.flows);
-        let errors = config::validate(&candidate);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(FlowError::Invalid(errors))
-        }
+        admit(&candidate, self.budget)
     }
 
     /// Add a flow and start it; a flow that fails to start stays, in state `error` (the
@@ -448,6 +482,18 @@ impl Node {
                 }
             }
         }
+        // `server` is the manager's, but its allowed hosts and connection limits are the
+        // edge's: a push that leaves them out (a v0.4.x manager knows only the address and
+        // port) keeps them.
+        if let (Some(Value::Object(pushed)), Some(Value::Object(own))) =
+            (merged.get_mut("server"), local.get("server"))
+        {
+            for key in config::ServerConfig::EDGE_KEYS {
+                if let (false, Some(v)) = (pushed.contains_key(key), own.get(key)) {
+                    pushed.insert(key.into(), v.clone());
+                }
+            }
+        }
         let mut merged = Value::Object(merged);
         config::restore_secrets(&mut merged, &local);
         let prefix = |errors: Vec<ConfigError>| {
@@ -465,9 +511,10 @@ impl Node {
         };
         let mut candidate =
             Config::from_value(merged).map_err(|e| FlowError::Invalid(prefix(e)))?;
-        let errors = config::validate(&candidate);
-        if !errors.is_empty() {
-            return Err(FlowError::Invalid(prefix(errors)));
+        match admit(&candidate, self.budget) {
+            Err(FlowError::Invalid(errors)) => return Err(FlowError::Invalid(prefix(errors))),
+            Err(e) => return Err(e),
+            Ok(()) => {}
         }
 
         let mut diff = ConfigDiff {

@@ -18,6 +18,10 @@ pub const CHUNK_PACKETS: usize = 7;
 /// Bytes in a full chunk.
 pub const CHUNK_BYTES: usize = CHUNK_PACKETS * PACKET_LEN;
 
+/// Memory one ring slot takes (the chunk, its length and its receive time): what a flow's
+/// `ring_chunks` costs per chunk, as the resource budget counts it (`config::budget`).
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
 #[derive(Clone, Copy)]
 struct Slot {
     len: u16,

@@ -21,8 +21,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Error codes of `command_ack` in the spec.
+/// Error codes of `command_ack` in the spec, and `limit_exceeded` (a resource budget, issue
+/// 13; to be added to the spec's list).
 const ERROR_CODES: &[&str] = &[
+    "limit_exceeded",
     "validation_error",
     "not_found",
     "port_conflict",
