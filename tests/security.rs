@@ -424,3 +424,145 @@ fn viewers_off_loopback_need_a_token_and_pages_an_origin_of_ours() {
         assert!(!log.contains(secret), "a token is in the log:\n{log}");
     }
 }
+
+/// Every attack of issue 13 in a row against one daemon. Each is refused, and after each one
+/// `/healthz`, asked from another loopback source (the operator's own browser), answers
+/// within 100 ms, and the daemon's RSS stays under 64 MiB. Under emulation
+/// (`QUOLL_RUNNER`) the bounds are 1 s and 256 MiB: the emulator's own memory counts there.
+#[test]
+fn attacks_in_a_row_are_refused_while_healthz_stays_fast_and_memory_bounded() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let emulated = std::env::var_os("QUOLL_RUNNER").is_some();
+    let (fast, rss_bound_kib) = if emulated {
+        (Duration::from_secs(1), 256 * 1024)
+    } else {
+        (Duration::from_millis(100), 64 * 1024)
+    };
+    let dir = TempDir::new("sec-row");
+    let mut cfg = config(&dir, "127.0.0.1");
+    // The node's own budgets, as a small board would have them.
+    cfg["limits"] = json!({"max_flows": 4, "max_ring_bytes": 16 << 20});
+    let q = Quoll::start(dir.path(), &cfg);
+    let bearer = format!("Bearer {}", q.token);
+    let token = q.token.clone();
+    let from = |source: &str| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        s.bind(&src.into()).unwrap();
+        let dst: std::net::SocketAddr = format!("127.0.0.1:{}", q.api_port).parse().unwrap();
+        s.connect(&dst.into()).unwrap();
+        std::net::TcpStream::from(s)
+    };
+    let probe = |after: &str| {
+        let t = Instant::now();
+        let mut s = from("127.0.0.2");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        let took = t.elapsed();
+        assert!(reply.starts_with("HTTP/1.1 200"), "after {after}: {reply}");
+        assert!(took < fast, "after {after}: /healthz took {took:?}");
+        let rss = std::fs::read_to_string(format!("/proc/{}/status", q.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap();
+        assert!(rss < rss_bound_kib, "after {after}: RSS {rss} KiB");
+    };
+    probe("start");
+
+    // No token, a wrong one of the same length.
+    assert_eq!(request(&q, "GET", "/api/v1/flows", &[], "").status, 401);
+    let wrong = format!("Bearer {}", "0".repeat(q.token.len()));
+    let r = request(&q, "GET", "/api/v1/flows", &[("Authorization", &wrong)], "");
+    assert_eq!(r.status, 401);
+    probe("tokens");
+
+    // A cross-site form post and a DNS-rebinding page.
+    let r = request(
+        &q,
+        "POST",
+        "/api/v1/flows",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "http://evil.example"),
+        ],
+        "{}",
+    );
+    assert_eq!(r.status, 415);
+    let r = raw_http(
+        q.api_port,
+        "GET",
+        "/api/v1/flows",
+        &[("Host", "evil.example"), ("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(r.status, 421);
+    probe("browser attacks");
+
+    // Memory: huge rings, then more flows than the budget, all with the token.
+    let flow = |id: &str, ring: Option<u64>| {
+        let mut f = json!({"id": id, "input": {"type": "udp",
+            "bind_addr": format!("127.0.0.1:{}", free_udp_port())}, "outputs": []});
+        if let Some(r) = ring {
+            f["ring_chunks"] = json!(r);
+        }
+        f.to_string()
+    };
+    let json_auth = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    for i in 0..5 {
+        let r = request(
+            &q,
+            "POST",
+            "/api/v1/flows",
+            &json_auth,
+            &flow(&format!("big{i}"), Some(65536)),
+        );
+        assert_eq!(r.status, 409, "{r:?}");
+        assert_eq!(r.json()["error_code"], "limit_exceeded");
+    }
+    let mut created = 0;
+    for i in 0..10 {
+        match request(
+            &q,
+            "POST",
+            "/api/v1/flows",
+            &json_auth,
+            &flow(&format!("f{i}"), None),
+        )
+        .status
+        {
+            201 => created += 1,
+            409 => break,
+            other => panic!("flow f{i}: {other}"),
+        }
+    }
+    assert_eq!(created, 3, "the config's flow plus three fill max_flows 4");
+    probe("budgets");
+
+    // A connection flood from one source: beyond its share the connections are closed at
+    // once, and the operator's source still gets in.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        let mut s = from("127.0.0.1");
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        flood.push(s);
+    }
+    probe("a connection flood");
+    drop(flood);
+
+    // A page of another origin opening a stream.
+    let r = ws_upgrade(&q, "/ws/stream/tap", &[("Origin", "http://evil.example")]);
+    assert_eq!(r.status, 403);
+    probe("a foreign page's stream");
+    let (status, log) = q.terminate();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains(&token), "the token is never logged");
+}
