@@ -7,22 +7,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Quoll, TempDir, free_tcp_port, quoll};
+use common::{Quoll, TempDir, connect_from, free_tcp_port, quoll};
 use serde_json::{Value, json};
-
-/// A connection to the API from `source` (a loopback address).
-fn connect_from(source: &str, port: u16) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src: SocketAddr = format!("{source}:0").parse().unwrap();
-    s.bind(&src.into()).unwrap();
-    let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    s.connect(&dst.into()).unwrap();
-    s.into()
-}
 
 /// Half a request: the request line and one header, never the blank line.
 fn half_sent(source: &str, port: u16) -> TcpStream {

@@ -446,14 +446,7 @@ fn attacks_in_a_row_are_refused_while_healthz_stays_fast_and_memory_bounded() {
     let q = Quoll::start(dir.path(), &cfg);
     let bearer = format!("Bearer {}", q.token);
     let token = q.token.clone();
-    let from = |source: &str| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-        s.bind(&src.into()).unwrap();
-        let dst: std::net::SocketAddr = format!("127.0.0.1:{}", q.api_port).parse().unwrap();
-        s.connect(&dst.into()).unwrap();
-        std::net::TcpStream::from(s)
-    };
+    let from = |source: &str| connect_from(source, q.api_port);
     let probe = |after: &str| {
         let t = Instant::now();
         let mut s = from("127.0.0.2");

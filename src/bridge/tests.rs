@@ -1000,6 +1000,28 @@ mod shell {
         })
     }
 
+    /// A bridge whose camera fails at once with a 401, and `STREAM_MAX_RESTARTS=0`: errored
+    /// on its first exit.
+    fn failing_bridge(cfg: &BridgeConfig, events: Events) -> Rc<Bridge> {
+        let failing: Launcher = Rc::new(|_spec, ctx| {
+            Box::pin(async move {
+                ctx.started(None);
+                Exit {
+                    error: Some("rtsp: 401 Unauthorized".into()),
+                    ..Exit::default()
+                }
+            })
+        });
+        Bridge::with_launcher(
+            Some(cfg),
+            Default::default(),
+            events,
+            None,
+            |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
+            failing,
+        )
+    }
+
     /// The shell raises the core's event through the node's `Events`: a camera that fails at
     /// once, with `STREAM_MAX_RESTARTS=0`, is errored on its first exit.
     #[test]
@@ -1007,23 +1029,7 @@ mod shell {
         run(async {
             let cfg = bridge_config(16);
             let events = Events::in_memory(16);
-            let failing: Launcher = Rc::new(|_spec, ctx| {
-                Box::pin(async move {
-                    ctx.started(None);
-                    Exit {
-                        error: Some("rtsp: 401 Unauthorized".into()),
-                        ..Exit::default()
-                    }
-                })
-            });
-            let b = Bridge::with_launcher(
-                Some(&cfg),
-                Default::default(),
-                events.clone(),
-                None,
-                |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
-                failing,
-            );
+            let b = failing_bridge(&cfg, events.clone());
             let _client = b.attach("cam").unwrap();
             for _ in 0..10 {
                 tokio::task::yield_now().await;
@@ -1054,23 +1060,7 @@ mod shell {
         use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
         run(async {
             let cfg = bridge_config(16);
-            let failing: Launcher = Rc::new(|_spec, ctx| {
-                Box::pin(async move {
-                    ctx.started(None);
-                    Exit {
-                        error: Some("rtsp: 401 Unauthorized".into()),
-                        ..Exit::default()
-                    }
-                })
-            });
-            let b = Bridge::with_launcher(
-                Some(&cfg),
-                Default::default(),
-                Events::in_memory(16),
-                None,
-                |k| (k == "STREAM_MAX_RESTARTS").then(|| "0".to_owned()),
-                failing,
-            );
+            let b = failing_bridge(&cfg, Events::in_memory(16));
             let (srv, cli) = tokio::io::duplex(1 << 16);
             let ws = WebSocketStream::from_raw_socket(srv, Role::Server, None).await;
             let task = tokio::task::spawn_local(super::super::ws::client(b.clone(), "cam", ws));

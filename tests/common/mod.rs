@@ -723,3 +723,14 @@ pub fn trim_to_whole_units(ts: &[u8]) -> &[u8] {
         .unwrap_or(0);
     &whole[..last_start * 188]
 }
+
+/// A TCP connection to `127.0.0.1:port` from `source`, another loopback address
+/// (`127.0.0.2`): a second client as the node's per-source limits see it.
+pub fn connect_from(source: &str, port: u16) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    s.bind(&src.into()).unwrap();
+    let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.connect(&dst.into()).unwrap();
+    s.into()
+}
