@@ -117,7 +117,7 @@ trap 'rm -f "$update_log"' EXIT
 # failure that names none (a Release file, the network).
 failed_arches() {
     local line
-    grep -E '^(E: Failed to fetch|Err:)' "$1" | while IFS= read -r line; do
+    { grep -E '^([EW]: Failed to fetch|Err:)' "$1" || true; } | while IFS= read -r line; do
         if [[ $line =~ /binary-([a-z0-9]+)/ ]] || [[ $line =~ \ ([a-z0-9]+)\ Packages ]]; then
             echo "${BASH_REMATCH[1]}"
         else
@@ -152,7 +152,7 @@ update_lists() {
     fi
     # Only an optional architecture failed. apt kept the old lists of that whole repository,
     # for every architecture, so fetch them again without it.
-    lists_note="the $(tr '\n' ' ' <<<"$failed")package lists could not be fetched: $(grep -m 1 '^E: Failed to fetch' "$update_log" | sed 's/ *\[IP:.*//')"
+    lists_note="the $(tr '\n' ' ' <<<"$failed")package lists could not be fetched: $(grep -m 1 -E '^[EW]: Failed to fetch' "$update_log" | sed 's/ *\[IP:.*//')"
     keep=("-o" "APT::Architectures::=$(dpkg --print-architecture)")
     for a in "${required_arches[@]}"; do keep+=("-o" "APT::Architectures::=$a"); done
     say "updating the lists again without ${failed//$'\n'/ }"

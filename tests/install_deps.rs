@@ -68,6 +68,10 @@ impl Machine {
 
     /// Runs the installer with the mirror mid-sync on `midsync`'s security index, if any.
     fn install(&self, armv7: bool, midsync: Option<&str>) -> Run {
+        self.install_with(armv7, midsync, &[])
+    }
+
+    fn install_with(&self, armv7: bool, midsync: Option<&str>, env: &[(&str, &str)]) -> Run {
         let _ = fs::remove_file(self.path("m/calls"));
         let path = format!(
             "{}:{}",
@@ -81,7 +85,8 @@ impl Machine {
             .env("FAKE_APT_MIDSYNC", midsync.unwrap_or(""))
             .env("CROSS_RUSTC", self.path("cross/rustc"))
             .env("QUOLL_DEPS_STATUS", self.path("status"))
-            .env("QUOLL_APT_RETRY_WAIT", "0");
+            .env("QUOLL_APT_RETRY_WAIT", "0")
+            .envs(env.iter().copied());
         if armv7 {
             cmd.arg("--armv7");
         }
@@ -213,6 +218,34 @@ fn stale_lists_for_a_required_architecture_stop_with_the_package_and_version() {
         "{:?}",
         m.apt_calls()
     );
+}
+
+/// An update that fails for a reason that names no index (apt's lock held): the installer
+/// goes on with the lists there are, and the version check decides. Day-old lists stop it;
+/// it never installs from them.
+#[test]
+fn an_update_that_cannot_run_leaves_the_decision_to_the_version_check() {
+    let m = Machine::fresh();
+    let run = m.install_with(true, None, &[("FAKE_APT_LOCKED", "1")]);
+    assert!(!run.ok, "{}", run.out);
+    assert!(run.out.contains("Could not get lock"), "{}", run.out);
+    assert!(
+        run.out.contains(&format!(
+            "rustc-web {STALE} (in the package lists) is older"
+        )),
+        "{}",
+        run.out
+    );
+    assert_eq!(m.installed("rustc-web"), None);
+    // Lists already current (an earlier update): the same failure installs what is missing.
+    let m = Machine::fresh();
+    for a in ["amd64", "arm64", "armhf"] {
+        fs::write(m.path(&format!("m/lists/{a}")), "current\n").unwrap();
+    }
+    let run = m.install_with(true, None, &[("FAKE_APT_LOCKED", "1")]);
+    assert!(run.ok, "{}", run.out);
+    assert_eq!(m.installed("rustc-web").as_deref(), Some(CURRENT));
+    assert_eq!(m.sections().0, format!("{AARCH64} {ARMV7}"));
 }
 
 #[test]
