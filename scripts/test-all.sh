@@ -117,6 +117,7 @@ cross_tests() {
 echo "test runner: $TEST_RUNNER; QUOLL_REQUIRE_PEERS=${QUOLL_REQUIRE_PEERS:-unset}"
 if [ "$do_native" = 1 ]; then
     section "fmt" cargo fmt --all --check || failed=1
+    section "yocto layer lint (oelint-adv)" scripts/lint-yocto.sh || failed=1
     section "clippy" cargo clippy -q --all-targets -- -D warnings || failed=1
     # The fuzz crate is a workspace of its own, so nothing else builds it: keep its targets
     # compiling against the current API (running them is scripts/fuzz.sh). It shares the

@@ -1,6 +1,7 @@
 SUMMARY = "Quoll live-media edge node"
 DESCRIPTION = "MPEG-TS flows (SRT, RTP/UDP, RTSP, ...) fanned out to many outputs, an \
 RTSP to WebSocket bridge, and a manager link whose alarms survive power cuts."
+HOMEPAGE = "https://github.com/quoll-edge/quoll"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
@@ -27,14 +28,17 @@ SRCREV = "${QUOLL_SRCREV}"
 # git in the checkout.
 export QUOLL_GIT_REV = "${SRCREV}"
 
-python () {
+# Skip the recipe, saying why, when no source is set or MACHINE has no board profile
+# (base.bbclass skips a recipe whose SKIP_RECIPE[PN] is not empty).
+def quoll_skip_reason(d):
     if not d.getVar('QUOLL_GIT_URI') and not d.getVar('EXTERNALSRC'):
-        raise bb.parse.SkipRecipe("set QUOLL_GIT_URI and QUOLL_SRCREV (or EXTERNALSRC) for quoll")
+        return "set QUOLL_GIT_URI and QUOLL_SRCREV (or EXTERNALSRC) for quoll"
     board = d.getVar('QUOLL_BOARD')
     if board not in (d.getVar('QUOLL_BOARDS') or '').split():
-        raise bb.parse.SkipRecipe("no quoll board profile for MACHINE %s (QUOLL_BOARD=%s; known: %s)"
-                                  % (d.getVar('MACHINE'), board, d.getVar('QUOLL_BOARDS')))
-}
+        return ("no quoll board profile for MACHINE %s (QUOLL_BOARD=%s; known: %s)"
+                % (d.getVar('MACHINE'), board, d.getVar('QUOLL_BOARDS')))
+    return ""
+SKIP_RECIPE[quoll] = "${@quoll_skip_reason(d)}"
 
 require quoll-crates.inc
 
@@ -73,12 +77,11 @@ do_install:append() {
     echo "${QUOLL_BOARD}" > ${D}${sysconfdir}/quoll/board
 }
 
-FILES:${PN} += " \
-    ${systemd_system_unitdir}/quoll.service.d \
-    ${systemd_unitdir}/system.conf.d \
-    ${sysconfdir}/sysctl.d/60-quoll.conf \
-    ${sysconfdir}/quoll/board \
-    ${nonarch_libdir}/tmpfiles.d/quoll.conf \
+FILES:${PN} += "${systemd_system_unitdir}/quoll.service.d \
+                ${systemd_unitdir}/system.conf.d \
+                ${sysconfdir}/sysctl.d/60-quoll.conf \
+                ${sysconfdir}/quoll/board \
+                ${nonarch_libdir}/tmpfiles.d/quoll.conf \
 "
 CONFFILES:${PN} = "${sysconfdir}/sysctl.d/60-quoll.conf"
 
