@@ -44,6 +44,7 @@ pkgs=(
     ffmpeg                       # test peer + benchmark input generator
     srt-tools                    # srt-live-transmit: test peer + benchmark reference
     time                         # /usr/bin/time for scripts
+    python3-venv                 # the Yocto layer's linter runs in a venv (scripts/lint-yocto.sh)
     # Bridge tests: GStreamer's RTSP server serving an H.264 + AAC test pattern
     # (tests/support/rtsp_server.py), and a real browser playing the WebSocket stream.
     python3-gi                   # GObject introspection for Debian's /usr/bin/python3

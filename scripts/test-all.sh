@@ -4,7 +4,7 @@
 # armv7 with Debian's rustc and run under qemu-user, then the size budget.
 #
 #   scripts/test-all.sh              everything (what CI runs, via .ci/run)
-#   scripts/test-all.sh --native     fmt, clippy, native tests only
+#   scripts/test-all.sh --native     fmt, the Yocto lint, clippy, native tests only
 #   scripts/test-all.sh --cross      cross builds + qemu runs + size budget only
 #
 # Environment:

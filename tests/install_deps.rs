@@ -350,6 +350,7 @@ fn everything(toolchain: &'static str, armv7: bool) -> Vec<(&'static str, &'stat
         "ffmpeg",
         "srt-tools",
         "time",
+        "python3-venv",
         "python3-gi",
         "gir1.2-gst-rtsp-server-1.0",
         "gstreamer1.0-plugins-base",

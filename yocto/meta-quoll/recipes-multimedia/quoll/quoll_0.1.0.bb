@@ -1,7 +1,6 @@
 SUMMARY = "Quoll live-media edge node"
 DESCRIPTION = "MPEG-TS flows (SRT, RTP/UDP, RTSP, ...) fanned out to many outputs, an \
 RTSP to WebSocket bridge, and a manager link whose alarms survive power cuts."
-HOMEPAGE = "https://github.com/quoll-edge/quoll"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
