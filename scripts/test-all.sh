@@ -67,6 +67,10 @@ fi
 NATIVE_TIMEOUT=${NATIVE_TIMEOUT:-900}
 CROSS_TIMEOUT=${CROSS_TIMEOUT:-1800}
 
+# The event log's test doubles (MemStorage, SlowSync, Counted) are behind the `test-util`
+# feature; without it cargo skips tests/events_slow_disk.rs and benches/events.rs silently.
+FEATURES=(--features test-util)
+
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 failed=0
@@ -75,10 +79,10 @@ run_tests() { # run_tests LOG PROFILE [cargo args...]
     local log=$1 profile=$2 to=$3
     shift 3
     if [ "$TEST_RUNNER" = nextest ]; then
-        timeout -k 30 "$to" cargo nextest run --profile "$profile" "$@" 2>&1 | tee "$log"
+        timeout -k 30 "$to" cargo nextest run --profile "$profile" "${FEATURES[@]}" "$@" 2>&1 | tee "$log"
     else
         # libtest has no per-test timeout: the section timeout is the guard.
-        timeout -k 30 "$to" cargo test "$@" 2>&1 | tee "$log"
+        timeout -k 30 "$to" cargo test "${FEATURES[@]}" "$@" 2>&1 | tee "$log"
     fi
 }
 
@@ -102,7 +106,7 @@ cross_check_toolchain() {
 cross_build() {
     cross_check_toolchain &&
         RUSTC=$CROSS_RUSTC CARGO_TARGET_DIR=$CROSS_DIR \
-            cargo test --target "$CROSS_TARGET" --no-run -q
+            cargo test "${FEATURES[@]}" --target "$CROSS_TARGET" --no-run -q
 }
 
 cross_tests() {
@@ -118,7 +122,7 @@ echo "test runner: $TEST_RUNNER; QUOLL_REQUIRE_PEERS=${QUOLL_REQUIRE_PEERS:-unse
 if [ "$do_native" = 1 ]; then
     section "fmt" cargo fmt --all --check || failed=1
     section "yocto layer lint (oelint-adv)" scripts/lint-yocto.sh || failed=1
-    section "clippy" cargo clippy -q --all-targets -- -D warnings || failed=1
+    section "clippy" cargo clippy -q --all-targets "${FEATURES[@]}" -- -D warnings || failed=1
     # The fuzz crate is a workspace of its own, so nothing else builds it: keep its targets
     # compiling against the current API (running them is scripts/fuzz.sh). It shares the
     # main target dir and starts from the main lock file, so the dependencies clippy just
@@ -126,7 +130,7 @@ if [ "$do_native" = 1 ]; then
     [ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
     section "fuzz targets (check)" env CARGO_TARGET_DIR="$PWD/target" \
         cargo check -q --manifest-path fuzz/Cargo.toml --bins || failed=1
-    section "native build" cargo test --no-run -q || failed=1
+    section "native build" cargo test "${FEATURES[@]}" --no-run -q || failed=1
     section "native tests" native_tests || failed=1
 fi
 if [ "$do_cross" = 1 ]; then

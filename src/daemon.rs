@@ -90,7 +90,6 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
 /// so); another live daemon holding the lock is. The directory is made (or tightened to)
 /// owner-only, and the files in it too (`private_dir`), before anything is written there.
 fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if crate::events::storage::private_dir(dir).is_err() {
         return Ok(None);
@@ -109,20 +108,17 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     let _ = file.set_permissions(std::fs::Permissions::from_mode(
         crate::events::storage::DATA_FILE_MODE,
     ));
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(Some(file));
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(format!(
+    // std's `try_lock` is `flock(LOCK_EX | LOCK_NB)` on Linux.
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
             "{} is in use by another quoll (storage.data_dir must differ per daemon)",
             dir.display()
-        ))
-    } else {
-        tracing::warn!("cannot lock {}: {err}", path.display());
-        Ok(None)
+        )),
+        Err(std::fs::TryLockError::Error(err)) => {
+            tracing::warn!("cannot lock {}: {err}", path.display());
+            Ok(None)
+        }
     }
 }
 

@@ -2,6 +2,9 @@
 //! sockets) allocates nothing per packet in steady state. Measured with a counting global
 //! allocator over 105 056 TS packets, in one process, on loopback.
 
+// A counting global allocator is an `unsafe impl GlobalAlloc`.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! allocator, and with exact packet accounting per reader including a deliberately slow one
 //! that lags.
 
+// A counting global allocator is an `unsafe impl GlobalAlloc`.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

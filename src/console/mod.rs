@@ -50,8 +50,7 @@ pub fn runtime_dir(board: Option<&Profile>) -> PathBuf {
 }
 
 fn uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    crate::sys::uid()
 }
 
 /// The last resort, `/tmp/quoll-<uid>`: in a directory everyone can write, so whoever

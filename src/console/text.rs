@@ -47,10 +47,7 @@ fn pick_width(tty: Option<usize>, columns: Option<usize>) -> usize {
 }
 
 fn tty_columns() -> Option<usize> {
-    // SAFETY: TIOCGWINSZ fills a winsize struct we own; on failure we ignore it.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0).then_some(ws.ws_col as usize)
+    crate::sys::stdout_columns()
 }
 
 /// Cut `s` to `width` characters, marking the cut with `~`.

@@ -145,6 +145,7 @@ pub enum Clock {
     #[default]
     Real,
     /// Tests: time moves only when the test (or a storage fake) moves it.
+    #[cfg(test)]
     Fake(Arc<FakeClock>),
 }
 
@@ -152,6 +153,7 @@ impl Clock {
     pub fn now(&self) -> Instant {
         match self {
             Clock::Real => Instant::now(),
+            #[cfg(test)]
             Clock::Fake(f) => f.now(),
         }
     }
@@ -159,13 +161,16 @@ impl Clock {
     /// Something the writer must look at was queued (called under the state lock, so it is
     /// ordered with the writer's parking).
     fn touch(&self) {
+        #[cfg(test)]
         if let Clock::Fake(f) = self {
             f.unpark();
         }
     }
 
     /// `seq` just became durable (a fake clock notes when, for the tests' figures).
+    #[cfg_attr(not(test), allow(unused_variables))]
     fn durable(&self, seq: u64) {
+        #[cfg(test)]
         if let Clock::Fake(f) = self {
             let mut st = f.state();
             let at = st.offset;
@@ -188,6 +193,7 @@ impl Clock {
                     .0
             }
             (Clock::Real, None) => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            #[cfg(test)]
             (Clock::Fake(f), _) => {
                 // Fake time does not wake a condvar: say where the writer stands, then
                 // look again shortly.
@@ -202,13 +208,15 @@ impl Clock {
 
 /// A clock for tests: it stands still until moved. The writer reports when it is idle
 /// (parked) with nothing due before its next deadline, so a test can step time from one
-/// deadline to the next and every figure comes out the same on any machine.
+/// deadline to the next and every figure comes out the same on any machine. Unit tests only.
+#[cfg(test)]
 pub struct FakeClock {
     start: Instant,
     state: Mutex<FakeState>,
     changed: Condvar,
 }
 
+#[cfg(test)]
 #[derive(Default)]
 struct FakeState {
     offset: Duration,
@@ -218,6 +226,7 @@ struct FakeState {
     durable: Vec<(u64, Duration)>,
 }
 
+#[cfg(test)]
 impl FakeClock {
     pub fn new() -> Arc<FakeClock> {
         Arc::new(FakeClock {

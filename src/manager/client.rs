@@ -492,7 +492,7 @@ fn event_text(r: &crate::events::Record) -> String {
 
 /// Resident memory of quoll and what the system has left, from /proc (Linux).
 fn memory() -> Value {
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let page = crate::sys::page_size();
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -10,6 +10,9 @@
 //!
 //! The only `unsafe` of this concern lives here: two libc calls on a plain struct.
 
+// Wraps syscalls (see the module doc): one of the few modules where `unsafe` may be.
+#![allow(unsafe_code)]
+
 use std::io;
 
 /// The limit before and after [`raise_nofile`].

@@ -23,6 +23,9 @@
 //! the same port was opened at the same moment), there is no gate and the worker reads as
 //! data comes: a wrong guess could hold back somebody else's socket.
 
+// Wraps syscalls (see the module doc): one of the few modules where `unsafe` may be.
+#![allow(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};

@@ -9,6 +9,9 @@
 //! Field types of `msghdr` differ between C libraries and targets (`msg_iovlen` is `size_t`
 //! on glibc, `c_int` on musl), hence the `as _` casts.
 
+// Wraps syscalls (see the module doc): one of the few modules where `unsafe` may be.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -104,29 +104,9 @@ pub fn bind_sender(
 /// The index of the interface that holds address `ip` (0 = let the kernel choose).
 fn interface_index(ip: Option<IpAddr>) -> io::Result<u32> {
     let Some(ip) = ip else { return Ok(0) };
-    // SAFETY: getifaddrs/freeifaddrs are used as documented; every pointer is checked.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut cur = list;
-        let mut found = None;
-        while !cur.is_null() {
-            let a = (*cur).ifa_addr;
-            if !a.is_null() && i32::from((*a).sa_family) == libc::AF_INET6 {
-                let sin6 = &*(a as *const libc::sockaddr_in6);
-                if IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)) == ip {
-                    found = Some(libc::if_nametoindex((*cur).ifa_name));
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(list);
-        found
-            .filter(|&i| i != 0)
-            .ok_or_else(|| invalid("no interface holds interface_addr"))
-    }
+    crate::sys::interface_index_of(ip)?
+        .filter(|&i| i != 0)
+        .ok_or_else(|| invalid("no interface holds interface_addr"))
 }
 
 fn invalid(msg: &str) -> io::Error {

@@ -16,6 +16,9 @@
 //!
 //! Nothing here allocates after `new`.
 
+// Wraps syscalls (see the module doc): one of the few modules where `unsafe` may be.
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

@@ -4,6 +4,8 @@
 //! spawns: `QUOLL_RUNNER` (e.g. `qemu-aarch64`) is put in front of it. Peers such as ffmpeg
 //! stay native host programs.
 #![allow(dead_code)]
+// `kill(2)` freezes and thaws the RTSP server (SIGSTOP/SIGCONT): a libc call.
+#![allow(unsafe_code)]
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
