@@ -729,10 +729,16 @@ pub fn trim_to_whole_units(ts: &[u8]) -> &[u8] {
 /// A TCP connection to `127.0.0.1:port` from `source`, another loopback address
 /// (`127.0.0.2`): a second client as the node's per-source limits see it.
 pub fn connect_from(source: &str, port: u16) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    try_connect_from(source, port).expect("connect")
+}
+
+/// [`connect_from`] that may fail: a flood's connection that the node refuses can be reset
+/// before `connect` returns (seen under emulation), which is the refusal, not an error.
+pub fn try_connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    s.bind(&src.into()).unwrap();
+    s.bind(&src.into())?;
     let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    s.connect(&dst.into()).unwrap();
-    s.into()
+    s.connect(&dst.into())?;
+    Ok(s.into())
 }
