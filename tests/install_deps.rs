@@ -105,6 +105,16 @@ impl Machine {
             .find_map(|l| l.strip_prefix(&format!("{pkg} ")).map(str::to_owned))
     }
 
+    /// The installed versions of rustc-web, the aarch64 std and the armv7 std.
+    fn toolchain(&self) -> [Option<String>; 3] {
+        [
+            "rustc-web",
+            "libstd-rust-web-dev:arm64",
+            "libstd-rust-web-dev:armhf",
+        ]
+        .map(|p| self.installed(p))
+    }
+
     fn apt_calls(&self) -> Vec<String> {
         fs::read_to_string(self.path("m/calls"))
             .unwrap_or_default()
@@ -140,13 +150,12 @@ fn healthy_mirror_installs_the_current_toolchain_and_both_sections_run() {
     let m = Machine::fresh();
     let run = m.install(true, None);
     assert!(run.ok, "{}", run.out);
-    for p in [
-        "rustc-web",
-        "libstd-rust-web-dev:arm64",
-        "libstd-rust-web-dev:armhf",
-    ] {
-        assert_eq!(m.installed(p).as_deref(), Some(CURRENT), "{p}\n{}", run.out);
-    }
+    assert_eq!(
+        m.toolchain(),
+        [(); 3].map(|()| Some(CURRENT.to_string())),
+        "{}",
+        run.out
+    );
     assert_eq!(m.sections(), (format!("{AARCH64} {ARMV7}"), String::new()));
 }
 
@@ -157,17 +166,13 @@ fn armhf_index_mid_sync_still_gets_rust_196_and_skips_only_armv7_loudly() {
     let m = Machine::fresh();
     let run = m.install(true, Some("armhf"));
     assert!(run.ok, "{}", run.out);
+    let current = Some(CURRENT.to_string());
     assert_eq!(
-        m.installed("rustc-web").as_deref(),
-        Some(CURRENT),
+        m.toolchain(),
+        [current.clone(), current, None],
         "{}",
         run.out
     );
-    assert_eq!(
-        m.installed("libstd-rust-web-dev:arm64").as_deref(),
-        Some(CURRENT)
-    );
-    assert_eq!(m.installed("libstd-rust-web-dev:armhf"), None);
     // The full update failed twice, then the lists came without armhf.
     let updates: Vec<_> = m
         .apt_calls()
@@ -264,13 +269,12 @@ fn old_toolchain_is_upgraded_in_step() {
     let m = Machine::fresh().with_installed(&everything(STALE, true));
     let run = m.install(true, None);
     assert!(run.ok, "{}", run.out);
-    for p in [
-        "rustc-web",
-        "libstd-rust-web-dev:arm64",
-        "libstd-rust-web-dev:armhf",
-    ] {
-        assert_eq!(m.installed(p).as_deref(), Some(CURRENT), "{p}\n{}", run.out);
-    }
+    assert_eq!(
+        m.toolchain(),
+        [(); 3].map(|()| Some(CURRENT.to_string())),
+        "{}",
+        run.out
+    );
 }
 
 /// The machine of issue 17 after the old script ran, run again while the armhf index is
@@ -281,17 +285,13 @@ fn old_toolchain_during_armhf_mid_sync_upgrades_aarch64_and_skips_armv7() {
     let m = Machine::fresh().with_installed(&everything(STALE, true));
     let run = m.install(true, Some("armhf"));
     assert!(run.ok, "{}", run.out);
+    let current = Some(CURRENT.to_string());
     assert_eq!(
-        m.installed("rustc-web").as_deref(),
-        Some(CURRENT),
+        m.toolchain(),
+        [current.clone(), current, None],
         "{}",
         run.out
     );
-    assert_eq!(
-        m.installed("libstd-rust-web-dev:arm64").as_deref(),
-        Some(CURRENT)
-    );
-    assert_eq!(m.installed("libstd-rust-web-dev:armhf"), None);
     let (targets, skips) = m.sections();
     assert_eq!(targets, AARCH64);
     assert!(
