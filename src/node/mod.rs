@@ -291,7 +291,7 @@ impl Node {
     /// is not acknowledged (by the manager, or `quoll ctl ack-loss`): both are degradations
     /// the operator must see.
     pub fn status(&self) -> &'static str {
-        if self.events.is_degraded() || self.events.status().lost_unacked > 0 {
+        if self.events.is_degraded() || self.events.unacked_loss().is_some() {
             "degraded"
         } else {
             "ok"
