@@ -26,7 +26,7 @@ fn digest(bytes: &[u8]) -> ring::digest::Digest {
 /// A token or password held by the node, or a value that may carry one (a config object
 /// pushed by the manager, a frame holding the `auth` credentials). `Debug` prints
 /// `Secret(..)`: a log line that formats one shows nothing of it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Secret<T = String>(T);
 
 impl Secret {

@@ -939,4 +939,34 @@ mod tests {
             Ok(Incoming::AuthOk)
         );
     }
+
+    /// Every prefix of every example, and every example with one byte replaced by each of a
+    /// few troublesome characters: an error or a message, never a panic.
+    #[test]
+    fn mangled_frames_never_panic() {
+        let examples = [
+            r#"{"type":"auth_ok","timestamp":"2026-04-02T12:00:00Z"}"#.to_string(),
+            format!(
+                r#"{{"type":"register_ack","timestamp":"t","payload":{{"node_id":"n","node_secret":"{SECRET}"}}}}"#
+            ),
+            r#"{"type":"auth_error","message":"Invalid node secret","payload":{"message":"m"}}"#
+                .to_string(),
+            command(
+                json!({"type": "update_flow", "flow_id": "f", "flow": {"id": "f", "outputs": [1]}}),
+            ),
+            command(json!({"type": "remove_output", "flow_id": "f", "output_id": "o"})),
+            r#"{"type":"ping","timestamp":"t"}"#.to_string(),
+        ];
+        for ex in &examples {
+            for end in 0..=ex.len() {
+                let _ = parse(&ex[..end]);
+            }
+            for at in 0..ex.len() {
+                for c in ["\"", "{", "}", "1", "[", "\\", "null", ""] {
+                    let mangled = format!("{}{c}{}", &ex[..at], &ex[at + 1..]);
+                    let _ = parse(&mangled);
+                }
+            }
+        }
+    }
 }
