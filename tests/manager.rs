@@ -480,10 +480,35 @@ fn every_command_action() {
         let d = ok(&fm.command(json!({"type": action, "flow_id": "b"}), limit)).clone();
         assert_eq!(d["state"], state, "{action}");
     }
-    failed(
-        &fm.command(json!({"type": "start_flow"}), limit),
-        "validation_error",
-    );
+    // A missing or unusable field is answered with its name; the text is the same as
+    // before the protocol was derived.
+    for (action, error) in [
+        (
+            json!({"type": "start_flow"}),
+            "flow_id: missing required field",
+        ),
+        (
+            json!({"type": "stop_flow", "flow_id": 5}),
+            "flow_id: expected a non-empty string",
+        ),
+        (
+            json!({"type": "remove_output", "flow_id": "a", "output_id": ""}),
+            "output_id: expected a non-empty string",
+        ),
+        (
+            json!({"type": "create_flow"}),
+            "flow: missing required field",
+        ),
+        // Serde would read a number as a variant's index: it must not be an action.
+        (
+            json!({"type": 1, "config": {}}),
+            "action: expected an object with a string `type`",
+        ),
+    ] {
+        let r = fm.command(action.clone(), limit);
+        failed(&r, "validation_error");
+        assert_eq!(r["payload"]["error"], error, "{action}");
+    }
     failed(
         &fm.command(json!({"type": "stop_flow", "flow_id": "nope"}), limit),
         "not_found",
@@ -579,10 +604,9 @@ fn every_command_action() {
         "validation_error",
     );
 
-    failed(
-        &fm.command(json!({"type": "reboot_the_moon"}), limit),
-        "unknown_action",
-    );
+    let r = fm.command(json!({"type": "reboot_the_moon"}), limit);
+    failed(&r, "unknown_action");
+    assert_eq!(r["payload"]["error"], "unknown action \"reboot_the_moon\"");
 
     // The persisted config holds the end state.
     let saved = read_json(&dir.path().join("config.json"));

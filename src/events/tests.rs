@@ -83,7 +83,7 @@ fn every_flipped_bit_of_a_frame_is_caught() {
 /// module keeps none of its own): checked here against the spec with a record of the log.
 #[test]
 fn manager_message_follows_the_spec() {
-    use crate::manager::protocol::event as manager_message;
+    let manager_message = |r: &Record| crate::manager::protocol::event(r).to_value();
     let r = Record {
         seq: 42,
         raised_at_ms: 1_775_131_200_123,

@@ -31,10 +31,11 @@ use super::commands;
 use super::feed::EventFeed;
 use super::link::{Action, Link, Timing};
 use super::outbox::{EVENT_WINDOW, Frame, Outbox};
-use super::protocol::{self, Credentials};
+use super::protocol::{self, Credentials, ToManager};
 use super::tls;
 use crate::config::{ManagerConfig, ManagerUrl};
 use crate::node::Node;
+use crate::secret::Secret;
 
 /// Anything a WebSocket can run over: plain TCP or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin {}
@@ -74,7 +75,7 @@ enum Report {
     Connected(u64, Box<Ws>),
     ConnectFailed(u64, String),
     WriteFailed(u64, String),
-    Reply(u64, Value),
+    Reply(u64, ToManager),
 }
 
 struct Connection {
@@ -107,9 +108,11 @@ pub async fn run(
     let creds = match (&cfg.node_id, &cfg.node_secret) {
         (Some(id), Some(secret)) => Credentials::Node {
             id: id.clone(),
-            secret: secret.clone(),
+            secret: Secret::new(secret.as_str()),
         },
-        _ => Credentials::Token(cfg.registration_token.clone().unwrap_or_default()),
+        _ => Credentials::Token {
+            token: Secret::new(cfg.registration_token.clone().unwrap_or_default()),
+        },
     };
     let mut link = Link::new(
         urls.len(),
@@ -162,7 +165,7 @@ pub async fn run(
                         env!("CARGO_PKG_VERSION"),
                         shell.protocol_version,
                     );
-                    shell.push(Frame::Text(auth.to_string()));
+                    shell.push(Frame::Text(auth.to_json().into()));
                 }
                 Action::Up => {
                     tracing::info!("manager link up");
@@ -171,27 +174,35 @@ pub async fn run(
                 }
                 Action::SendHealth => {
                     let h = shell.health(link.counters()).await;
-                    let msg = protocol::envelope("health", &crate::time::now_rfc3339(), h);
-                    shell.outbox.borrow_mut().push_health(msg.to_string());
+                    let msg = ToManager::Health {
+                        timestamp: crate::time::now_rfc3339(),
+                        payload: h,
+                    };
+                    shell.outbox.borrow_mut().push_health(msg.to_json());
                     shell.wake.notify_one();
                 }
                 Action::SendStats => {
                     let s = shell.stats().await;
-                    let msg = protocol::envelope("stats", &crate::time::now_rfc3339(), s);
-                    shell.outbox.borrow_mut().push_stats(msg.to_string());
+                    let msg = ToManager::Stats {
+                        timestamp: crate::time::now_rfc3339(),
+                        payload: s,
+                    };
+                    shell.outbox.borrow_mut().push_stats(msg.to_json());
                     shell.wake.notify_one();
                 }
                 Action::SendPing => shell.push(Frame::Ping),
                 Action::SendPong => {
-                    let pong = protocol::envelope("pong", &crate::time::now_rfc3339(), json!({}));
-                    shell.push(Frame::Text(pong.to_string()));
+                    let pong = ToManager::Pong {
+                        timestamp: crate::time::now_rfc3339(),
+                        payload: protocol::Empty {},
+                    };
+                    shell.push(Frame::Text(pong.to_json().into()));
                 }
                 Action::Execute { command_id, action } => {
-                    let kind = action.get("type").and_then(Value::as_str).unwrap_or("");
-                    tracing::info!(%command_id, action = kind, "manager command");
+                    tracing::info!(%command_id, ?action, "manager command");
                     let (node, tx, g) = (shell.node.clone(), tx.clone(), generation);
                     tokio::task::spawn_local(async move {
-                        let reply = commands::execute(&node, &action).await;
+                        let reply = commands::execute(&node, action).await;
                         for msg in reply.into_messages(&crate::time::now_rfc3339(), &command_id) {
                             let _ = tx.send(Report::Reply(g, msg));
                         }
@@ -204,7 +215,7 @@ pub async fn run(
                         &error,
                         "validation_error",
                     );
-                    shell.push(Frame::Text(ack.to_string()));
+                    shell.push(Frame::Text(ack.to_json().into()));
                 }
                 Action::StoreCredentials {
                     node_id,
@@ -212,7 +223,7 @@ pub async fn run(
                 } => {
                     match shell
                         .node
-                        .set_manager_credentials(&node_id, &node_secret)
+                        .set_manager_credentials(&node_id, node_secret.expose())
                         .await
                     {
                         Ok(()) => {
@@ -269,7 +280,7 @@ pub async fn run(
                         link.handle_closed(now, &e);
                     }
                     Report::Reply(g, msg) if g == generation && link.is_up() => {
-                        shell.push(Frame::Text(msg.to_string()));
+                        shell.push(Frame::Text(msg.to_json().into()));
                     }
                     _ => {}
                 }
@@ -380,7 +391,7 @@ impl Shell {
                     continue;
                 };
                 let msg = match out.frame {
-                    Some(Frame::Text(t)) => Message::text(t),
+                    Some(Frame::Text(t)) => Message::text(t.into_inner()),
                     Some(Frame::Ping) => Message::Ping(Bytes::new()),
                     None => {
                         // An event that cannot be sent, reached in its turn.
@@ -480,14 +491,14 @@ impl Shell {
 /// An event message, shortened (details cut to `seq` and `raised_at`) in the unlikely case
 /// that its details push it over the manager's limit: better a short event than none.
 fn event_text(r: &crate::events::Record) -> String {
-    let text = protocol::event(r).to_string();
+    let text = protocol::event(r).to_json();
     if text.len() <= protocol::MAX_MESSAGE_BYTES {
         return text;
     }
     let mut short = r.clone();
     short.event.details.clear();
     short.event.details.insert("truncated".into(), true.into());
-    protocol::event(&short).to_string()
+    protocol::event(&short).to_json()
 }
 
 /// Resident memory of quoll and what the system has left, from /proc (Linux).

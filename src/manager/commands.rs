@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::protocol;
+use super::protocol::{self, Action, Field, ToManager};
 use crate::config::{ConfigError, FlowConfig, OutputConfig};
 use crate::events::Event;
 use crate::flow::FlowError;
@@ -26,7 +26,7 @@ impl Reply {
     /// config and then a `config_response`: a v0.4 manager waits for one or the other
     /// depending on where the request came from, and clears its cached config on any
     /// `command_ack`, so the ack must come first (manager-protocol.md, `config_response`).
-    pub fn into_messages(self, timestamp: &str, command_id: &str) -> Vec<Value> {
+    pub fn into_messages(self, timestamp: &str, command_id: &str) -> Vec<ToManager> {
         match self {
             Reply::Ok(data) => vec![protocol::ack_ok(timestamp, command_id, data)],
             Reply::Err { error, code } => {
@@ -34,7 +34,10 @@ impl Reply {
             }
             Reply::Config(cfg) => vec![
                 protocol::ack_ok(timestamp, command_id, Some(cfg.clone())),
-                protocol::envelope("config_response", timestamp, cfg),
+                ToManager::ConfigResponse {
+                    timestamp: timestamp.into(),
+                    payload: cfg,
+                },
             ],
         }
     }
@@ -51,32 +54,33 @@ fn invalid(path: &str, message: &str) -> Reply {
     err(&FlowError::Invalid(vec![ConfigError::new(path, message)]))
 }
 
-/// A required string field of the action.
-fn string<'a>(action: &'a Value, field: &str) -> Result<&'a str, Reply> {
-    match action.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(_) => Err(invalid(field, "expected a non-empty string")),
-        None => Err(invalid(field, "missing required field")),
+/// A required field of the action, or the `validation_error` that names it.
+fn required<T>(field: Field<T>, name: &str) -> Result<T, Reply> {
+    match field {
+        Field::Given(v) => Ok(v),
+        Field::Missing => Err(invalid(name, "missing required field")),
+        // Only the ids can be unusable: any JSON value is read as a config object, and
+        // its reader says what is wrong with it.
+        Field::Invalid => Err(invalid(name, "expected a non-empty string")),
     }
 }
 
-fn field(action: &Value, name: &str) -> Result<Value, Reply> {
-    action
-        .get(name)
-        .cloned()
-        .ok_or_else(|| invalid(name, "missing required field"))
+/// `required!(flow_id)`: the field's value, or return the answer naming `flow_id`.
+macro_rules! required {
+    ($field:ident) => {
+        required($field, stringify!($field))?
+    };
 }
 
 /// Run one action. Config changes that succeed raise "Configuration updated"; a failed
 /// write raises the persist warning (in `Node`) and answers `config_persist_failed`.
-pub async fn execute(node: &Node, action: &Value) -> Reply {
+pub async fn execute(node: &Node, action: Action) -> Reply {
     match run(node, action).await {
         Ok(r) | Err(r) => r,
     }
 }
 
-async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
-    let kind = action.get("type").and_then(Value::as_str).unwrap_or("");
+async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
     let changed = |r: Result<Value, FlowError>| match r {
         Ok(data) => {
             node.events.raise(Event::config_updated());
@@ -89,10 +93,15 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
         crate::config::redact_value(&mut v);
         v
     };
-    match kind {
-        "get_config" => Ok(Reply::Config(node.config().await.redacted())),
-        "update_config" => {
-            let cfg = field(action, "config")?;
+    let lifecycle = async |flow_id: protocol::NonEmpty, a: FlowAction| -> Result<Reply, Reply> {
+        // Lifecycle only: the stored config does not change.
+        let v = node.flow_action(&flow_id, a).await.map_err(|e| err(&e))?;
+        Ok(Reply::Ok(Some(view(v))))
+    };
+    match action {
+        Action::GetConfig => Ok(Reply::Config(node.config().await.redacted())),
+        Action::UpdateConfig { config } => {
+            let cfg = required!(config).into_inner();
             let diff = node.update_config(cfg).await.map_err(|e| err(&e))?;
             if diff.changed {
                 node.events.raise(Event::config_updated());
@@ -115,8 +124,8 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
                 }),
             }
         }
-        "create_flow" => {
-            let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
+        Action::CreateFlow { flow } => {
+            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow")
                 .map_err(|e| err(&FlowError::Invalid(e)))?;
             // All or nothing: a flow that fails to start is not kept, so the failed ack is
             // the whole truth and the manager's retry is a fresh create.
@@ -126,50 +135,42 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
                     .map(view),
             )
         }
-        "update_flow" => {
-            let id = string(action, "flow_id")?;
-            let flow = FlowConfig::from_value_at(field(action, "flow")?, "flow")
+        Action::UpdateFlow { flow_id, flow } => {
+            let id = required!(flow_id);
+            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow")
                 .map_err(|e| err(&FlowError::Invalid(e)))?;
             // All or nothing: on a start failure the previous config is back (and running
             // if it ran).
             changed(
-                node.update_flow_with(id, flow, StartFailure::RollBack)
+                node.update_flow_with(&id, flow, StartFailure::RollBack)
                     .await
                     .map(view),
             )
         }
-        "delete_flow" => {
-            let id = string(action, "flow_id")?;
+        Action::DeleteFlow { flow_id } => {
+            let id = required!(flow_id);
             changed(
-                node.delete_flow(id)
+                node.delete_flow(&id)
                     .await
-                    .map(|()| json!({ "flow_id": id, "deleted": true })),
+                    .map(|()| json!({ "flow_id": &*id, "deleted": true })),
             )
         }
-        "start_flow" | "stop_flow" | "restart_flow" => {
-            let id = string(action, "flow_id")?;
-            let a = match kind {
-                "start_flow" => FlowAction::Start,
-                "stop_flow" => FlowAction::Stop,
-                _ => FlowAction::Restart,
-            };
-            // Lifecycle only: the stored config does not change.
-            let v = node.flow_action(id, a).await.map_err(|e| err(&e))?;
-            Ok(Reply::Ok(Some(view(v))))
-        }
-        "add_output" => {
-            let id = string(action, "flow_id")?;
-            let output = OutputConfig::from_value_at(field(action, "output")?, "output")
+        Action::StartFlow { flow_id } => lifecycle(required!(flow_id), FlowAction::Start).await,
+        Action::StopFlow { flow_id } => lifecycle(required!(flow_id), FlowAction::Stop).await,
+        Action::RestartFlow { flow_id } => lifecycle(required!(flow_id), FlowAction::Restart).await,
+        Action::AddOutput { flow_id, output } => {
+            let id = required!(flow_id);
+            let output = OutputConfig::from_value_at(required!(output).into_inner(), "output")
                 .map_err(|e| err(&FlowError::Invalid(e)))?;
-            changed(node.add_output(id, output).await.map(view))
+            changed(node.add_output(&id, output).await.map(view))
         }
-        "remove_output" => {
-            let id = string(action, "flow_id")?;
-            let output_id = string(action, "output_id")?;
-            changed(node.remove_output(id, output_id).await.map(view))
+        Action::RemoveOutput { flow_id, output_id } => {
+            let id = required!(flow_id);
+            let output_id = required!(output_id);
+            changed(node.remove_output(&id, &output_id).await.map(view))
         }
-        "create_tunnel" => {
-            let tunnel = field(action, "tunnel")?;
+        Action::CreateTunnel { tunnel } => {
+            let tunnel = required!(tunnel).into_inner();
             let id = tunnel.get("id").cloned().unwrap_or(Value::Null);
             match node.create_tunnel(tunnel).await.map_err(|e| err(&e))? {
                 true => {
@@ -179,16 +180,16 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
                 false => Ok(Reply::Ok(Some(tunnel_data(id, true)))),
             }
         }
-        "delete_tunnel" => {
-            let id = string(action, "tunnel_id")?;
+        Action::DeleteTunnel { tunnel_id } => {
+            let id = required!(tunnel_id);
             changed(
-                node.delete_tunnel(id)
+                node.delete_tunnel(&id)
                     .await
-                    .map(|()| json!({ "tunnel_id": id, "deleted": true })),
+                    .map(|()| json!({ "tunnel_id": &*id, "deleted": true })),
             )
         }
-        other => Err(Reply::Err {
-            error: format!("unknown action {other:?}"),
+        Action::Unknown { kind } => Err(Reply::Err {
+            error: format!("unknown action {kind:?}"),
             code: "unknown_action",
         }),
     }
@@ -223,6 +224,7 @@ mod tests {
         let [msg] = &err(&e).into_messages("2026-04-02T12:00:00.000Z", "c1")[..] else {
             panic!("one message")
         };
+        let msg = msg.to_value();
         assert_eq!(msg["payload"]["success"], false);
         assert_eq!(msg["payload"]["error_code"], "invalid_value");
         assert_eq!(
@@ -234,7 +236,11 @@ mod tests {
     #[test]
     fn get_config_is_acked_first_then_answered_with_config_response() {
         let cfg = json!({"version": 1, "flows": []});
-        let msgs = Reply::Config(cfg.clone()).into_messages("2026-04-02T12:00:00.000Z", "c7");
+        let msgs: Vec<Value> = Reply::Config(cfg.clone())
+            .into_messages("2026-04-02T12:00:00.000Z", "c7")
+            .iter()
+            .map(ToManager::to_value)
+            .collect();
         let kinds: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["command_ack", "config_response"]);
         assert_eq!(msgs[0]["payload"]["command_id"], "c7");

@@ -10,11 +10,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::protocol::{self, Credentials, Incoming};
 use crate::events::Event;
 use crate::events::latch::{ConnectionCycle, LinkEvent};
+use crate::secret::Secret;
 
 /// Every duration the link uses.
 #[derive(Debug, Clone)]
@@ -61,11 +60,9 @@ impl Default for Timing {
     }
 }
 
-/// What the shell must do.
-///
-/// `Debug` is hand-written: `StoreCredentials` holds the node secret and a command's action
-/// may hold passphrases and keys.
-#[derive(Clone, PartialEq)]
+/// What the shell must do. `Debug` shows no secret: the node secret and the config objects
+/// of a command's action are held as [`Secret`].
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Open a connection to `urls[url]`.
     Connect {
@@ -88,7 +85,7 @@ pub enum Action {
     /// Run a command and send its reply.
     Execute {
         command_id: String,
-        action: Value,
+        action: protocol::Action,
     },
     /// Answer a command that could not be read.
     Reject {
@@ -98,43 +95,9 @@ pub enum Action {
     /// `register_ack`: persist these atomically and forget the token.
     StoreCredentials {
         node_id: String,
-        node_secret: String,
+        node_secret: Secret,
     },
     Raise(Event),
-}
-
-impl std::fmt::Debug for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::Connect { url } => f.debug_struct("Connect").field("url", url).finish(),
-            Action::Disconnect { reason } => f
-                .debug_struct("Disconnect")
-                .field("reason", reason)
-                .finish(),
-            Action::SendAuth => f.write_str("SendAuth"),
-            Action::Up => f.write_str("Up"),
-            Action::SendHealth => f.write_str("SendHealth"),
-            Action::SendStats => f.write_str("SendStats"),
-            Action::SendPing => f.write_str("SendPing"),
-            Action::SendPong => f.write_str("SendPong"),
-            Action::Execute { command_id, action } => f
-                .debug_struct("Execute")
-                .field("command_id", command_id)
-                .field("action", &protocol::action_kind(action))
-                .finish(),
-            Action::Reject { command_id, error } => f
-                .debug_struct("Reject")
-                .field("command_id", command_id)
-                .field("error", error)
-                .finish(),
-            Action::StoreCredentials { node_id, .. } => f
-                .debug_struct("StoreCredentials")
-                .field("node_id", node_id)
-                .field("node_secret", &"<redacted>")
-                .finish(),
-            Action::Raise(e) => f.debug_tuple("Raise").field(e).finish(),
-        }
-    }
 }
 
 /// Counters for health and the logs.
@@ -608,7 +571,12 @@ mod tests {
             }
         }
         fn token() -> Self {
-            Self::new(2, Credentials::Token("tok".into()))
+            Self::new(
+                2,
+                Credentials::Token {
+                    token: "tok".into(),
+                },
+            )
         }
         fn advance(&mut self, d: Duration) {
             self.now += d;
@@ -817,7 +785,12 @@ mod tests {
 
     #[test]
     fn auth_error_raises_once_and_backs_off_past_the_lockout() {
-        let mut f = Fixture::new(1, Credentials::Token("bad".into()));
+        let mut f = Fixture::new(
+            1,
+            Credentials::Token {
+                token: "bad".into(),
+            },
+        );
         let mut attempts = Vec::new();
         let mut events = Vec::new();
         for _ in 0..6 {
@@ -869,7 +842,12 @@ mod tests {
             }),
         ];
         for (name, fail) in cases {
-            let mut f = Fixture::new(1, Credentials::Token("tok".into()));
+            let mut f = Fixture::new(
+                1,
+                Credentials::Token {
+                    token: "tok".into(),
+                },
+            );
             let mut attempts = Vec::new();
             let mut events = Vec::new();
             for _ in 0..6 {
@@ -892,7 +870,12 @@ mod tests {
 
         // A failure before auth went out (connect refused) keeps the normal backoff, and
         // a success resets the auth backoff.
-        let mut f = Fixture::new(1, Credentials::Token("tok".into()));
+        let mut f = Fixture::new(
+            1,
+            Credentials::Token {
+                token: "tok".into(),
+            },
+        );
         f.next();
         f.link.handle_connected(f.now);
         f.drain();
@@ -953,15 +936,13 @@ mod tests {
             },
             Action::Execute {
                 command_id: "c1".into(),
-                action: serde_json::json!({"type": "create_flow", "flow": {"input":
-                    {"type": "srt", "passphrase": "s3cret-pass"}}}),
+                action: serde_json::from_value(serde_json::json!({"type": "create_flow",
+                    "flow": {"input": {"type": "srt", "passphrase": "s3cret-pass"}}}))
+                .unwrap(),
             },
         ];
         let text = format!("{actions:?}");
-        assert!(
-            text.contains("n1") && text.contains("create_flow"),
-            "{text}"
-        );
+        assert!(text.contains("n1") && text.contains("CreateFlow"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         // The link's own debug line for messages out of place: a register_ack while up,
         // a command before auth.

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 
 use super::protocol::MAX_MESSAGE_BYTES;
+use crate::secret::Secret;
 
 /// At most this many replies wait; beyond that the manager is not reading and will time the
 /// commands out anyway.
@@ -23,20 +24,12 @@ pub const MAX_CONTROL: usize = 64;
 /// Events pulled from the feed per batch.
 pub const EVENT_WINDOW: usize = 32;
 
-/// `Debug` shows a text frame's length only: the `auth` frame holds the node's credentials.
-#[derive(Clone, PartialEq, Eq)]
+/// A frame to write. A text frame is held as a [`Secret`] (its `Debug` shows nothing): the
+/// `auth` frame holds the node's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Text(String),
+    Text(Secret),
     Ping,
-}
-
-impl std::fmt::Debug for Frame {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Frame::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
-            Frame::Ping => f.write_str("Ping"),
-        }
-    }
 }
 
 /// One frame to write; `seq` is set for an event, to acknowledge once written. An event
@@ -84,7 +77,7 @@ impl Outbox {
 
     pub fn push_control(&mut self, frame: Frame) {
         if let Frame::Text(t) = &frame
-            && !self.fits(t, "reply")
+            && !self.fits(t.expose(), "reply")
         {
             return;
         }
@@ -144,18 +137,18 @@ impl Outbox {
         }
         if let Some(t) = self.health.take() {
             return Some(Out {
-                frame: Some(Frame::Text(t)),
+                frame: Some(Frame::Text(t.into())),
                 seq: None,
             });
         }
         if let Some((seq, t)) = self.events.pop_front() {
             return Some(Out {
-                frame: t.map(Frame::Text),
+                frame: t.map(|t| Frame::Text(t.into())),
                 seq: Some(seq),
             });
         }
         self.stats.take().map(|t| Out {
-            frame: Some(Frame::Text(t)),
+            frame: Some(Frame::Text(t.into())),
             seq: None,
         })
     }
@@ -177,7 +170,7 @@ mod tests {
         let texts: Vec<_> = order
             .iter()
             .map(|o| match &o.frame {
-                Some(Frame::Text(t)) => t.as_str(),
+                Some(Frame::Text(t)) => t.expose(),
                 Some(Frame::Ping) => "ping",
                 None => "skip",
             })

@@ -28,43 +28,6 @@ pub const MANAGER_OWNED_KEYS: [&str; 4] = ["version", "server", "flows", "tunnel
 /// compromised manager could otherwise raise the budgets or open the outbound allow list).
 pub const ALWAYS_LOCAL_KEYS: [&str; 4] = ["manager", "storage", "limits", "security"];
 
-/// `v` as JSON text with every object's keys sorted, so two values that are equal (object
-/// key order aside) have the same text.
-fn canonical_json(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
-}
-
 /// Whether `candidate` may become the running config: valid, and within the budget of the
 /// board (`budget`) with the candidate's `limits` applied. The one door of every change to
 /// flows, and of the config at start (`daemon`): nothing is applied, started or saved
@@ -607,13 +570,12 @@ impl Node {
                     config::restore_secrets_in_tunnel(&mut tunnel, &base.tunnels[i]);
                     // Compared as values, not as text: key order carries no meaning (a
                     // manager may serialize its fields in another order than the file has
-                    // them). The tunnel holds its shared key, so the canonical forms are
-                    // compared without an early exit.
-                    let same = crate::secret::ct_eq(
-                        canonical_json(&tunnel).as_bytes(),
-                        canonical_json(&base.tunnels[i]).as_bytes(),
-                    );
-                    if same {
+                    // them), and JSON objects compare equal whatever their key order.
+                    // The tunnel holds its shared key, but this is no secret check:
+                    // only the authenticated manager can push a tunnel, it sent that key
+                    // itself, and it may replace it outright; the time the comparison
+                    // takes tells it nothing it does not have. So no constant time.
+                    if tunnel == base.tunnels[i] {
                         return Ok(false);
                     }
                     base.tunnels[i] = tunnel;
