@@ -17,8 +17,8 @@ use super::udp::TsPath;
 use crate::config::RtspInputConfig;
 use crate::events::latch::ConnectionCycle;
 use crate::events::{Event, Events};
-use crate::flow::stats::{InputStats, bump};
 use crate::rtsp::{self, Source};
+use crate::stats::{InputStats, bump};
 use crate::ts::packet::PACKET_LEN;
 use crate::ts::ring::FlowRing;
 
