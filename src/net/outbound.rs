@@ -18,8 +18,6 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::Config;
-
 /// One network: an address and a prefix length, `10.0.0.0/8`, `2001:db8::/32`, or a bare
 /// address (`/32`, `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +145,11 @@ impl AllowList {
         }
     }
 
-    /// The running config's policy. Only called on validated configs; an entry that does
-    /// not parse would have been refused, and is left out here.
-    pub fn from_config(cfg: &Config) -> Policy {
-        let entries = cfg.security.as_ref()?.outbound_allow.as_ref()?;
+    /// The running config's policy from `security.outbound_allow` (`None`: absent). Only
+    /// called on validated configs; an entry that does not parse would have been refused,
+    /// and is left out here.
+    pub fn from_entries(entries: Option<&[String]>) -> Policy {
+        let entries = entries?;
         let nets = entries
             .iter()
             .filter_map(|e| Cidr::parse(e.trim()).ok())
