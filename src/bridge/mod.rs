@@ -424,6 +424,16 @@ impl Bridge {
         }
     }
 
+    /// The ring of `stream_id`, made by the first client or worker that needs it: the
+    /// worker writes it, every client reads it.
+    fn ring(&self, stream_id: &str) -> Rc<FlowRing> {
+        self.rings
+            .borrow_mut()
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
+            .clone()
+    }
+
     /// A client for `stream_id`; the first one starts the session.
     pub fn attach(&self, stream_id: &str) -> Result<Attached, Refused> {
         if !self.streams.contains_key(stream_id) {
@@ -431,12 +441,7 @@ impl Bridge {
         }
         let client = self.next_client.get();
         self.next_client.set(client + 1);
-        let ring = self
-            .rings
-            .borrow_mut()
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
-            .clone();
+        let ring = self.ring(stream_id);
         let r = self
             .core
             .borrow_mut()
@@ -584,12 +589,7 @@ impl Bridge {
         let (Some(spec), Some(me)) = (self.streams.get(stream_id), self.me.upgrade()) else {
             return;
         };
-        let ring = self
-            .rings
-            .borrow_mut()
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
-            .clone();
+        let ring = self.ring(stream_id);
         let stop = Rc::new(Notify::new());
         let ctx = WorkerCtx {
             bridge: self.me.clone(),

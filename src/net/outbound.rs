@@ -353,11 +353,7 @@ mod tests {
 
     #[test]
     fn resolve_checks_literals_and_names() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        crate::testing::rt().block_on(async {
             let l = list(&["127.0.0.0/8"]);
             assert_eq!(
                 resolve(Some(&l), "127.0.0.1", 554).await.unwrap(),
