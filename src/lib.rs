@@ -26,7 +26,7 @@ pub mod daemon;
 pub mod events;
 /// Flows: one input fanned out to N outputs over a ring, and the manager that runs them.
 pub mod flow;
-/// The local HTTP API and who may use it (access, guards, token files).
+/// The local HTTP API and who may use it (access, guards, token files, listener limits).
 pub mod http;
 /// Flow inputs (UDP, RTP, SRT, RTSP): where packets enter; each one task writing the ring.
 pub mod input;
