@@ -26,7 +26,7 @@ pub mod daemon;
 pub mod events;
 /// Flows: one input fanned out to N outputs over a ring, and the manager that runs them.
 pub mod flow;
-/// The local HTTP API and who may use it (access, guards, token files).
+/// The local HTTP API and who may use it (access, guards, token files, listener limits).
 pub mod http;
 /// Flow inputs (UDP, RTP, SRT, RTSP): where packets enter; each one task writing the ring.
 pub mod input;
@@ -48,6 +48,9 @@ pub mod rtsp;
 pub mod secret;
 /// SRT plumbing shared by the SRT input and output: options, binding, reconnect, 2022-7 merge.
 pub mod srt;
+/// Input and output counters and their snapshots, bumped by the tasks and read by flow/,
+/// http/ and manager/: below all of them, so inputs and outputs need not import `flow`.
+pub mod stats;
 /// The few syscalls outside the packet path std has no API for, as safe functions.
 mod sys;
 /// systemd service notifications (`sd_notify`): ready, watchdog, status, stopping.

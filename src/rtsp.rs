@@ -6,6 +6,7 @@
 //! Annex B with parameter sets before every key frame and AAC in ADTS, which is what a TS
 //! carries, so `ts::mux` only packetizes.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,15 +20,82 @@ use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
 use crate::net::gate::{self, LowWater, MAX_HOLD, RecvGate};
-use crate::net::outbound::{self, Policy};
+use crate::net::outbound::{self, OutboundError, Policy};
+use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
 
 /// RTSP's port when a URL names none.
 const RTSP_PORT: u16 = 554;
-use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
 
 /// Timestamps start this far into the 90 kHz clock, so the PCR (which runs behind) is
 /// never negative.
 const TS_OFFSET_90K: u64 = 90_000;
+
+/// Why a camera URL cannot be pulled from (found before any connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// `rtsp_url` does not parse as a URL.
+    Url(url::ParseError),
+    /// `rtsp_url` is a URL of another scheme.
+    Scheme(String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Url(e) => write!(f, "rtsp_url: {e}"),
+            SourceError::Scheme(scheme) => write!(f, "rtsp_url: scheme {scheme:?} is not rtsp"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Why a connection to a camera failed or a playing session ended. `Display` is the text
+/// events and exits carry ("RTSP input disconnected: {error}").
+#[derive(Debug)]
+pub enum RtspError {
+    /// The camera's address is refused by `security.outbound_allow`, or does not resolve.
+    Outbound(OutboundError),
+    /// The checked address could not be written into the URL.
+    Pin { url: String, ip: IpAddr },
+    /// DESCRIBE..PLAY took longer than the connect timeout.
+    Timeout(Duration),
+    /// retina refused or lost the session (RTSP, RTP, transport).
+    Session(retina::Error),
+    /// The camera offers nothing `ts::mux` carries.
+    NoStreams,
+    /// The camera closed the stream.
+    Ended,
+}
+
+impl std::fmt::Display for RtspError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RtspError::Outbound(e) => e.fmt(f),
+            RtspError::Pin { url, ip } => write!(f, "cannot connect {url} to {ip}"),
+            RtspError::Timeout(t) => write!(f, "no answer within {} s", t.as_secs()),
+            RtspError::Session(e) => e.fmt(f),
+            RtspError::NoStreams => f.write_str("the camera offers no H.264, H.265 or AAC stream"),
+            RtspError::Ended => f.write_str("the camera ended the stream"),
+        }
+    }
+}
+
+impl std::error::Error for RtspError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RtspError::Outbound(e) => Some(e),
+            RtspError::Session(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<retina::Error> for RtspError {
+    fn from(e: retina::Error) -> Self {
+        RtspError::Session(e)
+    }
+}
 
 /// Where and how to pull.
 #[derive(Clone)]
@@ -58,10 +126,10 @@ impl Source {
         username: Option<&str>,
         password: Option<&str>,
         transport: &str,
-    ) -> Result<Source, String> {
-        let mut url = Url::parse(rtsp_url).map_err(|e| format!("rtsp_url: {e}"))?;
+    ) -> Result<Source, SourceError> {
+        let mut url = Url::parse(rtsp_url).map_err(SourceError::Url)?;
         if url.scheme() != "rtsp" {
-            return Err(format!("rtsp_url: scheme {:?} is not rtsp", url.scheme()));
+            return Err(SourceError::Scheme(url.scheme().to_owned()));
         }
         let url_user = percent_decode(url.username());
         let url_pass = url.password().map(percent_decode);
@@ -92,7 +160,7 @@ impl Source {
     /// permitted address written into the URL, so the connection goes to the address that
     /// was checked and not to whatever the name resolves to next. Without one, the URL as
     /// configured.
-    pub async fn pinned_url(&self) -> Result<Url, String> {
+    pub async fn pinned_url(&self) -> Result<Url, RtspError> {
         let Some(policy) = &self.outbound else {
             return Ok(self.url.clone());
         };
@@ -100,10 +168,12 @@ impl Source {
         let port = self.url.port().unwrap_or(RTSP_PORT);
         let addr = outbound::resolve(Some(policy), host, port)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RtspError::Outbound)?;
         let mut url = self.url.clone();
-        url.set_ip_host(addr.ip())
-            .map_err(|()| format!("cannot connect {} to {}", self.shown(), addr.ip()))?;
+        url.set_ip_host(addr.ip()).map_err(|()| RtspError::Pin {
+            url: self.shown().to_owned(),
+            ip: addr.ip(),
+        })?;
         Ok(url)
     }
 
@@ -184,14 +254,14 @@ impl Drop for Puller {
 
 /// DESCRIBE, SETUP every H.264/H.265/AAC stream, PLAY. The whole exchange is bounded by
 /// `timeout`.
-pub async fn connect(src: &Source, timeout: Duration) -> Result<Puller, String> {
+pub async fn connect(src: &Source, timeout: Duration) -> Result<Puller, RtspError> {
     match tokio::time::timeout(timeout, connect_inner(src)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        Err(_) => Err(RtspError::Timeout(timeout)),
     }
 }
 
-async fn connect_inner(src: &Source) -> Result<Puller, String> {
+async fn connect_inner(src: &Source) -> Result<Puller, RtspError> {
     let opts = SessionOptions::default()
         .creds(src.creds.clone())
         .user_agent(format!("quoll/{}", env!("CARGO_PKG_VERSION")));
@@ -199,9 +269,7 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
     // retina's socket apart afterwards (`net::gate`).
     let url = src.pinned_url().await?;
     let fds_before = (!src.udp).then(gate::open_fds);
-    let mut session = Session::describe(url, opts)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut session = Session::describe(url, opts).await?;
     let port = src.url.port().unwrap_or(RTSP_PORT);
     let gate = fds_before.and_then(|before| RecvGate::find_new(&before, port));
     let mut kinds = Vec::new();
@@ -221,7 +289,7 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
         )
         .collect();
     if picks.is_empty() {
-        return Err("the camera offers no H.264, H.265 or AAC stream".into());
+        return Err(RtspError::NoStreams);
     }
     for (i, kind, name) in picks {
         let transport = if src.udp {
@@ -236,17 +304,13 @@ async fn connect_inner(src: &Source) -> Result<Puller, String> {
                     .transport(transport)
                     .frame_format(FrameFormat::SIMPLE),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         map[i] = Some(kinds.len());
         kinds.push(kind);
         names.push(name);
     }
-    let playing = session
-        .play(PlayOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
+    let playing = session.play(PlayOptions::default()).await?;
+    let demuxed = playing.demuxed()?;
     Ok(Puller {
         demuxed,
         has_video: kinds.iter().any(|k| k.is_video()),
@@ -315,7 +379,7 @@ impl Puller {
 
     /// Waits for the next frame and appends its TS packets to `out` (possibly none, for
     /// items that are not frames). An error or the end of the stream ends the session.
-    pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    pub async fn next(&mut self, out: &mut Vec<u8>) -> Result<(), RtspError> {
         self.flush_point = !self.has_video;
         let item = std::future::poll_fn(|cx| self.poll_item(cx)).await;
         if let (Some(p), Some(Ok(i))) = (&mut self.pace, &item) {
@@ -326,8 +390,8 @@ impl Puller {
             };
         }
         match item {
-            None => Err("the camera ended the stream".into()),
-            Some(Err(e)) => Err(e.to_string()),
+            None => Err(RtspError::Ended),
+            Some(Err(e)) => Err(RtspError::Session(e)),
             Some(Ok(CodecItem::VideoFrame(f))) => {
                 if let Some(Some(idx)) = self.map.get(f.stream_id()) {
                     let key = f.is_random_access_point();
@@ -380,7 +444,11 @@ mod tests {
                 .creds
                 .is_none()
         );
-        assert!(Source::new("http://cam/x", None, None, "tcp").is_err());
+        let e = Source::new("http://cam/x", None, None, "tcp").unwrap_err();
+        assert_eq!(e, SourceError::Scheme("http".into()));
+        assert_eq!(e.to_string(), "rtsp_url: scheme \"http\" is not rtsp");
+        let e = Source::new("cam/x", None, None, "tcp").unwrap_err();
+        assert!(matches!(e, SourceError::Url(_)), "{e:?}");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%zz%41"), "%zzA");
     }

@@ -23,3 +23,11 @@ pub fn capture_logs(f: impl FnOnce()) -> String {
     tracing::subscriber::with_default(subscriber, f);
     String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
 }
+
+/// A current-thread runtime with I/O and time, for tests that drive async code.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

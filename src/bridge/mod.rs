@@ -43,17 +43,53 @@ pub use lifecycle::{
 /// The recovery variables (`STREAM_IDLE_TIMEOUT_MS`, ...) as `env` has them: an error naming
 /// every variable that is not a whole number or is out of its config field's range. The
 /// daemon refuses to start on it, as it does on an invalid config.
-pub fn check_env(env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+pub fn check_env(env: impl Fn(&str) -> Option<String>) -> Result<(), EnvError> {
     let (_, problems) = Timing::DEFAULT.with_env(env);
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "invalid bridge environment: {}",
-            problems.join("; ")
-        ))
+        Err(EnvError { problems })
     }
 }
+
+/// The recovery variables that are not whole numbers or are out of range, each as
+/// `Timing::with_env` words it (`NAME="value" is out of range (1..=86400000)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError {
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for EnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid bridge environment: {}",
+            self.problems.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+/// Why a configured stream cannot be served (it is left out; the others run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSpecError {
+    /// `rtsp_url` is not an RTSP URL.
+    Source(rtsp::SourceError),
+    /// Neither `rtsp_url` nor `flow_id` is set.
+    NoSource,
+}
+
+impl std::fmt::Display for StreamSpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamSpecError::Source(e) => e.fmt(f),
+            StreamSpecError::NoSource => f.write_str("no source"),
+        }
+    }
+}
+
+impl std::error::Error for StreamSpecError {}
 
 /// One configured stream.
 #[derive(Debug, Clone)]
@@ -121,7 +157,7 @@ impl StreamSpec {
     pub fn from_config(
         s: &BridgeStreamConfig,
         outbound: crate::net::outbound::Policy,
-    ) -> Result<StreamSpec, String> {
+    ) -> Result<StreamSpec, StreamSpecError> {
         let source = match (&s.rtsp_url, &s.flow_id) {
             (Some(url), _) => SourceSpec::Rtsp {
                 source: rtsp::Source::new(
@@ -129,12 +165,13 @@ impl StreamSpec {
                     s.username.as_deref(),
                     s.password.as_deref(),
                     &s.transport,
-                )?
+                )
+                .map_err(StreamSpecError::Source)?
                 .with_outbound(outbound),
                 timeout: Duration::from_secs(s.timeout_secs.max(1)),
             },
             (None, Some(f)) => SourceSpec::Flow(f.clone()),
-            (None, None) => return Err("no source".into()),
+            (None, None) => return Err(StreamSpecError::NoSource),
         };
         let worker = if s.worker == "ffmpeg" {
             WorkerKind::Ffmpeg {
@@ -387,6 +424,16 @@ impl Bridge {
         }
     }
 
+    /// The ring of `stream_id`, made by the first client or worker that needs it: the
+    /// worker writes it, every client reads it.
+    fn ring(&self, stream_id: &str) -> Rc<FlowRing> {
+        self.rings
+            .borrow_mut()
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
+            .clone()
+    }
+
     /// A client for `stream_id`; the first one starts the session.
     pub fn attach(&self, stream_id: &str) -> Result<Attached, Refused> {
         if !self.streams.contains_key(stream_id) {
@@ -394,12 +441,7 @@ impl Bridge {
         }
         let client = self.next_client.get();
         self.next_client.set(client + 1);
-        let ring = self
-            .rings
-            .borrow_mut()
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
-            .clone();
+        let ring = self.ring(stream_id);
         let r = self
             .core
             .borrow_mut()
@@ -547,12 +589,7 @@ impl Bridge {
         let (Some(spec), Some(me)) = (self.streams.get(stream_id), self.me.upgrade()) else {
             return;
         };
-        let ring = self
-            .rings
-            .borrow_mut()
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| Rc::new(FlowRing::new(self.settings.client_queue_chunks)))
-            .clone();
+        let ring = self.ring(stream_id);
         let stop = Rc::new(Notify::new());
         let ctx = WorkerCtx {
             bridge: self.me.clone(),

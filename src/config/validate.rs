@@ -189,7 +189,7 @@ impl Validator<'_> {
             self.bridge(b, cfg);
         }
         for (i, why) in allow_errors.unwrap_or_default() {
-            self.err(index("security.outbound_allow", i), why);
+            self.err(index("security.outbound_allow", i), why.to_string());
         }
     }
 

@@ -67,42 +67,106 @@ pub fn socket_path(board: Option<&Profile>) -> PathBuf {
 /// fallback is checked: the other runtime directories are chosen by the operator or made by
 /// systemd (`/run/quoll` belongs to the quoll user and `quoll ctl` may run as root). A
 /// fallback that does not exist yet is fine: the daemon creates it, mode 0700.
-pub fn check_runtime_dir(dir: &Path) -> Result<(), String> {
+pub fn check_runtime_dir(dir: &Path) -> Result<(), RuntimeDirError> {
     if dir != fallback_dir() {
         return Ok(());
     }
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot inspect {}: {e}", dir.display())),
+        Err(source) => Err(RuntimeDirError::Inspect {
+            dir: dir.to_owned(),
+            source,
+        }),
         Ok(meta) => private_to(dir, &meta, uid()),
     }
 }
 
 /// `dir` (described by its `lstat`) is a real directory owned by `uid` that nobody else
 /// may write into.
-fn private_to(dir: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+fn private_to(dir: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), RuntimeDirError> {
     use std::os::unix::fs::MetadataExt;
-    let refuse = |why: String| {
-        Err(format!(
-            "refusing runtime directory {}: {why}; remove it, or set QUOLL_RUNTIME_DIR \
-             (or XDG_RUNTIME_DIR) to a private directory",
-            dir.display()
-        ))
+    let why = if !meta.is_dir() {
+        Unsafe::NotADirectory
+    } else if meta.uid() != uid {
+        Unsafe::Owner {
+            owner: meta.uid(),
+            me: uid,
+        }
+    } else if meta.mode() & 0o022 != 0 {
+        Unsafe::Writable {
+            mode: meta.mode() & 0o7777,
+        }
+    } else {
+        return Ok(());
     };
-    if !meta.is_dir() {
-        return refuse("it is not a directory (a symlink or file left by someone)".into());
+    Err(RuntimeDirError::Refused {
+        dir: dir.to_owned(),
+        why,
+    })
+}
+
+/// Why the control socket may not live in (or be looked for in) a runtime directory.
+#[derive(Debug)]
+pub enum RuntimeDirError {
+    /// `lstat` failed for another reason than absence.
+    Inspect {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The `/tmp` fallback exists and someone else could control it.
+    Refused { dir: PathBuf, why: Unsafe },
+}
+
+/// What makes an existing `/tmp` fallback directory unsafe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsafe {
+    /// A symlink or a file, left by someone.
+    NotADirectory,
+    /// Owned by `owner`, not by this user (`me`).
+    Owner { owner: u32, me: u32 },
+    /// Group- or world-writable (`mode` & 0o7777).
+    Writable { mode: u32 },
+}
+
+impl std::fmt::Display for Unsafe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsafe::NotADirectory => {
+                f.write_str("it is not a directory (a symlink or file left by someone)")
+            }
+            Unsafe::Owner { owner, me } => {
+                write!(f, "it is owned by uid {owner}, not by this user (uid {me})")
+            }
+            Unsafe::Writable { mode } => {
+                write!(f, "it is group- or world-writable (mode {mode:04o})")
+            }
+        }
     }
-    if meta.uid() != uid {
-        return refuse(format!(
-            "it is owned by uid {}, not by this user (uid {uid})",
-            meta.uid()
-        ));
+}
+
+impl std::fmt::Display for RuntimeDirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeDirError::Inspect { dir, source } => {
+                write!(f, "cannot inspect {}: {source}", dir.display())
+            }
+            RuntimeDirError::Refused { dir, why } => write!(
+                f,
+                "refusing runtime directory {}: {why}; remove it, or set QUOLL_RUNTIME_DIR \
+                 (or XDG_RUNTIME_DIR) to a private directory",
+                dir.display()
+            ),
+        }
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return refuse(format!("it is group- or world-writable (mode {mode:04o})"));
+}
+
+impl std::error::Error for RuntimeDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeDirError::Inspect { source, .. } => Some(source),
+            RuntimeDirError::Refused { .. } => None,
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -116,7 +180,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let me = uid();
-        let check = |p: &Path, uid: u32| private_to(p, &std::fs::symlink_metadata(p).unwrap(), uid);
+        let check = |p: &Path, uid: u32| {
+            private_to(p, &std::fs::symlink_metadata(p).unwrap(), uid).map_err(|e| e.to_string())
+        };
 
         let good = base.join("good");
         std::fs::create_dir(&good).unwrap();
@@ -145,7 +211,7 @@ mod tests {
         assert!(err.contains("not a directory"), "{err}");
 
         // The check applies to the /tmp fallback only.
-        assert_eq!(check_runtime_dir(&base.join("anything")), Ok(()));
+        assert!(check_runtime_dir(&base.join("anything")).is_ok());
         let _ = std::fs::remove_dir_all(base);
     }
 }

@@ -30,7 +30,7 @@ pub enum BindError {
     /// Another live daemon answers on this socket.
     InUse(PathBuf),
     /// The `/tmp` fallback directory is not private to us (see `check_runtime_dir`).
-    Unsafe(String),
+    Unsafe(super::RuntimeDirError),
     Bind {
         path: PathBuf,
         source: io::Error,
@@ -44,7 +44,7 @@ impl std::fmt::Display for BindError {
                 write!(f, "cannot create {}: {source}", dir.display())
             }
             BindError::InUse(p) => write!(f, "{} is in use by another quoll", p.display()),
-            BindError::Unsafe(why) => f.write_str(why),
+            BindError::Unsafe(why) => why.fmt(f),
             BindError::Bind { path, source } => {
                 write!(f, "cannot bind {}: {source}", path.display())
             }

@@ -338,47 +338,44 @@ pub fn events(list: &Value, style: &Style) -> Vec<String> {
 
 /// Tunnels as configured (id, name, relay).
 pub fn tunnels(list: &Value, style: &Style) -> Vec<String> {
-    let ts = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if ts.is_empty() {
-        return vec!["no tunnels".into()];
-    }
-    ts.iter()
-        .map(|t| {
-            fit(
-                &format!(
-                    "{}  {}  {}",
-                    str_of(t, "id"),
-                    str_of(t, "name"),
-                    t.get("state")
-                        .and_then(Value::as_str)
-                        .unwrap_or("configured")
-                ),
-                style.width,
-            )
-        })
-        .collect()
+    one_line_each(list, "no tunnels", style, |t| {
+        format!(
+            "{}  {}  {}",
+            str_of(t, "id"),
+            str_of(t, "name"),
+            t.get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("configured")
+        )
+    })
 }
 
 pub fn sessions(list: &Value, style: &Style) -> Vec<String> {
-    let ss = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if ss.is_empty() {
-        return vec!["no bridge sessions".into()];
+    one_line_each(list, "no bridge sessions", style, |s| {
+        format!(
+            "{}  {}  {}  clients {}  restarts {}",
+            str_of(s, "streamId"),
+            str_of(s, "sessionId"),
+            str_of(s, "state"),
+            u64_of(s, "clientCount"),
+            u64_of(s, "restartCount")
+        )
+    })
+}
+
+/// One line per element of the array `list`, cut to the console's width, or `empty`
+/// alone when there is none.
+fn one_line_each(
+    list: &Value,
+    empty: &str,
+    style: &Style,
+    line: impl Fn(&Value) -> String,
+) -> Vec<String> {
+    let items = list.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if items.is_empty() {
+        return vec![empty.into()];
     }
-    ss.iter()
-        .map(|s| {
-            fit(
-                &format!(
-                    "{}  {}  {}  clients {}  restarts {}",
-                    str_of(s, "streamId"),
-                    str_of(s, "sessionId"),
-                    str_of(s, "state"),
-                    u64_of(s, "clientCount"),
-                    u64_of(s, "restartCount")
-                ),
-                style.width,
-            )
-        })
-        .collect()
+    items.iter().map(|i| fit(&line(i), style.width)).collect()
 }
 
 pub fn manager(m: &Value, style: &Style) -> Vec<String> {

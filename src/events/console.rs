@@ -29,7 +29,36 @@ struct Args {
     since: u64,
 }
 
-fn parse_args(mut args: lexopt::Parser) -> Result<Args, String> {
+/// Why `quoll events`' command line was refused (exit status 2).
+#[derive(Debug)]
+enum ArgsError {
+    /// lexopt's own: a missing value, a value that is not UTF-8.
+    Parse(lexopt::Error),
+    /// An option or argument `quoll events` does not take.
+    Unexpected(lexopt::Error),
+    /// `--since` is not a sequence number.
+    Since(std::ffi::OsString),
+}
+
+impl std::fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgsError::Parse(e) => e.fmt(f),
+            ArgsError::Unexpected(e) => write!(f, "unexpected {e}"),
+            ArgsError::Since(v) => write!(f, "--since: {v:?} is not a sequence number"),
+        }
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
+impl From<lexopt::Error> for ArgsError {
+    fn from(e: lexopt::Error) -> Self {
+        ArgsError::Parse(e)
+    }
+}
+
+fn parse_args(mut args: lexopt::Parser) -> Result<Args, ArgsError> {
     // On a box the board profile (from $QUOLL_BOARD or /etc/quoll/board) knows the data
     // partition, so `quoll events` on the serial console needs no flag.
     let default_dir = match crate::board::selected(None) {
@@ -43,20 +72,20 @@ fn parse_args(mut args: lexopt::Parser) -> Result<Args, String> {
         since: 0,
     };
     loop {
-        match args.next().map_err(|e| e.to_string())? {
+        match args.next()? {
             Some(lexopt::Arg::Long("data-dir")) => {
-                a.data_dir = args.value().map_err(|e| e.to_string())?.into();
+                a.data_dir = args.value()?.into();
             }
             Some(lexopt::Arg::Long("json")) => a.json = true,
             Some(lexopt::Arg::Long("follow")) | Some(lexopt::Arg::Short('f')) => a.follow = true,
             Some(lexopt::Arg::Long("since")) => {
-                let v = args.value().map_err(|e| e.to_string())?;
-                a.since = v
-                    .to_string_lossy()
-                    .parse()
-                    .map_err(|_| format!("--since: {v:?} is not a sequence number"))?;
+                let v = args.value()?;
+                a.since = match v.to_string_lossy().parse() {
+                    Ok(n) => n,
+                    Err(_) => return Err(ArgsError::Since(v)),
+                };
             }
-            Some(other) => return Err(format!("unexpected {}", other.unexpected())),
+            Some(other) => return Err(ArgsError::Unexpected(other.unexpected())),
             None => return Ok(a),
         }
     }

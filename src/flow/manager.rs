@@ -12,7 +12,6 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::error::FlowError;
-use super::stats::{InputSnapshot, InputStats, OutputSnapshot, OutputStats};
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
 use crate::input::InputError;
@@ -23,6 +22,7 @@ use crate::net::outbound::Policy;
 use crate::output::OutputError;
 use crate::output::srt::SrtOutput;
 use crate::output::udp::UdpOutput;
+use crate::stats::{InputSnapshot, InputStats, OutputSnapshot, OutputStats};
 use crate::ts::analyzer::TsInfo;
 use crate::ts::ring::FlowRing;
 

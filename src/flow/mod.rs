@@ -2,7 +2,6 @@
 
 pub mod error;
 pub mod manager;
-pub mod stats;
 
 pub use error::FlowError;
 pub use manager::{FlowManager, FlowState, FlowView};

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod guard;
+mod limits;
 pub mod token;
 
 use std::io;

@@ -17,8 +17,8 @@ use super::udp::TsPath;
 use crate::config::RtspInputConfig;
 use crate::events::latch::ConnectionCycle;
 use crate::events::{Event, Events};
-use crate::flow::stats::{InputStats, bump};
 use crate::rtsp::{self, Source};
+use crate::stats::{InputStats, bump};
 use crate::ts::packet::PACKET_LEN;
 use crate::ts::ring::FlowRing;
 
@@ -69,7 +69,7 @@ impl RtspInput {
                 Err(e) => {
                     tracing::warn!(flow_id = %flow_id, url = %url, "rtsp connect failed: {e}");
                     if cycle.attempt_failed(Instant::now()).is_some() {
-                        events.raise(Event::rtsp_disconnected(&flow_id, &e, delay));
+                        events.raise(Event::rtsp_disconnected(&flow_id, &e.to_string(), delay));
                     }
                     None
                 }
@@ -84,7 +84,7 @@ impl RtspInput {
                             Err(_) => {
                                 break format!("no media for {} s", self.timeout.as_secs());
                             }
-                            Ok(Err(e)) => break e,
+                            Ok(Err(e)) => break e.to_string(),
                             Ok(Ok(())) => {}
                         }
                         if out.is_empty() {

@@ -23,10 +23,10 @@ use super::udp::TsPath;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
-use crate::flow::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
 use crate::rtp;
 use crate::srt::merge::{LegEvent, LegWatch, Merge, Verdict};
 use crate::srt::{Backoff, Endpoint, SrtError};
+use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
 use crate::ts::ring::FlowRing;
 
 /// How often connection counters are copied into the stats.

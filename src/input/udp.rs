@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use super::InputError;
 use super::cadence::{self, Cadence};
 use crate::config::UdpInputConfig;
-use crate::flow::stats::{InputStats, bump};
 use crate::net::mmsg::{BATCH, RecvBatch};
 use crate::net::wake::{OneShotReadable, Ticker};
 use crate::rtp::{self, SeqTracker};
+use crate::stats::{InputStats, bump};
 use crate::ts::analyzer::TsAnalyzer;
 use crate::ts::chunk::Chunker;
+use crate::ts::packet::PACKET_LEN;
 use crate::ts::ring::FlowRing;
 
 /// Consecutive receive errors after which the input is declared lost.
@@ -41,6 +42,17 @@ impl TsPath {
             chunker: Chunker::new(),
             analyzer: TsAnalyzer::new(),
         }
+    }
+
+    /// Chunk `payload`, analyse each chunk, count its packets and hand it to `push` (the
+    /// ring's: `FlowRing::push`, or a batch's borrowed `Ring`). Every input's last step.
+    pub fn split(&mut self, payload: &[u8], stats: &InputStats, mut push: impl FnMut(&[u8])) {
+        let TsPath { chunker, analyzer } = self;
+        chunker.split(payload, |chunk| {
+            analyzer.feed(chunk);
+            bump(&stats.packets, (chunk.len() / PACKET_LEN) as u64);
+            push(chunk);
+        });
     }
 }
 
@@ -229,7 +241,6 @@ impl UdpInput {
         stats: &InputStats,
     ) {
         let mut ts = ts.borrow_mut();
-        let TsPath { chunker, analyzer } = &mut *ts;
         let mut ring = ring.ring.borrow_mut();
         for i in 0..batch.len() {
             let (datagram, from) = batch.get(i);
@@ -263,14 +274,7 @@ impl UdpInput {
             } else {
                 datagram
             };
-            chunker.split(payload, |chunk| {
-                analyzer.feed(chunk);
-                bump(
-                    &stats.packets,
-                    (chunk.len() / crate::ts::packet::PACKET_LEN) as u64,
-                );
-                ring.push(chunk, recv_us);
-            });
+            ts.split(payload, stats, |chunk| ring.push(chunk, recv_us));
         }
     }
 }

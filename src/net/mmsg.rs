@@ -98,14 +98,13 @@ impl RecvBatch {
         {
             iov.iov_base = buf.as_mut_ptr().cast();
             iov.iov_len = buf.len();
-            msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            msg.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1 as _;
-            msg.msg_hdr.msg_control = std::ptr::null_mut();
-            msg.msg_hdr.msg_controllen = 0 as _;
-            msg.msg_hdr.msg_flags = 0;
-            msg.msg_len = 0;
+            point(
+                msg,
+                (addr as *mut libc::sockaddr_storage).cast(),
+                mem::size_of::<libc::sockaddr_storage>(),
+                iov,
+                1,
+            );
         }
         // SAFETY: every msg points at its own iovec, address slot and 64 KiB buffer, all
         // owned by `self` and exclusively borrowed for this call; the lengths given are
@@ -323,14 +322,13 @@ impl SendBatch {
                 None => first[0] = iovec(payload),
             }
             // The kernel takes a non-const name pointer but never writes through it on send.
-            msg.msg_hdr.msg_name = self.dest.as_ptr() as *mut libc::c_void;
-            msg.msg_hdr.msg_namelen = self.dest.len() as _;
-            msg.msg_hdr.msg_iov = iovs.as_mut_ptr();
-            msg.msg_hdr.msg_iovlen = per as _;
-            msg.msg_hdr.msg_control = std::ptr::null_mut();
-            msg.msg_hdr.msg_controllen = 0 as _;
-            msg.msg_hdr.msg_flags = 0;
-            msg.msg_len = 0;
+            point(
+                msg,
+                self.dest.as_ptr() as *mut libc::c_void,
+                self.dest.len() as usize,
+                iovs.as_mut_ptr(),
+                per,
+            );
         }
         // SAFETY: the first n msgs point at iovecs owned by `self` that point at `payloads`
         // and `headers`, which the caller lends for this call, and at `self.dest`; the kernel
@@ -398,6 +396,27 @@ fn gso_supported(socket: BorrowedFd<'_>) -> bool {
         )
     };
     r == 0
+}
+
+/// Aim `msg` at an address slot (`name`, `namelen` bytes) and `iovlen` iovecs from `iov`,
+/// with no control data and its flags and length cleared: the one way a header is filled
+/// for `recvmmsg` and for `sendmmsg`. Only stores pointers; the callers' SAFETY comments
+/// say why what they point at outlives the call.
+fn point(
+    msg: &mut libc::mmsghdr,
+    name: *mut libc::c_void,
+    namelen: usize,
+    iov: *mut libc::iovec,
+    iovlen: usize,
+) {
+    msg.msg_hdr.msg_name = name;
+    msg.msg_hdr.msg_namelen = namelen as _;
+    msg.msg_hdr.msg_iov = iov;
+    msg.msg_hdr.msg_iovlen = iovlen as _;
+    msg.msg_hdr.msg_control = std::ptr::null_mut();
+    msg.msg_hdr.msg_controllen = 0 as _;
+    msg.msg_hdr.msg_flags = 0;
+    msg.msg_len = 0;
 }
 
 fn iovec(b: &[u8]) -> libc::iovec {

@@ -18,8 +18,6 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::Config;
-
 /// One network: an address and a prefix length, `10.0.0.0/8`, `2001:db8::/32`, or a bare
 /// address (`/32`, `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,28 +27,36 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let net: IpAddr = addr.parse().map_err(|_| {
-            format!("{s:?} is not a CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)")
-        })?;
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| CidrError::NotAnAddress(s.to_owned()))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= max => n,
-                _ => return Err(format!("{s:?}: prefix length must be 0 to {max}")),
+                _ => {
+                    return Err(CidrError::Prefix {
+                        input: s.to_owned(),
+                        max,
+                    });
+                }
             },
         };
         if mask(net, prefix) != net {
             // 10.1.2.3/8 is most likely a typo for a host or for 10.0.0.0/8: say which.
-            return Err(format!(
-                "{s:?} has host bits set (the network is {}/{prefix})",
-                mask(net, prefix)
-            ));
+            return Err(CidrError::HostBits {
+                input: s.to_owned(),
+                network: Cidr {
+                    net: mask(net, prefix),
+                    prefix,
+                },
+            });
         }
         Ok(Cidr { net, prefix })
     }
@@ -66,6 +72,36 @@ impl fmt::Display for Cidr {
         write!(f, "{}/{}", self.net, self.prefix)
     }
 }
+
+/// Why an entry of `security.outbound_allow` is not a network (each with the entry as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CidrError {
+    /// The part before `/` is not an IP address (a name, a typo).
+    NotAnAddress(String),
+    /// The prefix length is not a number up to `max` (32 or 128).
+    Prefix { input: String, max: u8 },
+    /// Bits below the prefix are set: `network` is what the prefix leaves.
+    HostBits { input: String, network: Cidr },
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::NotAnAddress(input) => write!(
+                f,
+                "{input:?} is not a CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)"
+            ),
+            CidrError::Prefix { input, max } => {
+                write!(f, "{input:?}: prefix length must be 0 to {max}")
+            }
+            CidrError::HostBits { input, network } => {
+                write!(f, "{input:?} has host bits set (the network is {network})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
 
 fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
@@ -93,7 +129,7 @@ pub type Policy = Option<Arc<AllowList>>;
 
 impl AllowList {
     /// Every entry parsed, or each bad one with its index.
-    pub fn parse(entries: &[String]) -> Result<AllowList, Vec<(usize, String)>> {
+    pub fn parse(entries: &[String]) -> Result<AllowList, Vec<(usize, CidrError)>> {
         let mut nets = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -109,10 +145,11 @@ impl AllowList {
         }
     }
 
-    /// The running config's policy. Only called on validated configs; an entry that does
-    /// not parse would have been refused, and is left out here.
-    pub fn from_config(cfg: &Config) -> Policy {
-        let entries = cfg.security.as_ref()?.outbound_allow.as_ref()?;
+    /// The running config's policy from `security.outbound_allow` (`None`: absent). Only
+    /// called on validated configs; an entry that does not parse would have been refused,
+    /// and is left out here.
+    pub fn from_entries(entries: Option<&[String]>) -> Policy {
+        let entries = entries?;
         let nets = entries
             .iter()
             .filter_map(|e| Cidr::parse(e.trim()).ok())
@@ -273,10 +310,24 @@ mod tests {
         let bad = AllowList::parse(&entries).unwrap_err();
         let idx: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
         assert_eq!(idx, [1, 2, 3, 4]);
-        assert_eq!(bad[0].1, "\"10.0.0.0/33\": prefix length must be 0 to 32");
-        assert!(bad[1].1.contains("is not a CIDR"), "{}", bad[1].1);
         assert_eq!(
-            bad[2].1,
+            bad[0].1,
+            CidrError::Prefix {
+                input: "10.0.0.0/33".into(),
+                max: 32
+            }
+        );
+        assert_eq!(
+            bad[0].1.to_string(),
+            "\"10.0.0.0/33\": prefix length must be 0 to 32"
+        );
+        assert!(
+            bad[1].1.to_string().contains("is not a CIDR"),
+            "{}",
+            bad[1].1
+        );
+        assert_eq!(
+            bad[2].1.to_string(),
             "\"10.1.2.3/8\" has host bits set (the network is 10.0.0.0/8)"
         );
     }
@@ -302,11 +353,7 @@ mod tests {
 
     #[test]
     fn resolve_checks_literals_and_names() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        crate::testing::rt().block_on(async {
             let l = list(&["127.0.0.0/8"]);
             assert_eq!(
                 resolve(Some(&l), "127.0.0.1", 554).await.unwrap(),

@@ -190,15 +190,9 @@ fn ctl(set: BorrowedFd<'_>, op: i32, fd: i32, events: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::rt;
     use std::net::UdpSocket;
     use std::time::Duration;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     fn ready_within(w: &OneShotReadable, ms: u64) -> bool {
         rt_block(async {

@@ -160,7 +160,11 @@ impl Node {
         let taps = crate::flow::manager::FlowTaps::default();
         let mut manager = FlowManager::with_taps(events.clone(), taps.clone());
         // `security` is the node's own (never pushed): fixed for the life of the process.
-        let outbound = crate::net::outbound::AllowList::from_config(&config);
+        let allow = config
+            .security
+            .as_ref()
+            .and_then(|s| s.outbound_allow.as_deref());
+        let outbound = crate::net::outbound::AllowList::from_entries(allow);
         manager.set_outbound(outbound.clone());
         for flow in flows {
             let id = flow.id.clone();

@@ -23,8 +23,8 @@ use super::OutputError;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
-use crate::flow::stats::{OutputStats, SrtOutputSnapshot, bump};
 use crate::srt::{Backoff, Endpoint, SrtError, StaleDetector};
+use crate::stats::{OutputStats, SrtOutputSnapshot, bump};
 use crate::ts::ring::{FlowRing, Read};
 
 /// How often connections are checked (closed, stale) and stats refreshed.

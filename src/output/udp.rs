@@ -13,9 +13,9 @@ use std::rc::Rc;
 
 use super::OutputError;
 use crate::config::UdpOutputConfig;
-use crate::flow::stats::{OutputStats, bump};
 use crate::net::mmsg::{BATCH, SendBatch};
 use crate::rtp;
+use crate::stats::{OutputStats, bump};
 use crate::ts::packet::PACKET_LEN;
 use crate::ts::ring::{FlowRing, Read, Reader, Ring};
 
