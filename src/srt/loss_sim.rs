@@ -125,7 +125,8 @@ fn init_settings(mode: SrtMode, latency_ms: u64, sockid: u32) -> ConnInitSetting
     s
 }
 
-/// The payload with number `n`: `n` in its first bytes, a seeded pattern after.
+/// The payload with number `n`: `n` in its first bytes, a pattern made from `n` after (so
+/// a corrupted or misplaced payload shows).
 fn payload(n: u32) -> Bytes {
     let mut d = vec![0u8; PAYLOAD];
     d[..4].copy_from_slice(&n.to_be_bytes());
@@ -142,7 +143,7 @@ fn payload_number(d: &Bytes) -> u32 {
     n
 }
 
-/// Sends the handshake packets and connection packets of one side into its link.
+/// Sends one side's handshake packets into its link.
 fn send_all(link: &mut Link<Datagram>, now: Instant, from: SocketAddr, packets: Vec<Packet>) {
     for p in packets {
         link.send(now, (from, wire(&p)));
