@@ -1,5 +1,7 @@
 //! Helpers shared by the unit tests of several modules (compiled for tests only).
 
+pub mod netsim;
+
 /// Everything logged while `f` runs on this thread, debug level included.
 pub fn capture_logs(f: impl FnOnce()) -> String {
     use std::sync::{Arc, Mutex};

@@ -4,6 +4,8 @@
 //!
 //! srt-tokio (a patched 0.4.4 in `vendor/srt-tokio`, see docs/srt.md) does the protocol.
 
+#[cfg(test)]
+mod loss_sim;
 pub mod merge;
 
 use std::fmt;
