@@ -133,9 +133,7 @@ enum State {
     Connecting {
         deadline: Option<Instant>,
     },
-    Up {
-        since: Instant,
-    },
+    Up,
 }
 
 /// One reconnecting link's decisions: see the module docs.
@@ -145,6 +143,8 @@ pub struct Reconnect {
     stable_after: Duration,
     connect_timeout: Option<Duration>,
     state: State,
+    /// When `state` began.
+    since: Instant,
     cycle: ConnectionCycle,
     attempts: u64,
     last_error: Option<String>,
@@ -160,6 +160,7 @@ impl Reconnect {
             stable_after,
             connect_timeout: None,
             state: State::Waiting { until: now },
+            since: now,
             cycle: ConnectionCycle::new(now),
             attempts: 0,
             last_error: None,
@@ -181,6 +182,7 @@ impl Reconnect {
                 self.state = State::Connecting {
                     deadline: self.connect_timeout.map(|t| now + t),
                 };
+                self.since = now;
                 self.attempts += 1;
                 Next::Connect
             }
@@ -191,7 +193,7 @@ impl Reconnect {
             State::Connecting {
                 deadline: Some(deadline),
             } => Next::Wait(deadline),
-            State::Connecting { deadline: None } | State::Up { .. } => Next::Idle,
+            State::Connecting { deadline: None } | State::Up => Next::Idle,
         }
     }
 
@@ -200,7 +202,7 @@ impl Reconnect {
         match self.state {
             State::Waiting { until } => Some(until),
             State::Connecting { deadline } => deadline,
-            State::Up { .. } => None,
+            State::Up => None,
         }
     }
 
@@ -215,10 +217,11 @@ impl Reconnect {
     /// The attempt (or an accept) succeeded. `Some` is the "connected" event; `None` if the
     /// link was already up.
     pub fn connected(&mut self, now: Instant) -> Option<LinkEvent> {
-        if matches!(self.state, State::Up { .. }) {
+        if matches!(self.state, State::Up) {
             return None;
         }
-        self.state = State::Up { since: now };
+        self.state = State::Up;
+        self.since = now;
         self.cycle.connected(now)
     }
 
@@ -257,8 +260,8 @@ impl Reconnect {
                 };
             }
             State::Connecting { .. } => self.cycle.attempt_failed(now),
-            State::Up { since } => {
-                if now.saturating_duration_since(since) >= self.stable_after {
+            State::Up => {
+                if now.saturating_duration_since(self.since) >= self.stable_after {
                     self.backoff.reset();
                 }
                 self.cycle.lost(now)
@@ -268,6 +271,7 @@ impl Reconnect {
         let delay = delay.unwrap_or_else(|| self.backoff.next_delay());
         let retry_at = now + delay;
         self.state = State::Waiting { until: retry_at };
+        self.since = now;
         Down {
             event,
             delay,
@@ -276,12 +280,17 @@ impl Reconnect {
     }
 
     pub fn is_up(&self) -> bool {
-        matches!(self.state, State::Up { .. })
+        matches!(self.state, State::Up)
     }
 
     /// Whether an attempt is under way.
     pub fn is_connecting(&self) -> bool {
         matches!(self.state, State::Connecting { .. })
+    }
+
+    /// When the current state began: the last attempt's start, connection, or end.
+    pub fn since(&self) -> Instant {
+        self.since
     }
 
     /// Attempts started.
