@@ -1,6 +1,6 @@
 //! SRT output: a listener feeding up to `max_connections` callers, or a caller that
-//! reconnects forever with back-off (`net::reconnect`). With `redundancy`, each leg is fed independently (the
-//! receiving end merges them).
+//! reconnects forever with back-off (`net::reconnect`). With `redundancy`, each leg is fed
+//! independently (the receiving end merges them).
 //!
 //! The output holds one ring reader per leg and copies each chunk once into a `Bytes` that
 //! every connection of the leg shares (srt-tokio takes owned `Bytes`). A connection whose
