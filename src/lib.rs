@@ -32,7 +32,7 @@ pub mod http;
 pub mod input;
 /// The link to the central manager: WebSocket over TLS, enrollment, health, stats, commands.
 pub mod manager;
-/// Socket setup and the packet path's syscalls: batched I/O, wake-ups, limits, listeners.
+/// Socket setup, the packet path's syscalls (batched I/O, wake-ups), listeners, reconnects.
 pub mod net;
 /// The running node: config, events, flows and the local API on one thread.
 pub mod node;

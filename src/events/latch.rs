@@ -6,6 +6,10 @@
 //! unreachable, further failed attempts are silent until a connection succeeds and then
 //! drops again. Both helpers take the time as an argument so they can be driven on fake time,
 //! and return what to raise; the caller picks the catalog constructor.
+//!
+//! [`ConnectionCycle`] is the one place these rules live: a link that dials out gets it
+//! through `net::reconnect::Reconnect` (which adds the retry timing), a listener, which does
+//! not dial, uses it directly.
 
 use std::time::{Duration, Instant};
 

@@ -2,10 +2,11 @@
 //! flow's ring through the same chunker and analyzer as the UDP inputs.
 //!
 //! It reconnects forever, `reconnect_delay_secs` apart. `timeout_secs` bounds a connection
-//! attempt and a stall (a playing stream that delivers nothing). Events follow the seed's
-//! RTSP rows, latched by `ConnectionCycle`: "RTSP connected to {url}" on each successful
-//! PLAY, and "RTSP input disconnected: {error}. Reconnecting in {n}s" once per connection
-//! cycle (the first failure while unreachable, or the drop of a playing stream).
+//! attempt and a stall (a playing stream that delivers nothing). The retries and their
+//! latching are a `net::reconnect` machine's, with a fixed back-off. Events follow the
+//! seed's RTSP rows: "RTSP connected to {url}" on each successful PLAY, and "RTSP input
+//! disconnected: {error}. Reconnecting in {n}s" once per connection cycle (the first failure
+//! while unreachable, or the drop of a playing stream).
 
 use crate::net::outbound::Policy;
 use std::cell::RefCell;
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use super::InputError;
 use super::udp::TsPath;
 use crate::config::RtspInputConfig;
-use crate::events::latch::ConnectionCycle;
 use crate::events::{Event, Events};
+use crate::net::reconnect::{Backoff, Next, Reconnect};
 use crate::rtsp::{self, Source};
 use crate::stats::{InputStats, bump};
 use crate::ts::packet::PACKET_LEN;
@@ -60,22 +61,29 @@ impl RtspInput {
         events: Events,
         flow_id: String,
     ) -> InputError {
-        let mut cycle = ConnectionCycle::new(Instant::now());
+        // A fixed delay (`reconnect_delay_secs`) between attempts, so nothing to restart
+        // after a stable connection.
+        let backoff = Backoff::fixed(self.reconnect_delay);
+        let mut link = Reconnect::new(backoff, Duration::ZERO, Instant::now());
         let url = self.source.shown().to_owned();
-        let delay = self.reconnect_delay.as_secs();
         let mut out = Vec::with_capacity(64 * 1024);
         loop {
-            let error = match rtsp::connect(&self.source, self.timeout).await {
+            if let Next::Wait(until) = link.poll(Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            match rtsp::connect(&self.source, self.timeout).await {
                 Err(e) => {
                     tracing::warn!(flow_id = %flow_id, url = %url, "rtsp connect failed: {e}");
-                    if cycle.attempt_failed(Instant::now()).is_some() {
-                        events.raise(Event::rtsp_disconnected(&flow_id, &e.to_string(), delay));
+                    let down = link.failed(Instant::now(), &e);
+                    if down.event.is_some() {
+                        let retry = down.delay.as_secs();
+                        events.raise(Event::rtsp_disconnected(&flow_id, &e.to_string(), retry));
                     }
-                    None
                 }
                 Ok(mut puller) => {
                     tracing::info!(flow_id = %flow_id, url = %url, codecs = %puller.codecs, "rtsp playing");
-                    if cycle.connected(Instant::now()).is_some() {
+                    if link.connected(Instant::now()).is_some() {
                         events.raise(Event::rtsp_connected(&flow_id, &url));
                     }
                     let e = loop {
@@ -103,18 +111,16 @@ impl RtspInput {
                             ring.push(chunk, recv_us);
                         });
                     };
-                    Some(e)
-                }
-            };
-            if let Some(e) = error {
-                tracing::warn!(flow_id = %flow_id, url = %url, "rtsp stream lost: {e}");
-                if cycle.lost(Instant::now()).is_some() {
-                    events.raise(Event::rtsp_disconnected(&flow_id, &e, delay));
+                    tracing::warn!(flow_id = %flow_id, url = %url, "rtsp stream lost: {e}");
+                    let down = link.disconnected(Instant::now(), &e);
+                    if down.event.is_some() {
+                        let retry = down.delay.as_secs();
+                        events.raise(Event::rtsp_disconnected(&flow_id, &e, retry));
+                    }
                 }
             }
             // Bound the buffer: one huge frame must not keep megabytes forever.
             out.shrink_to(256 * 1024);
-            tokio::time::sleep(self.reconnect_delay).await;
         }
     }
 }

@@ -5,6 +5,8 @@
 //! A leg's payload goes through the same chunker, analyzer and ring as a UDP input's. Events
 //! follow the seed's SRT and redundancy tables, latched with `ConnectionCycle` (disconnect
 //! once per cycle, "connection failed" once per failing cycle, not per retry) and `LegWatch`.
+//! A caller's retries and their latching are the `net::reconnect` machine's; a listener
+//! latches its accepts and refusals with a `ConnectionCycle` of its own.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,16 +25,20 @@ use super::udp::TsPath;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
+use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
+use crate::net::reconnect::Next;
 use crate::rtp;
 use crate::srt::merge::{LegEvent, LegWatch, Merge, Verdict};
-use crate::srt::{Backoff, Endpoint, SrtError};
-use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
+use crate::srt::{self, Endpoint, SrtError};
 use crate::ts::ring::FlowRing;
 
 /// How often connection counters are copied into the stats.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How often the redundancy legs are checked for silence.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// A caller's connection that lasted this long restarts its back-off from 250 ms; a shorter
+/// one (a listener that accepts and drops) keeps slowing the retries down.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 struct Leg {
     ep: Endpoint,
@@ -446,9 +452,16 @@ async fn run_caller(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputErro
             value: String::new(),
         });
     };
-    let mut cycle = ConnectionCycle::new(Instant::now());
-    let mut backoff = Backoff::new();
+    // Options are checked before the first attempt so a bad one is not retried forever.
+    if let Err(e) = ep.options() {
+        return InputError::Srt(e);
+    }
+    let mut link = srt::reconnect(STABLE_AFTER, Instant::now());
     loop {
+        if let Next::Wait(until) = link.poll(Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
+            continue;
+        }
         let attempt = async {
             let socket = match leg.socket.take() {
                 Some(s) => s,
@@ -462,15 +475,10 @@ async fn run_caller(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputErro
             };
             r.map_err(|e| SrtError::from_connect(remote, e))
         };
-        // Options are checked before the first attempt so a bad one is not retried forever.
-        if let Err(e) = ep.options() {
-            return InputError::Srt(e);
-        }
         match attempt.await {
             Ok(mut sock) => {
-                let ev = cycle.connected(Instant::now());
+                let ev = link.connected(Instant::now());
                 core.borrow_mut().link_event(idx, ep.mode, ev, "");
-                let since = Instant::now();
                 let mut tick = tokio::time::interval(STATS_EVERY);
                 loop {
                     tokio::select! {
@@ -482,23 +490,17 @@ async fn run_caller(idx: usize, mut leg: Leg, core: &RefCell<Core>) -> InputErro
                     }
                 }
                 drop(sock);
-                let ev = cycle.lost(Instant::now());
+                let down = link.disconnected(Instant::now(), "connection closed");
                 let mut c = core.borrow_mut();
-                c.link_event(idx, ep.mode, ev, "");
+                c.link_event(idx, ep.mode, down.event, "");
                 c.disconnected(idx);
-                drop(c);
-                // A connection that lasted is a fresh start; one that flapped keeps backing off.
-                if since.elapsed() > Duration::from_secs(10) {
-                    backoff.reset();
-                }
             }
             Err(e) => {
                 tracing::debug!(flow_id = %core.borrow().flow_id, leg = idx + 1, "SRT connect failed: {e}");
-                let ev = cycle.attempt_failed(Instant::now());
-                core.borrow_mut()
-                    .link_event(idx, ep.mode, ev, &e.to_string());
+                let msg = e.to_string();
+                let down = link.failed(Instant::now(), &msg);
+                core.borrow_mut().link_event(idx, ep.mode, down.event, &msg);
             }
         }
-        tokio::time::sleep(backoff.next_delay()).await;
     }
 }

@@ -69,11 +69,59 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// Why one connection attempt to the manager failed, naming the step: TCP, TLS or the
+/// WebSocket upgrade. The text goes to the log and to `last_error` (`/healthz`,
+/// `quoll ctl manager`).
+#[derive(Debug)]
+pub enum ConnectError {
+    Tcp {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    /// The host cannot be a TLS server name.
+    ServerName {
+        host: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    Tls(std::io::Error),
+    /// The upgrade request could not be built from the URL.
+    BadUrl(tungstenite::Error),
+    Upgrade(tungstenite::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Tcp { host, port, source } => {
+                write!(f, "TCP connect to {host}:{port}: {source}")
+            }
+            ConnectError::ServerName { host, source } => {
+                write!(f, "{host:?} is not a TLS server name: {source}")
+            }
+            ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
+            ConnectError::BadUrl(e) => write!(f, "bad URL: {e}"),
+            ConnectError::Upgrade(e) => write!(f, "WebSocket upgrade: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Tcp { source, .. } => Some(source),
+            ConnectError::ServerName { source, .. } => Some(source),
+            ConnectError::Tls(e) => Some(e),
+            ConnectError::BadUrl(e) | ConnectError::Upgrade(e) => Some(e),
+        }
+    }
+}
+
 /// What the side tasks report to the main loop, tagged with the connection's generation so
 /// a late report about an abandoned connection is ignored.
 enum Report {
     Connected(u64, Box<Ws>),
-    ConnectFailed(u64, String),
+    ConnectFailed(u64, ConnectError),
     WriteFailed(u64, String),
     Reply(u64, ToManager),
 }
@@ -273,7 +321,7 @@ pub async fn run(
                     }
                     Report::ConnectFailed(g, e) if g == generation => {
                         tracing::warn!("manager connect failed: {e}");
-                        link.handle_connect_failed(now, &e);
+                        link.handle_connect_failed(now, &e.to_string());
                     }
                     Report::WriteFailed(g, e) if g == generation => {
                         tracing::warn!("manager write failed: {e}");
@@ -542,21 +590,29 @@ fn request_url(url: &ManagerUrl) -> String {
     format!("{scheme}://{host}:{}{}", url.port, url.path)
 }
 
-async fn connect(url: &ManagerUrl, tls: Arc<rustls::ClientConfig>) -> Result<Ws, String> {
+async fn connect(url: &ManagerUrl, tls: Arc<rustls::ClientConfig>) -> Result<Ws, ConnectError> {
     let tcp = match url.host.parse::<IpAddr>() {
         Ok(ip) => TcpStream::connect((ip, url.port)).await,
         // A name: tokio resolves it on its blocking pool, off the runtime thread.
         Err(_) => TcpStream::connect((url.host.as_str(), url.port)).await,
     }
-    .map_err(|e| format!("TCP connect to {}:{}: {e}", url.host, url.port))?;
+    .map_err(|source| ConnectError::Tcp {
+        host: url.host.clone(),
+        port: url.port,
+        source,
+    })?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = if url.tls {
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-            .map_err(|e| format!("{:?} is not a TLS server name: {e}", url.host))?;
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|source| {
+            ConnectError::ServerName {
+                host: url.host.clone(),
+                source,
+            }
+        })?;
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))?;
+            .map_err(ConnectError::Tls)?;
         Box::new(stream)
     } else {
         Box::new(tcp)
@@ -565,13 +621,13 @@ async fn connect(url: &ManagerUrl, tls: Arc<rustls::ClientConfig>) -> Result<Ws,
     // apply to the upgrade as they did to the TCP connect.
     let request = request_url(url)
         .into_client_request()
-        .map_err(|e| format!("bad URL: {e}"))?;
+        .map_err(ConnectError::BadUrl)?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let (ws, _response) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
         .await
-        .map_err(|e| format!("WebSocket upgrade: {e}"))?;
+        .map_err(ConnectError::Upgrade)?;
     Ok(ws)
 }
 
@@ -590,6 +646,23 @@ mod tests {
         assert_eq!(url("wss://m.example"), "wss://m.example:8443/ws/node");
         assert_eq!(url("ws://127.0.0.1:9"), "ws://127.0.0.1:9/ws/node");
         assert_eq!(url("wss://[::1]/x?y=1"), "wss://[::1]:8443/x?y=1");
+    }
+
+    #[test]
+    fn connect_errors_name_the_step_that_failed() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = ConnectError::Tcp {
+            host: "m.example".into(),
+            port: 8443,
+            source: refused,
+        };
+        assert!(
+            e.to_string().starts_with("TCP connect to m.example:8443: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let e = ConnectError::Tls(std::io::Error::other("bad certificate"));
+        assert_eq!(e.to_string(), "TLS handshake: bad certificate");
     }
 
     /// A feed over a fixed list, recording acknowledgements.

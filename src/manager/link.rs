@@ -6,13 +6,21 @@
 //! raise) and none of the I/O. The async shell in `client.rs` feeds it inputs with the current
 //! time (`handle_*(now, …)`), performs what [`Link::poll_action`] returns, and sleeps until
 //! [`Link::poll_timeout`]. It never reads a clock, so the tests below drive it on fake time.
+//!
+//! What every reconnecting link shares (when the next attempt is due, the back-off and its
+//! restart after a session that lasted `stable_after`, the connect and auth deadlines, the
+//! latching of the connection events) is a [`Reconnect`] machine inside the link, the one the
+//! SRT and RTSP inputs and outputs use. The link keeps what is the manager's own: the URL
+//! rotation, the authentication step and its longer back-off (the shared [`Backoff`] type),
+//! the session's pings, health and stats.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Credentials, Incoming};
 use crate::events::Event;
-use crate::events::latch::{ConnectionCycle, LinkEvent};
+use crate::events::latch::LinkEvent;
+use crate::net::reconnect::{Backoff, Down, Next, Reconnect};
 use crate::secret::Secret;
 
 /// Every duration the link uses.
@@ -118,67 +126,24 @@ pub struct Counters {
     pub ignored: u64,
 }
 
+/// The link's phase. When to connect, the connect and auth deadlines, the back-off and the
+/// latching of the connection events are the [`Reconnect`] machine's; this adds what only
+/// the manager has (the auth step, and the session's timers).
 #[derive(Debug, Clone, PartialEq)]
 enum State {
-    /// Backing off until `until`.
-    Waiting {
-        until: Instant,
-    },
-    Connecting {
-        deadline: Instant,
-    },
-    Authenticating {
-        deadline: Instant,
-    },
+    /// Backing off.
+    Waiting,
+    Connecting,
+    Authenticating,
     Up(Session),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Session {
-    since: Instant,
     next_ping: Instant,
     pong_due: Option<Instant>,
     next_health: Instant,
     next_stats: Instant,
-}
-
-/// Exponential backoff with jitter: the n-th delay is `min * 2^n` capped at `max`, then
-/// scaled by a random factor in [0.75, 1.0] so a fleet that lost its manager at the same
-/// moment does not come back in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-            // xorshift must not start at 0.
-            rng: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(self.max);
-        // xorshift64*: plenty for jitter, and deterministic for a given seed.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11; // 53 random bits
-        let unit = r as f64 / (1u64 << 53) as f64;
-        base.mul_f64(1.0 - 0.25 * unit)
-    }
 }
 
 pub struct Link {
@@ -187,15 +152,15 @@ pub struct Link {
     url: usize,
     credentials: Credentials,
     state: State,
-    cycle: ConnectionCycle,
-    backoff: Backoff,
+    /// Dialing, back-off, deadlines and the latching of the connection events.
+    reconnect: Reconnect,
+    /// The wait after a failed authentication: the link's own decision, with the shared
+    /// back-off type (see [`Timing::auth_backoff_min`]).
     auth_backoff: Backoff,
     /// Auth failures are latched like the cycle: one event until auth succeeds again.
     auth_failure_reported: bool,
     actions: VecDeque<Action>,
     counters: Counters,
-    /// Why the last attempt or session ended, for `quoll ctl manager` and `/healthz`.
-    last_error: Option<String>,
 }
 
 impl Link {
@@ -211,19 +176,19 @@ impl Link {
             urls: urls.max(1),
             url: 0,
             credentials,
-            state: State::Waiting { until: now },
-            cycle: ConnectionCycle::new(now),
-            backoff: Backoff::new(timing.backoff_min, timing.backoff_max, seed),
-            auth_backoff: Backoff::new(
-                timing.auth_backoff_min,
-                timing.auth_backoff_max,
-                seed.rotate_left(17),
-            ),
+            state: State::Waiting,
+            reconnect: Reconnect::new(
+                Backoff::new(timing.backoff_min, timing.backoff_max).with_jitter(seed),
+                timing.stable_after,
+                now,
+            )
+            .with_connect_timeout(timing.connect_timeout),
+            auth_backoff: Backoff::new(timing.auth_backoff_min, timing.auth_backoff_max)
+                .with_jitter(seed.rotate_left(17)),
             timing,
             auth_failure_reported: false,
             actions: VecDeque::new(),
             counters: Counters::default(),
-            last_error: None,
         }
     }
 
@@ -238,9 +203,9 @@ impl Link {
     /// The link's state in one word, for `quoll ctl manager`.
     pub fn state_name(&self) -> &'static str {
         match self.state {
-            State::Waiting { .. } => "waiting to reconnect",
-            State::Connecting { .. } => "connecting",
-            State::Authenticating { .. } => "authenticating",
+            State::Waiting => "waiting to reconnect",
+            State::Connecting => "connecting",
+            State::Authenticating => "authenticating",
             State::Up(_) => "connected",
         }
     }
@@ -251,8 +216,9 @@ impl Link {
         self.counters.sessions > 0
     }
 
+    /// Why the last attempt or session ended, for `quoll ctl manager` and `/healthz`.
     pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+        self.reconnect.last_error()
     }
 
     pub fn is_up(&self) -> bool {
@@ -270,30 +236,37 @@ impl Link {
 
     /// When [`Link::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        match &self.state {
-            State::Waiting { until } => *until,
-            State::Connecting { deadline } | State::Authenticating { deadline } => *deadline,
-            State::Up(s) => {
+        match (&self.state, self.reconnect.poll_timeout()) {
+            (State::Up(s), _) => {
                 let ping = s.pong_due.unwrap_or(s.next_ping);
                 ping.min(s.next_health).min(s.next_stats)
             }
+            // The next attempt, or the connect or auth deadline.
+            (_, Some(t)) => t,
+            // Not reached: down, the machine always has a deadline (every attempt has
+            // `connect_timeout`, then `auth_timeout`).
+            (_, None) => self.reconnect.since() + self.timing.connect_timeout,
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.state {
-            State::Waiting { until } if now >= *until => {
-                self.state = State::Connecting {
-                    deadline: now + self.timing.connect_timeout,
-                };
-                self.counters.connects += 1;
-                self.actions.push_back(Action::Connect { url: self.url });
+            State::Waiting => {
+                if self.reconnect.poll(now) == Next::Connect {
+                    self.state = State::Connecting;
+                    self.counters.connects += 1;
+                    self.actions.push_back(Action::Connect { url: self.url });
+                }
             }
-            State::Connecting { deadline } if now >= *deadline => {
-                self.attempt_failed(now, "connect timed out");
+            State::Connecting => {
+                if self.reconnect.poll(now) == Next::TimedOut {
+                    self.attempt_failed(now, "connect timed out");
+                }
             }
-            State::Authenticating { deadline } if now >= *deadline => {
-                self.attempt_failed(now, "no answer to auth");
+            State::Authenticating => {
+                if self.reconnect.poll(now) == Next::TimedOut {
+                    self.attempt_failed(now, "no answer to auth");
+                }
             }
             State::Up(s) => {
                 if s.pong_due.is_some_and(|due| now >= due) {
@@ -313,23 +286,21 @@ impl Link {
                     self.actions.push_back(Action::SendStats);
                 }
             }
-            _ => {}
         }
     }
 
     /// The WebSocket upgrade completed.
     pub fn handle_connected(&mut self, now: Instant) {
-        if matches!(self.state, State::Connecting { .. }) {
-            self.state = State::Authenticating {
-                deadline: now + self.timing.auth_timeout,
-            };
+        if self.state == State::Connecting {
+            self.state = State::Authenticating;
+            self.reconnect.step_deadline(now, self.timing.auth_timeout);
             self.actions.push_back(Action::SendAuth);
         }
     }
 
     /// The connection attempt failed (DNS, TCP, TLS, upgrade).
     pub fn handle_connect_failed(&mut self, now: Instant, error: &str) {
-        if matches!(self.state, State::Connecting { .. }) {
+        if self.state == State::Connecting {
             self.attempt_failed(now, error);
         }
     }
@@ -338,11 +309,9 @@ impl Link {
     pub fn handle_closed(&mut self, now: Instant, reason: &str) {
         match self.state {
             State::Up(_) => self.lost(now, reason),
-            State::Connecting { .. } | State::Authenticating { .. } => {
-                self.attempt_failed(now, reason)
-            }
+            State::Connecting | State::Authenticating => self.attempt_failed(now, reason),
             // Already handled (the link itself decided to disconnect).
-            State::Waiting { .. } => {}
+            State::Waiting => {}
         }
     }
 
@@ -393,9 +362,9 @@ impl Link {
             }
         };
         match (&self.state, msg) {
-            (State::Authenticating { .. }, Incoming::AuthOk) => self.up(now),
+            (State::Authenticating, Incoming::AuthOk) => self.up(now),
             (
-                State::Authenticating { .. },
+                State::Authenticating,
                 Incoming::RegisterAck {
                     node_id,
                     node_secret,
@@ -411,7 +380,7 @@ impl Link {
                 });
                 self.up(now);
             }
-            (State::Authenticating { .. }, Incoming::AuthError { message }) => {
+            (State::Authenticating, Incoming::AuthError { message }) => {
                 self.auth_failed(now, &message)
             }
             (State::Up(_), Incoming::Command { command_id, action }) => {
@@ -443,7 +412,6 @@ impl Link {
     fn up(&mut self, now: Instant) {
         let t = &self.timing;
         self.state = State::Up(Session {
-            since: now,
             next_ping: now + t.ping_interval,
             pong_due: None,
             next_health: now + t.health_interval,
@@ -454,7 +422,7 @@ impl Link {
         self.counters.sessions += 1;
         if let Some(LinkEvent::Connected {
             failed_attempts, ..
-        }) = self.cycle.connected(now)
+        }) = self.reconnect.connected(now)
         {
             self.actions.push_back(Action::Raise(
                 Event::manager_connected()
@@ -475,70 +443,68 @@ impl Link {
     /// side, so the wait is the auth backoff, which stays clear of its lockout; before that
     /// (DNS, TCP, TLS, upgrade) the manager saw no credentials and the normal backoff applies.
     fn attempt_failed(&mut self, now: Instant, reason: &str) {
-        let auth_sent = matches!(self.state, State::Authenticating { .. });
+        let auth_sent = self.state == State::Authenticating;
         self.counters.failed_attempts += 1;
         self.actions.push_back(Action::Disconnect {
             reason: reason.to_string(),
         });
-        self.last_error = Some(reason.to_string());
-        // Counted in the cycle, but not an event: the catalog has no "connection failed"
-        // for the manager, and "lost, reconnecting" would claim a link that never was.
-        // A node that never reached its manager shows it in `/healthz` and `ctl manager`;
-        // after a loss the cycle has already reported it.
-        let _ = self.cycle.attempt_failed(now);
         // Try the next URL.
         self.url = (self.url + 1) % self.urls;
-        let delay = if auth_sent {
-            self.auth_backoff.next_delay()
+        // The machine's event (a first failure) is not raised: the catalog has no
+        // "connection failed" for the manager, and "lost, reconnecting" would claim a link
+        // that never was. A node that never reached its manager shows it in `/healthz` and
+        // `ctl manager`; after a loss the machine has already reported the cycle.
+        let down = if auth_sent {
+            let delay = self.auth_backoff.next_delay();
+            self.reconnect.failed_with_delay(now, reason, delay)
         } else {
-            self.backoff.next_delay()
+            self.reconnect.failed(now, reason)
         };
-        self.wait(now, delay, reason);
+        self.wait(down, reason);
     }
 
     fn auth_failed(&mut self, now: Instant, reason: &str) {
-        self.last_error = Some(format!("auth_error: {reason}"));
+        let why = format!("auth_error: {reason}");
         self.counters.failed_attempts += 1;
         self.counters.auth_failures += 1;
         self.actions.push_back(Action::Disconnect {
-            reason: format!("auth_error: {reason}"),
+            reason: why.clone(),
         });
-        // Counted in the cycle, but the auth event is the report.
-        let _ = self.cycle.attempt_failed(now);
+        // A failed attempt for the machine, but the auth event is the report.
         if !self.auth_failure_reported {
             self.auth_failure_reported = true;
             self.actions
                 .push_back(Action::Raise(Event::manager_auth_failed(reason)));
         }
         let delay = self.auth_backoff.next_delay();
-        self.wait(now, delay, reason);
+        let down = self.reconnect.failed_with_delay(now, &why, delay);
+        self.wait(down, reason);
     }
 
     /// An established session dropped.
     fn lost(&mut self, now: Instant, reason: &str) {
-        let State::Up(s) = &self.state else { return };
-        self.last_error = Some(reason.to_string());
-        if now.saturating_duration_since(s.since) >= self.timing.stable_after {
-            self.backoff.reset();
+        if !matches!(self.state, State::Up(_)) {
+            return;
         }
         self.actions.push_back(Action::Disconnect {
             reason: reason.to_string(),
         });
-        if self.cycle.lost(now).is_some() {
+        // A session that lasted `stable_after` starts the back-off afresh (the machine's rule).
+        let down = self.reconnect.disconnected(now, reason);
+        if let Some(LinkEvent::Lost { .. }) = down.event {
             self.actions.push_back(Action::Raise(
                 Event::manager_connection_lost().with_detail("reason", reason),
             ));
         }
-        let delay = self.backoff.next_delay();
-        self.wait(now, delay, reason);
+        self.wait(down, reason);
     }
 
-    fn wait(&mut self, now: Instant, delay: Duration, reason: &str) {
+    fn wait(&mut self, down: Down, reason: &str) {
         tracing::info!(
             "manager link down ({reason}); next attempt in {:.1} s",
-            delay.as_secs_f64()
+            down.delay.as_secs_f64()
         );
-        self.state = State::Waiting { until: now + delay };
+        self.state = State::Waiting;
     }
 }
 

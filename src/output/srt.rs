@@ -1,6 +1,6 @@
 //! SRT output: a listener feeding up to `max_connections` callers, or a caller that
-//! reconnects forever with backoff. With `redundancy`, each leg is fed independently (the
-//! receiving end merges them).
+//! reconnects forever with back-off (`net::reconnect`). With `redundancy`, each leg is fed
+//! independently (the receiving end merges them).
 //!
 //! The output holds one ring reader per leg and copies each chunk once into a `Bytes` that
 //! every connection of the leg shares (srt-tokio takes owned `Bytes`). A connection whose
@@ -23,12 +23,17 @@ use super::OutputError;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
-use crate::srt::{Backoff, Endpoint, SrtError, StaleDetector};
 use crate::stats::{OutputStats, SrtOutputSnapshot, bump};
+use crate::net::reconnect::{Next, Reconnect};
+use crate::srt::{self, Endpoint, SrtError, StaleDetector};
 use crate::ts::ring::{FlowRing, Read};
 
 /// How often connections are checked (closed, stale) and stats refreshed.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// A caller's connection that lasted this long restarts its back-off from 250 ms: one check
+/// interval, as it always has been here, so a receiver that restarts gets its stream back
+/// after 250 ms rather than after the back-off its absence had built up.
+const STABLE_AFTER: Duration = CHECK_EVERY;
 
 pub struct SrtOutput {
     flow_id: String,
@@ -113,11 +118,23 @@ impl Ctx {
     }
 }
 
-/// A caller's connection state.
+/// A caller's connection state, as its [`Reconnect`] machine last said.
 enum Dial {
+    /// Backing off until the machine's deadline.
     Waiting(std::pin::Pin<Box<tokio::time::Sleep>>),
     Connecting(LocalBoxFuture<'static, Result<SrtSocket, SrtError>>),
-    Up,
+    /// Connected, or a listener (which never dials).
+    Idle,
+}
+
+/// Asks the machine what the caller does next: dial now, or wait until its deadline.
+fn next_dial(link: &mut Reconnect, ep: &Endpoint, socket: Option<UdpSocket>) -> Dial {
+    match link.poll(Instant::now()) {
+        Next::Connect => dial(ep, socket),
+        Next::Wait(until) => Dial::Waiting(Box::pin(tokio::time::sleep_until(until.into()))),
+        // Up, or dialing (no deadline of the machine's: srt-tokio's handshake has its own).
+        Next::TimedOut | Next::Idle => Dial::Idle,
+    }
 }
 
 fn dial(ep: &Endpoint, socket: Option<UdpSocket>) -> Dial {
@@ -151,7 +168,7 @@ async fn poll_dial(d: &mut Dial) -> Option<Result<SrtSocket, SrtError>> {
             None
         }
         Dial::Connecting(f) => Some(f.await),
-        Dial::Up => std::future::pending().await,
+        Dial::Idle => std::future::pending().await,
     }
 }
 
@@ -215,13 +232,15 @@ async fn run_leg(
             }
         }
     }
-    let mut dial_state = if listener_mode {
-        Dial::Up
-    } else {
-        dial(&ep, socket.take())
-    };
+    // A caller's retries and their events are its machine's; a listener latches its
+    // refused handshakes per cycle (a cycle ends when its last caller has gone).
+    let mut link = srt::reconnect(STABLE_AFTER, Instant::now());
     let mut cycle = ConnectionCycle::new(Instant::now());
-    let mut backoff = Backoff::new();
+    let mut dial_state = if listener_mode {
+        Dial::Idle
+    } else {
+        next_dial(&mut link, &ep, socket.take())
+    };
     let mut conns: Vec<Conn> = Vec::new();
     let mut snap = SrtOutputSnapshot::default();
     let mut rejected_seen = 0u64;
@@ -294,12 +313,12 @@ async fn run_leg(
                 }
             }
             res = poll_dial(&mut dial_state) => match res {
-                // The backoff wait is over: dial again.
-                None => dial_state = dial(&ep, None),
+                // The back-off wait is over: dial again.
+                None => dial_state = next_dial(&mut link, &ep, None),
                 Some(Ok(sock)) => {
                     let remote = sock.settings().remote;
-                    dial_state = Dial::Up;
-                    if let Some(LinkEvent::Connected { .. }) = cycle.connected(Instant::now()) {
+                    dial_state = Dial::Idle;
+                    if let Some(LinkEvent::Connected { .. }) = link.connected(Instant::now()) {
                         ctx.raise(Event::srt_output_connected(flow, out).with_detail("remote", remote.to_string()));
                     }
                     snap.connects += 1;
@@ -308,11 +327,12 @@ async fn run_leg(
                     reader = ring.ring.borrow().reader();
                 }
                 Some(Err(e)) => {
-                    if cycle.attempt_failed(Instant::now()) == Some(LinkEvent::Failed) {
-                        ctx.raise(Event::srt_output_connection_failed(flow, out, &e.to_string()));
+                    let msg = e.to_string();
+                    if link.failed(Instant::now(), &msg).event == Some(LinkEvent::Failed) {
+                        ctx.raise(Event::srt_output_connection_failed(flow, out, &msg));
                     }
                     tracing::debug!(flow_id = %flow, output_id = %out, "SRT connect failed: {e}");
-                    dial_state = Dial::Waiting(Box::pin(tokio::time::sleep(backoff.next_delay())));
+                    dial_state = next_dial(&mut link, &ep, None);
                 }
             },
             _ = tick.tick() => {
@@ -326,25 +346,28 @@ async fn run_leg(
                     let stale = !closed && c.stale.update(now, s.rx_ack + s.rx_light_ack, s.tx_data);
                     if closed || stale {
                         let c = conns.swap_remove(i);
+                        // A listener reports each peer that goes; a caller its link's drop
+                        // (the machine's latched "disconnected").
+                        let lost = if listener_mode {
+                            true
+                        } else {
+                            let why = if stale { "stopped acknowledging" } else { "connection closed" };
+                            let down = link.disconnected(now, why);
+                            dial_state = next_dial(&mut link, &ep, None);
+                            matches!(down.event, Some(LinkEvent::Lost { .. }))
+                        };
                         if stale {
                             snap.stale += 1;
                             tracing::warn!(flow_id = %flow, output_id = %out, remote = %c.remote,
                                 "SRT peer stopped acknowledging: dropped");
                             ctx.raise(Event::srt_output_stale(flow, out).with_detail("remote", c.remote.to_string()));
-                        } else if listener_mode || cycle.is_up() {
+                        } else if lost {
                             ctx.raise(Event::srt_output_disconnected(flow, out).with_detail("remote", c.remote.to_string()));
                         }
                         drop(c);
-                        if listener_mode {
-                            if conns.is_empty() {
-                                // A fresh cycle: the next refused handshake is reported again.
-                                cycle = ConnectionCycle::new(now);
-                            }
-                        } else {
-                            cycle.lost(now);
-                            if let Dial::Up = dial_state {
-                                dial_state = Dial::Waiting(Box::pin(tokio::time::sleep(backoff.next_delay())));
-                            }
+                        if listener_mode && conns.is_empty() {
+                            // A fresh cycle: the next refused handshake is reported again.
+                            cycle = ConnectionCycle::new(now);
                         }
                         continue;
                     }
@@ -353,9 +376,6 @@ async fn run_leg(
                     lost += s.tx_loss_data;
                     dropped += s.tx_dropped_data;
                     i += 1;
-                }
-                if !conns.is_empty() {
-                    backoff.reset();
                 }
                 if let Some((l, _)) = &listener {
                     let rejected = l.latest_statistics().cx_rejected;

@@ -1,6 +1,7 @@
 //! SRT plumbing shared by the SRT input and output: turning an `SrtConfig` into srt-tokio
 //! options, binding UDP sockets at flow start, and the sans-IO parts that decide things
-//! (reconnect backoff, stale-connection detection, the 2022-7 merge in `merge`).
+//! (the callers' reconnect values for `net::reconnect`, stale-connection detection, the
+//! 2022-7 merge in `merge`).
 //!
 //! srt-tokio (a patched 0.4.4 in `vendor/srt-tokio`, see docs/srt.md) does the protocol.
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use srt_tokio::options::{KeySize, Passphrase, SocketOptions};
 
 use crate::config::{SrtConfig, SrtMode};
+use crate::net::reconnect::{Backoff, Reconnect};
 
 /// How long a caller (or rendezvous) waits for its handshake before the attempt fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -199,38 +201,17 @@ fn bind_udp(local: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(s.into())
 }
 
-/// Reconnect backoff: 250 ms doubling to a 5 s cap, reset by a connection that lasted.
-/// Sans-IO: it only says how long to wait.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
+/// A caller's first retry after a failed attempt or a drop (input and output).
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between a caller's attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(250);
-    pub const MAX: Duration = Duration::from_secs(5);
-
-    pub fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The wait before the next attempt; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    /// A connection succeeded: start again from the first delay.
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A caller's reconnect machine: 250 ms doubling to 5 s, no jitter (a handful of callers per
+/// node, each to its own peer), back-off started afresh after a connection that lasted
+/// `stable_after`. No connect deadline of its own: srt-tokio's handshake has
+/// [`CONNECT_TIMEOUT`], and a rendezvous waits for its peer as long as it takes.
+pub fn reconnect(stable_after: Duration, now: Instant) -> Reconnect {
+    Reconnect::new(Backoff::new(RETRY_FIRST, RETRY_MAX), stable_after, now)
 }
 
 /// Stale-connection detection for a sending connection: the peer has stopped
@@ -281,12 +262,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let got: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
+    fn callers_back_off_from_250_ms_doubling_to_5_s() {
+        let t0 = Instant::now();
+        let mut r = reconnect(Duration::from_secs(10), t0);
+        let mut now = t0;
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            r.poll(now);
+            let d = r.failed(now, "timeout");
+            got.push(d.delay.as_millis() as u64);
+            now = d.retry_at;
+        }
         assert_eq!(got, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
     }
 
     #[test]
