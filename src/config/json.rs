@@ -14,43 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::error::{ConfigError, ErrorKind, child, index, kind_of, quoted, shown};
 use super::model::*;
-use super::validate::ConfigError;
-
-/// Appends a key to a JSON path (`""` is the document root).
-pub(crate) fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// Appends an array index to a JSON path.
-pub(crate) fn index(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
-
-/// The path as shown to a person: the root is `$`.
-fn shown(path: &str) -> String {
-    if path.is_empty() {
-        "$".to_string()
-    } else {
-        path.to_string()
-    }
-}
-
-/// A short description of a JSON value for "expected X, found Y" messages.
-fn kind_of(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean `{b}`"),
-        Value::Number(n) => format!("number `{n}`"),
-        Value::String(s) => format!("string {}", Value::String(s.clone())),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
 
 /// One JSON object being read: known keys are taken out, the rest is `extra`.
 struct Obj<'e> {
@@ -64,7 +29,8 @@ impl<'e> Obj<'e> {
         match v {
             Value::Object(map) => Some(Obj { map, path, errors }),
             other => {
-                errors.push(ConfigError::new(
+                errors.push(ConfigError::of(
+                    ErrorKind::Type,
                     shown(&path),
                     format!("expected an object, found {}", kind_of(&other)),
                 ));
@@ -73,9 +39,9 @@ impl<'e> Obj<'e> {
         }
     }
 
-    fn err(&mut self, key: &str, message: impl Into<String>) {
+    fn err(&mut self, kind: ErrorKind, key: &str, message: impl Into<String>) {
         let p = child(&self.path, key);
-        self.errors.push(ConfigError::new(p, message));
+        self.errors.push(ConfigError::of(kind, p, message));
     }
 
     /// Converts one value; a type error is recorded at `path` and gives `None`.
@@ -83,7 +49,7 @@ impl<'e> Obj<'e> {
         match serde_json::from_value::<T>(v) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.err(key, e.to_string());
+                self.err(ErrorKind::Type, key, e.to_string());
                 None
             }
         }
@@ -94,7 +60,7 @@ impl<'e> Obj<'e> {
         match self.map.shift_remove(key) {
             Some(v) => self.convert(key, v),
             None => {
-                self.err(key, "missing required field");
+                self.err(ErrorKind::Missing, key, "missing required field");
                 None
             }
         }
@@ -127,7 +93,8 @@ impl<'e> Obj<'e> {
                 for (i, item) in items.into_iter().enumerate() {
                     match item {
                         Value::String(s) => out.push(s),
-                        other => self.errors.push(ConfigError::new(
+                        other => self.errors.push(ConfigError::of(
+                            ErrorKind::Type,
                             index(&p, i),
                             format!("expected a string, found {}", kind_of(&other)),
                         )),
@@ -137,6 +104,7 @@ impl<'e> Obj<'e> {
             }
             Some(other) => {
                 self.err(
+                    ErrorKind::Type,
                     key,
                     format!("expected an array of strings, found {}", kind_of(&other)),
                 );
@@ -153,11 +121,6 @@ impl<'e> Obj<'e> {
     fn rest(self) -> Extra {
         self.map
     }
-}
-
-/// `s` as a JSON string literal, for messages.
-pub(crate) fn quoted(s: &str) -> String {
-    Value::String(s.to_string()).to_string()
 }
 
 /// Runs a reader over a fresh error list: all problems, or the value.
@@ -397,6 +360,7 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
             }
         }
         Some(other) => o.err(
+            ErrorKind::Type,
             "flows",
             format!("expected an array, found {}", kind_of(&other)),
         ),
@@ -594,7 +558,7 @@ fn read_flow(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<Fl
     let input = match o.take("input") {
         Some(v) => read_input(v, child(&o.path, "input"), o.errors),
         None => {
-            o.err("input", "missing required field");
+            o.err(ErrorKind::Missing, "input", "missing required field");
             None
         }
     };
@@ -614,6 +578,7 @@ fn read_flow(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<Fl
         }
         Some(other) => {
             o.err(
+                ErrorKind::Type,
                 "outputs",
                 format!("expected an array, found {}", kind_of(&other)),
             );
@@ -640,6 +605,7 @@ fn take_type(o: &mut Obj<'_>, what: &str, known: &[&str]) -> Option<String> {
         Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t),
         Some(Value::String(t)) => {
             o.err(
+                ErrorKind::Unknown,
                 "type",
                 format!("unknown {what} type {} (known types: {list})", quoted(&t)),
             );
@@ -647,6 +613,7 @@ fn take_type(o: &mut Obj<'_>, what: &str, known: &[&str]) -> Option<String> {
         }
         Some(other) => {
             o.err(
+                ErrorKind::Type,
                 "type",
                 format!(
                     "expected a string naming the {what} type, found {} (known types: {list})",
@@ -657,6 +624,7 @@ fn take_type(o: &mut Obj<'_>, what: &str, known: &[&str]) -> Option<String> {
         }
         None => {
             o.err(
+                ErrorKind::Missing,
                 "type",
                 format!("missing required field (known types: {list})"),
             );
@@ -733,6 +701,7 @@ fn read_bridge(v: Value, errors: &mut Vec<ConfigError>) -> Option<BridgeConfig> 
         }
         Some(other) => {
             o.err(
+                ErrorKind::Type,
                 "streams",
                 format!(
                     "expected an object mapping stream ids to sources, found {}",
@@ -941,6 +910,7 @@ fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
             Some(mode) => Some(mode),
             None => {
                 o.err(
+                    ErrorKind::Unknown,
                     "mode",
                     format!(
                         "unknown SRT mode {} (expected caller, listener or rendezvous)",
@@ -952,6 +922,7 @@ fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
         },
         Some(other) => {
             o.err(
+                ErrorKind::Type,
                 "mode",
                 format!(
                     "expected a string (caller, listener or rendezvous), found {}",
@@ -962,6 +933,7 @@ fn read_srt(mut o: Obj<'_>) -> Option<SrtConfig> {
         }
         None => {
             o.err(
+                ErrorKind::Missing,
                 "mode",
                 "missing required field (caller, listener or rendezvous)",
             );

@@ -546,13 +546,13 @@ impl ManagerUrl {
     /// no fragment. The manager's defaults fill what is left out: port
     /// [`Self::DEFAULT_PORT`] (8443, not the scheme's 443/80) and, when there is no path at
     /// all, [`Self::DEFAULT_PATH`] (`/ws/node`); a path that is written, even `/`, is kept.
-    pub fn parse(s: &str) -> Result<ManagerUrl, String> {
+    pub fn parse(s: &str) -> Result<ManagerUrl, ManagerUrlError> {
         let (tls, rest) = if let Some(r) = s.strip_prefix("wss://") {
             (true, r)
         } else if let Some(r) = s.strip_prefix("ws://") {
             (false, r)
         } else {
-            return Err("must start with wss:// (or ws://)".into());
+            return Err(ManagerUrlError::Scheme);
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -564,19 +564,22 @@ impl ManagerUrl {
             path.to_string()
         };
         if authority.contains('@') {
-            return Err("must not contain user info (put credentials in the manager block)".into());
+            return Err(ManagerUrlError::UserInfo);
         }
         if path.contains('#') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("path must not contain a fragment, spaces or control characters".into());
+            return Err(ManagerUrlError::Path);
         }
         let default_port = Self::DEFAULT_PORT;
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or("unclosed '[' in host")?;
+            let (h, after) = v6.split_once(']').ok_or(ManagerUrlError::UnclosedBracket)?;
             h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{h:?} is not an IPv6 address"))?;
+                .map_err(|_| ManagerUrlError::NotIpv6(h.to_string()))?;
             let port = match after {
                 "" => default_port,
-                p => parse_port(p.strip_prefix(':').ok_or("junk after ']'")?)?,
+                p => parse_port(
+                    p.strip_prefix(':')
+                        .ok_or(ManagerUrlError::JunkAfterBracket)?,
+                )?,
             };
             (h.to_string(), port)
         } else {
@@ -586,14 +589,14 @@ impl ManagerUrl {
             }
         };
         if host.is_empty() {
-            return Err("has no host".into());
+            return Err(ManagerUrlError::NoHost);
         }
         if !host.contains(':')
             && !host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         {
-            return Err(format!("host {host:?} is not a host name or IP address"));
+            return Err(ManagerUrlError::Host(host));
         }
         Ok(ManagerUrl {
             tls,
@@ -604,9 +607,65 @@ impl ManagerUrl {
     }
 }
 
-fn parse_port(p: &str) -> Result<u16, String> {
+/// Why a manager URL was refused. Shown after the URL (`"ws:/x" must start with …`), so
+/// each message reads as the rest of a sentence; none repeats user info (a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagerUrlError {
+    Scheme,
+    UserInfo,
+    /// A fragment, a space or a control character in the path.
+    Path,
+    UnclosedBracket,
+    NotIpv6(String),
+    JunkAfterBracket,
+    Port(PortError),
+    NoHost,
+    Host(String),
+}
+
+impl std::fmt::Display for ManagerUrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scheme => f.write_str("must start with wss:// (or ws://)"),
+            Self::UserInfo => {
+                f.write_str("must not contain user info (put credentials in the manager block)")
+            }
+            Self::Path => {
+                f.write_str("path must not contain a fragment, spaces or control characters")
+            }
+            Self::UnclosedBracket => f.write_str("unclosed '[' in host"),
+            Self::NotIpv6(h) => write!(f, "{h:?} is not an IPv6 address"),
+            Self::JunkAfterBracket => f.write_str("junk after ']'"),
+            Self::Port(e) => write!(f, "{e}"),
+            Self::NoHost => f.write_str("has no host"),
+            Self::Host(h) => write!(f, "host {h:?} is not a host name or IP address"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerUrlError {}
+
+/// A port that is not a number 1-65535, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError(pub String);
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {:?} is not a port number 1-65535", self.0)
+    }
+}
+
+impl std::error::Error for PortError {}
+
+impl From<PortError> for ManagerUrlError {
+    fn from(e: PortError) -> Self {
+        ManagerUrlError::Port(e)
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, PortError> {
     match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("port {p:?} is not a port number 1-65535")),
+        Ok(0) | Err(_) => Err(PortError(p.to_string())),
         Ok(n) => Ok(n),
     }
 }

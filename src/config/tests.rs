@@ -1594,3 +1594,60 @@ fn outbound_allow_checks_every_destination_written_as_an_address() {
         vec!["bridge.streams.cam.rtsp_url: 2001:db8::5 is not in security.outbound_allow"]
     );
 }
+
+/// Every error says what sort of problem it is, so callers (the `port_conflict` code) do
+/// not read the message.
+#[test]
+fn errors_carry_their_kind() {
+    let kinds = |change: fn(&mut Value)| -> Vec<ErrorKind> {
+        let mut v = base();
+        change(&mut v);
+        parse(&v.to_string())
+            .unwrap_err()
+            .iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+    assert_eq!(parse("{").unwrap_err()[0].kind, ErrorKind::Syntax, "syntax");
+    assert_eq!(
+        kinds(|v| v["server"]["listen_port"] = json!("x")),
+        [ErrorKind::Type]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"] = json!({"type": "udp"})),
+        [ErrorKind::Missing]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"]["type"] = json!("carrier-pigeon")),
+        [ErrorKind::Unknown]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"]["type"] = json!("rtmp")),
+        [ErrorKind::Unsupported]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["outputs"][0]["dscp"] = json!(99)),
+        [ErrorKind::Range]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][1]["input"]["bind_addr"] = json!("0.0.0.0:5000")),
+        [ErrorKind::PortConflict]
+    );
+    assert_eq!(
+        kinds(|v| v["server"]["listen_addr"] = json!("nope")),
+        [ErrorKind::Invalid]
+    );
+}
+
+#[test]
+fn manager_url_errors_are_typed() {
+    assert_eq!(ManagerUrl::parse("http://m"), Err(ManagerUrlError::Scheme));
+    assert_eq!(
+        ManagerUrl::parse("wss://m:0/x"),
+        Err(ManagerUrlError::Port(PortError("0".into())))
+    );
+    assert_eq!(
+        ManagerUrl::parse("wss://m:99999").unwrap_err().to_string(),
+        r#"port "99999" is not a port number 1-65535"#
+    );
+}

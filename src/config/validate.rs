@@ -5,42 +5,10 @@
 //! an operator can fix them top to bottom. A conflict between two items is reported once, on
 //! the later one (or on the output, for an output against an input), naming the other.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::json::{child, index, quoted};
+use super::error::{ConfigError, ErrorKind, child, index, quoted};
 use super::model::*;
-
-/// One problem in a config document, e.g.
-/// `flows[0].outputs[1].dest_addr: "x" is not a socket address`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// JSON path of the offending value (`$` for the document itself).
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    /// A JSON syntax error (serde_json's message carries line and column).
-    pub fn from_json(e: &serde_json::Error) -> Self {
-        ConfigError::new("$", format!("not valid JSON: {e}"))
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Longest flow or output id: ids end up in URLs, file names and event messages.
 pub const MAX_ID_LEN: usize = 64;
@@ -124,7 +92,11 @@ impl Validator<'_> {
     }
 
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, message));
+        self.err_of(ErrorKind::Invalid, path, message);
+    }
+
+    fn err_of(&mut self, kind: ErrorKind, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::of(kind, path, message));
     }
 
     fn config(&mut self, cfg: &Config) {
@@ -262,13 +234,18 @@ impl Validator<'_> {
             );
         }
         if m.protocol_version == 0 {
-            self.err("manager.protocol_version", "must be at least 1");
+            self.err_of(
+                ErrorKind::Range,
+                "manager.protocol_version",
+                "must be at least 1",
+            );
         }
     }
 
     fn bridge(&mut self, b: &BridgeConfig, cfg: &Config) {
         if b.streams.len() > BridgeConfig::MAX_STREAMS {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 "bridge.streams",
                 format!(
                     "{} streams (at most {})",
@@ -350,7 +327,11 @@ impl Validator<'_> {
                 ..=*BridgeConfig::CLIENT_QUEUE_CHUNKS_RANGE.end() as u64,
         );
         if b.max_client_lags == 0 {
-            self.err("bridge.max_client_lags", "must be at least 1");
+            self.err_of(
+                ErrorKind::Range,
+                "bridge.max_client_lags",
+                "must be at least 1",
+            );
         }
         if b.ffmpeg_path.is_empty() {
             self.err("bridge.ffmpeg_path", "must not be empty");
@@ -435,7 +416,8 @@ impl Validator<'_> {
 
     fn range(&mut self, path: &str, v: u64, r: std::ops::RangeInclusive<u64>) {
         if !r.contains(&v) {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 path,
                 format!("{v} is out of range ({}..={})", r.start(), r.end()),
             );
@@ -491,7 +473,8 @@ impl Validator<'_> {
     /// error is printed and logged.
     fn token(&mut self, path: &str, t: &str) {
         if !TOKEN_LEN.contains(&t.len()) {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 path,
                 format!(
                     "must be {} to {} characters long (is {})",
@@ -538,7 +521,8 @@ impl Validator<'_> {
             self.err("storage.data_dir", "must not be empty");
         }
         if s.event_log_max_bytes < StorageConfig::MIN_EVENT_LOG_MAX_BYTES {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 "storage.event_log_max_bytes",
                 format!(
                     "{} is too small (at least {} = 1 MiB)",
@@ -549,7 +533,8 @@ impl Validator<'_> {
         }
         let range = StorageConfig::EVENT_COMMIT_MAX_DELAY_MS_RANGE;
         if !range.contains(&s.event_commit_max_delay_ms) {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 "storage.event_commit_max_delay_ms",
                 format!(
                     "{} is out of range ({}..={})",
@@ -581,7 +566,8 @@ impl Validator<'_> {
             return false;
         }
         if id.len() > MAX_ID_LEN {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 path,
                 format!(
                     "{} is {} characters long (at most {MAX_ID_LEN})",
@@ -638,7 +624,8 @@ impl Validator<'_> {
         if let Some(n) = flow.ring_chunks {
             let r = FlowConfig::RING_CHUNKS_RANGE;
             if !r.contains(&n) {
-                self.err(
+                self.err_of(
+                    ErrorKind::Range,
                     child(path, "ring_chunks"),
                     format!("{n} is out of range ({}..={})", r.start(), r.end()),
                 );
@@ -758,7 +745,8 @@ impl Validator<'_> {
             self.interface(&child(path, "interface_addr"), iface, dest, "dest_addr");
         }
         if u.dscp > 63 {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 child(path, "dscp"),
                 format!("{} is out of range (0..=63)", u.dscp),
             );
@@ -766,7 +754,8 @@ impl Validator<'_> {
         if let Some(ttl) = u.ttl
             && !(1..=255).contains(&ttl)
         {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 child(path, "ttl"),
                 format!("{ttl} is out of range (1..=255)"),
             );
@@ -794,7 +783,8 @@ impl Validator<'_> {
                         "only SRT inputs merge their legs (an output feeds both)",
                     );
                 } else if !r.contains(&w) {
-                    self.err(
+                    self.err_of(
+                        ErrorKind::Range,
                         wpath,
                         format!("{w} is out of range ({}..={})", r.start(), r.end()),
                     );
@@ -862,7 +852,8 @@ impl Validator<'_> {
         }
         let r = SrtConfig::LATENCY_MS_RANGE;
         if !r.contains(&c.latency_ms) {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 child(path, "latency_ms"),
                 format!(
                     "{} is out of range ({}..={})",
@@ -874,7 +865,8 @@ impl Validator<'_> {
         }
         let r = SrtConfig::PEER_IDLE_TIMEOUT_SECS_RANGE;
         if !r.contains(&c.peer_idle_timeout_secs) {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 child(path, "peer_idle_timeout_secs"),
                 format!(
                     "{} is out of range ({}..={})",
@@ -891,7 +883,8 @@ impl Validator<'_> {
             let r = SrtConfig::PASSPHRASE_LEN;
             if !r.contains(&n) || p.len() > *r.end() {
                 // The passphrase itself is never echoed: messages end up in logs.
-                self.err(
+                self.err_of(
+                    ErrorKind::Range,
                     child(path, "passphrase"),
                     format!(
                         "must be {} to {} characters long (this one has {n})",
@@ -912,7 +905,8 @@ impl Validator<'_> {
         if let Some(s) = &c.stream_id
             && s.len() > SrtConfig::MAX_STREAM_ID_LEN
         {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 child(path, "stream_id"),
                 format!(
                     "is {} bytes long (at most {})",
@@ -929,7 +923,8 @@ impl Validator<'_> {
             } else if c.mode != SrtMode::Listener {
                 self.err(mpath, "only applies in listener mode");
             } else if !r.contains(&n) {
-                self.err(
+                self.err_of(
+                    ErrorKind::Range,
                     mpath,
                     format!("{n} is out of range ({}..={})", r.start(), r.end()),
                 );
@@ -947,7 +942,8 @@ impl Validator<'_> {
     }
 
     fn port_taken(&mut self, path: String, addr: SocketAddr, other: &Bind) {
-        self.err(
+        self.err_of(
+            ErrorKind::PortConflict,
             path,
             format!(
                 "UDP port {} on {} is already bound by {} ({})",
@@ -973,7 +969,8 @@ impl Validator<'_> {
     }
 
     fn unsupported(&mut self, path: String, ty: &str, supported: &[&str]) {
-        self.err(
+        self.err_of(
+            ErrorKind::Unsupported,
             path,
             format!(
                 "{} is not supported by this build yet (supported: {})",

@@ -4,5 +4,5 @@ pub mod error;
 pub mod manager;
 pub mod stats;
 
-pub use error::FlowError;
+pub use error::{ErrorCode, FlowError};
 pub use manager::{FlowManager, FlowState, FlowView};

@@ -189,7 +189,7 @@ async fn run(node: &Node, action: &Value) -> Result<Reply, Reply> {
         }
         other => Err(Reply::Err {
             error: format!("unknown action {other:?}"),
-            code: "unknown_action",
+            code: crate::node::ErrorCode::UnknownAction.as_str(),
         }),
     }
 }
