@@ -2,6 +2,7 @@
 //! that names every problem by its JSON path, redaction of secrets, and atomic, durable writes.
 
 pub mod budget;
+mod declare;
 mod error;
 mod json;
 pub mod model;
