@@ -91,7 +91,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
 /// that cannot be created is not fatal here (the event log then degrades to memory and says
 /// so); another live daemon holding the lock is. The directory is made (or tightened to)
 /// owner-only, and the files in it too (`private_dir`), before anything is written there.
-fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
+fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, StartupConfigError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if crate::events::storage::private_dir(dir).is_err() {
         return Ok(None);
@@ -113,10 +113,9 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     // std's `try_lock` is `flock(LOCK_EX | LOCK_NB)` on Linux.
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "{} is in use by another quoll (storage.data_dir must differ per daemon)",
-            dir.display()
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartupConfigError::DataDirInUse {
+            dir: dir.to_path_buf(),
+        }),
         Err(std::fs::TryLockError::Error(err)) => {
             tracing::warn!("cannot lock {}: {err}", path.display());
             Ok(None)
@@ -124,7 +123,8 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     }
 }
 
-/// Why the daemon has no config to start with. Printed as `quoll: {self}`.
+/// Why the daemon cannot start on its config: no config to start with, or its data
+/// directory taken. Printed as `quoll: {self}`.
 #[derive(Debug)]
 pub enum StartupConfigError {
     /// The board profile's default config could not be serialized.
@@ -143,6 +143,8 @@ pub enum StartupConfigError {
         origin: String,
         errors: Vec<config::ConfigError>,
     },
+    /// Another live daemon holds `storage.data_dir`.
+    DataDirInUse { dir: PathBuf },
     /// Valid, but over the board's budget.
     OverBudget {
         origin: String,
@@ -168,6 +170,11 @@ impl fmt::Display for StartupConfigError {
                 }
                 Ok(())
             }
+            Self::DataDirInUse { dir } => write!(
+                f,
+                "{} is in use by another quoll (storage.data_dir must differ per daemon)",
+                dir.display()
+            ),
             Self::OverBudget { origin, error } => write!(
                 f,
                 "{origin} is over this node's budget:\n  {error}\n  (raise the limit in the \
