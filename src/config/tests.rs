@@ -1651,3 +1651,36 @@ fn manager_url_errors_are_typed() {
         r#"port "99999" is not a port number 1-65535"#
     );
 }
+
+/// A block's `Default` (made from its declaration) is what reading it empty gives.
+#[test]
+fn declared_defaults_equal_an_empty_block_read() {
+    let cfg = parse_unvalidated(
+        r#"{"server": {}, "storage": {}, "limits": {}, "security": {}, "manager": {},
+            "bridge": {}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.server, ServerConfig::default());
+    assert_eq!(cfg.storage, StorageConfig::default());
+    assert_eq!(cfg.limits, LimitsConfig::default());
+    assert_eq!(cfg.security, Some(SecurityConfig::default()));
+    assert_eq!(cfg.manager, Some(ManagerConfig::empty()));
+    assert_eq!(cfg.bridge, Some(BridgeConfig::default()));
+}
+
+/// A rule between fields stays in document order among the fields' own checks.
+#[test]
+fn server_cross_field_rule_keeps_document_order() {
+    let e = errs(|v| {
+        v["server"]["max_connections"] = json!(8);
+        v["server"]["max_connections_per_ip"] = json!(9);
+        v["server"]["header_timeout_ms"] = json!(10);
+    });
+    assert_eq!(
+        e,
+        [
+            "server.max_connections_per_ip: 9 is above server.max_connections (8)",
+            "server.header_timeout_ms: 10 is out of range (100..=3600000)",
+        ]
+    );
+}

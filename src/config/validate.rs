@@ -8,8 +8,8 @@
 //! A field's own check (a range, a token's shape) is declared with the field in `model.rs`
 //! and run here through the block's `check_fields`, at the point of the block where it
 //! comes; what is left here are the rules between fields and between blocks (ports, address
-//! families, a mode's required fields, ids, the outbound allow list). Within a block, a
-//! rule between fields is reported after the fields' own checks that precede it here.
+//! families, a mode's required fields, ids, the outbound allow list), each run where its
+//! problem comes in the document.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -324,15 +324,26 @@ impl Validator<'_> {
     }
 
     fn server(&mut self, s: &ServerConfig) {
-        s.check_fields("server", &mut self.errors);
+        let mut own = Vec::new();
+        s.check_fields("server", &mut own);
         if let (Some(n), Some(total)) = (s.max_connections_per_ip, s.max_connections)
             && n > total
         {
-            self.err(
-                "server.max_connections_per_ip",
-                format!("{n} is above server.max_connections ({total})"),
+            // In document order: after the per-IP field's own check, before the timeouts'.
+            let timeouts = ["server.header_timeout_ms", "server.idle_timeout_ms"];
+            let at = own
+                .iter()
+                .position(|e| timeouts.contains(&e.path.as_str()))
+                .unwrap_or(own.len());
+            own.insert(
+                at,
+                ConfigError::new(
+                    "server.max_connections_per_ip",
+                    format!("{n} is above server.max_connections ({total})"),
+                ),
             );
         }
+        self.errors.append(&mut own);
     }
 
     /// Non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
