@@ -2,6 +2,8 @@
 //! API), and a clean stop on SIGTERM/SIGINT (flows stopped, events flushed).
 
 use std::cell::RefCell;
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,7 +91,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
 /// that cannot be created is not fatal here (the event log then degrades to memory and says
 /// so); another live daemon holding the lock is. The directory is made (or tightened to)
 /// owner-only, and the files in it too (`private_dir`), before anything is written there.
-fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
+fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, StartupConfigError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if crate::events::storage::private_dir(dir).is_err() {
         return Ok(None);
@@ -111,10 +113,9 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     // std's `try_lock` is `flock(LOCK_EX | LOCK_NB)` on Linux.
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "{} is in use by another quoll (storage.data_dir must differ per daemon)",
-            dir.display()
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartupConfigError::DataDirInUse {
+            dir: dir.to_path_buf(),
+        }),
         Err(std::fs::TryLockError::Error(err)) => {
             tracing::warn!("cannot lock {}: {err}", path.display());
             Ok(None)
@@ -122,32 +123,110 @@ fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
     }
 }
 
+/// Why the daemon cannot start on its config: no config to start with, or its data
+/// directory taken. Printed as `quoll: {self}`.
+#[derive(Debug)]
+pub enum StartupConfigError {
+    /// The board profile's default config could not be serialized.
+    BoardDefault {
+        board: String,
+        source: serde_json::Error,
+    },
+    /// The directory of the board's config file could not be created.
+    CreateDir { dir: PathBuf, source: io::Error },
+    /// The board's config file could not be written.
+    Write { path: PathBuf, source: io::Error },
+    /// The config file could not be read.
+    Read { path: PathBuf, source: io::Error },
+    /// `origin` (a path, or the embedded default) is not a valid config.
+    Invalid {
+        origin: String,
+        errors: Vec<config::ConfigError>,
+    },
+    /// Another live daemon holds `storage.data_dir`.
+    DataDirInUse { dir: PathBuf },
+    /// Valid, but over the board's budget.
+    OverBudget {
+        origin: String,
+        error: crate::flow::FlowError,
+    },
+}
+
+impl fmt::Display for StartupConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BoardDefault { board, source } => {
+                write!(f, "board {board}: default config: {source}")
+            }
+            Self::CreateDir { dir, source } => {
+                write!(f, "cannot create {}: {source}", dir.display())
+            }
+            Self::Write { path, source } => write!(f, "cannot write {}: {source}", path.display()),
+            Self::Read { path, source } => write!(f, "{}: cannot read: {source}", path.display()),
+            Self::Invalid { origin, errors } => {
+                write!(f, "{origin} is invalid:")?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+            Self::DataDirInUse { dir } => write!(
+                f,
+                "{} is in use by another quoll (storage.data_dir must differ per daemon)",
+                dir.display()
+            ),
+            Self::OverBudget { origin, error } => write!(
+                f,
+                "{origin} is over this node's budget:\n  {error}\n  (raise the limit in the \
+                 config's `limits` block, or remove flows; see docs/security.md)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartupConfigError {}
+
 /// The board's config path, written from its default config when absent.
-fn first_boot_config(board: &Profile) -> Result<PathBuf, String> {
+fn first_boot_config(board: &Profile) -> Result<PathBuf, StartupConfigError> {
     let path = board.paths.config.clone();
     if path.exists() {
         return Ok(path);
     }
-    let text = serde_json::to_vec_pretty(&board.default_config)
-        .map_err(|e| format!("board {}: default config: {e}", board.board))?;
+    let text = serde_json::to_vec_pretty(&board.default_config).map_err(|source| {
+        StartupConfigError::BoardDefault {
+            board: board.board.clone(),
+            source,
+        }
+    })?;
     if let Some(dir) = path.parent() {
         // The board's config lives in its data directory: owner-only like the rest of it.
-        crate::events::storage::private_dir(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        crate::events::storage::private_dir(dir).map_err(|source| {
+            StartupConfigError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            }
+        })?;
     }
     // 0600: the manager will write credentials into this file's siblings and tokens into it.
-    config::store::write_atomic(&path, &text, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    config::store::write_atomic(&path, &text, 0o600).map_err(|source| {
+        StartupConfigError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
     tracing::info!(path = %path.display(), board = %board.board, "first boot: wrote the board's default config");
     Ok(path)
 }
 
 /// Read the config and admit it like any change: valid, and within the board's budget (a
 /// config over budget would allocate at start what no API call could add).
-fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, String> {
+fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, StartupConfigError> {
     let (text, origin) = match path {
         Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
+            std::fs::read_to_string(p).map_err(|source| StartupConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
             p.display().to_string(),
         ),
         None => (
@@ -155,18 +234,15 @@ fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, String> {
             "embedded default config".to_owned(),
         ),
     };
-    let invalid = |errors: Vec<config::ConfigError>| {
-        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        format!("{origin} is invalid:\n{}", list.join("\n"))
+    let invalid = |errors| StartupConfigError::Invalid {
+        origin: origin.clone(),
+        errors,
     };
     let cfg = config::parse_unvalidated(&text).map_err(invalid)?;
     match crate::node::admit(&cfg, budget) {
         Ok(()) => Ok(cfg),
         Err(crate::flow::FlowError::Invalid(errors)) => Err(invalid(errors)),
-        Err(e) => Err(format!(
-            "{origin} is over this node's budget:\n  {e}\n  (raise the limit in the config's \
-             `limits` block, or remove flows; see docs/security.md)"
-        )),
+        Err(error) => Err(StartupConfigError::OverBudget { origin, error }),
     }
 }
 

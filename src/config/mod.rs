@@ -2,6 +2,8 @@
 //! that names every problem by its JSON path, redaction of secrets, and atomic, durable writes.
 
 pub mod budget;
+mod declare;
+mod error;
 mod json;
 pub mod model;
 pub mod redact;
@@ -9,13 +11,14 @@ pub mod store;
 pub mod validate;
 
 pub use budget::{Budget, LimitError};
+pub use error::{ConfigError, ErrorKind};
 pub use model::*;
 pub use redact::{
     SECRET_KEYS, is_secret_key, redact_tunnel, redact_userinfo, redact_value, restore_secrets,
     restore_secrets_in_tunnel, strip_url_password,
 };
 pub use store::{ConfigFile, LoadError, SaveError};
-pub use validate::{ConfigError, parse_fingerprint, validate};
+pub use validate::{parse_fingerprint, validate};
 
 /// The config `quoll run` uses when no `--config` is given: loopback only, works on a fresh
 /// machine.

@@ -4,11 +4,20 @@
 //! disk or to the manager) loses nothing a newer manager or a newer Quoll put there.
 //! Addresses stay strings as the operator wrote them; `validate` parses them.
 //!
-//! (De)serialization is hand-written in `json.rs` rather than derived: serde's derived
-//! internally-tagged enums and `flatten` buffer their input, which loses the JSON path of a
-//! type error inside an input or output and stops at the first problem. See `json.rs`.
+//! Each block is declared once with `config_struct!` (`declare.rs`): its fields, their JSON
+//! keys, defaults and own checks; the reader, the writer and `Default` come from that.
+//! Serde derive is not used: its internally-tagged enums and `flatten` buffer their input,
+//! which loses the JSON path of a type error inside an input or output and stops at the
+//! first problem. See `json.rs`.
 
 use serde_json::{Map, Value};
+
+use super::declare::{check, config_struct};
+use super::error::{ConfigError, ErrorKind};
+use super::json::{
+    bridge_streams, input_field, outputs_field, srt_leg, srt_mode, write_bridge_streams,
+    write_input, write_outputs, write_srt_leg, write_srt_mode,
+};
 
 pub type Extra = Map<String, Value>;
 
@@ -32,36 +41,44 @@ pub struct Config {
     pub extra: Extra,
 }
 
-/// The `server` block: the local HTTP API.
-///
-/// `Debug` prints the redacted JSON (see `redact.rs`): `api_token` never reaches a log line.
-#[derive(Clone, PartialEq)]
-pub struct ServerConfig {
-    /// IP address the local HTTP API listens on.
-    pub listen_addr: String,
-    /// TCP port of the local HTTP API.
-    pub listen_port: u16,
-    /// The bearer token of `/api/v1/*`. Absent: Quoll generates one at first start and
-    /// keeps it in `<storage.data_dir>/api-token` (see `http::token`).
-    pub api_token: Option<String>,
-    /// Host names (besides IP literals and `localhost`) a request's `Host` may name. Any
-    /// other name is refused: a DNS-rebinding page would send its own.
-    pub allowed_hosts: Vec<String>,
-    /// Edge-only: concurrent connections on the API/bridge listener, all sources together
-    /// (absent: [`ServerConfig::DEFAULT_MAX_CONNECTIONS`], lowered further if the process
-    /// has too few file descriptors; see `net::listener`).
-    pub max_connections: Option<usize>,
-    /// Edge-only: concurrent connections from one source address (IPv6: one /64).
-    pub max_connections_per_ip: Option<usize>,
-    /// Edge-only: how long a client has to deliver a complete request header, counted
-    /// from when the server starts waiting for it (the accept; on a kept-alive connection
-    /// the end of the previous response, so it also bounds an idle kept-alive connection).
-    pub header_timeout_ms: Option<u64>,
-    /// Edge-only: a connection on which no byte moves in either direction for this long
-    /// is closed (a stalled upload, a client that does not read its response, an idle
-    /// kept-alive connection). WebSocket sessions, once upgraded, are the bridge's.
-    pub idle_timeout_ms: Option<u64>,
-    pub extra: Extra,
+config_struct! {
+    /// The `server` block: the local HTTP API.
+    ///
+    /// `Debug` prints the redacted JSON (see `redact.rs`): `api_token` never reaches a log line.
+    #[derive(Clone, PartialEq)]
+    pub struct ServerConfig with Default {
+        /// IP address the local HTTP API listens on.
+        listen_addr: String => default(Self::DEFAULT_ADDR.into()) check = check::ip_addr;
+        /// TCP port of the local HTTP API.
+        listen_port: u16 => default(Self::DEFAULT_PORT) check = check::not_zero;
+        /// The bearer token of `/api/v1/*`. Absent: Quoll generates one at first start and
+        /// keeps it in `<storage.data_dir>/api-token` (see `http::token`).
+        api_token: Option<String> => optional check = check::opt(check::token);
+        /// Host names (besides IP literals and `localhost`) a request's `Host` may name. Any
+        /// other name is refused: a DNS-rebinding page would send its own. Edge-only, like
+        /// the connection fields below: written only when set, so the manager's view of
+        /// `server` stays the two fields it knows.
+        allowed_hosts: Vec<String> => list_if_any
+            check = check::each(check::string(check::host_name));
+        /// Edge-only: concurrent connections on the API/bridge listener, all sources together
+        /// (absent: [`ServerConfig::DEFAULT_MAX_CONNECTIONS`], lowered further if the process
+        /// has too few file descriptors; see `net::listener`).
+        max_connections: Option<usize> => optional
+            check = check::opt(check::range(Self::MAX_CONNECTIONS_RANGE));
+        /// Edge-only: concurrent connections from one source address (IPv6: one /64).
+        max_connections_per_ip: Option<usize> => optional
+            check = check::opt(check::range(Self::MAX_CONNECTIONS_RANGE));
+        /// Edge-only: how long a client has to deliver a complete request header, counted
+        /// from when the server starts waiting for it (the accept; on a kept-alive connection
+        /// the end of the previous response, so it also bounds an idle kept-alive connection).
+        header_timeout_ms: Option<u64> => optional
+            check = check::opt(check::range(Self::TIMEOUT_MS_RANGE));
+        /// Edge-only: a connection on which no byte moves in either direction for this long
+        /// is closed (a stalled upload, a client that does not read its response, an idle
+        /// kept-alive connection). WebSocket sessions, once upgraded, are the bridge's.
+        idle_timeout_ms: Option<u64> => optional
+            check = check::opt(check::range(Self::TIMEOUT_MS_RANGE));
+    }
 }
 
 impl ServerConfig {
@@ -91,38 +108,26 @@ impl ServerConfig {
     ];
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen_addr: Self::DEFAULT_ADDR.into(),
-            listen_port: Self::DEFAULT_PORT,
-            api_token: None,
-            allowed_hosts: Vec::new(),
-            max_connections: None,
-            max_connections_per_ip: None,
-            header_timeout_ms: None,
-            idle_timeout_ms: None,
-            extra: Extra::new(),
-        }
-    }
-}
-
 /// What a configured token (`server.api_token`, `bridge.viewer_token`) must look like: long
 /// enough not to be guessed, and only characters that go into an HTTP header and a URL
 /// query as they are (printable ASCII, no space).
 pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=512;
 
-/// The `limits` block: overrides of the board's resource budgets (`config::budget`). An
-/// absent field takes the board profile's value.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LimitsConfig {
-    /// Flows configured at once, running or not.
-    pub max_flows: Option<usize>,
-    /// Outputs in one flow.
-    pub max_outputs_per_flow: Option<usize>,
-    /// Memory of every flow's TS ring added up (`ring_chunks` x bytes per ring slot).
-    pub max_ring_bytes: Option<u64>,
-    pub extra: Extra,
+config_struct! {
+    /// The `limits` block: overrides of the board's resource budgets (`config::budget`). An
+    /// absent field takes the board profile's value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct LimitsConfig with Default {
+        /// Flows configured at once, running or not.
+        max_flows: Option<usize> => optional
+            check = check::opt(check::range(Self::MAX_FLOWS_RANGE));
+        /// Outputs in one flow.
+        max_outputs_per_flow: Option<usize> => optional
+            check = check::opt(check::range(Self::MAX_OUTPUTS_RANGE));
+        /// Memory of every flow's TS ring added up (`ring_chunks` x bytes per ring slot).
+        max_ring_bytes: Option<u64> => optional
+            check = check::opt(check::range(Self::MAX_RING_BYTES_RANGE));
+    }
 }
 
 impl LimitsConfig {
@@ -136,25 +141,40 @@ impl LimitsConfig {
     }
 }
 
-/// The `security` block.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SecurityConfig {
-    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or a bare address) that inputs and outputs may
-    /// connect or send to. Absent: anywhere. Empty: nowhere. See `net::outbound`.
-    pub outbound_allow: Option<Vec<String>>,
-    pub extra: Extra,
+config_struct! {
+    /// The `security` block.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct SecurityConfig with Default {
+        /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or a bare address) that inputs and outputs
+        /// may connect or send to. Absent: anywhere. Empty: nowhere. See `net::outbound`.
+        outbound_allow: Option<Vec<String>> => strings;
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageConfig {
-    /// Where persistent state lives (event log, credentials). Relative paths are taken from
-    /// the working directory.
-    pub data_dir: String,
-    /// Size cap of the on-disk event log, in bytes.
-    pub event_log_max_bytes: u64,
-    /// Longest an event may wait in memory before it is committed (fsynced) to the log.
-    pub event_commit_max_delay_ms: u64,
-    pub extra: Extra,
+config_struct! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct StorageConfig with Default {
+        /// Where persistent state lives (event log, credentials). Relative paths are taken
+        /// from the working directory.
+        data_dir: String => default(Self::DEFAULT_DATA_DIR.into()) check = check::not_empty;
+        /// Size cap of the on-disk event log, in bytes.
+        event_log_max_bytes: u64 => default(Self::DEFAULT_EVENT_LOG_MAX_BYTES)
+            check = |n: &u64, path: &str, errors: &mut Vec<ConfigError>| {
+                if *n < Self::MIN_EVENT_LOG_MAX_BYTES {
+                    errors.push(ConfigError::of(
+                        ErrorKind::Range,
+                        path,
+                        format!(
+                            "{n} is too small (at least {} = 1 MiB)",
+                            Self::MIN_EVENT_LOG_MAX_BYTES
+                        ),
+                    ));
+                }
+            };
+        /// Longest an event may wait in memory before it is committed (fsynced) to the log.
+        event_commit_max_delay_ms: u64 => default(Self::DEFAULT_EVENT_COMMIT_MAX_DELAY_MS)
+            check = check::range(Self::EVENT_COMMIT_MAX_DELAY_MS_RANGE);
+    }
 }
 
 impl StorageConfig {
@@ -166,27 +186,18 @@ impl StorageConfig {
     pub const EVENT_COMMIT_MAX_DELAY_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 }
 
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            data_dir: Self::DEFAULT_DATA_DIR.into(),
-            event_log_max_bytes: Self::DEFAULT_EVENT_LOG_MAX_BYTES,
-            event_commit_max_delay_ms: Self::DEFAULT_EVENT_COMMIT_MAX_DELAY_MS,
-            extra: Extra::new(),
-        }
+config_struct! {
+    #[derive(Clone, PartialEq)]
+    pub struct FlowConfig {
+        id: String => required;
+        name: String => default(String::new());
+        enabled: bool => default(true);
+        input: InputConfig => custom(input_field, write_input);
+        outputs: Vec<OutputConfig> => custom(outputs_field, write_outputs);
+        /// Ring capacity in 7-packet chunks (edge-only field).
+        ring_chunks: Option<usize> => optional
+            check = check::opt(check::range(Self::RING_CHUNKS_RANGE));
     }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct FlowConfig {
-    pub id: String,
-    pub name: String,
-    pub enabled: bool,
-    pub input: InputConfig,
-    pub outputs: Vec<OutputConfig>,
-    /// Ring capacity in 7-packet chunks (edge-only field).
-    pub ring_chunks: Option<usize>,
-    pub extra: Extra,
 }
 
 impl FlowConfig {
@@ -232,15 +243,17 @@ impl InputConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct UdpInputConfig {
-    /// `ip:port` to receive on; a multicast group address joins that group.
-    pub bind_addr: String,
-    /// Local interface address for the multicast join.
-    pub interface_addr: Option<String>,
-    /// Source IPs accepted; absent means any.
-    pub allowed_sources: Option<Vec<String>>,
-    pub extra: Extra,
+config_struct! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct UdpInputConfig {
+        /// `ip:port` to receive on; a multicast group address joins that group.
+        bind_addr: String => required;
+        /// Local interface address for the multicast join.
+        interface_addr: Option<String> => optional;
+        /// Source IPs accepted; absent means any.
+        allowed_sources: Option<Vec<String>> => strings
+            check = check::opt(check::each(check::ip_addr));
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -281,47 +294,53 @@ impl OutputKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct UdpOutputConfig {
-    /// `ip:port` to send to (unicast or multicast).
-    pub dest_addr: String,
-    /// Local `ip:port` to send from; absent means any address, ephemeral port.
-    pub bind_addr: Option<String>,
-    /// Outgoing interface address for multicast.
-    pub interface_addr: Option<String>,
-    /// DiffServ code point (0..=63); 46 is EF, the usual class for live video.
-    pub dscp: u8,
-    /// Multicast TTL / hop limit (edge-only field); absent means the sender's default.
-    pub ttl: Option<u32>,
-    pub extra: Extra,
+config_struct! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct UdpOutputConfig {
+        /// `ip:port` to send to (unicast or multicast).
+        dest_addr: String => required;
+        /// Local `ip:port` to send from; absent means any address, ephemeral port.
+        bind_addr: Option<String> => optional;
+        /// Outgoing interface address for multicast.
+        interface_addr: Option<String> => optional;
+        /// DiffServ code point (0..=63); 46 is EF, the usual class for live video.
+        dscp: u8 => default(Self::DEFAULT_DSCP) check = check::range(Self::DSCP_RANGE);
+        /// Multicast TTL / hop limit (edge-only field); absent means the sender's default.
+        ttl: Option<u32> => optional check = check::opt(check::range(Self::TTL_RANGE));
+    }
 }
 
 impl UdpOutputConfig {
     pub const DEFAULT_DSCP: u8 = 46;
+    pub const DSCP_RANGE: std::ops::RangeInclusive<u8> = 0..=63;
+    pub const TTL_RANGE: std::ops::RangeInclusive<u32> = 1..=255;
 }
 
-/// The `manager` block: how this node reaches its central manager.
-///
-/// `Debug` prints the redacted JSON (see `redact.rs`), so credentials never reach a log line.
-#[derive(Clone, PartialEq)]
-pub struct ManagerConfig {
-    /// Whether the link runs at all (a block can be kept but switched off).
-    pub enabled: bool,
-    /// `wss://host[:port]/path` URLs, tried in turn; `ws://` only with `allow_plain_ws`.
-    pub urls: Vec<String>,
-    /// One-time enrollment token; dropped once the manager answers with credentials.
-    pub registration_token: Option<String>,
-    pub node_id: Option<String>,
-    pub node_secret: Option<String>,
-    /// SHA-256 of the manager's leaf certificate, hex, colons optional.
-    pub cert_fingerprint: Option<String>,
-    /// Accept a certificate no public root vouches for; only together with the pin.
-    pub accept_self_signed_cert: bool,
-    /// Allow `ws://` URLs (manager behind a TLS-terminating proxy on the same host, tests).
-    pub allow_plain_ws: bool,
-    /// The manager protocol version announced in `auth`.
-    pub protocol_version: u32,
-    pub extra: Extra,
+config_struct! {
+    /// The `manager` block: how this node reaches its central manager.
+    ///
+    /// `Debug` prints the redacted JSON (see `redact.rs`), so credentials never reach a log
+    /// line. Absent optional fields are not written (an absent credential is not an empty one).
+    #[derive(Clone, PartialEq)]
+    pub struct ManagerConfig with Default {
+        /// Whether the link runs at all (a block can be kept but switched off).
+        enabled: bool => default(true);
+        /// `wss://host[:port]/path` URLs, tried in turn; `ws://` only with `allow_plain_ws`.
+        urls: Vec<String> => list;
+        /// One-time enrollment token; dropped once the manager answers with credentials.
+        registration_token: Option<String> => optional;
+        node_id: Option<String> => optional;
+        node_secret: Option<String> => optional;
+        /// SHA-256 of the manager's leaf certificate, hex, colons optional.
+        cert_fingerprint: Option<String> => optional;
+        /// Accept a certificate no public root vouches for; only together with the pin.
+        accept_self_signed_cert: bool => default(false);
+        /// Allow `ws://` URLs (manager behind a TLS-terminating proxy on the same host, tests).
+        allow_plain_ws: bool => default(false);
+        /// The manager protocol version announced in `auth`.
+        protocol_version: u32 => default(Self::DEFAULT_PROTOCOL_VERSION)
+            check = check::at_least_1;
+    }
 }
 
 impl ManagerConfig {
@@ -329,18 +348,7 @@ impl ManagerConfig {
 
     /// A block with every default and no URL or credential.
     pub fn empty() -> Self {
-        ManagerConfig {
-            enabled: true,
-            urls: Vec::new(),
-            registration_token: None,
-            node_id: None,
-            node_secret: None,
-            cert_fingerprint: None,
-            accept_self_signed_cert: false,
-            allow_plain_ws: false,
-            protocol_version: Self::DEFAULT_PROTOCOL_VERSION,
-            extra: Extra::new(),
-        }
+        ManagerConfig::default()
     }
 }
 
@@ -371,34 +379,39 @@ impl SrtMode {
     }
 }
 
-/// An SRT input or output (one leg), plus an optional second leg for SMPTE 2022-7 style
-/// redundancy. Field names and defaults follow the manager protocol.
-#[derive(Clone, PartialEq)]
-pub struct SrtConfig {
-    pub mode: SrtMode,
-    /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
-    pub local_addr: String,
-    /// `ip:port` of the peer (caller and rendezvous).
-    pub remote_addr: Option<String>,
-    /// SRT latency (TSBPD delay) in milliseconds, both directions.
-    pub latency_ms: u64,
-    /// A connection that hears nothing from its peer for this long is dropped.
-    pub peer_idle_timeout_secs: u64,
-    /// AES passphrase, 10 to 79 characters; absent means no encryption.
-    pub passphrase: Option<String>,
-    /// AES key length in bytes (16, 24 or 32); absent means 16 (or the peer's, as listener).
-    pub aes_key_len: Option<u16>,
-    /// SRT stream id sent by a caller (`SRTO_STREAMID`).
-    pub stream_id: Option<String>,
-    /// Quoll-only, outputs in listener mode: how many callers may be fed at once.
-    pub max_connections: Option<u32>,
-    /// Quoll-only, in an input's `redundancy` leg: how long the 2022-7 merge holds datagrams
-    /// behind a hole waiting for the other leg (absent: `srt::merge::DEFAULT_WINDOW` plus
-    /// the difference of the legs' latencies).
-    pub window_ms: Option<u64>,
-    /// The second leg (same fields; a leg has no `redundancy` of its own).
-    pub redundancy: Option<Box<SrtConfig>>,
-    pub extra: Extra,
+config_struct! {
+    /// An SRT input or output (one leg), plus an optional second leg for SMPTE 2022-7 style
+    /// redundancy. Field names and defaults follow the manager protocol.
+    #[derive(Clone, PartialEq)]
+    pub struct SrtConfig {
+        mode: SrtMode => custom(srt_mode, write_srt_mode);
+        /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
+        local_addr: String => required;
+        /// `ip:port` of the peer (caller and rendezvous).
+        remote_addr: Option<String> => optional;
+        /// SRT latency (TSBPD delay) in milliseconds, both directions.
+        latency_ms: u64 => default(Self::DEFAULT_LATENCY_MS)
+            check = check::range(Self::LATENCY_MS_RANGE);
+        /// A connection that hears nothing from its peer for this long is dropped.
+        peer_idle_timeout_secs: u64 => default(Self::DEFAULT_PEER_IDLE_TIMEOUT_SECS)
+            check = check::range(Self::PEER_IDLE_TIMEOUT_SECS_RANGE);
+        /// AES passphrase, 10 to 79 characters; absent means no encryption.
+        passphrase: Option<String> => optional check = check::opt(check::passphrase);
+        /// AES key length in bytes (16, 24 or 32); absent means 16 (or the peer's, as
+        /// listener).
+        aes_key_len: Option<u16> => optional check = check::opt(check::aes_key_len);
+        /// SRT stream id sent by a caller (`SRTO_STREAMID`).
+        stream_id: Option<String> => optional check = check::opt(check::stream_id);
+        /// Quoll-only, outputs in listener mode: how many callers may be fed at once.
+        max_connections: Option<u32> => optional;
+        /// Quoll-only, in an input's `redundancy` leg: how long the 2022-7 merge holds
+        /// datagrams behind a hole waiting for the other leg (absent:
+        /// `srt::merge::DEFAULT_WINDOW` plus the difference of the legs' latencies).
+        window_ms: Option<u64> => optional;
+        /// The second leg (same fields; a leg has no `redundancy` of its own: a nested one
+        /// is read, and refused by validation).
+        redundancy: Option<Box<SrtConfig>> => custom(srt_leg, write_srt_leg);
+    }
 }
 
 impl SrtConfig {
@@ -433,22 +446,26 @@ impl SrtConfig {
     }
 }
 
-/// An RTSP camera as a flow input (the spec's fields), pulled with retina and remuxed to
-/// MPEG-TS in-process.
-#[derive(Clone, PartialEq)]
-pub struct RtspInputConfig {
-    /// `rtsp://[user:pass@]host[:port]/path`.
-    pub rtsp_url: String,
-    pub username: Option<String>,
-    /// A secret: removed by `redacted()`.
-    pub password: Option<String>,
-    /// `tcp` (interleaved on the RTSP connection, the default) or `udp`.
-    pub transport: String,
-    /// A connection attempt, or a stream that sends nothing for this long, has failed.
-    pub timeout_secs: u64,
-    /// Wait between reconnection attempts.
-    pub reconnect_delay_secs: u64,
-    pub extra: Extra,
+config_struct! {
+    /// An RTSP camera as a flow input (the spec's fields), pulled with retina and remuxed to
+    /// MPEG-TS in-process.
+    #[derive(Clone, PartialEq)]
+    pub struct RtspInputConfig {
+        /// `rtsp://[user:pass@]host[:port]/path`.
+        rtsp_url: String => required;
+        username: Option<String> => optional;
+        /// A secret: removed by `redacted()`.
+        password: Option<String> => optional;
+        /// `tcp` (interleaved on the RTSP connection, the default) or `udp`.
+        transport: String => default(Self::DEFAULT_TRANSPORT.into())
+            check = check::one_of(Self::TRANSPORTS);
+        /// A connection attempt, or a stream that sends nothing for this long, has failed.
+        timeout_secs: u64 => default(Self::DEFAULT_TIMEOUT_SECS)
+            check = check::range(Self::TIMEOUT_SECS_RANGE);
+        /// Wait between reconnection attempts.
+        reconnect_delay_secs: u64 => default(Self::DEFAULT_RECONNECT_DELAY_SECS)
+            check = check::range(Self::RECONNECT_DELAY_SECS_RANGE);
+    }
 }
 
 impl RtspInputConfig {
@@ -460,34 +477,41 @@ impl RtspInputConfig {
     pub const RECONNECT_DELAY_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 }
 
-/// The RTSP->WebSocket bridge (`bridge`). Browsers open `ws://HOST:PORT/ws/stream/{id}`.
-#[derive(Clone, PartialEq)]
-pub struct BridgeConfig {
-    /// Stream id -> source, in the document's order (a JSON object keyed by stream id).
-    pub streams: Vec<BridgeStreamConfig>,
-    /// `STREAM_IDLE_TIMEOUT_MS` overrides it.
-    pub idle_timeout_ms: u64,
-    /// `STREAM_SWEEP_INTERVAL_MS` overrides it.
-    pub sweep_interval_ms: u64,
-    /// `STREAM_RESTART_DELAY_MS` overrides it.
-    pub restart_delay_ms: u64,
-    /// `STREAM_MAX_RESTARTS` overrides it.
-    pub max_restarts: u32,
-    /// Clients per stream; one more is refused.
-    pub max_clients_per_stream: usize,
-    /// Each client's queue, in 7-packet chunks (1316 bytes): how far behind it may fall.
-    pub client_queue_chunks: usize,
-    /// A client that had to skip chunks this many times is disconnected.
-    pub max_client_lags: u32,
-    /// The FFmpeg binary of `ffmpeg` workers.
-    pub ffmpeg_path: String,
-    /// Origins (`http[s]://host[:port]`) whose pages may open a stream, besides pages served
-    /// by the same host and port as the request names in `Host`.
-    pub allowed_origins: Vec<String>,
-    /// The read-only token of `/ws/stream/*` (`?token=`). Absent: generated at first start
-    /// into `<storage.data_dir>/viewer-token`. Required when the API listens beyond loopback.
-    pub viewer_token: Option<String>,
-    pub extra: Extra,
+config_struct! {
+    /// The RTSP->WebSocket bridge (`bridge`). Browsers open `ws://HOST:PORT/ws/stream/{id}`.
+    #[derive(Clone, PartialEq)]
+    pub struct BridgeConfig with Default {
+        /// Stream id -> source, in the document's order (a JSON object keyed by stream id).
+        streams: Vec<BridgeStreamConfig> => custom(bridge_streams, write_bridge_streams);
+        /// `STREAM_IDLE_TIMEOUT_MS` overrides it.
+        idle_timeout_ms: u64 => default(Self::DEFAULT_IDLE_TIMEOUT_MS)
+            check = check::range(Self::MS_RANGE);
+        /// `STREAM_SWEEP_INTERVAL_MS` overrides it.
+        sweep_interval_ms: u64 => default(Self::DEFAULT_SWEEP_INTERVAL_MS)
+            check = check::range(Self::MS_RANGE);
+        /// `STREAM_RESTART_DELAY_MS` overrides it.
+        restart_delay_ms: u64 => default(Self::DEFAULT_RESTART_DELAY_MS)
+            check = check::range(Self::MS_RANGE);
+        /// `STREAM_MAX_RESTARTS` overrides it.
+        max_restarts: u32 => default(Self::DEFAULT_MAX_RESTARTS);
+        /// Clients per stream; one more is refused.
+        max_clients_per_stream: usize => default(Self::DEFAULT_MAX_CLIENTS_PER_STREAM)
+            check = check::range(Self::MAX_CLIENTS_RANGE);
+        /// Each client's queue, in 7-packet chunks (1316 bytes): how far behind it may fall.
+        client_queue_chunks: usize => default(Self::DEFAULT_CLIENT_QUEUE_CHUNKS)
+            check = check::range(Self::CLIENT_QUEUE_CHUNKS_RANGE);
+        /// A client that had to skip chunks this many times is disconnected.
+        max_client_lags: u32 => default(Self::DEFAULT_MAX_CLIENT_LAGS) check = check::at_least_1;
+        /// The FFmpeg binary of `ffmpeg` workers.
+        ffmpeg_path: String => default(Self::DEFAULT_FFMPEG_PATH.into()) check = check::not_empty;
+        /// Origins (`http[s]://host[:port]`) whose pages may open a stream, besides pages
+        /// served by the same host and port as the request names in `Host`.
+        allowed_origins: Vec<String> => list check = check::each(check::string(check::origin));
+        /// The read-only token of `/ws/stream/*` (`?token=`). Absent: generated at first
+        /// start into `<storage.data_dir>/viewer-token`. Required when the API listens
+        /// beyond loopback.
+        viewer_token: Option<String> => optional check = check::opt(check::token);
+    }
 }
 
 impl BridgeConfig {
@@ -503,25 +527,6 @@ impl BridgeConfig {
     pub const MAX_CLIENTS_RANGE: std::ops::RangeInclusive<usize> = 1..=1024;
     pub const CLIENT_QUEUE_CHUNKS_RANGE: std::ops::RangeInclusive<usize> = 16..=8192;
     pub const MS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400_000;
-}
-
-impl Default for BridgeConfig {
-    fn default() -> Self {
-        BridgeConfig {
-            streams: Vec::new(),
-            idle_timeout_ms: Self::DEFAULT_IDLE_TIMEOUT_MS,
-            sweep_interval_ms: Self::DEFAULT_SWEEP_INTERVAL_MS,
-            restart_delay_ms: Self::DEFAULT_RESTART_DELAY_MS,
-            max_restarts: Self::DEFAULT_MAX_RESTARTS,
-            max_clients_per_stream: Self::DEFAULT_MAX_CLIENTS_PER_STREAM,
-            client_queue_chunks: Self::DEFAULT_CLIENT_QUEUE_CHUNKS,
-            max_client_lags: Self::DEFAULT_MAX_CLIENT_LAGS,
-            ffmpeg_path: Self::DEFAULT_FFMPEG_PATH.into(),
-            allowed_origins: Vec::new(),
-            viewer_token: None,
-            extra: Extra::new(),
-        }
-    }
 }
 
 /// A parsed manager URL.
@@ -546,13 +551,13 @@ impl ManagerUrl {
     /// no fragment. The manager's defaults fill what is left out: port
     /// [`Self::DEFAULT_PORT`] (8443, not the scheme's 443/80) and, when there is no path at
     /// all, [`Self::DEFAULT_PATH`] (`/ws/node`); a path that is written, even `/`, is kept.
-    pub fn parse(s: &str) -> Result<ManagerUrl, String> {
+    pub fn parse(s: &str) -> Result<ManagerUrl, ManagerUrlError> {
         let (tls, rest) = if let Some(r) = s.strip_prefix("wss://") {
             (true, r)
         } else if let Some(r) = s.strip_prefix("ws://") {
             (false, r)
         } else {
-            return Err("must start with wss:// (or ws://)".into());
+            return Err(ManagerUrlError::Scheme);
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -564,19 +569,22 @@ impl ManagerUrl {
             path.to_string()
         };
         if authority.contains('@') {
-            return Err("must not contain user info (put credentials in the manager block)".into());
+            return Err(ManagerUrlError::UserInfo);
         }
         if path.contains('#') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("path must not contain a fragment, spaces or control characters".into());
+            return Err(ManagerUrlError::Path);
         }
         let default_port = Self::DEFAULT_PORT;
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or("unclosed '[' in host")?;
+            let (h, after) = v6.split_once(']').ok_or(ManagerUrlError::UnclosedBracket)?;
             h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{h:?} is not an IPv6 address"))?;
+                .map_err(|_| ManagerUrlError::NotIpv6(h.to_string()))?;
             let port = match after {
                 "" => default_port,
-                p => parse_port(p.strip_prefix(':').ok_or("junk after ']'")?)?,
+                p => parse_port(
+                    p.strip_prefix(':')
+                        .ok_or(ManagerUrlError::JunkAfterBracket)?,
+                )?,
             };
             (h.to_string(), port)
         } else {
@@ -586,14 +594,14 @@ impl ManagerUrl {
             }
         };
         if host.is_empty() {
-            return Err("has no host".into());
+            return Err(ManagerUrlError::NoHost);
         }
         if !host.contains(':')
             && !host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         {
-            return Err(format!("host {host:?} is not a host name or IP address"));
+            return Err(ManagerUrlError::Host(host));
         }
         Ok(ManagerUrl {
             tls,
@@ -604,30 +612,92 @@ impl ManagerUrl {
     }
 }
 
-fn parse_port(p: &str) -> Result<u16, String> {
+/// Why a manager URL was refused. Shown after the URL (`"ws:/x" must start with …`), so
+/// each message reads as the rest of a sentence; none repeats user info (a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagerUrlError {
+    Scheme,
+    UserInfo,
+    /// A fragment, a space or a control character in the path.
+    Path,
+    UnclosedBracket,
+    NotIpv6(String),
+    JunkAfterBracket,
+    Port(PortError),
+    NoHost,
+    Host(String),
+}
+
+impl std::fmt::Display for ManagerUrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scheme => f.write_str("must start with wss:// (or ws://)"),
+            Self::UserInfo => {
+                f.write_str("must not contain user info (put credentials in the manager block)")
+            }
+            Self::Path => {
+                f.write_str("path must not contain a fragment, spaces or control characters")
+            }
+            Self::UnclosedBracket => f.write_str("unclosed '[' in host"),
+            Self::NotIpv6(h) => write!(f, "{h:?} is not an IPv6 address"),
+            Self::JunkAfterBracket => f.write_str("junk after ']'"),
+            Self::Port(e) => write!(f, "{e}"),
+            Self::NoHost => f.write_str("has no host"),
+            Self::Host(h) => write!(f, "host {h:?} is not a host name or IP address"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerUrlError {}
+
+/// A port that is not a number 1-65535, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError(pub String);
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {:?} is not a port number 1-65535", self.0)
+    }
+}
+
+impl std::error::Error for PortError {}
+
+impl From<PortError> for ManagerUrlError {
+    fn from(e: PortError) -> Self {
+        ManagerUrlError::Port(e)
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, PortError> {
     match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("port {p:?} is not a port number 1-65535")),
+        Ok(0) | Err(_) => Err(PortError(p.to_string())),
         Ok(n) => Ok(n),
     }
 }
 
-/// One bridge stream: an RTSP camera (`rtsp_url`) or the output of a flow (`flow_id`).
-#[derive(Clone, PartialEq)]
-pub struct BridgeStreamConfig {
-    pub id: String,
-    pub rtsp_url: Option<String>,
-    pub username: Option<String>,
-    /// A secret: removed by `redacted()`.
-    pub password: Option<String>,
-    pub transport: String,
-    pub timeout_secs: u64,
-    /// Read the TS of this flow instead of a camera.
-    pub flow_id: Option<String>,
-    /// `inprocess` (retina + Quoll's remux, the default) or `ffmpeg` (a child process).
-    pub worker: String,
-    /// For `ffmpeg` workers: `copy` (remux) or `mpeg1video` (transcode for JSMpeg).
-    pub ffmpeg_video: String,
-    pub extra: Extra,
+config_struct! {
+    /// One bridge stream: an RTSP camera (`rtsp_url`) or the output of a flow (`flow_id`).
+    /// Its rules depend on which source it has: they are code in `validate.rs`.
+    #[derive(Clone, PartialEq)]
+    pub struct BridgeStreamConfig {
+        /// The stream's key in `bridge.streams`.
+        id: String => external;
+        rtsp_url: Option<String> => optional;
+        username: Option<String> => optional;
+        /// A secret: removed by `redacted()`.
+        password: Option<String> => optional;
+        transport: String => default(RtspInputConfig::DEFAULT_TRANSPORT.into())
+            [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
+        timeout_secs: u64 => default(RtspInputConfig::DEFAULT_TIMEOUT_SECS)
+            [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
+        /// Read the TS of this flow instead of a camera.
+        flow_id: Option<String> => optional;
+        /// `inprocess` (retina + Quoll's remux, the default) or `ffmpeg` (a child process).
+        worker: String => default("inprocess".into());
+        /// For `ffmpeg` workers: `copy` (remux) or `mpeg1video` (transcode for JSMpeg).
+        ffmpeg_video: String => default("copy".into())
+            [if |s: &BridgeStreamConfig| s.worker == "ffmpeg"];
+    }
 }
 
 impl BridgeStreamConfig {

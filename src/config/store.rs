@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::error::ConfigError;
 use super::model::Config;
-use super::validate::ConfigError;
 
 /// Mode of the config file: it can hold SRT passphrases, bearer tokens and the manager
 /// credentials, so only the owner may read it.

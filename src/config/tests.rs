@@ -1594,3 +1594,93 @@ fn outbound_allow_checks_every_destination_written_as_an_address() {
         vec!["bridge.streams.cam.rtsp_url: 2001:db8::5 is not in security.outbound_allow"]
     );
 }
+
+/// Every error says what sort of problem it is, so callers (the `port_conflict` code) do
+/// not read the message.
+#[test]
+fn errors_carry_their_kind() {
+    let kinds = |change: fn(&mut Value)| -> Vec<ErrorKind> {
+        let mut v = base();
+        change(&mut v);
+        parse(&v.to_string())
+            .unwrap_err()
+            .iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+    assert_eq!(parse("{").unwrap_err()[0].kind, ErrorKind::Syntax, "syntax");
+    assert_eq!(
+        kinds(|v| v["server"]["listen_port"] = json!("x")),
+        [ErrorKind::Type]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"] = json!({"type": "udp"})),
+        [ErrorKind::Missing]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"]["type"] = json!("carrier-pigeon")),
+        [ErrorKind::Unknown]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["input"]["type"] = json!("rtmp")),
+        [ErrorKind::Unsupported]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][0]["outputs"][0]["dscp"] = json!(99)),
+        [ErrorKind::Range]
+    );
+    assert_eq!(
+        kinds(|v| v["flows"][1]["input"]["bind_addr"] = json!("0.0.0.0:5000")),
+        [ErrorKind::PortConflict]
+    );
+    assert_eq!(
+        kinds(|v| v["server"]["listen_addr"] = json!("nope")),
+        [ErrorKind::Invalid]
+    );
+}
+
+#[test]
+fn manager_url_errors_are_typed() {
+    assert_eq!(ManagerUrl::parse("http://m"), Err(ManagerUrlError::Scheme));
+    assert_eq!(
+        ManagerUrl::parse("wss://m:0/x"),
+        Err(ManagerUrlError::Port(PortError("0".into())))
+    );
+    assert_eq!(
+        ManagerUrl::parse("wss://m:99999").unwrap_err().to_string(),
+        r#"port "99999" is not a port number 1-65535"#
+    );
+}
+
+/// A block's `Default` (made from its declaration) is what reading it empty gives.
+#[test]
+fn declared_defaults_equal_an_empty_block_read() {
+    let cfg = parse_unvalidated(
+        r#"{"server": {}, "storage": {}, "limits": {}, "security": {}, "manager": {},
+            "bridge": {}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.server, ServerConfig::default());
+    assert_eq!(cfg.storage, StorageConfig::default());
+    assert_eq!(cfg.limits, LimitsConfig::default());
+    assert_eq!(cfg.security, Some(SecurityConfig::default()));
+    assert_eq!(cfg.manager, Some(ManagerConfig::empty()));
+    assert_eq!(cfg.bridge, Some(BridgeConfig::default()));
+}
+
+/// A rule between fields stays in document order among the fields' own checks.
+#[test]
+fn server_cross_field_rule_keeps_document_order() {
+    let e = errs(|v| {
+        v["server"]["max_connections"] = json!(8);
+        v["server"]["max_connections_per_ip"] = json!(9);
+        v["server"]["header_timeout_ms"] = json!(10);
+    });
+    assert_eq!(
+        e,
+        [
+            "server.max_connections_per_ip: 9 is above server.max_connections (8)",
+            "server.header_timeout_ms: 10 is out of range (100..=3600000)",
+        ]
+    );
+}

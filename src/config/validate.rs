@@ -4,43 +4,18 @@
 //! flows in order and within a flow id, name, input, outputs, ring_chunks; then storage), so
 //! an operator can fix them top to bottom. A conflict between two items is reported once, on
 //! the later one (or on the output, for an output against an input), naming the other.
+//!
+//! A field's own check (a range, a token's shape) is declared with the field in `model.rs`
+//! and run here through the block's `check_fields`, at the point of the block where it
+//! comes; what is left here are the rules between fields and between blocks (ports, address
+//! families, a mode's required fields, ids, the outbound allow list), each run where its
+//! problem comes in the document.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::json::{child, index, quoted};
+use super::declare::check;
+use super::error::{ConfigError, ErrorKind, child, index, quoted};
 use super::model::*;
-
-/// One problem in a config document, e.g.
-/// `flows[0].outputs[1].dest_addr: "x" is not a socket address`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// JSON path of the offending value (`$` for the document itself).
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    /// A JSON syntax error (serde_json's message carries line and column).
-    pub fn from_json(e: &serde_json::Error) -> Self {
-        ConfigError::new("$", format!("not valid JSON: {e}"))
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Longest flow or output id: ids end up in URLs, file names and event messages.
 pub const MAX_ID_LEN: usize = 64;
@@ -63,47 +38,6 @@ pub fn validate_at(cfg: &Config, flow_index: &[usize]) -> Vec<ConfigError> {
     v.errors
 }
 
-/// An entry of `server.allowed_hosts`: a DNS name as a `Host` header carries it, without a
-/// port (any port is accepted) and without wildcards (each name is listed).
-fn check_host_name(h: &str) -> Result<(), &'static str> {
-    if h.is_empty() || h.len() > 253 {
-        return Err("is not a host name (1 to 253 characters)");
-    }
-    if !h
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    {
-        return Err(
-            "is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)",
-        );
-    }
-    if h.starts_with('.') || h.ends_with('.') || h.contains("..") {
-        return Err("is not a host name (empty label)");
-    }
-    Ok(())
-}
-
-/// An entry of `bridge.allowed_origins`: an origin as browsers send it in `Origin`,
-/// `http://host[:port]` or `https://host[:port]`, nothing after the authority.
-fn check_origin(o: &str) -> Result<(), &'static str> {
-    const WANT: &str =
-        "is not an origin (expected http://host[:port] or https://host[:port], no path)";
-    let Some(authority) = o
-        .strip_prefix("http://")
-        .or_else(|| o.strip_prefix("https://"))
-    else {
-        return Err(WANT);
-    };
-    if authority.is_empty()
-        || authority
-            .bytes()
-            .any(|b| !b.is_ascii_graphic() || matches!(b, b'/' | b'?' | b'#' | b'@' | b','))
-    {
-        return Err(WANT);
-    }
-    Ok(())
-}
-
 /// A UDP port somebody binds, for conflict checks.
 struct Bind {
     addr: SocketAddr,
@@ -124,7 +58,11 @@ impl Validator<'_> {
     }
 
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, message));
+        self.err_of(ErrorKind::Invalid, path, message);
+    }
+
+    fn err_of(&mut self, kind: ErrorKind, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::of(kind, path, message));
     }
 
     fn config(&mut self, cfg: &Config) {
@@ -180,8 +118,8 @@ impl Validator<'_> {
             let path = self.flow_path(i);
             self.flow(flow, &path, &mut seen_ids, &input_binds, &mut output_binds);
         }
-        self.storage(&cfg.storage);
-        self.limits(&cfg.limits);
+        cfg.storage.check_fields("storage", &mut self.errors);
+        cfg.limits.check_fields("limits", &mut self.errors);
         if let Some(m) = &cfg.manager {
             self.manager(m);
         }
@@ -262,13 +200,18 @@ impl Validator<'_> {
             );
         }
         if m.protocol_version == 0 {
-            self.err("manager.protocol_version", "must be at least 1");
+            self.err_of(
+                ErrorKind::Range,
+                "manager.protocol_version",
+                "must be at least 1",
+            );
         }
     }
 
     fn bridge(&mut self, b: &BridgeConfig, cfg: &Config) {
         if b.streams.len() > BridgeConfig::MAX_STREAMS {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 "bridge.streams",
                 format!(
                     "{} streams (at most {})",
@@ -283,15 +226,18 @@ impl Validator<'_> {
             match (&s.rtsp_url, &s.flow_id) {
                 (Some(url), None) => {
                     self.rtsp_url(&child(&path, "rtsp_url"), url);
-                    self.one_of(
-                        &child(&path, "transport"),
+                    // A camera stream's fields are an RTSP input's, with its checks.
+                    let transport = child(&path, "transport");
+                    check::one_of(RtspInputConfig::TRANSPORTS)(
                         &s.transport,
-                        RtspInputConfig::TRANSPORTS,
+                        &transport,
+                        &mut self.errors,
                     );
-                    self.range(
-                        &child(&path, "timeout_secs"),
-                        s.timeout_secs,
-                        RtspInputConfig::TIMEOUT_SECS_RANGE,
+                    let timeout = child(&path, "timeout_secs");
+                    check::range(RtspInputConfig::TIMEOUT_SECS_RANGE)(
+                        &s.timeout_secs,
+                        &timeout,
+                        &mut self.errors,
                     );
                 }
                 (None, Some(flow)) => {
@@ -317,52 +263,19 @@ impl Validator<'_> {
                     "needs a source: rtsp_url (a camera) or flow_id (a flow's output)",
                 ),
             }
-            self.one_of(
-                &child(&path, "worker"),
-                &s.worker,
-                BridgeStreamConfig::WORKERS,
-            );
+            let worker = child(&path, "worker");
+            check::one_of(BridgeStreamConfig::WORKERS)(&s.worker, &worker, &mut self.errors);
             if s.worker == "ffmpeg" {
-                self.one_of(
-                    &child(&path, "ffmpeg_video"),
+                let video = child(&path, "ffmpeg_video");
+                check::one_of(BridgeStreamConfig::FFMPEG_VIDEO)(
                     &s.ffmpeg_video,
-                    BridgeStreamConfig::FFMPEG_VIDEO,
+                    &video,
+                    &mut self.errors,
                 );
             }
         }
-        for (key, v) in [
-            ("bridge.idle_timeout_ms", b.idle_timeout_ms),
-            ("bridge.sweep_interval_ms", b.sweep_interval_ms),
-            ("bridge.restart_delay_ms", b.restart_delay_ms),
-        ] {
-            self.range(key, v, BridgeConfig::MS_RANGE);
-        }
-        self.range(
-            "bridge.max_clients_per_stream",
-            b.max_clients_per_stream as u64,
-            *BridgeConfig::MAX_CLIENTS_RANGE.start() as u64
-                ..=*BridgeConfig::MAX_CLIENTS_RANGE.end() as u64,
-        );
-        self.range(
-            "bridge.client_queue_chunks",
-            b.client_queue_chunks as u64,
-            *BridgeConfig::CLIENT_QUEUE_CHUNKS_RANGE.start() as u64
-                ..=*BridgeConfig::CLIENT_QUEUE_CHUNKS_RANGE.end() as u64,
-        );
-        if b.max_client_lags == 0 {
-            self.err("bridge.max_client_lags", "must be at least 1");
-        }
-        if b.ffmpeg_path.is_empty() {
-            self.err("bridge.ffmpeg_path", "must not be empty");
-        }
-        for (i, o) in b.allowed_origins.iter().enumerate() {
-            if let Err(why) = check_origin(o) {
-                let path = index("bridge.allowed_origins", i);
-                self.err(path, format!("{} {why}", quoted(o)));
-            }
-        }
+        b.check_fields("bridge", &mut self.errors);
         if let Some(t) = &b.viewer_token {
-            self.token("bridge.viewer_token", t);
             // The viewer token goes into page URLs and players; the API token must not be
             // one of them.
             if cfg.server.api_token.as_deref() == Some(t.as_str()) {
@@ -376,21 +289,7 @@ impl Validator<'_> {
 
     fn rtsp_input(&mut self, r: &RtspInputConfig, path: &str) {
         self.rtsp_url(&child(path, "rtsp_url"), &r.rtsp_url);
-        self.one_of(
-            &child(path, "transport"),
-            &r.transport,
-            RtspInputConfig::TRANSPORTS,
-        );
-        self.range(
-            &child(path, "timeout_secs"),
-            r.timeout_secs,
-            RtspInputConfig::TIMEOUT_SECS_RANGE,
-        );
-        self.range(
-            &child(path, "reconnect_delay_secs"),
-            r.reconnect_delay_secs,
-            RtspInputConfig::RECONNECT_DELAY_SECS_RANGE,
-        );
+        r.check_fields(path, &mut self.errors);
     }
 
     fn rtsp_url(&mut self, path: &str, s: &str) {
@@ -424,141 +323,27 @@ impl Validator<'_> {
         }
     }
 
-    fn one_of(&mut self, path: &str, v: &str, allowed: &[&str]) {
-        if !allowed.contains(&v) {
-            self.err(
-                path,
-                format!("{} is not one of {}", quoted(v), allowed.join(", ")),
-            );
-        }
-    }
-
-    fn range(&mut self, path: &str, v: u64, r: std::ops::RangeInclusive<u64>) {
-        if !r.contains(&v) {
-            self.err(
-                path,
-                format!("{v} is out of range ({}..={})", r.start(), r.end()),
-            );
-        }
-    }
-
     fn server(&mut self, s: &ServerConfig) {
-        if s.listen_addr.parse::<IpAddr>().is_err() {
-            self.err(
-                "server.listen_addr",
-                format!("{} is not an IP address", quoted(&s.listen_addr)),
-            );
-        }
-        if s.listen_port == 0 {
-            self.err("server.listen_port", "must not be 0");
-        }
-        if let Some(t) = &s.api_token {
-            self.token("server.api_token", t);
-        }
-        for (i, h) in s.allowed_hosts.iter().enumerate() {
-            let path = index("server.allowed_hosts", i);
-            if let Err(why) = check_host_name(h) {
-                self.err(path, format!("{} {why}", quoted(h)));
-            }
-        }
-        let conns = ServerConfig::MAX_CONNECTIONS_RANGE;
-        let conns = *conns.start() as u64..=*conns.end() as u64;
-        if let Some(n) = s.max_connections {
-            self.range("server.max_connections", n as u64, conns.clone());
-        }
-        if let Some(n) = s.max_connections_per_ip {
-            self.range("server.max_connections_per_ip", n as u64, conns);
-            if let Some(total) = s.max_connections
-                && n > total
-            {
-                self.err(
+        let mut own = Vec::new();
+        s.check_fields("server", &mut own);
+        if let (Some(n), Some(total)) = (s.max_connections_per_ip, s.max_connections)
+            && n > total
+        {
+            // In document order: after the per-IP field's own check, before the timeouts'.
+            let timeouts = ["server.header_timeout_ms", "server.idle_timeout_ms"];
+            let at = own
+                .iter()
+                .position(|e| timeouts.contains(&e.path.as_str()))
+                .unwrap_or(own.len());
+            own.insert(
+                at,
+                ConfigError::new(
                     "server.max_connections_per_ip",
                     format!("{n} is above server.max_connections ({total})"),
-                );
-            }
-        }
-        for (key, v) in [
-            ("server.header_timeout_ms", s.header_timeout_ms),
-            ("server.idle_timeout_ms", s.idle_timeout_ms),
-        ] {
-            if let Some(v) = v {
-                self.range(key, v, ServerConfig::TIMEOUT_MS_RANGE);
-            }
-        }
-    }
-
-    /// A configured token. The message never repeats it: it is a secret, and a validation
-    /// error is printed and logged.
-    fn token(&mut self, path: &str, t: &str) {
-        if !TOKEN_LEN.contains(&t.len()) {
-            self.err(
-                path,
-                format!(
-                    "must be {} to {} characters long (is {})",
-                    TOKEN_LEN.start(),
-                    TOKEN_LEN.end(),
-                    t.len()
-                ),
-            );
-        } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            self.err(
-                path,
-                "must be printable ASCII without spaces (it is sent in a header and a URL)",
-            );
-        }
-    }
-
-    fn limits(&mut self, l: &LimitsConfig) {
-        let usize_range = |r: std::ops::RangeInclusive<usize>| *r.start() as u64..=*r.end() as u64;
-        if let Some(n) = l.max_flows {
-            self.range(
-                "limits.max_flows",
-                n as u64,
-                usize_range(LimitsConfig::MAX_FLOWS_RANGE),
-            );
-        }
-        if let Some(n) = l.max_outputs_per_flow {
-            self.range(
-                "limits.max_outputs_per_flow",
-                n as u64,
-                usize_range(LimitsConfig::MAX_OUTPUTS_RANGE),
-            );
-        }
-        if let Some(n) = l.max_ring_bytes {
-            self.range(
-                "limits.max_ring_bytes",
-                n,
-                LimitsConfig::MAX_RING_BYTES_RANGE,
-            );
-        }
-    }
-
-    fn storage(&mut self, s: &StorageConfig) {
-        if s.data_dir.is_empty() {
-            self.err("storage.data_dir", "must not be empty");
-        }
-        if s.event_log_max_bytes < StorageConfig::MIN_EVENT_LOG_MAX_BYTES {
-            self.err(
-                "storage.event_log_max_bytes",
-                format!(
-                    "{} is too small (at least {} = 1 MiB)",
-                    s.event_log_max_bytes,
-                    StorageConfig::MIN_EVENT_LOG_MAX_BYTES
                 ),
             );
         }
-        let range = StorageConfig::EVENT_COMMIT_MAX_DELAY_MS_RANGE;
-        if !range.contains(&s.event_commit_max_delay_ms) {
-            self.err(
-                "storage.event_commit_max_delay_ms",
-                format!(
-                    "{} is out of range ({}..={})",
-                    s.event_commit_max_delay_ms,
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
+        self.errors.append(&mut own);
     }
 
     /// Non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
@@ -581,7 +366,8 @@ impl Validator<'_> {
             return false;
         }
         if id.len() > MAX_ID_LEN {
-            self.err(
+            self.err_of(
+                ErrorKind::Range,
                 path,
                 format!(
                     "{} is {} characters long (at most {MAX_ID_LEN})",
@@ -635,15 +421,7 @@ impl Validator<'_> {
             self.output(&out.kind, &opath, input_binds, output_binds);
         }
 
-        if let Some(n) = flow.ring_chunks {
-            let r = FlowConfig::RING_CHUNKS_RANGE;
-            if !r.contains(&n) {
-                self.err(
-                    child(path, "ring_chunks"),
-                    format!("{n} is out of range ({}..={})", r.start(), r.end()),
-                );
-            }
-        }
+        flow.check_fields(path, &mut self.errors);
     }
 
     fn input(&mut self, input: &InputConfig, path: &str, input_binds: &[Bind]) {
@@ -683,17 +461,7 @@ impl Validator<'_> {
         if let Some(iface) = &u.interface_addr {
             self.interface(&child(path, "interface_addr"), iface, bind, "bind_addr");
         }
-        if let Some(sources) = &u.allowed_sources {
-            let spath = child(path, "allowed_sources");
-            for (k, s) in sources.iter().enumerate() {
-                if s.parse::<IpAddr>().is_err() {
-                    self.err(
-                        index(&spath, k),
-                        format!("{} is not an IP address", quoted(s)),
-                    );
-                }
-            }
-        }
+        u.check_fields(path, &mut self.errors);
     }
 
     fn output(
@@ -757,20 +525,7 @@ impl Validator<'_> {
         if let Some(iface) = &u.interface_addr {
             self.interface(&child(path, "interface_addr"), iface, dest, "dest_addr");
         }
-        if u.dscp > 63 {
-            self.err(
-                child(path, "dscp"),
-                format!("{} is out of range (0..=63)", u.dscp),
-            );
-        }
-        if let Some(ttl) = u.ttl
-            && !(1..=255).contains(&ttl)
-        {
-            self.err(
-                child(path, "ttl"),
-                format!("{ttl} is out of range (1..=255)"),
-            );
-        }
+        u.check_fields(path, &mut self.errors);
     }
 
     /// One SRT endpoint and its `redundancy` leg. `output` allows `max_connections`.
@@ -794,7 +549,8 @@ impl Validator<'_> {
                         "only SRT inputs merge their legs (an output feeds both)",
                     );
                 } else if !r.contains(&w) {
-                    self.err(
+                    self.err_of(
+                        ErrorKind::Range,
                         wpath,
                         format!("{w} is out of range ({}..={})", r.start(), r.end()),
                     );
@@ -860,67 +616,7 @@ impl Validator<'_> {
             }
             (None, SrtMode::Listener) => {}
         }
-        let r = SrtConfig::LATENCY_MS_RANGE;
-        if !r.contains(&c.latency_ms) {
-            self.err(
-                child(path, "latency_ms"),
-                format!(
-                    "{} is out of range ({}..={})",
-                    c.latency_ms,
-                    r.start(),
-                    r.end()
-                ),
-            );
-        }
-        let r = SrtConfig::PEER_IDLE_TIMEOUT_SECS_RANGE;
-        if !r.contains(&c.peer_idle_timeout_secs) {
-            self.err(
-                child(path, "peer_idle_timeout_secs"),
-                format!(
-                    "{} is out of range ({}..={})",
-                    c.peer_idle_timeout_secs,
-                    r.start(),
-                    r.end()
-                ),
-            );
-        }
-        if let Some(p) = &c.passphrase {
-            // Counted in characters like the manager does; libsrt counts bytes, so a
-            // non-ASCII passphrase must also fit 79 bytes.
-            let n = p.chars().count();
-            let r = SrtConfig::PASSPHRASE_LEN;
-            if !r.contains(&n) || p.len() > *r.end() {
-                // The passphrase itself is never echoed: messages end up in logs.
-                self.err(
-                    child(path, "passphrase"),
-                    format!(
-                        "must be {} to {} characters long (this one has {n})",
-                        r.start(),
-                        r.end()
-                    ),
-                );
-            }
-        }
-        if let Some(k) = c.aes_key_len
-            && !SrtConfig::AES_KEY_LENS.contains(&k)
-        {
-            self.err(
-                child(path, "aes_key_len"),
-                format!("{k} is not an AES key length (expected 16, 24 or 32)"),
-            );
-        }
-        if let Some(s) = &c.stream_id
-            && s.len() > SrtConfig::MAX_STREAM_ID_LEN
-        {
-            self.err(
-                child(path, "stream_id"),
-                format!(
-                    "is {} bytes long (at most {})",
-                    s.len(),
-                    SrtConfig::MAX_STREAM_ID_LEN
-                ),
-            );
-        }
+        c.check_fields(path, &mut self.errors);
         if let Some(n) = c.max_connections {
             let mpath = child(path, "max_connections");
             let r = SrtConfig::MAX_CONNECTIONS_RANGE;
@@ -929,7 +625,8 @@ impl Validator<'_> {
             } else if c.mode != SrtMode::Listener {
                 self.err(mpath, "only applies in listener mode");
             } else if !r.contains(&n) {
-                self.err(
+                self.err_of(
+                    ErrorKind::Range,
                     mpath,
                     format!("{n} is out of range ({}..={})", r.start(), r.end()),
                 );
@@ -947,7 +644,8 @@ impl Validator<'_> {
     }
 
     fn port_taken(&mut self, path: String, addr: SocketAddr, other: &Bind) {
-        self.err(
+        self.err_of(
+            ErrorKind::PortConflict,
             path,
             format!(
                 "UDP port {} on {} is already bound by {} ({})",
@@ -973,7 +671,8 @@ impl Validator<'_> {
     }
 
     fn unsupported(&mut self, path: String, ty: &str, supported: &[&str]) {
-        self.err(
+        self.err_of(
+            ErrorKind::Unsupported,
             path,
             format!(
                 "{} is not supported by this build yet (supported: {})",

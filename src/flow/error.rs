@@ -4,9 +4,51 @@
 use std::fmt;
 use std::io;
 
-use crate::config::{ConfigError, LimitError};
+use crate::config::{ConfigError, ErrorKind, LimitError};
 use crate::input::InputError;
 use crate::output::OutputError;
+
+/// The stable `error_code` of every error answer the node gives: the manager protocol's
+/// `command_ack` and the local API's error body both take it from here (`as_str`), and the
+/// API its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    /// The request or config is malformed or breaks a rule.
+    ValidationError,
+    /// A value the input or output refused when starting.
+    InvalidValue,
+    PortConflict,
+    LimitExceeded,
+    ConfigPersistFailed,
+    BindFailed,
+    /// The API route exists, not with this method.
+    MethodNotAllowed,
+    /// A manager command of a type this node does not know.
+    UnknownAction,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ValidationError => "validation_error",
+            ErrorCode::InvalidValue => "invalid_value",
+            ErrorCode::PortConflict => "port_conflict",
+            ErrorCode::LimitExceeded => LimitError::CODE,
+            ErrorCode::ConfigPersistFailed => "config_persist_failed",
+            ErrorCode::BindFailed => "bind_failed",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnknownAction => "unknown_action",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug)]
 pub enum FlowError {
@@ -32,32 +74,33 @@ pub enum FlowError {
 impl FlowError {
     /// The `error_code` of the manager protocol's `command_ack` and the API's error body.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             FlowError::NotFound(_)
             | FlowError::OutputNotFound { .. }
-            | FlowError::TunnelNotFound(_) => "not_found",
-            FlowError::Persist(_) => "config_persist_failed",
-            // Validation words a clash as "UDP port N on IP is already bound by …".
+            | FlowError::TunnelNotFound(_) => ErrorCode::NotFound,
+            FlowError::Persist(_) => ErrorCode::ConfigPersistFailed,
             FlowError::Invalid(errors)
-                if errors
-                    .iter()
-                    .any(|e| e.message.contains("is already bound by")) =>
+                if errors.iter().any(|e| e.kind == ErrorKind::PortConflict) =>
             {
-                "port_conflict"
+                ErrorCode::PortConflict
             }
-            FlowError::Invalid(_) => "validation_error",
-            FlowError::LimitExceeded(_) => LimitError::CODE,
+            FlowError::Invalid(_) => ErrorCode::ValidationError,
+            FlowError::LimitExceeded(_) => ErrorCode::LimitExceeded,
             FlowError::InputStart(InputError::Bind { source, .. })
             | FlowError::OutputStart {
                 error: OutputError::Bind { source, .. },
                 ..
-            } if source.kind() == io::ErrorKind::AddrInUse => "port_conflict",
+            } if source.kind() == io::ErrorKind::AddrInUse => ErrorCode::PortConflict,
             FlowError::InputStart(InputError::BadConfig { .. })
             | FlowError::OutputStart {
                 error: OutputError::BadConfig { .. },
                 ..
-            } => "invalid_value",
-            FlowError::InputStart(_) | FlowError::OutputStart { .. } => "bind_failed",
+            } => ErrorCode::InvalidValue,
+            FlowError::InputStart(_) | FlowError::OutputStart { .. } => ErrorCode::BindFailed,
         }
     }
 }

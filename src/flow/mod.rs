@@ -3,5 +3,5 @@
 pub mod error;
 pub mod manager;
 
-pub use error::FlowError;
+pub use error::{ErrorCode, FlowError};
 pub use manager::{FlowManager, FlowState, FlowView};

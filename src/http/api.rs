@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::access::{Access, HealthView};
 use super::guard::Refusal;
 use crate::config::{FlowConfig, OutputConfig};
-use crate::flow::FlowError;
+use crate::flow::{ErrorCode, FlowError};
 use crate::node::{FlowAction, Node};
 
 /// Largest request body accepted: a flow config is a few KiB.
@@ -100,13 +100,13 @@ pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Res
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed",
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed.as_str(),
             )
         }
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("no route for {method} {path}"),
-            "not_found",
+            ErrorCode::NotFound.as_str(),
         ),
     }
 }
@@ -138,13 +138,13 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body over 1 MiB",
-                    "validation_error",
+                    ErrorCode::ValidationError.as_str(),
                 )
             } else {
                 error(
                     StatusCode::BAD_REQUEST,
                     &format!("cannot read body: {e}"),
-                    "validation_error",
+                    ErrorCode::ValidationError.as_str(),
                 )
             });
         }
@@ -153,7 +153,7 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
         error(
             StatusCode::BAD_REQUEST,
             &format!("invalid JSON body: {e}"),
-            "validation_error",
+            ErrorCode::ValidationError.as_str(),
         )
     })
 }
@@ -180,15 +180,23 @@ fn respond<T: Serialize>(result: Result<T, FlowError>, ok: StatusCode) -> Respon
 }
 
 fn flow_error(e: &FlowError) -> Response<Body> {
-    let status = match e.code() {
-        "not_found" => StatusCode::NOT_FOUND,
-        "validation_error" | "invalid_value" => StatusCode::BAD_REQUEST,
+    let code = e.error_code();
+    error(status(code), &e.to_string(), code.as_str())
+}
+
+/// The HTTP status of a node error.
+fn status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ValidationError | ErrorCode::InvalidValue | ErrorCode::UnknownAction => {
+            StatusCode::BAD_REQUEST
+        }
         // A budget depends on what the node already holds: the same request succeeds once
         // flows are deleted or the limit is raised, so 409 like a port conflict.
-        "port_conflict" | "limit_exceeded" => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, &e.to_string(), e.code())
+        ErrorCode::PortConflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::ConfigPersistFailed | ErrorCode::BindFailed => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn error(status: StatusCode, message: &str, code: &str) -> Response<Body> {

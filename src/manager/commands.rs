@@ -190,7 +190,7 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
         }
         Action::Unknown { kind } => Err(Reply::Err {
             error: format!("unknown action {kind:?}"),
-            code: "unknown_action",
+            code: crate::node::ErrorCode::UnknownAction.as_str(),
         }),
     }
 }

@@ -17,7 +17,10 @@ use serde_json::Value;
 use crate::bridge::{Bridge, BridgeHealth, SessionSnapshot};
 use crate::config::{self, Budget, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
 use crate::events::{Event, Events, LogStatus};
-use crate::flow::{FlowError, FlowManager, FlowView};
+/// The node's errors: every Node call answers with a [`FlowError`], whose [`ErrorCode`] is
+/// the `error_code` of the API and of the manager's `command_ack`.
+pub use crate::flow::{ErrorCode, FlowError};
+use crate::flow::{FlowManager, FlowView};
 
 /// The top-level config keys the manager reads and pushes (`shared/spec/manager-protocol.md`,
 /// "Config shape"); every other top-level block is the edge's own.
@@ -472,7 +475,8 @@ impl Node {
                     } else {
                         format!("config.{}", e.path)
                     };
-                    ConfigError::new(path, e.message)
+                    // The kind goes along: it decides the answer's error code.
+                    e.at(path)
                 })
                 .collect::<Vec<_>>()
         };

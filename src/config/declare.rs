@@ -1,0 +1,459 @@
+//! Each config block is declared once, with [`config_struct!`]: one line per field names its
+//! type, how it is read (required, defaulted, optional, …), how it is written back, and
+//! optionally the check of its own value. From that the macro makes the struct (with its
+//! `extra`), its reader (every problem with its JSON path, unknown keys into `extra`), its
+//! writer (known keys in declaration order, then `extra`, which never overwrites a known
+//! key) and `check_fields` (each field's own check, in declaration order). Rules between
+//! fields (port conflicts, a caller needs a `remote_addr`, …) stay code in `validate.rs`.
+//!
+//! A field line is `name: Type => mode [check = f];`, the JSON key being the field's name.
+//! Modes (reading / writing):
+//! - `required`: absent is "missing required field" / always written.
+//! - `default(expr)`: absent takes `expr` / always written.
+//! - `optional`: an `Option`, absent or `null` is `None` / written when `Some`.
+//! - `strings`: an `Option<Vec<String>>` whose elements are checked one by one / when `Some`.
+//! - `list`, `list_if_any`: a `Vec<String>`, absent is empty / always, or when not empty.
+//! - `section`, `section_or_null`, `optional_section`: a nested block (absent, or also
+//!   `null`, gives its `Default` / `None`; a block that cannot be read stands in the same
+//!   way, its problems being recorded) / always, always, when `Some`.
+//! - `external`: not a key of this object (e.g. a bridge stream's id is its key in
+//!   `streams`), `Default` when read / not written.
+//! - `custom(read, write)`: `read(&mut Obj, key) -> Option<T>`, `write(&T, &mut Map, key)`.
+//!
+//! `[if f]` after the mode writes the field only when `f(&block)` holds.
+//!
+//! A check is a `Fn(&T, path, &mut Vec<ConfigError>)`; [`check`] holds the usual ones.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::ConfigError;
+use super::json::Obj;
+
+/// A block the macro declared: read from, written to and checked against JSON.
+pub(crate) trait Fields: Sized {
+    /// Reads the known keys out of `o`; the keys left are `extra`. `None` when a required
+    /// part could not be read (the reason is in `o`'s error list).
+    fn read_fields(o: Obj<'_>) -> Option<Self>;
+    /// Writes the known keys in declaration order, then `extra`.
+    fn write_fields(&self, m: &mut Map<String, Value>);
+
+    /// Reads the block at `path` (an object).
+    fn read_at(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        Obj::new(v, path, errors).and_then(Self::read_fields)
+    }
+}
+
+/// A known value as JSON. The types declared (strings, numbers, booleans, lists of them)
+/// always serialize; `null` stands in should one ever not.
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Unknown keys go after the known ones; a known key always wins, so a hand-built `extra`
+/// that repeats one (say `type`) can never produce a duplicate or contradicting key.
+pub(crate) fn put_extra(m: &mut Map<String, Value>, extra: &super::model::Extra) {
+    for (k, v) in extra {
+        if !m.contains_key(k) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+macro_rules! config_read {
+    ($o:ident, $key:expr, required) => {
+        $o.required($key)
+    };
+    ($o:ident, $key:expr, default($d:expr)) => {
+        Some($o.defaulted($key, $d))
+    };
+    ($o:ident, $key:expr, optional) => {
+        Some($o.optional($key))
+    };
+    ($o:ident, $key:expr, strings) => {
+        Some($o.optional_strings($key))
+    };
+    ($o:ident, $key:expr, list) => {
+        Some($o.optional_strings($key).unwrap_or_default())
+    };
+    ($o:ident, $key:expr, list_if_any) => {
+        Some($o.optional_strings($key).unwrap_or_default())
+    };
+    ($o:ident, $key:expr, section) => {
+        Some($o.section($key, false))
+    };
+    ($o:ident, $key:expr, section_or_null) => {
+        Some($o.section($key, true))
+    };
+    ($o:ident, $key:expr, optional_section) => {
+        Some($o.optional_section($key))
+    };
+    ($o:ident, $key:expr, external) => {
+        Some(Default::default())
+    };
+    ($o:ident, $key:expr, custom($read:expr, $write:expr)) => {
+        $read(&mut $o, $key)
+    };
+}
+
+macro_rules! config_write {
+    ($m:ident, $key:expr, $v:expr, required) => {{
+        $m.insert($key.into(), $crate::config::declare::to_json($v));
+    }};
+    ($m:ident, $key:expr, $v:expr, default($d:expr)) => {
+        $crate::config::declare::config_write!($m, $key, $v, required)
+    };
+    ($m:ident, $key:expr, $v:expr, list) => {
+        $crate::config::declare::config_write!($m, $key, $v, required)
+    };
+    ($m:ident, $key:expr, $v:expr, optional) => {
+        if let Some(v) = $v {
+            $m.insert($key.into(), $crate::config::declare::to_json(v));
+        }
+    };
+    ($m:ident, $key:expr, $v:expr, strings) => {
+        $crate::config::declare::config_write!($m, $key, $v, optional)
+    };
+    ($m:ident, $key:expr, $v:expr, list_if_any) => {
+        if !$v.is_empty() {
+            $crate::config::declare::config_write!($m, $key, $v, required)
+        }
+    };
+    ($m:ident, $key:expr, $v:expr, section) => {{
+        $m.insert($key.into(), $v.to_value());
+    }};
+    ($m:ident, $key:expr, $v:expr, section_or_null) => {
+        $crate::config::declare::config_write!($m, $key, $v, section)
+    };
+    ($m:ident, $key:expr, $v:expr, optional_section) => {
+        if let Some(v) = $v {
+            $m.insert($key.into(), v.to_value());
+        }
+    };
+    ($m:ident, $key:expr, $v:expr, external) => {};
+    ($m:ident, $key:expr, $v:expr, custom($read:expr, $write:expr)) => {
+        $write($v, $m, $key)
+    };
+}
+
+/// A field's value when its key is absent (blocks declared `with Default`).
+macro_rules! config_default {
+    (default($d:expr)) => {
+        $d
+    };
+    (optional) => {
+        None
+    };
+    ($mode:ident $(($($arg:expr),*))?) => {
+        Default::default()
+    };
+}
+
+/// Declares a config block; see the module documentation. `with Default` also makes its
+/// `Default`: every field as if its key were absent.
+macro_rules! config_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident with Default { $($body:tt)* }
+    ) => {
+        $crate::config::declare::config_struct! {
+            $(#[$meta])*
+            pub struct $name { $($body)* }
+        }
+        $crate::config::declare::config_struct!(@default $name { $($body)* });
+    };
+    (@default $name:ident {
+        $(
+            $(#[$fmeta:meta])*
+            $field:ident: $ty:ty => $mode:ident $(($($arg:expr),*))? $([if $when:expr])? $(check = $check:expr)?;
+        )*
+    }) => {
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    $( $field: $crate::config::declare::config_default!(
+                        $mode $(($($arg),*))?
+                    ), )*
+                    extra: $crate::config::model::Extra::new(),
+                }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident: $ty:ty => $mode:ident $(($($arg:expr),*))? $([if $when:expr])? $(check = $check:expr)?;
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            /// The keys this build does not know, kept to be written back.
+            pub extra: $crate::config::model::Extra,
+        }
+
+        impl $crate::config::declare::Fields for $name {
+            fn read_fields(mut o: $crate::config::json::Obj<'_>) -> Option<Self> {
+                $(
+                    let $field: Option<$ty> = $crate::config::declare::config_read!(
+                        o, stringify!($field), $mode $(($($arg),*))?
+                    );
+                )*
+                Some($name {
+                    $( $field: $field?, )*
+                    extra: o.rest(),
+                })
+            }
+
+            fn write_fields(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
+                $(
+                    if true $(&& ($when)(self))? {
+                        $crate::config::declare::config_write!(
+                            m, stringify!($field), &self.$field, $mode $(($($arg),*))?
+                        );
+                    }
+                )*
+                $crate::config::declare::put_extra(m, &self.extra);
+            }
+        }
+
+        impl $name {
+            /// The block as JSON: known keys in declaration order, then `extra`.
+            pub fn to_value(&self) -> serde_json::Value {
+                let mut m = serde_json::Map::new();
+                $crate::config::declare::Fields::write_fields(self, &mut m);
+                serde_json::Value::Object(m)
+            }
+
+            /// Each field's own check, in declaration order, with `path` the block's.
+            #[allow(unused_variables, clippy::ptr_arg)]
+            pub fn check_fields(&self, path: &str, errors: &mut Vec<$crate::config::ConfigError>) {
+                $( $(
+                    let check = $check;
+                    check(
+                        &self.$field,
+                        &$crate::config::error::child(path, stringify!($field)),
+                        errors,
+                    );
+                )? )*
+            }
+        }
+    };
+}
+
+pub(crate) use {config_default, config_read, config_struct, config_write};
+
+/// The usual field checks. They take the field's own type (`&String`, not `&str`): a
+/// check is applied to `&self.field`, and wrapped by `opt` and `each` by that type.
+#[allow(clippy::ptr_arg)]
+pub(crate) mod check {
+    use std::fmt::Display;
+    use std::net::IpAddr;
+    use std::ops::RangeInclusive;
+
+    use crate::config::error::{ConfigError, ErrorKind, index, quoted};
+    use crate::config::model::{SrtConfig, TOKEN_LEN};
+
+    type Errors = Vec<ConfigError>;
+
+    /// `v` within `r`: "5000 is out of range (1..=1000)".
+    pub(crate) fn range<T: PartialOrd + Display>(
+        r: RangeInclusive<T>,
+    ) -> impl Fn(&T, &str, &mut Vec<ConfigError>) {
+        move |v, path, errors| {
+            if !r.contains(v) {
+                errors.push(ConfigError::of(
+                    ErrorKind::Range,
+                    path,
+                    format!("{v} is out of range ({}..={})", r.start(), r.end()),
+                ));
+            }
+        }
+    }
+
+    /// `check` when the value is there.
+    pub(crate) fn opt<T>(
+        check: impl Fn(&T, &str, &mut Vec<ConfigError>),
+    ) -> impl Fn(&Option<T>, &str, &mut Vec<ConfigError>) {
+        move |v, path, errors| {
+            if let Some(v) = v {
+                check(v, path, errors);
+            }
+        }
+    }
+
+    /// `check` on each element, at its own index.
+    pub(crate) fn each<T>(
+        check: impl Fn(&T, &str, &mut Vec<ConfigError>),
+    ) -> impl Fn(&Vec<T>, &str, &mut Vec<ConfigError>) {
+        move |v, path, errors| {
+            for (i, item) in v.iter().enumerate() {
+                check(item, &index(path, i), errors);
+            }
+        }
+    }
+
+    /// A string that `test` accepts, else `"<value>" <why>`.
+    pub(crate) fn string(
+        test: impl Fn(&str) -> Result<(), &'static str>,
+    ) -> impl Fn(&String, &str, &mut Vec<ConfigError>) {
+        move |v, path, errors| {
+            if let Err(why) = test(v) {
+                errors.push(ConfigError::new(path, format!("{} {why}", quoted(v))));
+            }
+        }
+    }
+
+    /// One of `allowed`: `"x" is not one of tcp, udp`.
+    pub(crate) fn one_of(
+        allowed: &'static [&'static str],
+    ) -> impl Fn(&String, &str, &mut Vec<ConfigError>) {
+        move |v, path, errors| {
+            if !allowed.contains(&v.as_str()) {
+                errors.push(ConfigError::new(
+                    path,
+                    format!("{} is not one of {}", quoted(v), allowed.join(", ")),
+                ));
+            }
+        }
+    }
+
+    pub(crate) fn not_empty(v: &String, path: &str, errors: &mut Vec<ConfigError>) {
+        if v.is_empty() {
+            errors.push(ConfigError::new(path, "must not be empty"));
+        }
+    }
+
+    pub(crate) fn at_least_1(v: &u32, path: &str, errors: &mut Vec<ConfigError>) {
+        if *v == 0 {
+            errors.push(ConfigError::of(
+                ErrorKind::Range,
+                path,
+                "must be at least 1",
+            ));
+        }
+    }
+
+    pub(crate) fn not_zero(v: &u16, path: &str, errors: &mut Errors) {
+        if *v == 0 {
+            errors.push(ConfigError::new(path, "must not be 0"));
+        }
+    }
+
+    pub(crate) fn ip_addr(v: &String, path: &str, errors: &mut Errors) {
+        if v.parse::<IpAddr>().is_err() {
+            errors.push(ConfigError::new(
+                path,
+                format!("{} is not an IP address", quoted(v)),
+            ));
+        }
+    }
+
+    /// A configured token. The message never repeats it: it is a secret, and a validation
+    /// error is printed and logged.
+    pub(crate) fn token(t: &String, path: &str, errors: &mut Errors) {
+        if !TOKEN_LEN.contains(&t.len()) {
+            errors.push(ConfigError::of(
+                ErrorKind::Range,
+                path,
+                format!(
+                    "must be {} to {} characters long (is {})",
+                    TOKEN_LEN.start(),
+                    TOKEN_LEN.end(),
+                    t.len()
+                ),
+            ));
+        } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            errors.push(ConfigError::new(
+                path,
+                "must be printable ASCII without spaces (it is sent in a header and a URL)",
+            ));
+        }
+    }
+
+    /// An entry of `server.allowed_hosts`: a DNS name as a `Host` header carries it,
+    /// without a port (any port is accepted) and without wildcards (each name is listed).
+    pub(crate) fn host_name(h: &str) -> Result<(), &'static str> {
+        if h.is_empty() || h.len() > 253 {
+            return Err("is not a host name (1 to 253 characters)");
+        }
+        if !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(
+                "is not a host name (letters, digits, '.', '-' and '_' only: no port, no scheme, no wildcard)",
+            );
+        }
+        if h.starts_with('.') || h.ends_with('.') || h.contains("..") {
+            return Err("is not a host name (empty label)");
+        }
+        Ok(())
+    }
+
+    /// An entry of `bridge.allowed_origins`: an origin as browsers send it in `Origin`,
+    /// `http://host[:port]` or `https://host[:port]`, nothing after the authority.
+    pub(crate) fn origin(o: &str) -> Result<(), &'static str> {
+        const WANT: &str =
+            "is not an origin (expected http://host[:port] or https://host[:port], no path)";
+        let Some(authority) = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+        else {
+            return Err(WANT);
+        };
+        if authority.is_empty()
+            || authority
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || matches!(b, b'/' | b'?' | b'#' | b'@' | b','))
+        {
+            return Err(WANT);
+        }
+        Ok(())
+    }
+
+    /// Counted in characters like the manager does; libsrt counts bytes, so a non-ASCII
+    /// passphrase must also fit 79 bytes. The passphrase itself is never echoed: messages
+    /// end up in logs.
+    pub(crate) fn passphrase(p: &String, path: &str, errors: &mut Errors) {
+        let n = p.chars().count();
+        let r = SrtConfig::PASSPHRASE_LEN;
+        if !r.contains(&n) || p.len() > *r.end() {
+            errors.push(ConfigError::of(
+                ErrorKind::Range,
+                path,
+                format!(
+                    "must be {} to {} characters long (this one has {n})",
+                    r.start(),
+                    r.end()
+                ),
+            ));
+        }
+    }
+
+    pub(crate) fn aes_key_len(k: &u16, path: &str, errors: &mut Errors) {
+        if !SrtConfig::AES_KEY_LENS.contains(k) {
+            errors.push(ConfigError::new(
+                path,
+                format!("{k} is not an AES key length (expected 16, 24 or 32)"),
+            ));
+        }
+    }
+
+    pub(crate) fn stream_id(s: &String, path: &str, errors: &mut Errors) {
+        if s.len() > SrtConfig::MAX_STREAM_ID_LEN {
+            errors.push(ConfigError::of(
+                ErrorKind::Range,
+                path,
+                format!(
+                    "is {} bytes long (at most {})",
+                    s.len(),
+                    SrtConfig::MAX_STREAM_ID_LEN
+                ),
+            ));
+        }
+    }
+}
