@@ -81,22 +81,21 @@ fn inprocess_bridge_remuxes_shares_and_recovers_keeping_clients() {
     assert!(log.contains("streamId"), "logs carry the stream id");
 }
 
+/// A camera asking for `scheme` auth with `password`; bridge streams `good` (in-process,
+/// over `transport`) and `bad` (a wrong password).
+fn auth_bridge(tag: &str, scheme: &str, password: &str, transport: &str) -> Bridge {
+    Camera::with_auth(tag, scheme, password).good_and_bad(
+        password,
+        json!({ "transport": transport }),
+        "wrong",
+        json!({}),
+    )
+}
+
 #[test]
 fn digest_auth_and_udp_transport() {
     require_peers!(RTSP_SERVER, FFPROBE);
-    let cam = Camera::start(
-        "bridge-auth",
-        &["--auth", "digest", "--user", "cam", "--password", "s3cret"],
-    );
-    let b = cam.bridge(
-        |url| {
-            json!({
-                "good": {"rtsp_url": url, "username": "cam", "password": "s3cret", "transport": "udp"},
-                "bad": {"rtsp_url": url, "username": "cam", "password": "wrong"}
-            })
-        },
-        FAST_RECOVERY,
-    );
+    let b = auth_bridge("bridge-auth", "digest", "s3cret", "udp");
     let (good, bad) = (b.viewer("good", 0), b.viewer("bad", 0));
     b.wait_media(
         "media with digest auth over UDP",
@@ -323,25 +322,12 @@ fn rtsp_flow_input_stall_raises_one_disconnect_and_reconnects() {
 #[test]
 fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
     require_peers!(RTSP_SERVER, FFPROBE, "ffmpeg");
-    let cam = Camera::start(
-        "bridge-ffmpeg-auth",
-        &[
-            "--auth",
-            "basic",
-            "--user",
-            "cam",
-            "--password",
-            "ff-s3cret",
-        ],
-    );
-    let b = cam.bridge(
-        |url| {
-            json!({
-                "good": {"rtsp_url": url, "username": "cam", "password": "ff-s3cret", "worker": "ffmpeg"},
-                "bad": {"rtsp_url": url, "username": "cam", "password": "ff-wr0ng", "worker": "ffmpeg"}
-            })
-        },
-        FAST_RECOVERY,
+    let ffmpeg = json!({"worker": "ffmpeg"});
+    let b = Camera::with_auth("bridge-ffmpeg-auth", "basic", "ff-s3cret").good_and_bad(
+        "ff-s3cret",
+        ffmpeg.clone(),
+        "ff-wr0ng",
+        ffmpeg,
     );
     let (good, bad) = (b.viewer("good", 300_000), b.viewer("bad", 0));
     b.wait_media("media with basic auth", SECS(30), &[(&good, 200_000)]);
@@ -375,19 +361,7 @@ fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
 #[test]
 fn basic_auth_over_tcp() {
     require_peers!(RTSP_SERVER, FFPROBE);
-    let cam = Camera::start(
-        "bridge-basic",
-        &["--auth", "basic", "--user", "cam", "--password", "b4sic"],
-    );
-    let b = cam.bridge(
-        |url| {
-            json!({
-                "good": {"rtsp_url": url, "username": "cam", "password": "b4sic", "transport": "tcp"},
-                "bad": {"rtsp_url": url, "username": "cam", "password": "wrong"}
-            })
-        },
-        FAST_RECOVERY,
-    );
+    let b = auth_bridge("bridge-basic", "basic", "b4sic", "tcp");
     let (good, bad) = (b.viewer("good", 400_000), b.viewer("bad", 0));
     b.wait_media("media with basic auth", SECS(20), &[(&good, 200_000)]);
     b.expect_decodes("basic.ts", &good, 0, H264_AAC);

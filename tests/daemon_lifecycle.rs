@@ -295,6 +295,19 @@ fn booted_by_cmdline() -> bool {
     std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("rauc.slot="))
 }
 
+/// quoll (no flows) with the fake `rauc` printing `output` (see `fake_rauc`) first on
+/// PATH, or `None` (skipping) when this machine's kernel command line names a RAUC slot.
+fn with_fake_rauc(tag: &str, output: Option<&str>) -> Option<(TempDir, Quoll)> {
+    if booted_by_cmdline() {
+        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
+        return None;
+    }
+    let dir = TempDir::new(tag);
+    let path = fake_rauc(dir.path(), output);
+    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
+    Some((dir, q))
+}
+
 /// No flows; the data dir in `dir`.
 fn empty_config(dir: &TempDir) -> serde_json::Value {
     node_config(free_tcp_port(), &dir.path().join("data"), json!([]))
@@ -303,14 +316,10 @@ fn empty_config(dir: &TempDir) -> serde_json::Value {
 /// An EFI-booted board has no `rauc.slot=`: the slot comes from `rauc status`'s JSON.
 #[test]
 fn booted_slot_from_rauc_status_when_the_command_line_has_none() {
-    if booted_by_cmdline() {
-        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
-        return;
-    }
-    let dir = TempDir::new("rauc");
     let status = r#"{"compatible":"quoll-jetson-orin-nano","variant":null,"booted":"B","boot_primary":"rootfs.1","slots":[{"rootfs.0":{"class":"rootfs","device":"/dev/nvme0n1p1","type":"ext4","bootname":"A","state":"inactive","parent":null,"mountpoint":null,"boot_status":"good"}},{"rootfs.1":{"class":"rootfs","device":"/dev/nvme0n1p2","type":"ext4","bootname":"B","state":"booted","parent":null,"mountpoint":"/","boot_status":"good"}}]}"#;
-    let path = fake_rauc(dir.path(), Some(status));
-    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
+    let Some((_dir, q)) = with_fake_rauc("rauc", Some(status)) else {
+        return;
+    };
     let slot = wait_for(Duration::from_secs(20), "boot_slot in /healthz", || {
         let (_, h) = q.api("GET", "/healthz", None);
         h["boot_slot"].as_str().map(str::to_owned)
@@ -323,13 +332,9 @@ fn booted_slot_from_rauc_status_when_the_command_line_has_none() {
 /// is still running), the slot is left out, and it is killed at its timeout.
 #[test]
 fn a_hung_rauc_delays_nothing() {
-    if booted_by_cmdline() {
-        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
+    let Some((dir, q)) = with_fake_rauc("rauc-hung", None) else {
         return;
-    }
-    let dir = TempDir::new("rauc-hung");
-    let path = fake_rauc(dir.path(), None);
-    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
+    };
     let pidfile = dir.path().join("rauc.pid");
     let pid: u32 = wait_for(Duration::from_secs(20), "rauc to be run", || {
         std::fs::read_to_string(&pidfile)

@@ -391,9 +391,7 @@ fn quoll_output_caller_into_srt_live_transmit_listener_with_passphrase() {
         .source(4)
         .output(srt_output(out))
         .start();
-    s.q.wait_event(OUT_CONNECTED, SECS(15));
-    s.expect_relayed(in_port, &rx);
-    s.q.assert_events(OUT_CONNECTED, 1);
+    s.expect_one_output_connection_relays(in_port, &rx);
     s.stop();
 }
 
@@ -455,22 +453,28 @@ fn wrong_passphrase_is_rejected_with_an_event() {
     s.stop();
 }
 
+/// A 2022-7 listener input (a source of `secs`, a receiver) whose two legs are fed by two
+/// srt-live-transmit callers (URL `params`), both connected: the scenario, the callers' UDP
+/// input ports and the callers.
+fn two_leg_input(tag: &str, secs: u32, params: &str) -> (Running, [u16; 2], Peer, Peer) {
+    let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
+    let input = redundant(srt_listener(leg1), srt_listener(leg2));
+    let s = Scenario::new(tag, input)
+        .source(secs)
+        .with_receiver()
+        .start();
+    let a = slt_caller_from_udp(in1, leg1, params);
+    let b = slt_caller_from_udp(in2, leg2, params);
+    wait_both_legs(&s.q, SECS(10));
+    (s, [in1, in2], a, b)
+}
+
 /// 2022-7: two srt-live-transmit senders carry the same UDP datagrams to the two legs of a
 /// quoll listener input. One is killed mid-stream: the output has every byte, in order.
 #[test]
 fn redundant_input_survives_one_sender_killed_mid_stream() {
     require_peers!(FFMPEG, SLT);
-    let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
-    let s = Scenario::new(
-        "srt-redundancy",
-        redundant(srt_listener(leg1), srt_listener(leg2)),
-    )
-    .source(6)
-    .with_receiver()
-    .start();
-    let mut a = slt_caller_from_udp(in1, leg1, "&latency=120");
-    let _b = slt_caller_from_udp(in2, leg2, "&latency=120");
-    wait_both_legs(&s.q, SECS(10));
+    let (s, [in1, in2], mut a, _b) = two_leg_input("srt-redundancy", 6, "&latency=120");
     // One ffmpeg, one mux, the same datagrams to both senders (and to the reference).
     let mut sender = s.send_udp_peer(&[in1, in2]);
     // Mid-stream (2 of 6 s in), kill leg 1's sender.
@@ -728,9 +732,7 @@ fn rendezvous_output_with_srt_live_transmit() {
         &format!("srt://127.0.0.1:{local}?mode=rendezvous&port={remote}&localport={remote}"),
         &format!("udp://127.0.0.1:{}?sndbuf=4194304", rx.port),
     ]);
-    s.q.wait_event(OUT_CONNECTED, SECS(15));
-    s.expect_relayed(in_port, &rx);
-    s.q.assert_events(OUT_CONNECTED, 1);
+    s.expect_one_output_connection_relays(in_port, &rx);
     s.stop();
 }
 
@@ -801,34 +803,12 @@ fn redundant_output_feeds_both_legs() {
 #[test]
 fn redundant_rtp_input_merges_by_sequence_number() {
     require_peers!(FFMPEG, SLT);
-    let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
-    let s = Scenario::new(
-        "srt-redundancy-rtp",
-        redundant(srt_listener(leg1), srt_listener(leg2)),
-    )
-    .source(5)
-    .with_receiver()
-    .start();
-    let _a = slt_caller_from_udp(in1, leg1, "");
-    let mut b = slt_caller_from_udp(in2, leg2, "");
-    wait_both_legs(&s.q, SECS(10));
+    let (s, [in1, in2], _a, mut b) = two_leg_input("srt-redundancy-rtp", 5, "");
     // The duplicator: every RTP datagram to both senders; the TS payloads are the reference.
     let dup = Receiver::new();
-    let mut sender = Peer::spawn(
-        "ffmpeg rtp sender",
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(s.source.as_ref().unwrap())
-            .args(["-map", "0", "-c", "copy", "-f", "rtp_mpegts"])
-            .arg(format!("rtp://127.0.0.1:{}?pkt_size=1328", dup.port)),
-    );
+    let rtp = format!("rtp://127.0.0.1:{}?pkt_size=1328", dup.port);
+    let source = s.source.as_deref().unwrap();
+    let mut sender = ffmpeg_pace("ffmpeg rtp sender", source, "rtp_mpegts", &rtp);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut reference = Vec::new();
     let mut buf = vec![0u8; 65536];

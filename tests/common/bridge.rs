@@ -57,6 +57,30 @@ impl Camera {
         }
     }
 
+    /// A camera that asks for `scheme` ("basic", "digest") auth: user `cam`, `password`.
+    pub fn with_auth(tag: &str, scheme: &str, password: &str) -> Camera {
+        Camera::start(
+            tag,
+            &["--auth", scheme, "--user", "cam", "--password", password],
+        )
+    }
+
+    /// quoll (fast recovery) with two bridge streams on the camera: `good` with `password`
+    /// and `bad` with `wrong`, each with its `extra` fields (transport, worker).
+    pub fn good_and_bad(self, password: &str, good: Value, wrong: &str, bad: Value) -> Bridge {
+        let stream = |p: &str, extra: &Value, url: &str| {
+            let mut s = json!({"rtsp_url": url, "username": "cam", "password": p});
+            for (k, v) in extra.as_object().expect("an object") {
+                s[k] = v.clone();
+            }
+            s
+        };
+        self.bridge(
+            |url| json!({"good": stream(password, &good, url), "bad": stream(wrong, &bad, url)}),
+            FAST_RECOVERY,
+        )
+    }
+
     /// quoll with the bridge streams `streams(camera_url)`, started with `env`.
     pub fn bridge(self, streams: impl FnOnce(&str) -> Value, env: &[(&str, &str)]) -> Bridge {
         let cfg = bridge_config(self.api, streams(&self.server.url));

@@ -90,12 +90,18 @@ pub fn have_peer(name: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
+    peer_found(found, &format!("peer program '{name}' (on PATH)"))
+}
+
+/// `found`, after reporting a missing peer `what`: a failure when `QUOLL_REQUIRE_PEERS` is
+/// set, else a "skipping" line.
+fn peer_found(found: bool, what: &str) -> bool {
     if !found {
         assert!(
             std::env::var_os("QUOLL_REQUIRE_PEERS").is_none(),
-            "peer program '{name}' is required (QUOLL_REQUIRE_PEERS is set) but not on PATH"
+            "{what} is required (QUOLL_REQUIRE_PEERS is set) but missing"
         );
-        eprintln!("skipping: peer program '{name}' not on PATH");
+        eprintln!("skipping: {what} is missing");
     }
     found
 }
@@ -597,14 +603,10 @@ pub fn have_rtsp_server() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("QUOLL_REQUIRE_PEERS").is_none(),
-            "the GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is required (QUOLL_REQUIRE_PEERS is set)"
-        );
-        eprintln!("skipping: GStreamer RTSP server bindings not installed");
-    }
-    ok
+    peer_found(
+        ok,
+        "the GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)",
+    )
 }
 
 /// `tests/support/rtsp_server.py` on 127.0.0.1, killed on drop (thawed first if frozen).

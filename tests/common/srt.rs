@@ -278,26 +278,11 @@ impl Running {
 
     /// [`send_udp`](Self::send_udp) without waiting: the sender, to kill or wait for.
     pub fn send_udp_peer(&self, ports: &[u16]) -> Peer {
-        let mut tee: Vec<String> = ports
+        let urls: Vec<String> = ports
             .iter()
-            .map(|p| format!("[f=mpegts]udp://127.0.0.1:{p}?pkt_size=1316"))
+            .map(|p| format!("udp://127.0.0.1:{p}?pkt_size=1316"))
             .collect();
-        tee.push(format!("[f=mpegts]{}", self.reference.display()));
-        Peer::spawn(
-            "ffmpeg sender",
-            Command::new("ffmpeg")
-                .args([
-                    "-hide_banner",
-                    "-loglevel",
-                    "error",
-                    "-nostdin",
-                    "-re",
-                    "-i",
-                ])
-                .arg(self.source())
-                .args(["-map", "0", "-c", "copy", "-f", "tee"])
-                .arg(tee.join("|")),
-        )
+        self.send(&urls.join("|[f=mpegts]"))
     }
 
     /// The scenario's receiver.
@@ -320,6 +305,14 @@ impl Running {
         let reference = self.send_udp(&[udp_in]);
         rx.expect_same(&reference, || format!("log:\n{}", self.q.log()));
         reference
+    }
+
+    /// Output `s` connects (once) and relays the source from UDP `udp_in` to `rx`.
+    pub fn expect_one_output_connection_relays(&self, udp_in: u16, rx: &Receiver) {
+        const CONNECTED: &str = "SRT output 's' connected";
+        self.q.wait_event(CONNECTED, Duration::from_secs(15));
+        self.expect_relayed(udp_in, rx);
+        self.q.assert_events(CONNECTED, 1);
     }
 
     /// Flow `f1` from the API.
@@ -424,24 +417,26 @@ pub fn slt_caller_from_udp(udp_in: u16, port: u16, params: &str) -> Peer {
 /// srt-live-transmit listening on SRT `port` (URL `params`) and writing what it reads to UDP
 /// `sink`; returns once the port is bound.
 pub fn slt_listener_to_udp(port: u16, params: &str, sink: u16) -> Peer {
-    let p = slt(&[
-        &format!("srt://:{port}?mode=listener{params}"),
-        &format!("udp://127.0.0.1:{sink}?sndbuf=4194304"),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(10), || udp_bound(port)),
-        "srt-live-transmit did not bind {port}"
-    );
-    p
+    let srt = format!("srt://:{port}?mode=listener{params}");
+    slt_bound(
+        port,
+        &[&srt, &format!("udp://127.0.0.1:{sink}?sndbuf=4194304")],
+    )
 }
 
 /// srt-live-transmit listening on SRT `port` (URL `params`), fed by UDP on `udp_in`;
 /// returns once the port is bound.
 pub fn slt_listener_from_udp(udp_in: u16, port: u16, params: &str) -> Peer {
-    let p = slt(&[
-        &format!("udp://127.0.0.1:{udp_in}?rcvbuf=4194304"),
-        &format!("srt://:{port}?mode=listener{params}"),
-    ]);
+    let srt = format!("srt://:{port}?mode=listener{params}");
+    slt_bound(
+        port,
+        &[&format!("udp://127.0.0.1:{udp_in}?rcvbuf=4194304"), &srt],
+    )
+}
+
+/// srt-live-transmit with `args`, once it has bound UDP `port`.
+fn slt_bound(port: u16, args: &[&str]) -> Peer {
+    let p = slt(args);
     assert!(
         wait_until(Duration::from_secs(10), || udp_bound(port)),
         "srt-live-transmit did not bind {port}"
@@ -467,11 +462,10 @@ pub fn slt_reader(port: u16, params: &str, sink: u16) -> Peer {
     ])
 }
 
-/// ffmpeg pacing `source` in real time to `url` (via the tee muxer) and to a reference file
-/// with the very same muxed bytes.
-pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
+/// ffmpeg pacing `source` in real time, stream-copied, to `dest` in the muxer `format`.
+pub fn ffmpeg_pace(name: &'static str, source: &Path, format: &str, dest: &str) -> Peer {
     Peer::spawn(
-        "ffmpeg sender",
+        name,
         Command::new("ffmpeg")
             .args([
                 "-hide_banner",
@@ -482,9 +476,16 @@ pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
                 "-i",
             ])
             .arg(source)
-            .args(["-map", "0", "-c", "copy", "-f", "tee"])
-            .arg(format!("[f=mpegts]{url}|[f=mpegts]{}", reference.display())),
+            .args(["-map", "0", "-c", "copy", "-f", format])
+            .arg(dest),
     )
+}
+
+/// ffmpeg pacing `source` in real time to `url` (via the tee muxer) and to a reference file
+/// with the very same muxed bytes. `url` may be several, joined by `|[f=mpegts]`.
+pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
+    let tee = format!("[f=mpegts]{url}|[f=mpegts]{}", reference.display());
+    ffmpeg_pace("ffmpeg sender", source, "tee", &tee)
 }
 
 pub fn slt(args: &[&str]) -> Peer {
