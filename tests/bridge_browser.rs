@@ -213,9 +213,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn chromium_plays_a_camera_through_the_bridge() {
-    if !have_rtsp_server() || !have_peer("chromium") {
-        return;
-    }
+    require_peers!("gst-rtsp-server", "chromium");
     let dir = TempDir::new("bridge-browser");
     let rtsp_port = free_tcp_port();
     let server = RtspServer::start(rtsp_port, &["--size", "640x360"]);

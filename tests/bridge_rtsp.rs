@@ -3,269 +3,134 @@
 //! by FFmpeg without an error), session sharing, basic and digest auth, and recovery that
 //! keeps the WebSocket clients when the camera dies or hangs (SIGSTOP) and comes back.
 //!
-//! Waits are `wait_for` polls with deadlines; nothing synchronises on a fixed sleep.
+//! Each test states its scenario (`Camera`, then `bridge` or `rtsp_flow`) and what differs.
+//! Waits are polls with deadlines (`wait_for`, event records); nothing synchronises on a
+//! fixed sleep.
 
+#[path = "common/bridge.rs"]
+mod bridge_common;
 mod common;
 
 use std::time::Duration;
 
+use bridge_common::*;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
-fn bridge_config(api: u16, streams: Value) -> Value {
-    json!({
-        "version": 1,
-        "server": {"listen_addr": "127.0.0.1", "listen_port": api},
-        "flows": [],
-        "bridge": {"streams": streams, "max_restarts": 100}
-    })
-}
-
-const FAST_RECOVERY: &[(&str, &str)] = &[
-    ("STREAM_RESTART_DELAY_MS", "300"),
-    ("STREAM_SWEEP_INTERVAL_MS", "500"),
-    ("STREAM_IDLE_TIMEOUT_MS", "4000"),
-];
-
-fn sessions(q: &Quoll) -> Vec<Value> {
-    let (status, v) = q.api("GET", "/healthz", None);
-    assert_eq!(status, 200);
-    v["sessions"].as_array().cloned().unwrap_or_default()
-}
-
-fn peers() -> bool {
-    have_rtsp_server() && have_peer("ffprobe")
-}
-
-/// Writes what a viewer kept to a file and asks ffprobe about it.
-fn probe(dir: &std::path::Path, name: &str, v: &WsViewer) -> (Vec<String>, String) {
-    probe_from(dir, name, v, 0)
-}
-
-/// `probe` of what the viewer kept from byte `from` on. `from` must be a frame boundary:
-/// the viewer's byte count read while no media could arrive (the camera dead or frozen).
-fn probe_from(dir: &std::path::Path, name: &str, v: &WsViewer, from: u64) -> (Vec<String>, String) {
-    let kept = v.kept.lock().unwrap();
-    assert!(
-        kept.len() as u64 > from + 50_000,
-        "the viewer kept {} bytes, not enough past {from}",
-        kept.len()
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, &kept[from as usize..]).unwrap();
-    ffprobe_ts(&path)
-}
-
-/// The one session, from `/healthz`.
-fn session(q: &Quoll) -> Value {
-    let s = sessions(q);
-    assert_eq!(s.len(), 1, "one session: {s:?}");
-    s[0].clone()
-}
-
-/// Every line the bridge logged about a session carries the seed's four fields (docs/bridge.md,
-/// "Debugging order").
-fn assert_session_lines_have_fields(log: &str) {
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" quoll::bridge"))
-        .collect();
-    assert!(lines.len() >= 5, "{log}");
-    for line in lines {
-        for field in ["streamId=", "sessionId=", "pid=", "reason="] {
-            assert!(line.contains(field), "{field} missing: {line}");
-        }
-    }
-}
-
-/// The daemon's first log line that contains `what`, with the seed's four fields
-/// (`streamId`, `sessionId`, `pid`, `reason`) asserted present. The first: later ones (a
-/// further restart while the camera is still away) may already be there.
-fn log_line_with_fields(q: &Quoll, what: &str) -> String {
-    let log = q.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains(what))
-        .unwrap_or_else(|| panic!("no {what:?} line; log:\n{log}"))
-        .to_owned();
-    for field in ["streamId=", "sessionId=", "pid=", "reason="] {
-        assert!(line.contains(field), "{field} missing: {line}");
-    }
-    line
-}
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const H264_AAC: &[&str] = &["h264", "aac"];
+const RTSP_CONNECTED: &str = "RTSP connected to";
+const RTSP_LOST: &str = "RTSP input disconnected";
 
 #[test]
 fn inprocess_bridge_remuxes_shares_and_recovers_keeping_clients() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("bridge-inproc");
-    let rtsp_port = free_tcp_port();
-    let mut server = RtspServer::start(rtsp_port, &[]);
-    let api = free_tcp_port();
-    let cfg = bridge_config(api, json!({"cam": {"rtsp_url": server.url}}));
-    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
-
-    let a = WsViewer::connect(api, "cam", 4_000_000);
-    let b = WsViewer::connect(api, "cam", 0);
-    wait_for(Duration::from_secs(20), "both viewers get media", || {
-        (a.bytes() > 300_000 && b.bytes() > 0).then_some(())
-    });
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let mut b = Camera::start("bridge-inproc", &[])
+        .bridge(|url| json!({"cam": {"rtsp_url": url}}), FAST_RECOVERY);
+    let (va, vb) = (b.viewer("cam", 4_000_000), b.viewer("cam", 0));
+    b.wait_media(
+        "both viewers get media",
+        SECS(20),
+        &[(&va, 300_000), (&vb, 0)],
+    );
     // The worker found retina's socket and reads it in batches (`net::gate`).
+    let log = b.q.log();
     assert!(
-        q.log().contains("batched=true"),
-        "the camera's socket is read in batches; log:\n{}",
-        q.log()
+        log.contains("batched=true"),
+        "the camera's socket is read in batches; log:\n{log}"
     );
-    let s = sessions(&q);
-    assert_eq!(s.len(), 1, "one session for both clients: {s:?}");
-    assert_eq!(s[0]["clientCount"], 2);
-    assert_eq!(s[0]["state"], "running");
-    assert!(s[0]["pid"].is_null(), "in-process worker has no pid");
-    let session_id = s[0]["sessionId"].clone();
-
-    let (codecs, errors) = probe(dir.path(), "inproc.ts", &a);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "ffprobe reported errors: {errors}"
-    );
+    let s = b.session();
+    assert_eq!(s["clientCount"], 2, "one session for both clients: {s}");
+    assert_eq!(s["state"], "running");
+    assert!(s["pid"].is_null(), "in-process worker has no pid");
+    let session_id = s["sessionId"].clone();
+    b.expect_decodes("inproc.ts", &va, 0, H264_AAC);
 
     // The camera dies mid-stream, then comes back on the same port.
-    server.kill();
-    wait_for(
-        Duration::from_secs(20),
-        "a restart after the camera died",
-        || {
-            let s = sessions(&q);
-            (s[0]["restartCount"].as_u64().unwrap_or(0) >= 1).then_some(())
-        },
-    );
+    b.cam.server.kill();
+    wait_for(SECS(20), "a restart after the camera died", || {
+        (b.session()["restartCount"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
     // Nothing can arrive while the camera is dead: a frame boundary.
-    let before = (a.bytes(), b.bytes());
-    server.restart();
-    wait_for(
-        Duration::from_secs(30),
-        "media again after recovery",
-        || (a.bytes() > before.0 + 200_000 && b.bytes() > before.1 + 100_000).then_some(()),
-    );
+    let before = (va.bytes(), vb.bytes());
+    b.cam.server.restart();
+    let media = [(&va, before.0 + 200_000), (&vb, before.1 + 100_000)];
+    b.wait_media("media again after recovery", SECS(30), &media);
     // The new worker's TS starts clean (PAT, PMT, a key frame): it decodes without an error.
-    let (codecs, errors) = probe_from(dir.path(), "recovered.ts", &a, before.0);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "the TS after recovery has errors: {errors}"
-    );
-    let s = sessions(&q);
-    assert_eq!(s.len(), 1);
-    assert_eq!(
-        s[0]["sessionId"], session_id,
-        "recovery is not a new session"
-    );
-    assert_eq!(s[0]["clientCount"], 2, "recovery kept the clients");
-    assert_eq!(s[0]["state"], "running");
-    assert!(!a.is_closed() && !b.is_closed());
-    assert!(s[0]["lastRestartAt"].as_u64().is_some());
+    b.expect_decodes("recovered.ts", &va, before.0, H264_AAC);
+    let s = b.session();
+    assert_eq!(s["sessionId"], session_id, "recovery is not a new session");
+    assert_eq!(s["clientCount"], 2, "recovery kept the clients");
+    assert_eq!(s["state"], "running");
+    assert!(!va.is_closed() && !vb.is_closed());
+    assert!(s["lastRestartAt"].as_u64().is_some());
 
     // Last client leaving destroys the session.
-    a.close();
-    wait_for(Duration::from_secs(10), "one client left", || {
-        (sessions(&q).first().map(|s| s["clientCount"] == 1) == Some(true)).then_some(())
+    va.close();
+    wait_for(SECS(10), "one client left", || {
+        (b.sessions().first().map(|s| s["clientCount"] == 1) == Some(true)).then_some(())
     });
-    b.close();
-    wait_for(Duration::from_secs(10), "session destroyed", || {
-        sessions(&q).is_empty().then_some(())
+    vb.close();
+    wait_for(SECS(10), "session destroyed", || {
+        b.sessions().is_empty().then_some(())
     });
-    let (status, h) = q.api("GET", "/healthz", None);
-    assert_eq!(status, 200);
+    let (_, h) = b.q.api("GET", "/healthz", None);
     assert_eq!(h["bridge"]["sessions"], 0);
     assert!(h["bridge"]["restarts"].as_u64().unwrap() >= 1);
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    let log = b.stop();
     assert!(log.contains("streamId"), "logs carry the stream id");
+}
+
+/// A camera asking for `scheme` auth with `password`; bridge streams `good` (in-process,
+/// over `transport`) and `bad` (a wrong password).
+fn auth_bridge(tag: &str, scheme: &str, password: &str, transport: &str) -> Bridge {
+    Camera::with_auth(tag, scheme, password).good_and_bad(
+        password,
+        json!({ "transport": transport }),
+        "wrong",
+        json!({}),
+    )
 }
 
 #[test]
 fn digest_auth_and_udp_transport() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("bridge-auth");
-    let rtsp_port = free_tcp_port();
-    let server = RtspServer::start(
-        rtsp_port,
-        &["--auth", "digest", "--user", "cam", "--password", "s3cret"],
-    );
-    let api = free_tcp_port();
-    let cfg = bridge_config(
-        api,
-        json!({
-            "good": {"rtsp_url": server.url, "username": "cam", "password": "s3cret", "transport": "udp"},
-            "bad": {"rtsp_url": server.url, "username": "cam", "password": "wrong"}
-        }),
-    );
-    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
-    let good = WsViewer::connect(api, "good", 0);
-    let bad = WsViewer::connect(api, "bad", 0);
-    wait_for(
-        Duration::from_secs(20),
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let b = auth_bridge("bridge-auth", "digest", "s3cret", "udp");
+    let (good, bad) = (b.viewer("good", 0), b.viewer("bad", 0));
+    b.wait_media(
         "media with digest auth over UDP",
-        || (good.bytes() > 100_000).then_some(()),
+        SECS(20),
+        &[(&good, 100_000)],
     );
-    wait_for(
-        Duration::from_secs(20),
-        "the bad password is reported",
-        || {
-            sessions(&q)
-                .into_iter()
-                .find(|s| s["streamId"] == "bad")
-                .filter(|s| s["restartCount"].as_u64().unwrap_or(0) >= 1)
-                .and_then(|s| s["lastError"].as_str().map(str::to_owned))
-        },
-    );
+    b.wait_session_error("bad");
     assert_eq!(bad.bytes(), 0);
-    let (_, cfg_out) = q.api("GET", "/api/v1/flows", None);
+    let (_, cfg_out) = b.q.api("GET", "/api/v1/flows", None);
     assert!(!cfg_out.to_string().contains("s3cret"));
 }
 
 #[test]
 fn ffmpeg_worker_restarts_after_its_process_is_killed() {
-    if !peers() || !have_peer("ffmpeg") {
-        return;
-    }
-    let dir = TempDir::new("bridge-ffmpeg");
-    let rtsp_port = free_tcp_port();
-    let mut server = RtspServer::start(rtsp_port, &[]);
-    let api = free_tcp_port();
-    let cfg = bridge_config(
-        api,
-        json!({"cam": {"rtsp_url": format!("rtsp://127.0.0.1:{rtsp_port}/test"), "worker": "ffmpeg"}}),
+    require_peers!(RTSP_SERVER, FFPROBE, "ffmpeg");
+    let mut b = Camera::start("bridge-ffmpeg", &[]).bridge(
+        |url| json!({"cam": {"rtsp_url": url, "worker": "ffmpeg"}}),
+        FAST_RECOVERY,
     );
-    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
-    let a = WsViewer::connect(api, "cam", 2_000_000);
-    wait_for(
-        Duration::from_secs(30),
-        "media from the ffmpeg worker",
-        || (a.bytes() > 300_000).then_some(()),
-    );
-    let s = session(&q);
-    let pid = s["pid"].as_u64().expect("an ffmpeg worker has a pid");
-    let (codecs, errors) = probe(dir.path(), "ffmpeg.ts", &a);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "ffprobe reported errors: {errors}"
-    );
+    let a = b.viewer("cam", 2_000_000);
+    b.wait_media("media from the ffmpeg worker", SECS(30), &[(&a, 300_000)]);
+    let pid = b.session()["pid"]
+        .as_u64()
+        .expect("an ffmpeg worker has a pid");
+    b.expect_decodes("ffmpeg.ts", &a, 0, H264_AAC);
 
     // Kill the worker process behind quoll's back: an unexpected exit. The camera is frozen
     // meanwhile so that the new FFmpeg's TS cannot start before the test marks where it
     // begins (the new FFmpeg waits for the camera's answer).
-    server.freeze();
+    b.cam.server.freeze();
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status();
-    let s = wait_for(Duration::from_secs(20), "a new ffmpeg", || {
-        sessions(&q)
+    let s = wait_for(SECS(20), "a new ffmpeg", || {
+        b.sessions()
             .into_iter()
             .next()
             .filter(|s| s["pid"].as_u64().is_some_and(|p| p != pid) && s["state"] == "running")
@@ -274,7 +139,7 @@ fn ffmpeg_worker_restarts_after_its_process_is_killed() {
     assert_eq!(s["lastExitSignal"], 9);
     assert_eq!(s["clientCount"], 1, "the client was kept");
     // The restart line names the stream, the session, the pid it replaced and why.
-    let line = log_line_with_fields(&q, "starting worker again");
+    let line = log_line_with_fields(&b.q, "starting worker again");
     assert!(line.contains("streamId=cam"), "{line}");
     assert!(
         line.contains(&format!("sessionId={}", s["sessionId"])),
@@ -284,127 +149,68 @@ fn ffmpeg_worker_restarts_after_its_process_is_killed() {
     assert!(line.contains("ffmpeg killed by signal 9"), "{line}");
     assert_eq!(s["lastError"], "ffmpeg killed by signal 9");
     let before = a.bytes();
-    server.thaw();
-    wait_for(Duration::from_secs(20), "media again", || {
-        (a.bytes() > before + 200_000).then_some(())
-    });
-    let (codecs, errors) = probe_from(dir.path(), "ffmpeg-restarted.ts", &a, before);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "the new ffmpeg's TS has errors: {errors}"
-    );
+    b.cam.server.thaw();
+    b.wait_media("media again", SECS(20), &[(&a, before + 200_000)]);
+    b.expect_decodes("ffmpeg-restarted.ts", &a, before, H264_AAC);
     // The last client leaves: the worker is stopped and the session destroyed.
     a.close();
-    wait_for(Duration::from_secs(10), "session destroyed", || {
-        sessions(&q).is_empty().then_some(())
+    wait_for(SECS(10), "session destroyed", || {
+        b.sessions().is_empty().then_some(())
     });
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
-    assert!(
-        log.contains(&format!(
-            "worker exited streamId=cam sessionId={} pid={pid} ",
-            s["sessionId"]
-        )),
-        "{log}"
+    let log = b.stop();
+    let exited = format!(
+        "worker exited streamId=cam sessionId={} pid={pid} ",
+        s["sessionId"]
     );
+    assert!(log.contains(&exited), "{log}");
     assert_session_lines_have_fields(&log);
 }
 
 #[test]
 fn rtsp_flow_input_feeds_outputs_and_latches_events() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("rtsp-input");
-    let rtsp_port = free_tcp_port();
-    let mut server = RtspServer::start(rtsp_port, &[]);
-    let api = free_tcp_port();
-    let (rx, out_port) = udp_receiver();
-    let cfg = json!({
-        "version": 1,
-        "server": {"listen_addr": "127.0.0.1", "listen_port": api},
-        "flows": [{
-            "id": "cam", "name": "camera", "enabled": true,
-            "input": {"type": "rtsp", "rtsp_url": server.url, "timeout_secs": 2,
-                      "reconnect_delay_secs": 1},
-            "outputs": [{"type": "udp", "id": "o", "name": "o",
-                         "dest_addr": format!("127.0.0.1:{out_port}")}]
-        }],
-        "bridge": {"streams": {"tap": {"flow_id": "cam"}}}
-    });
-    let q = Quoll::start(dir.path(), &cfg);
-    let got = receive_until(&rx, Duration::from_secs(20), |d| d.len() >= 400);
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let mut b = Camera::start("rtsp-input", &[])
+        .rtsp_flow(json!({"bridge": {"streams": {"tap": {"flow_id": "cam"}}}}));
+    let got = receive_until(b.rx(), SECS(20), |d| d.len() >= 400);
     assert!(
         got.len() >= 400,
         "the flow forwards the camera: {} datagrams",
         got.len()
     );
-    let ts: Vec<u8> = got.concat();
-    let path = dir.path().join("flow.ts");
-    std::fs::write(&path, &ts).unwrap();
-    let (codecs, errors) = ffprobe_ts(&path);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "ffprobe reported errors: {errors}"
-    );
+    let path = b.cam.dir.path().join("flow.ts");
+    std::fs::write(&path, got.concat()).unwrap();
+    expect_ts_decodes(&path, H264_AAC);
 
     // The flow's output is also a bridge stream.
-    let tap = WsViewer::connect(api, "tap", 0);
-    wait_for(
-        Duration::from_secs(10),
-        "the flow tap feeds a viewer",
-        || (tap.bytes() > 50_000).then_some(()),
-    );
+    let tap = b.viewer("tap", 0);
+    b.wait_media("the flow tap feeds a viewer", SECS(10), &[(&tap, 50_000)]);
     drop(tap);
 
     // Down: one disconnect event however many retries fail.
-    server.kill();
-    wait_for(Duration::from_secs(20), "the disconnect event", || {
-        q.log().contains("RTSP input disconnected").then_some(())
-    });
+    b.cam.server.kill();
+    b.wait_events(RTSP_LOST, 1, SECS(20));
     // Several retries (1 s apart) fail while the camera is away, silently.
-    wait_for(Duration::from_secs(20), "three failed retries", || {
-        (q.log().matches("rtsp connect failed").count() >= 3).then_some(())
-    });
-    let log = q.log();
-    assert_eq!(log.matches("RTSP input disconnected").count(), 1, "{log}");
-    server.restart();
-    wait_for(Duration::from_secs(20), "connected again", || {
-        (q.log().matches("RTSP connected to").count() == 2).then_some(())
-    });
-    let (_, flow) = q.api("GET", "/api/v1/flows/cam", None);
+    b.q.wait_log("rtsp connect failed", 3, 0, SECS(20));
+    b.q.assert_events(RTSP_LOST, 1);
+    b.cam.server.restart();
+    b.wait_events(RTSP_CONNECTED, 2, SECS(20));
+    b.q.assert_events(RTSP_LOST, 1);
+    let flow = b.q.flow("cam");
     assert_eq!(flow["state"], "running");
     assert!(flow["input"]["packets"].as_u64().unwrap() > 1000);
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    b.stop();
 }
 
 #[test]
 fn h265_camera_is_remuxed_in_process() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("bridge-h265");
-    let rtsp_port = free_tcp_port();
-    let server = RtspServer::start(rtsp_port, &["--codec", "h265"]);
-    let api = free_tcp_port();
-    let cfg = bridge_config(api, json!({"cam": {"rtsp_url": server.url}}));
-    let q = Quoll::start(dir.path(), &cfg);
-    let a = WsViewer::connect(api, "cam", 400_000);
-    wait_for(Duration::from_secs(30), "H.265 media", || {
-        (a.bytes() > 200_000).then_some(())
-    });
-    let (codecs, errors) = probe(dir.path(), "h265.ts", &a);
-    assert_eq!(codecs, vec!["hevc", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "ffprobe reported errors: {errors}"
-    );
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let b = Camera::start("bridge-h265", &["--codec", "h265"])
+        .bridge(|url| json!({"cam": {"rtsp_url": url}}), &[]);
+    let a = b.viewer("cam", 400_000);
+    b.wait_media("H.265 media", SECS(30), &[(&a, 200_000)]);
+    b.expect_decodes("h265.ts", &a, 0, &["hevc", "aac"]);
     drop(a);
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    b.stop();
 }
 
 /// A camera that hangs (SIGSTOP: its connections stay open, nothing answers) is a stall, not
@@ -414,16 +220,7 @@ fn h265_camera_is_remuxed_in_process() {
 /// clients, clean from the first byte.
 #[test]
 fn inprocess_stall_restarts_keeping_clients_and_recovers_when_the_camera_resumes() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("bridge-stall");
-    let mut server = RtspServer::start(free_tcp_port(), &[]);
-    let api = free_tcp_port();
-    let cfg = bridge_config(
-        api,
-        json!({"cam": {"rtsp_url": server.url, "timeout_secs": 2}}),
-    );
+    require_peers!(RTSP_SERVER, FFPROBE);
     // The worker's own stall timer (2 s) acts first; the sweep's idle timeout is a
     // backstop. The 2 s delay leaves the `restarting` state long enough to be seen.
     let env = [
@@ -431,49 +228,44 @@ fn inprocess_stall_restarts_keeping_clients_and_recovers_when_the_camera_resumes
         ("STREAM_SWEEP_INTERVAL_MS", "500"),
         ("STREAM_IDLE_TIMEOUT_MS", "8000"),
     ];
-    let q = Quoll::start_with_env(dir.path(), &cfg, &env);
-    let a = WsViewer::connect(api, "cam", 4_000_000);
-    let b = WsViewer::connect(api, "cam", 0);
-    wait_for(Duration::from_secs(20), "both viewers get media", || {
-        (a.bytes() > 200_000 && b.bytes() > 0).then_some(())
-    });
-    let first = session(&q);
-
-    server.freeze();
-    let s = wait_for(
-        Duration::from_secs(10),
-        "the stall noticed, the restart pending",
-        || {
-            let s = session(&q);
-            (s["state"] == "restarting").then_some(s)
-        },
+    let mut b = Camera::start("bridge-stall", &[]).bridge(
+        |url| json!({"cam": {"rtsp_url": url, "timeout_secs": 2}}),
+        &env,
     );
+    let (va, vb) = (b.viewer("cam", 4_000_000), b.viewer("cam", 0));
+    b.wait_media(
+        "both viewers get media",
+        SECS(20),
+        &[(&va, 200_000), (&vb, 0)],
+    );
+    let first = b.session();
+
+    b.cam.server.freeze();
+    let s = wait_for(SECS(10), "the stall noticed, the restart pending", || {
+        Some(b.session()).filter(|s| s["state"] == "restarting")
+    });
     assert_eq!(s["lastError"], "no media for 2 s", "{s}");
     assert_eq!(s["clientCount"], 2, "a stall keeps the clients: {s}");
     assert_eq!(s["sessionId"], first["sessionId"]);
-    let s = wait_for(Duration::from_secs(10), "the restart", || {
-        let s = session(&q);
-        (s["restartCount"].as_u64().unwrap_or(0) >= 1).then_some(s)
+    let s = wait_for(SECS(10), "the restart", || {
+        Some(b.session()).filter(|s| s["restartCount"].as_u64().unwrap_or(0) >= 1)
     });
     assert_eq!(s["clientCount"], 2, "{s}");
     assert!(s["lastRestartAt"].as_u64().is_some(), "{s}");
-    let exited = log_line_with_fields(&q, "worker exited");
+    let exited = log_line_with_fields(&b.q, "worker exited");
     assert!(exited.contains("no media for 2 s"), "{exited}");
-    let line = log_line_with_fields(&q, "starting worker again");
+    let line = log_line_with_fields(&b.q, "starting worker again");
     assert!(line.contains("streamId=cam"), "{line}");
     assert!(line.contains("pid=none"), "in-process: {line}");
     assert!(line.contains("no media for 2 s"), "{line}");
-    assert!(!a.is_closed() && !b.is_closed());
+    assert!(!va.is_closed() && !vb.is_closed());
 
     // Nothing can arrive while the camera is frozen: a frame boundary.
-    let before = (a.bytes(), b.bytes());
-    server.thaw();
-    wait_for(
-        Duration::from_secs(20),
-        "media again after the camera resumed",
-        || (a.bytes() > before.0 + 200_000 && b.bytes() > before.1 + 100_000).then_some(()),
-    );
-    let s = session(&q);
+    let before = (va.bytes(), vb.bytes());
+    b.cam.server.thaw();
+    let media = [(&va, before.0 + 200_000), (&vb, before.1 + 100_000)];
+    b.wait_media("media again after the camera resumed", SECS(20), &media);
+    let s = b.session();
     assert_eq!(
         s["sessionId"], first["sessionId"],
         "recovery is not a new session"
@@ -484,15 +276,9 @@ fn inprocess_stall_restarts_keeping_clients_and_recovers_when_the_camera_resumes
         s["lastDataAt"].as_u64() > first["lastDataAt"].as_u64(),
         "{s}"
     );
-    let (codecs, errors) = probe_from(dir.path(), "after-stall.ts", &a, before.0);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "the TS after the stall has errors: {errors}"
-    );
-    drop((a, b));
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    b.expect_decodes("after-stall.ts", &va, before.0, H264_AAC);
+    drop((va, vb));
+    let log = b.stop();
     assert_session_lines_have_fields(&log);
 }
 
@@ -502,62 +288,32 @@ fn inprocess_stall_restarts_keeping_clients_and_recovers_when_the_camera_resumes
 /// flow forwards media again.
 #[test]
 fn rtsp_flow_input_stall_raises_one_disconnect_and_reconnects() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("rtsp-input-stall");
-    let mut server = RtspServer::start(free_tcp_port(), &[]);
-    let api = free_tcp_port();
-    let (rx, out_port) = udp_receiver();
-    let cfg = json!({
-        "version": 1,
-        "server": {"listen_addr": "127.0.0.1", "listen_port": api},
-        "flows": [{
-            "id": "cam", "name": "camera", "enabled": true,
-            "input": {"type": "rtsp", "rtsp_url": server.url, "timeout_secs": 2,
-                      "reconnect_delay_secs": 1},
-            "outputs": [{"type": "udp", "id": "o", "name": "o",
-                         "dest_addr": format!("127.0.0.1:{out_port}")}]
-        }]
-    });
-    let q = Quoll::start(dir.path(), &cfg);
-    let got = receive_until(&rx, Duration::from_secs(20), |d| d.len() >= 200);
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let mut b = Camera::start("rtsp-input-stall", &[]).rtsp_flow(json!({}));
+    let got = receive_until(b.rx(), SECS(20), |d| d.len() >= 200);
     assert!(got.len() >= 200, "the flow forwards the camera");
-    let connected = "RTSP connected to";
-    assert_eq!(q.log().matches(connected).count(), 1);
+    b.q.assert_events(RTSP_CONNECTED, 1);
 
-    server.freeze();
-    wait_for(Duration::from_secs(10), "the disconnect event", || {
-        q.log()
-            .contains("RTSP input disconnected: no media for 2 s. Reconnecting in 1s")
-            .then_some(())
-    });
-    // Reconnects (1 s apart, each timing out after 2 s) fail while the camera hangs.
-    wait_for(Duration::from_secs(15), "two failed reconnects", || {
-        (q.log().matches("rtsp connect failed").count() >= 2).then_some(())
-    });
-    let log = q.log();
-    assert_eq!(
-        log.matches("RTSP input disconnected").count(),
+    b.cam.server.freeze();
+    b.wait_events(
+        "RTSP input disconnected: no media for 2 s. Reconnecting in 1s",
         1,
-        "one disconnect event per cycle: {log}"
+        SECS(10),
     );
+    // Reconnects (1 s apart, each timing out after 2 s) fail while the camera hangs.
+    b.q.wait_log("rtsp connect failed", 2, 0, SECS(15));
+    b.q.assert_events(RTSP_LOST, 1);
     // Drain what the output sent before the freeze: nothing new can come while frozen, so
     // this ends (at the receiver's 200 ms read timeout), and what comes later is new.
     let mut buf = [0u8; 2048];
-    while rx.recv(&mut buf).is_ok() {}
-    server.thaw();
-    wait_for(Duration::from_secs(20), "connected again", || {
-        (q.log().matches(connected).count() == 2).then_some(())
-    });
-    let again = receive_until(&rx, Duration::from_secs(10), |d| d.len() >= 100);
+    while b.rx().recv(&mut buf).is_ok() {}
+    b.cam.server.thaw();
+    b.wait_events(RTSP_CONNECTED, 2, SECS(20));
+    let again = receive_until(b.rx(), SECS(10), |d| d.len() >= 100);
     assert!(again.len() >= 100, "media again: {} datagrams", again.len());
-    let log = q.log();
-    assert_eq!(log.matches("RTSP input disconnected").count(), 1, "{log}");
-    let (_, flow) = q.api("GET", "/api/v1/flows/cam", None);
-    assert_eq!(flow["state"], "running");
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    b.q.assert_events(RTSP_LOST, 1);
+    assert_eq!(b.q.flow("cam")["state"], "running");
+    b.stop();
 }
 
 /// The ffmpeg worker gets the camera's password on its stdin, never on its command line
@@ -565,38 +321,18 @@ fn rtsp_flow_input_stall_raises_one_disconnect_and_reconnects() {
 /// URL's userinfo redacted.
 #[test]
 fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
-    if !peers() || !have_peer("ffmpeg") {
-        return;
-    }
-    let dir = TempDir::new("bridge-ffmpeg-auth");
-    let server = RtspServer::start(
-        free_tcp_port(),
-        &[
-            "--auth",
-            "basic",
-            "--user",
-            "cam",
-            "--password",
-            "ff-s3cret",
-        ],
+    require_peers!(RTSP_SERVER, FFPROBE, "ffmpeg");
+    let ffmpeg = json!({"worker": "ffmpeg"});
+    let b = Camera::with_auth("bridge-ffmpeg-auth", "basic", "ff-s3cret").good_and_bad(
+        "ff-s3cret",
+        ffmpeg.clone(),
+        "ff-wr0ng",
+        ffmpeg,
     );
-    let api = free_tcp_port();
-    let cfg = bridge_config(
-        api,
-        json!({
-            "good": {"rtsp_url": server.url, "username": "cam", "password": "ff-s3cret",
-                     "worker": "ffmpeg"},
-            "bad": {"rtsp_url": server.url, "username": "cam", "password": "ff-wr0ng",
-                    "worker": "ffmpeg"}
-        }),
-    );
-    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
-    let good = WsViewer::connect(api, "good", 300_000);
-    let bad = WsViewer::connect(api, "bad", 0);
-    wait_for(Duration::from_secs(30), "media with basic auth", || {
-        (good.bytes() > 200_000).then_some(())
-    });
-    let pid = sessions(&q)
+    let (good, bad) = (b.viewer("good", 300_000), b.viewer("bad", 0));
+    b.wait_media("media with basic auth", SECS(30), &[(&good, 200_000)]);
+    let pid = b
+        .sessions()
         .into_iter()
         .find(|s| s["streamId"] == "good")
         .and_then(|s| s["pid"].as_u64())
@@ -609,15 +345,10 @@ fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
             && !cmdline.contains("s3cret"),
         "{cmdline}"
     );
-    wait_for(
-        Duration::from_secs(20),
-        "FFmpeg's refusal in the log",
-        || q.log().contains("Impossible to open").then_some(()),
-    );
+    b.q.wait_log("Impossible to open", 1, 0, SECS(20));
     assert_eq!(bad.bytes(), 0);
     drop((good, bad));
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    let log = b.stop();
     assert!(
         !log.contains("ff-s3cret") && !log.contains("ff-wr0ng"),
         "a password in the log:\n{log}"
@@ -629,51 +360,16 @@ fn ffmpeg_worker_keeps_the_password_off_its_command_line_and_out_of_the_log() {
 /// is reported in the snapshot and retried.
 #[test]
 fn basic_auth_over_tcp() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("bridge-basic");
-    let server = RtspServer::start(
-        free_tcp_port(),
-        &["--auth", "basic", "--user", "cam", "--password", "b4sic"],
-    );
-    let api = free_tcp_port();
-    let cfg = bridge_config(
-        api,
-        json!({
-            "good": {"rtsp_url": server.url, "username": "cam", "password": "b4sic",
-                     "transport": "tcp"},
-            "bad": {"rtsp_url": server.url, "username": "cam", "password": "wrong"}
-        }),
-    );
-    let q = Quoll::start_with_env(dir.path(), &cfg, FAST_RECOVERY);
-    let good = WsViewer::connect(api, "good", 400_000);
-    let bad = WsViewer::connect(api, "bad", 0);
-    wait_for(Duration::from_secs(20), "media with basic auth", || {
-        (good.bytes() > 200_000).then_some(())
-    });
-    let (codecs, errors) = probe(dir.path(), "basic.ts", &good);
-    assert_eq!(codecs, vec!["h264", "aac"], "ffprobe: {errors}");
-    assert!(
-        errors.trim().is_empty(),
-        "ffprobe reported errors: {errors}"
-    );
-    let error = wait_for(
-        Duration::from_secs(20),
-        "the bad password is reported",
-        || {
-            sessions(&q)
-                .into_iter()
-                .find(|s| s["streamId"] == "bad")
-                .filter(|s| s["restartCount"].as_u64().unwrap_or(0) >= 1)
-                .and_then(|s| s["lastError"].as_str().map(str::to_owned))
-        },
-    );
+    require_peers!(RTSP_SERVER, FFPROBE);
+    let b = auth_bridge("bridge-basic", "basic", "b4sic", "tcp");
+    let (good, bad) = (b.viewer("good", 400_000), b.viewer("bad", 0));
+    b.wait_media("media with basic auth", SECS(20), &[(&good, 200_000)]);
+    b.expect_decodes("basic.ts", &good, 0, H264_AAC);
+    let error = b.wait_session_error("bad");
     assert!(error.contains("401"), "{error}");
     assert_eq!(bad.bytes(), 0);
     drop((good, bad));
-    let (st, log) = q.terminate();
-    assert!(st.success(), "{log}");
+    let log = b.stop();
     assert!(!log.contains("b4sic"), "the password is not logged");
 }
 

@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Quoll, TempDir, free_tcp_port, free_udp_port};
+use common::{Quoll, TempDir, free_tcp_port, free_udp_port, node_config, udp_flow, wait_for};
 use serde_json::json;
 
 /// Datagrams received until `done` says stop, or the deadline.
@@ -49,17 +49,11 @@ fn ready_after_flows_start_then_watchdog_pings_then_stopping() {
     let dir = TempDir::new("notify");
     let sock = dir.path().join("notify.sock");
     let rx = UnixDatagram::bind(&sock).unwrap();
-    let config = json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": [{
-            "id": "f1", "name": "f1",
-            "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{}", free_udp_port()) },
-            "outputs": [{ "type": "udp", "id": "o1",
-                          "dest_addr": format!("127.0.0.1:{}", free_udp_port()) }]
-        }]
-    });
+    let config = node_config(
+        free_tcp_port(),
+        &dir.path().join("data"),
+        json!([udp_flow(free_udp_port(), free_udp_port())]),
+    );
     // WatchdogSec=1s: a ping every 500 ms (slow enough for qemu).
     const PINGS: usize = 6;
     let q = Quoll::start_with_env(
@@ -116,12 +110,7 @@ fn ready_after_flows_start_then_watchdog_pings_then_stopping() {
 #[test]
 fn without_notify_socket_nothing_changes() {
     let dir = TempDir::new("notify-none");
-    let config = json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": []
-    });
+    let config = empty_config(&dir);
     let q = Quoll::start_with_env(dir.path(), &config, &[("NOTIFY_SOCKET", "not/absolute")]);
     let (code, _) = q.api("GET", "/healthz", None);
     assert_eq!(code, 200);
@@ -136,12 +125,7 @@ fn without_notify_socket_nothing_changes() {
 #[test]
 fn a_second_daemon_on_the_same_data_dir_is_refused() {
     let dir = TempDir::new("lock");
-    let config = json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": []
-    });
+    let config = empty_config(&dir);
     let first = Quoll::start(dir.path(), &config);
     let mut second = config.clone();
     second["server"]["listen_port"] = json!(free_tcp_port());
@@ -157,8 +141,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another quoll"), "{err}");
-    let (status, _) = first.terminate();
-    assert!(status.success());
+    first.stop();
 }
 
 /// Thread names of a process, from /proc/PID/task (`comm`, sorted).
@@ -189,19 +172,18 @@ fn two_threads_in_steady_state_under_a_20_mbit_load() {
     let in_port = free_udp_port();
     // Outputs to a bound socket nobody reads: the kernel drops what overflows it.
     let (_sink, out_port) = common::udp_receiver();
-    let config = json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": [{
+    let config = node_config(
+        free_tcp_port(),
+        &dir.path().join("data"),
+        json!([{
             "id": "f1", "name": "f1",
             "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
             "outputs": [
                 { "type": "udp", "id": "o1", "dest_addr": format!("127.0.0.1:{out_port}") },
                 { "type": "rtp", "id": "o2", "dest_addr": format!("127.0.0.1:{out_port}") }
             ]
-        }]
-    });
+        }]),
+    );
     let q = Quoll::start(dir.path(), &config);
     let pid = q.pid();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -272,8 +254,7 @@ fn two_threads_in_steady_state_under_a_20_mbit_load() {
         "{f}"
     );
     assert_eq!(f["input"]["cc_errors"], 0, "{f}");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    q.stop();
 }
 
 /// A fake `rauc` on PATH that prints `output`, or when `None` writes its pid to
@@ -314,68 +295,52 @@ fn booted_by_cmdline() -> bool {
     std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("rauc.slot="))
 }
 
+/// quoll (no flows) with the fake `rauc` printing `output` (see `fake_rauc`) first on
+/// PATH, or `None` (skipping) when this machine's kernel command line names a RAUC slot.
+fn with_fake_rauc(tag: &str, output: Option<&str>) -> Option<(TempDir, Quoll)> {
+    if booted_by_cmdline() {
+        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
+        return None;
+    }
+    let dir = TempDir::new(tag);
+    let path = fake_rauc(dir.path(), output);
+    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
+    Some((dir, q))
+}
+
+/// No flows; the data dir in `dir`.
 fn empty_config(dir: &TempDir) -> serde_json::Value {
-    json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": []
-    })
+    node_config(free_tcp_port(), &dir.path().join("data"), json!([]))
 }
 
 /// An EFI-booted board has no `rauc.slot=`: the slot comes from `rauc status`'s JSON.
 #[test]
 fn booted_slot_from_rauc_status_when_the_command_line_has_none() {
-    if booted_by_cmdline() {
-        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
-        return;
-    }
-    let dir = TempDir::new("rauc");
     let status = r#"{"compatible":"quoll-jetson-orin-nano","variant":null,"booted":"B","boot_primary":"rootfs.1","slots":[{"rootfs.0":{"class":"rootfs","device":"/dev/nvme0n1p1","type":"ext4","bootname":"A","state":"inactive","parent":null,"mountpoint":null,"boot_status":"good"}},{"rootfs.1":{"class":"rootfs","device":"/dev/nvme0n1p2","type":"ext4","bootname":"B","state":"booted","parent":null,"mountpoint":"/","boot_status":"good"}}]}"#;
-    let path = fake_rauc(dir.path(), Some(status));
-    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let slot = loop {
-        let (_, h) = q.api("GET", "/healthz", None);
-        if let Some(s) = h["boot_slot"].as_str() {
-            break s.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no boot_slot in {h}");
-        // Polling the API for a background result, with a deadline.
-        std::thread::sleep(Duration::from_millis(50));
+    let Some((_dir, q)) = with_fake_rauc("rauc", Some(status)) else {
+        return;
     };
+    let slot = wait_for(Duration::from_secs(20), "boot_slot in /healthz", || {
+        let (_, h) = q.api("GET", "/healthz", None);
+        h["boot_slot"].as_str().map(str::to_owned)
+    });
     assert_eq!(slot, "B");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    q.stop();
 }
 
 /// A `rauc` that never answers holds up neither startup nor the API (they answer while it
 /// is still running), the slot is left out, and it is killed at its timeout.
 #[test]
 fn a_hung_rauc_delays_nothing() {
-    if booted_by_cmdline() {
-        eprintln!("skipping: this machine's kernel command line names a RAUC slot");
+    let Some((dir, q)) = with_fake_rauc("rauc-hung", None) else {
         return;
-    }
-    let dir = TempDir::new("rauc-hung");
-    let path = fake_rauc(dir.path(), None);
-    let q = Quoll::start_with_env(dir.path(), &empty_config(&dir), &[("PATH", &path)]);
+    };
     let pidfile = dir.path().join("rauc.pid");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid: u32 = loop {
-        if let Some(p) = std::fs::read_to_string(&pidfile)
+    let pid: u32 = wait_for(Duration::from_secs(20), "rauc to be run", || {
+        std::fs::read_to_string(&pidfile)
             .ok()
             .and_then(|t| t.trim().parse().ok())
-        {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rauc was never run; log:\n{}",
-            q.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     let (code, h) = q.api("GET", "/healthz", None);
     assert_eq!(code, 200);
     assert_eq!(h["status"], "ok");
@@ -385,12 +350,9 @@ fn a_hung_rauc_delays_nothing() {
         "the API answered only once rauc was gone: the runtime waited for it"
     );
     // Abandoned (killed) at its timeout, not left behind.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "the hung rauc was never killed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    wait_for(Duration::from_secs(60), "the hung rauc killed", || {
+        (!alive(pid)).then_some(())
+    });
+    let log = q.stop();
     assert!(log.contains("rauc status did not answer"), "{log}");
 }

@@ -7,79 +7,18 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use quoll::events::codec;
-use serde_json::{Value, json};
-
-fn config(api_port: u16, data_dir: &Path) -> Value {
-    json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": api_port },
-        "storage": { "data_dir": data_dir },
-        "flows": []
-    })
-}
-
-fn events_json(data: &Path) -> Vec<Value> {
-    let out = quoll()
-        .args(["events", "--json", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("run quoll events");
-    assert!(out.status.success(), "quoll events failed: {out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
-fn ctl(run_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = quoll()
-        .arg("ctl")
-        .args(args)
-        .env("QUOLL_RUNTIME_DIR", run_dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run quoll ctl");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-/// Every file of the data dir is 0600, the dir itself 0700.
-fn assert_owner_only(data: &Path) {
-    assert_eq!(mode(data), 0o700, "{}", data.display());
-    for e in std::fs::read_dir(data).unwrap() {
-        let p = e.unwrap().path();
-        assert_eq!(mode(&p), 0o600, "{}", p.display());
-    }
-}
+use serde_json::json;
 
 #[test]
 fn header_damage_hides_nothing_and_real_loss_degrades_health_until_acknowledged() {
     let dir = TempDir::new("events-loss");
     let data = dir.path().join("data");
     let run = dir.path().join("run");
-    let out = quoll()
-        .args(["debug-raise-events", "--data-dir"])
-        .arg(&data)
-        .args(["--count", "20", "--delay-ms", "2"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run quoll debug-raise-events");
-    assert!(out.status.success(), "{out:?}");
+    raise_events(&data, &["--count", "20", "--delay-ms", "2"]);
     let seg = data.join(codec::segment_name(1));
     let bytes = std::fs::read(&seg).unwrap();
     let frames = codec::scan_frames(&bytes, codec::HEADER_LEN, 1).frames;
@@ -95,8 +34,8 @@ fn header_damage_hides_nothing_and_real_loss_degrades_health_until_acknowledged(
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let q = Quoll::start(dir.path(), &config(free_tcp_port(), &data));
-    assert_owner_only(&data);
+    let q = Quoll::start(dir.path(), &node_config(free_tcp_port(), &data, json!([])));
+    assert_owner_only(&data, 1);
     let (code, h) = q.api("GET", "/healthz", None);
     assert_eq!(code, 200);
     assert_eq!(h["status"], "degraded", "{h}");
@@ -105,17 +44,8 @@ fn header_damage_hides_nothing_and_real_loss_degrades_health_until_acknowledged(
     assert_eq!(h["event_log"]["loss_seq"], 21, "{h}");
 
     // Every intact record is there, the two damaged ones are reported, exactly.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let recs = loop {
-        let recs = events_json(&data);
-        if recs.iter().any(|r| r["seq"] == 21) {
-            break recs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the loss report never became durable"
-        );
-    };
+    q.wait_event("Event log recovery skipped", Duration::from_secs(20));
+    let recs = q.events();
     let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     let want: Vec<u64> = (1..=21).filter(|q| *q != 6 && *q != 7).collect();
     assert_eq!(seqs[..want.len()], want[..], "{seqs:?}");
@@ -129,38 +59,36 @@ fn header_damage_hides_nothing_and_real_loss_degrades_health_until_acknowledged(
     assert_eq!(report["details"]["exact"], true);
 
     // The operator's view: not healthy, and why; the OTA gate passes all the same.
-    let (code, out, err) = ctl(&run, &["health"]);
+    let (code, out, err) = ctl_output(&run, &["health"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("status is degraded"), "{err}");
     assert!(
         out.contains("event log: 2 events lost to disk damage"),
         "{out}"
     );
-    let (code, _, err) = ctl(&run, &["health", "--boot-check", "--timeout", "5"]);
+    let (code, _, err) = ctl_output(&run, &["health", "--boot-check", "--timeout", "5"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 events were lost"), "{err}");
 
-    let (code, out, err) = ctl(&run, &["ack-loss"]);
+    let (code, out, err) = ctl_output(&run, &["ack-loss"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "acknowledged: 2 events lost (report seq 21)");
     let (_, h) = q.api("GET", "/healthz", None);
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["event_log"]["lost_unacked"], 0, "{h}");
-    let (code, out, _) = ctl(&run, &["ack-loss"]);
+    let (code, out, _) = ctl_output(&run, &["ack-loss"]);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "nothing to acknowledge: no event loss reported");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    q.stop();
     assert!(data.join(codec::LOSS_ACK_FILE).exists());
-    assert_owner_only(&data);
+    assert_owner_only(&data, 1);
 
     // A restart: the acknowledged loss is history now, health is ok from the start.
-    let q = Quoll::start(dir.path(), &config(free_tcp_port(), &data));
+    let q = Quoll::start(dir.path(), &node_config(free_tcp_port(), &data, json!([])));
     let (_, h) = q.api("GET", "/healthz", None);
     assert_eq!(h["status"], "ok", "{h}");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
-    let reports = events_json(&data)
+    q.stop();
+    let reports = read_events(&data)
         .into_iter()
         .filter(|r| r["category"] == "storage")
         .count();

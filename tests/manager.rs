@@ -25,13 +25,9 @@ const NODE_ID: &str = "11111111-2222-4333-8444-555555555555";
 const NODE_SECRET: &str = "node-secret-value-0001";
 
 fn config(dir: &TempDir, manager: Value, flows: Value) -> Value {
-    json!({
-        "version": 1,
-        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
-        "storage": { "data_dir": dir.path().join("data") },
-        "flows": flows,
-        "manager": manager,
-    })
+    let mut c = node_config(free_tcp_port(), &dir.path().join("data"), flows);
+    c["manager"] = manager;
+    c
 }
 
 fn plain(fm: &FakeManager) -> Value {
@@ -55,14 +51,7 @@ fn udp_flow(id: &str, in_port: u16, out_port: u16) -> Value {
 
 /// Poll the quoll log for `needle` until `limit`.
 fn wait_log(q: &Quoll, needle: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if q.log().contains(needle) {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
+    poll(limit, || q.log().contains(needle).then_some(())).is_some()
 }
 
 fn assert_clean(fm: &FakeManager) {
@@ -261,29 +250,12 @@ fn events_raised_during_an_outage_arrive_afterwards_in_order_with_their_raise_ti
 
 /// A datagram of 7 TS packets whose payload carries `n`.
 fn datagram(n: u32) -> Vec<u8> {
-    let mut d = vec![0xFFu8; 1316];
-    for (i, p) in d.chunks_mut(188).enumerate() {
-        p[0] = 0x47;
-        p[1] = 0x01;
-        p[2] = 0x00;
-        p[3] = 0x10 | ((n as usize * 7 + i) & 0x0F) as u8;
-        p[4..8].copy_from_slice(&n.to_be_bytes());
-    }
-    d
+    numbered_datagram(n)
 }
 
+/// Numbered datagrams to `port` (1000/s) until stopped; returns how many were sent.
 fn sender(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<u32> {
-    thread::spawn(move || {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut n = 0u32;
-        while !stop.load(Ordering::Relaxed) {
-            let _ = s.send_to(&datagram(n), ("127.0.0.1", port));
-            n += 1;
-            // Pacing the source (1000 datagrams/s), not waiting for anything.
-            thread::sleep(Duration::from_millis(1));
-        }
-        n
-    })
+    numbered_sender(port, Duration::from_millis(1), stop)
 }
 
 fn ok(reply: &Value) -> &Value {

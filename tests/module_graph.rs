@@ -480,7 +480,6 @@ fn no_cycles_between_top_level_modules() {
 }
 
 #[test]
-#[ignore = "config/json.rs <-> config/validate.rs: removed on the config branch (issue #14); run with --ignored, and drop this line once merged"]
 fn no_cycles_between_submodules() {
     let src = sources();
     let dirs: BTreeSet<Vec<String>> = src

@@ -2,9 +2,11 @@
 //! output listeners, wrong passphrases on outputs, callers (input and output) that lose
 //! their listener and get it back, and the latching of the seed's messages: one event per
 //! connection cycle, never one per retry. Messages are checked with their exact seed text
-//! (docs/events.md: ASCII quotes).
+//! (docs/events.md: ASCII quotes), as event records (`quoll events --json`).
 //!
-//! Every wait polls with a deadline; every child process is killed on drop.
+//! Every wait polls events, counters or debug log lines with a deadline; an absence is
+//! checked after a positive sync point (a later event, a counter that moved); every child
+//! process is killed on drop.
 
 mod common;
 #[path = "common/srt.rs"]
@@ -13,36 +15,29 @@ mod srt_common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use srt_common::*;
 
-/// Lines of `log` holding `needle` that belong to flow `f1`'s events.
-fn events(log: &str, needle: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("quoll::events") && l.contains(needle))
-        .count()
-}
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const OUT_FAILED: &str = "SRT output 's' connection failed: ";
+const OUT_CONNECTED: &str = "SRT output 's' connected";
+const OUT_LOST: &str = "SRT output 's' disconnected";
 
-/// Discards what `rx` holds now.
-fn drain(rx: &std::net::UdpSocket) {
-    rx.set_nonblocking(true).unwrap();
-    while rx.recv(&mut [0u8; 2048]).is_ok() {}
-    rx.set_nonblocking(false).unwrap();
-}
-
-fn output_srt(q: &Quoll, field: &str) -> u64 {
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+/// Output `s`'s SRT counter `field`.
+fn output_srt(f: &Value, field: &str) -> u64 {
     f["outputs"][0]["srt"][field].as_u64().unwrap_or(0)
 }
 
-/// A srt-live-transmit caller reading `port` with `params`, writing to UDP `sink`; it gives
-/// up (and exits) when its connection is refused.
-fn slt_reader(port: u16, params: &str, sink: u16) -> Peer {
-    slt(&[
-        "-a:no",
-        &format!("srt://127.0.0.1:{port}?mode=caller{params}"),
-        &format!("udp://127.0.0.1:{sink}?sndbuf=4194304"),
-    ])
+/// A wrong-passphrase caller of output listener `port`, waited (bounded) until the output
+/// counted its refusal: the same check of the output raises the event, if any, so the
+/// count of events is settled after this (a sync point).
+fn rejected_caller(s: &Running, port: u16) {
+    let before = output_srt(&s.f1(), "rejected");
+    let mut w = slt_reader(port, "&passphrase=wrong-passphrase-x", free_udp_port());
+    s.q.wait_flow("f1", SECS(10), "the wrong caller rejected", |f| {
+        output_srt(f, "rejected") > before
+    });
+    w.wait(SECS(10));
 }
 
 /// An SRT output listener with a passphrase and no `aes_key_len` (so it takes the caller's):
@@ -53,100 +48,47 @@ fn slt_reader(port: u16, params: &str, sink: u16) -> Peer {
 ///   and is reported again, once.
 #[test]
 fn output_listener_with_passphrase_byte_exact_and_wrong_passphrase_once_per_cycle() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-out-pass", 4);
-    let (rx, out_port) = udp_receiver();
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "listener",
-                     "local_addr": format!("127.0.0.1:{port}"), "passphrase": PASS,
-                     "peer_idle_timeout_secs": 5 }]),
-            &fx.dir,
-        ),
-    );
-    const FAILED: &str = "SRT output 's' connection failed: ";
-    let wrong = "&passphrase=wrong-passphrase-x";
-    let mut w1 = slt_reader(port, wrong, free_udp_port());
+    let out = srt_listener(port).with(json!({"passphrase": PASS, "peer_idle_timeout_secs": 5}));
+    let s = Scenario::new("srt-out-pass", udp_input(in_port))
+        .source(4)
+        .output(srt_output(out))
+        .start();
+    rejected_caller(&s, port);
+    rejected_caller(&s, port);
+    s.q.assert_events(OUT_FAILED, 1);
+    let failed = s.q.wait_event(OUT_FAILED, SECS(1));
     assert!(
-        wait_until(Duration::from_secs(10), || output_srt(&q, "rejected") >= 1),
-        "first wrong caller not rejected; log:\n{}",
-        q.log()
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected a caller's handshake (wrong or missing passphrase?)"),
+        "{failed}"
     );
-    w1.wait(Duration::from_secs(10));
-    let rejected = output_srt(&q, "rejected");
-    let mut w2 = slt_reader(port, wrong, free_udp_port());
-    assert!(
-        wait_until(Duration::from_secs(10), || output_srt(&q, "rejected")
-            > rejected),
-        "second wrong caller not rejected; log:\n{}",
-        q.log()
-    );
-    w2.wait(Duration::from_secs(10));
-    // Two ticks of the output's check after the last refusal.
-    std::thread::sleep(Duration::from_millis(700));
-    let log = q.log();
-    assert_eq!(events(&log, FAILED), 1, "once per failing cycle:\n{log}");
-    assert!(
-        log.contains("rejected a caller's handshake (wrong or missing passphrase?)"),
-        "{log}"
-    );
-    assert_eq!(events(&log, "SRT output 's' connected"), 0, "{log}");
+    s.q.assert_no_event(OUT_CONNECTED);
 
     // The right passphrase, AES-192 (the listener has no key length of its own).
+    let rx = Receiver::new();
     let mut good = slt_reader(
         port,
         &format!("&latency=120&passphrase={PASS}&pbkeylen=24"),
-        out_port,
+        rx.port,
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || events(
-            &q.log(),
-            "SRT output 's' connected"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(out.len(), reference.len(), "byte count; log:\n{}", q.log());
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
+    s.q.wait_event(OUT_CONNECTED, SECS(10));
+    s.expect_relayed(in_port, &rx);
     // The caller leaves (SIGINT: srt-live-transmit closes its socket, a Shutdown).
     signal(&good, "INT");
-    assert!(good.wait(Duration::from_secs(10)));
-    assert!(
-        wait_until(Duration::from_secs(10), || events(
-            &q.log(),
-            "SRT output 's' disconnected"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
+    assert!(good.wait(SECS(10)));
+    s.q.wait_event(OUT_LOST, SECS(10));
     // A new cycle: the next wrong passphrase is reported again, once.
-    let mut w3 = slt_reader(port, wrong, free_udp_port());
-    assert!(
-        wait_until(Duration::from_secs(10), || events(&q.log(), FAILED) == 2),
-        "log:\n{}",
-        q.log()
-    );
-    w3.wait(Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(700));
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
-    assert_eq!(events(&log, FAILED), 2, "{log}");
-    assert_eq!(events(&log, "SRT output 's' connected"), 1, "{log}");
-    assert_eq!(events(&log, "SRT output 's' disconnected"), 1, "{log}");
-    assert!(!log.contains("panicked"), "{log}");
+    rejected_caller(&s, port);
+    s.q.wait_events(OUT_FAILED, 2, SECS(10));
+    let events = s.q.stop_events();
+    let listed = events_text(&events);
+    assert_eq!(count_matching(&events, None, OUT_FAILED), 2, "{listed}");
+    assert_eq!(count_matching(&events, None, OUT_CONNECTED), 1, "{listed}");
+    assert_eq!(count_matching(&events, None, OUT_LOST), 1, "{listed}");
 }
 
 /// A quoll output caller with the wrong passphrase against a srt-live-transmit listener:
@@ -154,45 +96,24 @@ fn output_listener_with_passphrase_byte_exact_and_wrong_passphrase_once_per_cycl
 /// "SRT output 's' connection failed: ..." is raised.
 #[test]
 fn output_caller_with_wrong_passphrase_reports_once() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-out-wrong-pass");
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let _listener = slt(&[
-        &format!("srt://:{port}?mode=listener&passphrase={PASS}"),
-        &format!("udp://127.0.0.1:{}", free_udp_port()),
-    ]);
-    assert!(wait_until(Duration::from_secs(10), || udp_bound(port)));
-    let q = Quoll::start_with_env(
-        dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
-                     "remote_addr": format!("127.0.0.1:{port}"),
-                     "passphrase": "not-the-right-one" }]),
-            &dir,
-        ),
-        &[("QUOLL_LOG", "info,quoll::output::srt=debug")],
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || count(
-            &q.log(),
-            "SRT connect failed"
-        ) >= 4),
-        "log:\n{}",
-        q.log()
-    );
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    let _listener = slt_listener_to_udp(port, &format!("&passphrase={PASS}"), free_udp_port());
+    let out = srt_caller(port).with(json!({"passphrase": "not-the-right-one"}));
+    let s = Scenario::new("srt-out-wrong-pass", udp_input(in_port))
+        .output(srt_output(out))
+        .debug("quoll::output::srt")
+        .start();
+    s.q.wait_log("SRT connect failed", 4, 0, SECS(30));
+    assert!(!s.q.log().contains("panicked"), "{}", s.q.log());
+    let events = s.q.stop_events();
+    let listed = events_text(&events);
     assert_eq!(
-        events(&log, "SRT output 's' connection failed: "),
+        count_matching(&events, None, OUT_FAILED),
         1,
-        "not once per retry:\n{log}"
+        "not once per retry:\n{listed}"
     );
-    assert_eq!(events(&log, "SRT output 's' connected"), 0, "{log}");
-    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(count_matching(&events, None, OUT_CONNECTED), 0, "{listed}");
 }
 
 /// A quoll input caller whose srt-live-transmit listener is killed (SIGKILL: no Shutdown,
@@ -202,73 +123,40 @@ fn output_caller_with_wrong_passphrase_reports_once() {
 /// "SRT input connected (mode=caller)" again and data flows again.
 #[test]
 fn input_caller_reconnects_after_its_listener_restarts() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-in-reconnect");
-    let (rx, out_port) = udp_receiver();
-    let (port, slt_in) = (free_udp_port(), free_udp_port());
-    let listener = || {
-        slt(&[
-            &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-            &format!("srt://:{port}?mode=listener&latency=120"),
-        ])
-    };
-    let mut first = listener();
-    assert!(wait_until(Duration::from_secs(10), || udp_bound(port)));
-    let q = Quoll::start_with_env(
-        dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-                   "remote_addr": format!("127.0.0.1:{port}"), "peer_idle_timeout_secs": 2}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &dir,
-        ),
-        &[("QUOLL_LOG", "info,quoll::input::srt=debug")],
-    );
+    require_peers!(FFMPEG, SLT);
     const CONNECTED: &str = "SRT input connected (mode=caller)";
     const LOST: &str = "SRT input disconnected, reconnecting";
-    assert!(
-        wait_until(Duration::from_secs(10), || events(&q.log(), CONNECTED) == 1),
-        "log:\n{}",
-        q.log()
-    );
+    let (port, slt_in) = (free_udp_port(), free_udp_port());
+    let listener = || slt_listener_from_udp(slt_in, port, "&latency=120");
+    let mut first = listener();
+    let input = srt_caller(port).with(json!({"peer_idle_timeout_secs": 2}));
+    let s = Scenario::new("srt-in-reconnect", input)
+        .with_receiver()
+        .debug("quoll::input::srt")
+        .start();
+    s.q.wait_event(CONNECTED, SECS(10));
     let _pump = TsPump::start(slt_in);
-    let got = receive_until(&rx, Duration::from_secs(10), |d| d.len() >= 100);
-    assert!(got.len() >= 100, "no data through the first connection");
+    s.rx()
+        .expect_datagrams(100, "data through the first connection");
 
     first.kill();
-    assert!(
-        wait_until(Duration::from_secs(10), || events(&q.log(), LOST) == 1),
-        "log:\n{}",
-        q.log()
-    );
+    s.q.wait_event(LOST, SECS(10));
     // Retries while nobody listens: at least three, all silent.
-    let mark = q.log().len();
-    assert!(
-        wait_until(Duration::from_secs(20), || count(
-            since(&q.log(), mark),
-            "SRT connect failed"
-        ) >= 3),
-        "log:\n{}",
-        q.log()
-    );
+    s.q.wait_log("SRT connect failed", 3, s.q.log().len(), SECS(20));
     let _second = listener();
-    assert!(
-        wait_until(Duration::from_secs(20), || events(&q.log(), CONNECTED) == 2),
-        "log:\n{}",
-        q.log()
-    );
+    s.q.wait_events(CONNECTED, 2, SECS(20));
     // Data again, through the new connection (what the first one left is drained first).
-    drain(&rx);
-    let got = receive_until(&rx, Duration::from_secs(10), |d| d.len() >= 100);
-    assert!(got.len() >= 100, "no data after the reconnect");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
-    assert_eq!(events(&log, LOST), 1, "{log}");
-    assert_eq!(events(&log, CONNECTED), 2, "{log}");
-    assert_eq!(events(&log, "SRT input connection failed"), 0, "{log}");
+    s.rx().drain();
+    s.rx().expect_datagrams(100, "data after the reconnect");
+    let events = s.q.stop_events();
+    let listed = events_text(&events);
+    assert_eq!(count_matching(&events, None, LOST), 1, "{listed}");
+    assert_eq!(count_matching(&events, None, CONNECTED), 2, "{listed}");
+    assert_eq!(
+        count_matching(&events, None, "SRT input connection failed"),
+        0,
+        "{listed}"
+    );
 }
 
 /// A quoll output caller started before its srt-live-transmit listener exists: retries are
@@ -279,89 +167,34 @@ fn input_caller_reconnects_after_its_listener_restarts() {
 /// and the new listener gets the stream.
 #[test]
 fn output_caller_latches_failures_and_reconnects_after_its_listener_restarts() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-out-reconnect");
-    let (rx, out_port) = udp_receiver();
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let q = Quoll::start_with_env(
-        dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
-                     "remote_addr": format!("127.0.0.1:{port}") }]),
-            &dir,
-        ),
-        &[("QUOLL_LOG", "info,quoll::output::srt=debug")],
-    );
-    const FAILED: &str = "SRT output 's' connection failed: ";
-    const CONNECTED: &str = "SRT output 's' connected";
-    const LOST: &str = "SRT output 's' disconnected";
+    let s = Scenario::new("srt-out-reconnect", udp_input(in_port))
+        .output(srt_output(srt_caller(port)))
+        .debug("quoll::output::srt")
+        .start();
     // Unreachable: several attempts, one event.
-    assert!(
-        wait_until(Duration::from_secs(30), || count(
-            &q.log(),
-            "SRT connect failed"
-        ) >= 3),
-        "log:\n{}",
-        q.log()
-    );
-    assert_eq!(events(&q.log(), FAILED), 1, "{}", q.log());
+    s.q.wait_log("SRT connect failed", 3, 0, SECS(30));
+    s.q.assert_events(OUT_FAILED, 1);
     let _pump = TsPump::start(in_port);
-    let listener = |sink: u16| {
-        slt(&[
-            &format!("srt://:{port}?mode=listener&latency=120"),
-            &format!("udp://127.0.0.1:{sink}?sndbuf=4194304"),
-        ])
-    };
-    let mut first = listener(out_port);
-    assert!(
-        wait_until(Duration::from_secs(20), || events(&q.log(), CONNECTED) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let got = receive_until(&rx, Duration::from_secs(10), |d| d.len() >= 100);
-    assert!(got.len() >= 100, "no data through the first connection");
+    let rx = Receiver::new();
+    let mut first = slt_listener_to_udp(port, "&latency=120", rx.port);
+    s.q.wait_event(OUT_CONNECTED, SECS(20));
+    rx.expect_datagrams(100, "data through the first connection");
     signal(&first, "INT");
-    assert!(first.wait(Duration::from_secs(10)));
-    assert!(
-        wait_until(Duration::from_secs(10), || events(&q.log(), LOST) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mark = q.log().len();
-    assert!(
-        wait_until(Duration::from_secs(20), || count(
-            since(&q.log(), mark),
-            "SRT connect failed"
-        ) >= 3),
-        "log:\n{}",
-        q.log()
-    );
-    let (rx2, out2) = udp_receiver();
-    let _second = listener(out2);
-    assert!(
-        wait_until(Duration::from_secs(20), || events(&q.log(), CONNECTED) == 2),
-        "log:\n{}",
-        q.log()
-    );
-    let got = receive_until(&rx2, Duration::from_secs(10), |d| d.len() >= 100);
-    assert!(got.len() >= 100, "no data after the reconnect");
-    assert_eq!(
-        cc_errors(&got.concat()),
-        0,
-        "continuity after the reconnect"
-    );
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
-    assert_eq!(events(&log, FAILED), 1, "{log}");
-    assert_eq!(events(&log, LOST), 1, "{log}");
-    assert_eq!(events(&log, CONNECTED), 2, "{log}");
-    assert_eq!(
-        events(&log, "SRT output 's' stale connection detected"),
-        0,
-        "{log}"
-    );
+    assert!(first.wait(SECS(10)));
+    s.q.wait_event(OUT_LOST, SECS(10));
+    s.q.wait_log("SRT connect failed", 3, s.q.log().len(), SECS(20));
+    let rx2 = Receiver::new();
+    let _second = slt_listener_to_udp(port, "&latency=120", rx2.port);
+    s.q.wait_events(OUT_CONNECTED, 2, SECS(20));
+    let got = rx2.expect_datagrams(100, "data after the reconnect");
+    assert_eq!(cc_errors(&got), 0, "continuity after the reconnect");
+    let events = s.q.stop_events();
+    let listed = events_text(&events);
+    assert_eq!(count_matching(&events, None, OUT_FAILED), 1, "{listed}");
+    assert_eq!(count_matching(&events, None, OUT_LOST), 1, "{listed}");
+    assert_eq!(count_matching(&events, None, OUT_CONNECTED), 2, "{listed}");
+    let stale = count_matching(&events, None, "SRT output 's' stale connection detected");
+    assert_eq!(stale, 0, "{listed}");
 }

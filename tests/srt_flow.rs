@@ -4,7 +4,9 @@
 //! mid-stream, and a lossy path (a userspace proxy dropping 5 % each way: this machine's
 //! kernel has no netem, see docs/srt.md).
 //!
-//! Every wait polls with a deadline; every child process is killed on drop.
+//! Each test states its scenario (`Scenario`: the flow's input and outputs, the peers) and
+//! what differs; events are checked as records (`quoll events --json`), waits poll events
+//! and counters with a deadline; every child process is killed on drop.
 
 mod common;
 #[path = "common/srt.rs"]
@@ -21,6 +23,10 @@ use common::*;
 use serde_json::{Value, json};
 use srt_common::*;
 
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const IN_CONNECTED_LISTENER: &str = "SRT input connected (mode=listener)";
+const OUT_CONNECTED: &str = "SRT output 's' connected";
+
 /// `linger=2`: a closing ffmpeg sends and gets acknowledged what it still holds (see
 /// `ffmpeg_into_listener`).
 fn srt_url(port: u16, extra: &str) -> String {
@@ -31,95 +37,51 @@ fn srt_url(port: u16, extra: &str) -> String {
 /// default in live mode, discarding what is still in its send buffer; `srt_url` asks it to
 /// linger, so the whole file comes out byte for byte.
 fn ffmpeg_into_listener(passphrase: Option<(&str, u16)>) {
-    let fx = fixture("srt-ffmpeg-listener", 4);
-    let (rx, out_port) = udp_receiver();
     let port = free_udp_port();
-    let mut input =
-        json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}")});
-    let mut extra = String::new();
+    let (mut input, mut extra) = (srt_listener(port), String::new());
     if let Some((p, k)) = passphrase {
-        input["passphrase"] = json!(p);
-        input["aes_key_len"] = json!(k);
+        input = input.with(json!({"passphrase": p, "aes_key_len": k}));
         extra = format!("&passphrase={p}&pbkeylen={k}");
     }
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            input,
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
-    let mut sender = ffmpeg_send(&fx.source, &srt_url(port, &extra), &fx.reference);
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert!(!out.is_empty(), "nothing came out; log:\n{}", q.log());
-    assert_eq!(
-        out.len(),
-        reference.len(),
-        "{} bytes missing at the end",
-        reference.len() as i64 - out.len() as i64
-    );
-    assert_eq!(
-        checksum(&out),
-        checksum(&reference),
-        "delivered bytes differ from the sent ones"
-    );
-    assert_eq!(cc_errors(&out), 0);
-    assert!(wait_until(Duration::from_secs(10), || count(
-        &q.log(),
-        "SRT input disconnected, reconnecting"
-    ) == 1));
-    let log = q.log();
-    assert_eq!(
-        count(&log, "SRT input connected (mode=listener)"),
-        1,
-        "{log}"
-    );
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    let s = Scenario::new("srt-ffmpeg-listener", input)
+        .source(4)
+        .with_receiver()
+        .start();
+    let mut sender = s.send(&srt_url(port, &extra));
+    let reference = finished_reference(&mut sender, &s.reference);
+    s.expect_delivered(&reference);
+    // ffmpeg's close is the end of the connection: one disconnect, after one connect.
+    s.q.wait_event("SRT input disconnected, reconnecting", SECS(10));
+    s.q.assert_events("SRT input disconnected, reconnecting", 1);
+    s.q.assert_events(IN_CONNECTED_LISTENER, 1);
+    let f = s.f1();
     assert_eq!(f["input"]["type"], "srt");
     assert_eq!(f["input"]["srt"]["leg1"]["connects"], 1, "{f}");
     assert_eq!(f["input"]["cc_errors"], 0);
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    s.stop();
 }
 
 #[test]
 fn ffmpeg_caller_into_quoll_listener() {
-    if peers() {
-        ffmpeg_into_listener(None);
-    }
+    require_peers!(FFMPEG, SLT);
+    ffmpeg_into_listener(None);
 }
 
 #[test]
 fn ffmpeg_caller_into_quoll_listener_with_aes256_passphrase() {
-    if peers() {
-        ffmpeg_into_listener(Some((PASS, 32)));
-    }
+    require_peers!(FFMPEG, SLT);
+    ffmpeg_into_listener(Some((PASS, 32)));
 }
 
 /// srt-live-transmit (fed by UDP, so it never closes) as caller, with `slt_params` added to
 /// its SRT URL, into a quoll listener input with the `extra` fields: the whole stream comes
 /// out byte for byte. With `hostile`, hostile datagrams hit the listener port first.
 fn slt_caller_into_quoll_listener(tag: &str, extra: Value, slt_params: &str, hostile: bool) {
-    let fx = fixture(tag, 4);
-    let (rx, out_port) = udp_receiver();
     let (port, slt_in) = (free_udp_port(), free_udp_port());
-    let mut input = json!({"type": "srt", "mode": "listener",
-                           "local_addr": format!("127.0.0.1:{port}")});
-    for (k, v) in extra.as_object().unwrap() {
-        input[k] = v.clone();
-    }
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            input,
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
+    let s = Scenario::new(tag, srt_listener(port).with(extra))
+        .source(4)
+        .with_receiver()
+        .start();
     if hostile {
         // Anyone can send to a listener port: hostile datagrams first (the fuzz finds among
         // them once aborted the process), then the real caller must get through untouched.
@@ -127,69 +89,53 @@ fn slt_caller_into_quoll_listener(tag: &str, extra: Value, slt_params: &str, hos
         for d in hostile_srt_datagrams() {
             hostile.send_to(&d, ("127.0.0.1", port)).unwrap();
         }
-        let (code, _) = q.api("GET", "/healthz", None);
+        let (code, _) = s.q.api("GET", "/healthz", None);
         assert_eq!(
             code,
             200,
             "quoll died on hostile datagrams; log:\n{}",
-            q.log()
+            s.q.log()
         );
     }
-    let _slt = slt(&[
-        &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{port}?mode=caller{slt_params}"),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(10), || count(
-            &q.log(),
-            "SRT input connected (mode=listener)"
-        ) == 1),
-        "srt-live-transmit did not connect; log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{slt_in}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(out.len(), reference.len(), "byte count");
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    let _slt = slt_caller_from_udp(slt_in, port, slt_params);
+    s.q.wait_event(IN_CONNECTED_LISTENER, SECS(10));
+    let reference = s.send_udp(&[slt_in]);
+    s.expect_delivered(&reference);
+    let f = s.f1();
     assert_eq!(f["input"]["packets"], (reference.len() / 188) as u64);
     assert_eq!(f["input"]["srt"]["leg1"]["decrypt_errors"], 0, "{f}");
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
-    assert_eq!(count(&log, "SRT input connection failed"), 0, "{log}");
+    let events = s.q.stop_events();
+    assert_eq!(count_matching(&events, None, IN_CONNECTED_LISTENER), 1);
+    assert_eq!(
+        count_matching(&events, None, "SRT input connection failed"),
+        0
+    );
 }
 
 /// srt-live-transmit as caller into a quoll listener with a passphrase and AES-128 on both
 /// sides, after hostile datagrams.
 #[test]
 fn srt_live_transmit_caller_into_quoll_listener_byte_exact() {
-    if peers() {
-        slt_caller_into_quoll_listener(
-            "srt-slt-listener",
-            json!({"passphrase": PASS, "aes_key_len": 16, "latency_ms": 200}),
-            &format!("&latency=200&passphrase={PASS}&pbkeylen=16"),
-            true,
-        );
-    }
+    require_peers!(FFMPEG, SLT);
+    slt_caller_into_quoll_listener(
+        "srt-slt-listener",
+        json!({"passphrase": PASS, "aes_key_len": 16, "latency_ms": 200}),
+        &format!("&latency=200&passphrase={PASS}&pbkeylen=16"),
+        true,
+    );
 }
 
 /// A listener with a passphrase and no `aes_key_len` takes the caller's key length, as a
 /// libsrt listener does (docs/srt.md): an AES-256 srt-live-transmit caller gets through.
 #[test]
 fn listener_without_key_length_takes_the_callers_aes256() {
-    if peers() {
-        slt_caller_into_quoll_listener(
-            "srt-slt-keylen",
-            json!({"passphrase": PASS}),
-            &format!("&passphrase={PASS}&pbkeylen=32"),
-            false,
-        );
-    }
+    require_peers!(FFMPEG, SLT);
+    slt_caller_into_quoll_listener(
+        "srt-slt-keylen",
+        json!({"passphrase": PASS}),
+        &format!("&passphrase={PASS}&pbkeylen=32"),
+        false,
+    );
 }
 
 /// The `srt_packet` fuzz seeds (crashes found in upstream srt-protocol, kept as
@@ -227,90 +173,43 @@ fn hostile_srt_datagrams() -> Vec<Vec<u8>> {
 /// `slt_params`). quoll starts first: its attempts fail while the listener is not there,
 /// which is reported once, not per retry.
 fn quoll_caller_reads_slt_listener(tag: &str, extra: Value, slt_params: &str) {
-    let fx = fixture(tag, 4);
-    let (rx, out_port) = udp_receiver();
+    const FAILED: &str = "SRT input connection failed: ";
     let (port, slt_in) = (free_udp_port(), free_udp_port());
-    let mut input = json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-                           "remote_addr": format!("127.0.0.1:{port}")});
-    for (k, v) in extra.as_object().unwrap() {
-        input[k] = v.clone();
-    }
-    let q = Quoll::start_with_env(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            input,
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-        &[("QUOLL_LOG", "info,quoll::input::srt=debug")],
-    );
+    let s = Scenario::new(tag, srt_caller(port).with(extra))
+        .source(4)
+        .with_receiver()
+        .debug("quoll::input::srt")
+        .start();
     // Nobody listens yet: at least three failed attempts, one event.
-    assert!(
-        wait_until(Duration::from_secs(30), || count(
-            &q.log(),
-            "SRT connect failed"
-        ) >= 3),
-        "log:\n{}",
-        q.log()
-    );
-    assert_eq!(
-        count(&q.log(), "SRT input connection failed: "),
-        1,
-        "{}",
-        q.log()
-    );
-    let _slt = slt(&[
-        &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-        &format!("srt://:{port}?mode=listener&latency=120{slt_params}"),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(20), || count(
-            &q.log(),
-            "SRT input connected (mode=caller)"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{slt_in}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
-    assert_eq!(
-        out.len(),
-        reference.len(),
-        "byte count; {f}\nlog:\n{}",
-        q.log()
-    );
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    assert_eq!(count(&q.log(), "SRT input connection failed: "), 1);
+    s.q.wait_log("SRT connect failed", 3, 0, SECS(30));
+    s.q.assert_events(FAILED, 1);
+    let _slt = slt_listener_from_udp(slt_in, port, &format!("&latency=120{slt_params}"));
+    s.q.wait_event("SRT input connected (mode=caller)", SECS(20));
+    let reference = s.send_udp(&[slt_in]);
+    s.expect_delivered(&reference);
+    s.q.assert_events(FAILED, 1);
+    s.q.assert_events("SRT input connected (mode=caller)", 1);
+    let f = s.f1();
     assert_eq!(f["input"]["srt"]["leg1"]["decrypt_errors"], 0, "{f}");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 #[test]
 fn quoll_caller_reads_srt_live_transmit_listener() {
-    if peers() {
-        quoll_caller_reads_slt_listener("srt-caller-in", json!({"stream_id": "live/quoll"}), "");
-    }
+    require_peers!(FFMPEG, SLT);
+    quoll_caller_reads_slt_listener("srt-caller-in", json!({"stream_id": "live/quoll"}), "");
 }
 
 /// The same with encryption: quoll's caller has the passphrase and AES-256; the
 /// srt-live-transmit listener only the passphrase (it takes the caller's key length).
 #[test]
 fn quoll_caller_with_passphrase_reads_srt_live_transmit_listener() {
-    if peers() {
-        quoll_caller_reads_slt_listener(
-            "srt-caller-in-pass",
-            json!({"passphrase": PASS, "aes_key_len": 32}),
-            &format!("&passphrase={PASS}"),
-        );
-    }
+    require_peers!(FFMPEG, SLT);
+    quoll_caller_reads_slt_listener(
+        "srt-caller-in-pass",
+        json!({"passphrase": PASS, "aes_key_len": 32}),
+        &format!("&passphrase={PASS}"),
+    );
 }
 
 /// `stream_id` reaches the wire as libsrt writes it: a fake listener takes the conclusion
@@ -318,35 +217,26 @@ fn quoll_caller_with_passphrase_reads_srt_live_transmit_listener() {
 /// `streamid`, and their stream-id extensions (SRT_CMD_SID, 5) are the same bytes.
 #[test]
 fn stream_id_is_sent_as_libsrt_sends_it() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-stream-id");
+    require_peers!(FFMPEG, SLT);
     const SID: &str = "#!::r=live/quoll,m=request";
-    let fake_q = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let fake_l = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fake_q = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fake_l = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (pq, pl) = (
         fake_q.local_addr().unwrap().port(),
         fake_l.local_addr().unwrap().port(),
     );
-    let q = Quoll::start(
-        dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-                   "remote_addr": format!("127.0.0.1:{pq}"), "stream_id": SID}),
-            json!([]),
-            &dir,
-        ),
-    );
-    let from_quoll = capture_conclusion(&fake_q, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no conclusion handshake from quoll; log:\n{}", q.log()));
+    let s = Scenario::new(
+        "srt-stream-id",
+        srt_caller(pq).with(json!({"stream_id": SID})),
+    )
+    .start();
+    let from_quoll = capture_conclusion(&fake_q, SECS(10))
+        .unwrap_or_else(|| panic!("no conclusion handshake from quoll; log:\n{}", s.q.log()));
     let _slt = slt(&[
         &format!("udp://127.0.0.1:{}", free_udp_port()),
         &format!("srt://127.0.0.1:{pl}?mode=caller&streamid={SID}"),
     ]);
-    let from_libsrt =
-        capture_conclusion(&fake_l, Duration::from_secs(10)).expect("no conclusion from libsrt");
+    let from_libsrt = capture_conclusion(&fake_l, SECS(10)).expect("no conclusion from libsrt");
     let libsrt_sid = handshake_extension(&from_libsrt, 5).expect("libsrt sent no stream id");
     // The layout both must share: the string in 32-bit words, each word byte-reversed.
     let decoded: Vec<u8> = libsrt_sid
@@ -360,8 +250,7 @@ fn stream_id_is_sent_as_libsrt_sends_it() {
         Some(libsrt_sid),
         "quoll's stream id extension differs from libsrt's"
     );
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// A libsrt listener receives quoll's `stream_id`: ffmpeg as SRT listener logs
@@ -369,9 +258,7 @@ fn stream_id_is_sent_as_libsrt_sends_it() {
 /// quoll's output caller and for quoll's input caller.
 #[test]
 fn stream_id_reaches_a_libsrt_listener() {
-    if !peers() {
-        return;
-    }
+    require_peers!(FFMPEG, SLT);
     let fx = fixture("srt-stream-id-ffmpeg", 2);
     const SID: &str = "#!::r=live/quoll,m=publish";
     let (in_port, out_l, in_l) = (free_udp_port(), free_udp_port(), free_udp_port());
@@ -418,18 +305,18 @@ fn stream_id_reaches_a_libsrt_listener() {
     );
     assert!(wait_until(Duration::from_secs(10), || udp_bound(out_l)
         && udp_bound(in_l)));
+    let sid = json!({ "stream_id": SID });
     let dir = &fx.dir;
     let mut cfg = config(
         free_tcp_port(),
-        json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-        json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
-                 "remote_addr": format!("127.0.0.1:{out_l}"), "stream_id": SID }]),
+        udp_input(in_port),
+        json!([srt_output(srt_caller(out_l).with(sid.clone()))]),
         dir,
     );
-    cfg["flows"].as_array_mut().unwrap().push(json!({
-        "id": "f2", "input": {"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-        "remote_addr": format!("127.0.0.1:{in_l}"), "stream_id": SID}
-    }));
+    cfg["flows"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "id": "f2", "input": srt_caller(in_l).with(sid) }));
     let q = Quoll::start(dir.path(), &cfg);
     let accepted = format!("accept streamid [{SID}]");
     let seen = wait_until(Duration::from_secs(15), || {
@@ -446,35 +333,24 @@ fn stream_id_reaches_a_libsrt_listener() {
         std::fs::read_to_string(&log_in).unwrap_or_default(),
         q.log()
     );
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    q.stop();
 }
 
 /// A quoll SRT output in listener mode feeding two callers at once: srt-live-transmit
 /// (byte-exact) and ffmpeg (remuxes, so checked for size and continuity).
 #[test]
 fn quoll_output_listener_feeds_srt_live_transmit_and_ffmpeg() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-out-listener", 4);
-    let (rx, out_port) = udp_receiver();
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "listener",
-                     "local_addr": format!("127.0.0.1:{port}"), "max_connections": 2 }]),
-            &fx.dir,
-        ),
-    );
-    let _slt = slt(&[
-        &format!("srt://127.0.0.1:{port}?mode=caller&latency=120"),
-        &format!("udp://127.0.0.1:{out_port}?sndbuf=4194304"),
-    ]);
-    let ff_out = fx.dir.path().join("ffmpeg-out.ts");
+    let s = Scenario::new("srt-out-listener", udp_input(in_port))
+        .source(4)
+        .output(srt_output(
+            srt_listener(port).with(json!({"max_connections": 2})),
+        ))
+        .start();
+    let rx = Receiver::new();
+    let _slt = slt_caller_to_udp(port, "&latency=120", rx.port);
+    let ff_out = s.dir.path().join("ffmpeg-out.ts");
     let mut ff = Peer::spawn(
         "ffmpeg receiver",
         Command::new("ffmpeg")
@@ -485,35 +361,13 @@ fn quoll_output_listener_feeds_srt_live_transmit_and_ffmpeg() {
             .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
             .arg(&ff_out),
     );
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT output 's' connected"
-        ) == 2),
-        "both callers should be connected; log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(
-        out.len(),
-        reference.len(),
-        "byte count via srt-live-transmit; log:\n{}",
-        q.log()
-    );
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    // Both callers connected.
+    s.q.wait_events(OUT_CONNECTED, 2, SECS(15));
+    let reference = s.expect_relayed(in_port, &rx);
+    let f = s.f1();
     assert_eq!(f["outputs"][0]["srt"]["connections"], 2, "{f}");
     // ffmpeg's input times out 8 s after the stream stops and writes its file.
-    assert!(
-        ff.wait(Duration::from_secs(30)),
-        "ffmpeg receiver did not finish"
-    );
+    assert!(ff.wait(SECS(30)), "ffmpeg receiver did not finish");
     let got = std::fs::read(&ff_out).unwrap_or_default();
     assert!(
         got.len() > reference.len() / 2,
@@ -521,89 +375,44 @@ fn quoll_output_listener_feeds_srt_live_transmit_and_ffmpeg() {
         got.len()
     );
     assert_eq!(cc_errors(&got), 0);
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// A quoll SRT output as caller into a srt-live-transmit listener, encrypted.
 #[test]
 fn quoll_output_caller_into_srt_live_transmit_listener_with_passphrase() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-out-caller", 4);
-    let (rx, out_port) = udp_receiver();
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let _slt = slt(&[
-        &format!("srt://:{port}?mode=listener&latency=120&passphrase={PASS}&pbkeylen=24"),
-        &format!("udp://127.0.0.1:{out_port}?sndbuf=4194304"),
-    ]);
-    assert!(wait_until(Duration::from_secs(10), || udp_bound(port)));
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
-                     "remote_addr": format!("127.0.0.1:{port}"), "passphrase": PASS,
-                     "aes_key_len": 24 }]),
-            &fx.dir,
-        ),
-    );
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT output 's' connected"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(out.len(), reference.len(), "byte count");
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    let rx = Receiver::new();
+    let slt_params = format!("&latency=120&passphrase={PASS}&pbkeylen=24");
+    let _slt = slt_listener_to_udp(port, &slt_params, rx.port);
+    let out = srt_caller(port).with(json!({"passphrase": PASS, "aes_key_len": 24}));
+    let s = Scenario::new("srt-out-caller", udp_input(in_port))
+        .source(4)
+        .output(srt_output(out))
+        .start();
+    s.expect_one_output_connection_relays(in_port, &rx);
+    s.stop();
 }
 
 /// Wrong passphrases in both directions are events, never panics, and are reported once per
 /// failing cycle however often the peer retries.
 #[test]
 fn wrong_passphrase_is_rejected_with_an_event() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-wrong-pass");
+    require_peers!(FFMPEG, SLT);
+    const FAILED: &str = "SRT input connection failed: ";
     let (listen_port, slt_port) = (free_udp_port(), free_udp_port());
-    // Quoll listens with one passphrase; srt-live-transmit calls with another (twice).
-    let api = free_tcp_port();
-    let mut cfg = config(
-        api,
-        json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{listen_port}"),
-               "passphrase": PASS}),
-        json!([]),
-        &dir,
-    );
-    // Second flow: quoll calls a srt-live-transmit listener with the wrong passphrase.
-    cfg["flows"].as_array_mut().unwrap().push(json!({
-        "id": "f2", "input": {"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
-        "remote_addr": format!("127.0.0.1:{slt_port}"), "passphrase": "not-the-right-one"}
-    }));
-    let sink = free_udp_port();
-    let _listener = slt(&[
-        &format!("srt://:{slt_port}?mode=listener&passphrase={PASS}"),
-        &format!("udp://127.0.0.1:{sink}"),
-    ]);
-    let q = Quoll::start_with_env(
-        dir.path(),
-        &cfg,
-        &[("QUOLL_LOG", "info,quoll::input::srt=debug")],
-    );
+    // Flow f2: quoll calls a srt-live-transmit listener with the wrong passphrase.
+    let _listener = slt_listener_to_udp(slt_port, &format!("&passphrase={PASS}"), free_udp_port());
+    // Flow f1: quoll listens with one passphrase; srt-live-transmit calls with another (twice).
+    let wrong = json!({"passphrase": "not-the-right-one"});
+    let s = Scenario::new(
+        "srt-wrong-pass",
+        srt_listener(listen_port).with(json!({"passphrase": PASS})),
+    )
+    .flow(json!({"id": "f2", "input": srt_caller(slt_port).with(wrong)}))
+    .debug("quoll::input::srt")
+    .start();
     for _ in 0..2 {
         let mut caller = slt(&[
             "-a:no",
@@ -611,131 +420,83 @@ fn wrong_passphrase_is_rejected_with_an_event() {
             &format!("srt://127.0.0.1:{listen_port}?mode=caller&passphrase=wrong-passphrase-x"),
         ]);
         // srt-live-transmit gives up on a rejected connection and exits.
-        caller.wait(Duration::from_secs(10));
+        caller.wait(SECS(10));
     }
+    // Both sides failed, and the caller has retried (silently) since.
+    let failed_in = |flow: &str| wait_until(SECS(15), || s.q.count_flow_events(flow, FAILED) >= 1);
     assert!(
-        wait_until(Duration::from_secs(15), || {
-            let log = q.log();
-            log.matches("SRT connect failed").count() >= 3
-                && log.contains(r#"SRT input connection failed: "#)
-                && log.contains(r#"flow_id=Some("f1")"#)
-        }),
-        "log:\n{}",
-        q.log()
+        failed_in("f1") && failed_in("f2"),
+        "{}\nlog:\n{}",
+        s.q.events_text(),
+        s.q.log()
     );
-    let log = q.log();
-    let failed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("SRT input connection failed"))
-        .collect();
+    s.q.wait_log("SRT connect failed", 3, 0, SECS(15));
+    let events = s.q.events();
+    let listed = events_text(&events);
     assert_eq!(
-        failed
-            .iter()
-            .filter(|l| l.contains(r#"Some("f1")"#))
-            .count(),
+        count_matching(&events, Some("f1"), FAILED),
         1,
-        "listener side: once per cycle\n{log}"
+        "listener side: once per cycle\n{listed}"
     );
     assert_eq!(
-        failed
-            .iter()
-            .filter(|l| l.contains(r#"Some("f2")"#))
-            .count(),
+        count_matching(&events, Some("f2"), FAILED),
         1,
-        "caller side: once per cycle, not per retry\n{log}"
+        "caller side: once per cycle, not per retry\n{listed}"
     );
-    assert_eq!(count(&log, "SRT input connected"), 0, "{log}");
-    assert!(!log.contains("panicked"), "{log}");
-    let (code, _) = q.api("GET", "/api/v1/flows/f1", None);
-    assert_eq!(code, 200);
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    assert_eq!(
+        count_matching(&events, None, "SRT input connected"),
+        0,
+        "{listed}"
+    );
+    assert!(!s.q.log().contains("panicked"), "{}", s.q.log());
+    s.f1();
+    s.stop();
+}
+
+/// A 2022-7 listener input (a source of `secs`, a receiver) whose two legs are fed by two
+/// srt-live-transmit callers (URL `params`), both connected: the scenario, the callers' UDP
+/// input ports and the callers.
+fn two_leg_input(tag: &str, secs: u32, params: &str) -> (Running, [u16; 2], Peer, Peer) {
+    let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
+    let input = redundant(srt_listener(leg1), srt_listener(leg2));
+    let s = Scenario::new(tag, input)
+        .source(secs)
+        .with_receiver()
+        .start();
+    let a = slt_caller_from_udp(in1, leg1, params);
+    let b = slt_caller_from_udp(in2, leg2, params);
+    wait_both_legs(&s.q, SECS(10));
+    (s, [in1, in2], a, b)
 }
 
 /// 2022-7: two srt-live-transmit senders carry the same UDP datagrams to the two legs of a
 /// quoll listener input. One is killed mid-stream: the output has every byte, in order.
 #[test]
 fn redundant_input_survives_one_sender_killed_mid_stream() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-redundancy", 6);
-    let (rx, out_port) = udp_receiver();
-    let (leg1, leg2, in1, in2) = (
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-    );
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{leg1}"),
-                   "redundancy": {"mode": "listener", "local_addr": format!("127.0.0.1:{leg2}")}}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
-    let mut a = slt(&[
-        &format!("udp://127.0.0.1:{in1}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{leg1}?mode=caller&latency=120"),
-    ]);
-    let _b = slt(&[
-        &format!("udp://127.0.0.1:{in2}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{leg2}?mode=caller&latency=120"),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let log = q.log();
-            log.contains("SRT input connected (mode=listener, redundant leg 1)")
-                && log.contains("SRT input connected (mode=listener, redundant leg 2)")
-        }),
-        "log:\n{}",
-        q.log()
-    );
+    require_peers!(FFMPEG, SLT);
+    let (s, [in1, in2], mut a, _b) = two_leg_input("srt-redundancy", 6, "&latency=120");
     // One ffmpeg, one mux, the same datagrams to both senders (and to the reference).
-    let reference = fx.reference.clone();
-    let mut sender = Peer::spawn(
-        "ffmpeg sender",
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i"])
-            .arg(&fx.source)
-            .args(["-map", "0", "-c", "copy", "-f", "tee"])
-            .arg(format!(
-                "[f=mpegts]udp://127.0.0.1:{in1}?pkt_size=1316|[f=mpegts]udp://127.0.0.1:{in2}?pkt_size=1316|[f=mpegts]{}",
-                reference.display()
-            )),
-    );
+    let mut sender = s.send_udp_peer(&[in1, in2]);
     // Mid-stream (2 of 6 s in), kill leg 1's sender.
-    let mut got = receive_until(&rx, Duration::from_secs(20), |d| total(d) >= 250_000);
+    let rx = &s.rx().sock;
+    let mut got = receive_until(rx, SECS(20), |d| total(d) >= 250_000);
     a.kill();
-    let reference = finished_reference(&mut sender, &reference);
+    let reference = finished_reference(&mut sender, &s.reference);
     let have = total(&got);
-    got.extend(receive_until(&rx, Duration::from_secs(10), |d| {
+    got.extend(receive_until(rx, SECS(10), |d| {
         have + total(d) >= reference.len()
     }));
-    let out = got.concat();
-    assert_eq!(cc_errors(&out), 0, "continuity errors in the merged output");
-    assert_eq!(out.len(), reference.len(), "byte count; log:\n{}", q.log());
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    assert!(
-        wait_until(Duration::from_secs(5), || q
-            .log()
-            .contains("Redundant leg 1 lost")),
-        "log:\n{}",
-        q.log()
-    );
-    let log = q.log();
-    assert_eq!(count(&log, "Redundant leg 2 lost"), 0);
-    assert_eq!(count(&log, "Both redundant legs lost"), 0);
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    assert_same(&got.concat(), &reference, || s.q.log());
+    // Leg 1's loss is the sync point for the absence of the others.
+    s.q.wait_event("Redundant leg 1 lost", SECS(5));
+    s.q.assert_no_event("Redundant leg 2 lost");
+    s.q.assert_no_event("Both redundant legs lost");
+    let f = s.f1();
     assert!(
         f["input"]["srt"]["duplicates"].as_u64().unwrap() > 100,
         "{f}"
     );
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// 2022-7 with holes: leg 1 leads (SRT latency 60 ms) over a lossy path (5 % loss each way,
@@ -745,79 +506,32 @@ fn redundant_input_survives_one_sender_killed_mid_stream() {
 /// 140 ms latency difference) and the output is the source, byte for byte, in order.
 #[test]
 fn redundant_input_fills_the_leading_legs_holes_from_the_other_leg() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-redundancy-holes", 5);
-    let (rx, out_port) = udp_receiver();
-    let (leg1, leg2, in1, in2) = (
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
+    require_peers!(FFMPEG, SLT);
+    let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
+    let input = redundant(
+        srt_listener(leg1).with(json!({"latency_ms": 60})),
+        srt_listener(leg2).with(json!({"latency_ms": 200})),
     );
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{leg1}"),
-                   "latency_ms": 60,
-                   "redundancy": {"mode": "listener", "local_addr": format!("127.0.0.1:{leg2}"),
-                                  "latency_ms": 200}}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
+    let s = Scenario::new("srt-redundancy-holes", input)
+        .source(5)
+        .with_receiver()
+        .start();
     let proxy = LossyProxy::start(leg1, 50, Duration::from_millis(30));
-    let _a = slt(&[
-        &format!("udp://127.0.0.1:{in1}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{}?mode=caller&latency=60", proxy.port),
-    ]);
-    let _b = slt(&[
-        &format!("udp://127.0.0.1:{in2}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{leg2}?mode=caller&latency=200"),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let log = q.log();
-            log.contains("SRT input connected (mode=listener, redundant leg 1)")
-                && log.contains("SRT input connected (mode=listener, redundant leg 2)")
-        }),
-        "log:\n{}",
-        q.log()
-    );
-    let reference = fx.reference.clone();
-    let mut sender = Peer::spawn(
-        "ffmpeg sender",
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i"])
-            .arg(&fx.source)
-            .args(["-map", "0", "-c", "copy", "-f", "tee"])
-            .arg(format!(
-                "[f=mpegts]udp://127.0.0.1:{in1}?pkt_size=1316|[f=mpegts]udp://127.0.0.1:{in2}?pkt_size=1316|[f=mpegts]{}",
-                reference.display()
-            )),
-    );
-    let reference = finished_reference(&mut sender, &reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
-    let srt = &f["input"]["srt"];
+    let _a = slt_caller_from_udp(in1, proxy.port, "&latency=60");
+    let _b = slt_caller_from_udp(in2, leg2, "&latency=200");
+    wait_both_legs(&s.q, SECS(15));
+    let reference = s.send_udp(&[in1, in2]);
+    let out = receive_bytes(&s.rx().sock, reference.len(), SECS(10));
+    let srt = s.f1()["input"]["srt"].clone();
     assert!(
         srt["leg1"]["dropped"].as_u64().unwrap_or(0) > 0,
         "leg 1 had no holes (no packet dropped as too late): {srt}"
     );
-    assert_eq!(
-        cc_errors(&out),
-        0,
-        "continuity errors in the merged output: {srt}"
-    );
-    assert_eq!(out.len(), reference.len(), "byte count: {srt}");
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ: {srt}");
+    assert_same(&out, &reference, || format!("merged output: {srt}"));
     assert!(srt["filled"].as_u64().unwrap_or(0) > 0, "{srt}");
     assert_eq!(srt["gaps"], 0, "{srt}");
     drop(proxy);
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// Null-packet datagrams to UDP `port` every 10 ms until dropped.
@@ -945,44 +659,22 @@ impl Drop for LossyProxy {
 /// to any SRT receiver.
 #[test]
 fn five_percent_loss_at_120_ms_latency_loses_nothing() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-lossy", 4);
-    let (rx, out_port) = udp_receiver();
+    require_peers!(FFMPEG, SLT);
     let (port, slt_in) = (free_udp_port(), free_udp_port());
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}"),
-                   "latency_ms": 120}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
+    let s = Scenario::new(
+        "srt-lossy",
+        srt_listener(port).with(json!({"latency_ms": 120})),
+    )
+    .source(4)
+    .with_receiver()
+    .start();
     const DELAY: Duration = Duration::from_millis(20);
     let proxy = LossyProxy::start(port, 50, DELAY);
-    let _slt = slt(&[
-        &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{}?mode=caller&latency=120", proxy.port),
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT input connected"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{slt_in}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
+    let _slt = slt_caller_from_udp(slt_in, proxy.port, "&latency=120");
+    s.q.wait_event("SRT input connected", SECS(15));
+    let reference = s.send_udp(&[slt_in]);
     let tail = NullTail::start(slt_in);
-    let mut out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
+    let mut out = receive_bytes(&s.rx().sock, reference.len(), SECS(10));
     drop(tail);
     out.truncate(reference.len());
     let (relayed, dropped) = proxy.finish();
@@ -991,131 +683,57 @@ fn five_percent_loss_at_120_ms_latency_loses_nothing() {
         "the proxy dropped {dropped} of {}",
         relayed + dropped
     );
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    let f = s.f1();
     let leg = &f["input"]["srt"]["leg1"];
-    assert_eq!(
-        cc_errors(&out),
-        0,
-        "continuity errors after loss; SRT stats {leg}"
-    );
-    assert_eq!(out.len(), reference.len(), "byte count; SRT stats {leg}");
-    assert_eq!(
-        checksum(&out),
-        checksum(&reference),
-        "bytes differ; SRT stats {leg}"
-    );
-    let rtt = f["input"]["srt"]["leg1"]["rtt_ms"].as_f64().unwrap_or(0.0);
+    assert_same(&out, &reference, || format!("after loss; SRT stats {leg}"));
+    let rtt = leg["rtt_ms"].as_f64().unwrap_or(0.0);
     let min_rtt = 2.0 * DELAY.as_secs_f64() * 1000.0;
     assert!(
         (min_rtt..200.0).contains(&rtt),
         "the path's RTT is {rtt} ms, not {min_rtt} or a little more: {f}"
     );
-    assert!(
-        f["input"]["srt"]["leg1"]["retransmits"]
-            .as_u64()
-            .unwrap_or(0)
-            > 0,
-        "{f}"
-    );
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    assert!(leg["retransmits"].as_u64().unwrap_or(0) > 0, "{f}");
+    s.stop();
 }
 
 /// Rendezvous with libsrt: both sides connect to each other at once.
 #[test]
 fn rendezvous_input_with_srt_live_transmit() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-rendezvous", 3);
-    let (rx, out_port) = udp_receiver();
-    let (local, remote, slt_in) = (free_udp_port(), free_udp_port(), free_udp_port());
-    let q = Quoll::start_with_env(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "rendezvous", "local_addr": format!("127.0.0.1:{local}"),
-                   "remote_addr": format!("127.0.0.1:{remote}")}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-        &[("QUOLL_LOG", "info,quoll::input::srt=debug")],
-    );
+    require_peers!(FFMPEG, SLT);
+    let [local, remote, slt_in] = [(); 3].map(|_| free_udp_port());
+    let s = Scenario::new("srt-rendezvous", srt_rendezvous(local, remote))
+        .source(3)
+        .with_receiver()
+        .debug("quoll::input::srt")
+        .start();
     let _slt = slt(&[
         &format!("udp://127.0.0.1:{slt_in}?rcvbuf=4194304"),
         &format!("srt://127.0.0.1:{local}?mode=rendezvous&port={remote}&localport={remote}"),
     ]);
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT input connected (mode=rendezvous)"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{slt_in}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(out.len(), reference.len(), "byte count");
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.q.wait_event("SRT input connected (mode=rendezvous)", SECS(15));
+    let reference = s.send_udp(&[slt_in]);
+    s.expect_delivered(&reference);
+    s.q.assert_events("SRT input connected (mode=rendezvous)", 1);
+    s.stop();
 }
 
 /// Rendezvous on an output: quoll's SRT output and a srt-live-transmit reader (rendezvous,
 /// SRT in, UDP out) connect to each other; the stream arrives byte for byte.
 #[test]
 fn rendezvous_output_with_srt_live_transmit() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-rendezvous-out", 3);
-    let (rx, out_port) = udp_receiver();
-    let (in_port, local, remote) = (free_udp_port(), free_udp_port(), free_udp_port());
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "rendezvous",
-                     "local_addr": format!("127.0.0.1:{local}"),
-                     "remote_addr": format!("127.0.0.1:{remote}") }]),
-            &fx.dir,
-        ),
-    );
+    require_peers!(FFMPEG, SLT);
+    let [in_port, local, remote] = [(); 3].map(|_| free_udp_port());
+    let s = Scenario::new("srt-rendezvous-out", udp_input(in_port))
+        .source(3)
+        .output(srt_output(srt_rendezvous(local, remote)))
+        .start();
+    let rx = Receiver::new();
     let _slt = slt(&[
         &format!("srt://127.0.0.1:{local}?mode=rendezvous&port={remote}&localport={remote}"),
-        &format!("udp://127.0.0.1:{out_port}?sndbuf=4194304"),
+        &format!("udp://127.0.0.1:{}?sndbuf=4194304", rx.port),
     ]);
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT output 's' connected"
-        ) == 1),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
-    assert_eq!(
-        out.len(),
-        reference.len(),
-        "byte count; {f}\nlog:\n{}",
-        q.log()
-    );
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.expect_one_output_connection_relays(in_port, &rx);
+    s.stop();
 }
 
 /// A caller that freezes (SIGSTOP: no ACKs, no keepalives, socket still open) is detected
@@ -1123,129 +741,60 @@ fn rendezvous_output_with_srt_live_transmit() {
 /// listener's port is free again when the flow restarts (srt-tokio kept it bound).
 #[test]
 fn output_listener_stale_peer_caller_limit_and_restart() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-stale");
+    require_peers!(FFMPEG, SLT);
     let (in_port, port) = (free_udp_port(), free_udp_port());
-    let api = free_tcp_port();
-    let q = Quoll::start(
-        dir.path(),
-        &config(
-            api,
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "listener",
-                     "local_addr": format!("127.0.0.1:{port}"), "max_connections": 2,
-                     "peer_idle_timeout_secs": 60 }]),
-            &dir,
-        ),
-    );
-    let caller = |sink: u16| {
-        slt(&[
-            &format!("srt://127.0.0.1:{port}?mode=caller"),
-            &format!("udp://127.0.0.1:{sink}"),
-        ])
-    };
-    let frozen = caller(free_udp_port());
-    let _ok = caller(free_udp_port());
-    assert!(wait_until(Duration::from_secs(10), || count(
-        &q.log(),
-        "SRT output 's' connected"
-    ) == 2));
-    let _third = caller(free_udp_port());
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
-            f["outputs"][0]["srt"]["refused"].as_u64().unwrap_or(0) >= 1
-        }),
-        "third caller not refused; log:\n{}",
-        q.log()
-    );
-    // Data flows, then one peer freezes.
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut chunk = vec![0u8; 1316];
-    for p in chunk.chunks_mut(188) {
-        p[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
-    }
-    signal(&frozen, "STOP");
-    let stale = wait_until(Duration::from_secs(20), || {
-        for (i, p) in chunk.chunks_mut(188).enumerate() {
-            p[3] = 0x10 | ((p[3] + 1 + i as u8) & 0x0F);
-        }
-        let _ = tx.send_to(&chunk, ("127.0.0.1", in_port));
-        count(&q.log(), "SRT output 's' stale connection detected") == 1
+    let out = srt_listener(port).with(json!({"max_connections": 2, "peer_idle_timeout_secs": 60}));
+    let s = Scenario::new("srt-stale", udp_input(in_port))
+        .output(srt_output(out))
+        .start();
+    let caller = || slt_caller_to_udp(port, "", free_udp_port());
+    let frozen = caller();
+    let _ok = caller();
+    s.q.wait_events(OUT_CONNECTED, 2, SECS(10));
+    let _third = caller();
+    let out_srt = |f: &Value, field: &str| f["outputs"][0]["srt"][field].as_u64().unwrap_or(0);
+    s.q.wait_flow("f1", SECS(10), "the third caller refused", |f| {
+        out_srt(f, "refused") >= 1
     });
+    // Data flows, then one peer freezes: the stale counter moves when it is dropped.
+    let _pump = TsPump::start(in_port);
+    signal(&frozen, "STOP");
+    let stale = wait_until(SECS(20), || out_srt(&s.f1(), "stale") >= 1);
     signal(&frozen, "CONT");
     assert!(
         stale,
         "frozen peer not detected as stale; log:\n{}",
-        q.log()
+        s.q.log()
     );
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
-    assert_eq!(f["outputs"][0]["srt"]["stale"], 1, "{f}");
+    s.q.wait_event("SRT output 's' stale connection detected", SECS(5));
+    s.q.assert_events("SRT output 's' stale connection detected", 1);
+    assert_eq!(out_srt(&s.f1(), "stale"), 1);
     // Restart: the SRT port must be free at once.
-    let (code, f) = q.api("POST", "/api/v1/flows/f1/restart", None);
+    let (code, f) = s.q.api("POST", "/api/v1/flows/f1/restart", None);
     assert_eq!(code, 200, "{f}");
-    assert_eq!(f["state"], "running", "{f}; log:\n{}", q.log());
-    let (status, log) = q.terminate();
-    assert!(status.success(), "{log}");
+    assert_eq!(f["state"], "running", "{f}; log:\n{}", s.q.log());
+    s.stop();
 }
 
 /// An SRT output with a redundancy leg feeds both legs: two srt-live-transmit listeners each
 /// get the whole stream.
 #[test]
 fn redundant_output_feeds_both_legs() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-out-redundant", 3);
-    let (rx1, out1) = udp_receiver();
-    let (rx2, out2) = udp_receiver();
-    let (in_port, l1, l2) = (free_udp_port(), free_udp_port(), free_udp_port());
-    let _s1 = slt(&[
-        &format!("srt://:{l1}?mode=listener"),
-        &format!("udp://127.0.0.1:{out1}?sndbuf=4194304"),
-    ]);
-    let _s2 = slt(&[
-        &format!("srt://:{l2}?mode=listener"),
-        &format!("udp://127.0.0.1:{out2}?sndbuf=4194304"),
-    ]);
-    assert!(wait_until(Duration::from_secs(10), || udp_bound(l1) && udp_bound(l2)));
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "udp", "bind_addr": format!("127.0.0.1:{in_port}")}),
-            json!([{ "type": "srt", "id": "s", "mode": "caller", "local_addr": "127.0.0.1:0",
-                     "remote_addr": format!("127.0.0.1:{l1}"),
-                     "redundancy": {"mode": "caller", "local_addr": "127.0.0.1:0",
-                                    "remote_addr": format!("127.0.0.1:{l2}")} }]),
-            &fx.dir,
-        ),
-    );
-    assert!(
-        wait_until(Duration::from_secs(15), || count(
-            &q.log(),
-            "SRT output 's' connected"
-        ) == 2),
-        "log:\n{}",
-        q.log()
-    );
-    let mut sender = ffmpeg_send(
-        &fx.source,
-        &format!("udp://127.0.0.1:{in_port}?pkt_size=1316"),
-        &fx.reference,
-    );
-    let reference = finished_reference(&mut sender, &fx.reference);
-    for rx in [&rx1, &rx2] {
-        let out = receive_bytes(rx, reference.len(), Duration::from_secs(10));
-        assert_eq!(out.len(), reference.len(), "byte count");
-        assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    }
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    require_peers!(FFMPEG, SLT);
+    let [in_port, l1, l2] = [(); 3].map(|_| free_udp_port());
+    let (rx1, rx2) = (Receiver::new(), Receiver::new());
+    let _s1 = slt_listener_to_udp(l1, "", rx1.port);
+    let _s2 = slt_listener_to_udp(l2, "", rx2.port);
+    let s = Scenario::new("srt-out-redundant", udp_input(in_port))
+        .source(3)
+        .output(srt_output(redundant(srt_caller(l1), srt_caller(l2))))
+        .start();
+    s.q.wait_events(OUT_CONNECTED, 2, SECS(15));
+    let reference = s.expect_relayed(in_port, &rx1);
+    rx2.expect_same(&reference, || s.q.log());
+    let f = s.f1();
     assert_eq!(f["outputs"][0]["srt"]["connections"], 2, "{f}");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// 2022-7 with RTP inside SRT: one RTP stream (ffmpeg `rtp_mpegts`) duplicated to two
@@ -1253,64 +802,21 @@ fn redundant_output_feeds_both_legs() {
 /// headers. Leg 2's sender is killed mid-stream: the TS out equals the RTP payloads sent.
 #[test]
 fn redundant_rtp_input_merges_by_sequence_number() {
-    if !peers() {
-        return;
-    }
-    let fx = fixture("srt-redundancy-rtp", 5);
-    let (rx, out_port) = udp_receiver();
-    let (leg1, leg2, in1, in2) = (
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-    );
-    let q = Quoll::start(
-        fx.dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{leg1}"),
-                   "redundancy": {"mode": "listener", "local_addr": format!("127.0.0.1:{leg2}")}}),
-            json!([{ "type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{out_port}") }]),
-            &fx.dir,
-        ),
-    );
-    let _a = slt(&[
-        &format!("udp://127.0.0.1:{in1}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{leg1}?mode=caller"),
-    ]);
-    let mut b = slt(&[
-        &format!("udp://127.0.0.1:{in2}?rcvbuf=4194304"),
-        &format!("srt://127.0.0.1:{leg2}?mode=caller"),
-    ]);
-    assert!(wait_until(Duration::from_secs(10), || {
-        let log = q.log();
-        log.contains("redundant leg 1)") && log.contains("redundant leg 2)")
-    }));
+    require_peers!(FFMPEG, SLT);
+    let (s, [in1, in2], _a, mut b) = two_leg_input("srt-redundancy-rtp", 5, "");
     // The duplicator: every RTP datagram to both senders; the TS payloads are the reference.
-    let (dup_rx, dup_port) = udp_receiver();
-    let mut sender = Peer::spawn(
-        "ffmpeg rtp sender",
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(&fx.source)
-            .args(["-map", "0", "-c", "copy", "-f", "rtp_mpegts"])
-            .arg(format!("rtp://127.0.0.1:{dup_port}?pkt_size=1328")),
-    );
+    let dup = Receiver::new();
+    let rtp = format!("rtp://127.0.0.1:{}?pkt_size=1328", dup.port);
+    let source = s.source.as_deref().unwrap();
+    let mut sender = ffmpeg_pace("ffmpeg rtp sender", source, "rtp_mpegts", &rtp);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut reference = Vec::new();
     let mut buf = vec![0u8; 65536];
     let mut forwarded = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + SECS(40);
     let mut idle_since = Instant::now();
-    while Instant::now() < deadline && idle_since.elapsed() < Duration::from_secs(2) {
-        let Ok(n) = dup_rx.recv(&mut buf) else {
+    while Instant::now() < deadline && idle_since.elapsed() < SECS(2) {
+        let Ok(n) = dup.sock.recv(&mut buf) else {
             continue;
         };
         idle_since = Instant::now();
@@ -1326,63 +832,42 @@ fn redundant_rtp_input_merges_by_sequence_number() {
             b.kill();
         }
     }
-    assert!(sender.wait(Duration::from_secs(5)));
+    assert!(sender.wait(SECS(5)));
     assert!(reference.len() > 100_000);
-    let out = receive_bytes(&rx, reference.len(), Duration::from_secs(10));
-    assert_eq!(cc_errors(&out), 0);
-    assert_eq!(out.len(), reference.len(), "byte count; log:\n{}", q.log());
-    assert_eq!(checksum(&out), checksum(&reference), "bytes differ");
-    assert!(wait_until(Duration::from_secs(5), || q
-        .log()
-        .contains("Redundant leg 2 lost")));
-    let (_, f) = q.api("GET", "/api/v1/flows/f1", None);
+    s.expect_delivered(&reference);
+    s.q.wait_event("Redundant leg 2 lost", SECS(5));
+    let f = s.f1();
     // The lagging leg's copies are duplicates of what went out; nothing was late or lost.
     let srt = &f["input"]["srt"];
     assert!(srt["duplicates"].as_u64().unwrap() > 100, "{f}");
     assert_eq!((&srt["late"], &srt["gaps"]), (&json!(0), &json!(0)), "{f}");
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.stop();
 }
 
 /// `peer_idle_timeout_secs` is applied: a caller that freezes (SIGSTOP) is dropped after
 /// about 2 s, and the input reports the disconnect once.
 #[test]
 fn input_peer_idle_timeout_drops_a_frozen_caller() {
-    if !peers() {
-        return;
-    }
-    let dir = TempDir::new("srt-idle");
+    require_peers!(FFMPEG, SLT);
+    const LOST: &str = "SRT input disconnected, reconnecting";
     let (port, slt_in) = (free_udp_port(), free_udp_port());
-    let q = Quoll::start(
-        dir.path(),
-        &config(
-            free_tcp_port(),
-            json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}"),
-                   "peer_idle_timeout_secs": 2}),
-            json!([]),
-            &dir,
-        ),
-    );
-    let frozen = slt(&[
-        &format!("udp://127.0.0.1:{slt_in}"),
-        &format!("srt://127.0.0.1:{port}?mode=caller"),
-    ]);
-    assert!(wait_until(Duration::from_secs(10), || count(
-        &q.log(),
-        "SRT input connected (mode=listener)"
-    ) == 1));
+    let s = Scenario::new(
+        "srt-idle",
+        srt_listener(port).with(json!({"peer_idle_timeout_secs": 2})),
+    )
+    .start();
+    let frozen = slt_caller_from_udp(slt_in, port, "");
+    s.q.wait_event(IN_CONNECTED_LISTENER, SECS(10));
     let t0 = Instant::now();
     signal(&frozen, "STOP");
-    let dropped = wait_until(Duration::from_secs(10), || {
-        count(&q.log(), "SRT input disconnected, reconnecting") == 1
-    });
+    let dropped = wait_until(SECS(10), || s.q.count_events(LOST) >= 1);
     let took = t0.elapsed();
     signal(&frozen, "CONT");
-    assert!(dropped, "log:\n{}", q.log());
+    assert!(dropped, "log:\n{}", s.q.log());
     assert!(
         took >= Duration::from_millis(1500),
         "dropped after {took:?}, before the idle timeout"
     );
-    let (status, _) = q.terminate();
-    assert!(status.success());
+    s.q.assert_events(LOST, 1);
+    s.stop();
 }

@@ -49,9 +49,7 @@ fn total(d: &[Vec<u8>]) -> usize {
 
 #[test]
 fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
-    if !have_peer("ffmpeg") {
-        return;
-    }
+    require_peers!("ffmpeg");
     let dir = TempDir::new("udp-e2e");
     let source = make_test_ts(dir.path(), 4);
     let (udp_rx, udp_port) = udp_receiver();
@@ -140,9 +138,7 @@ fn ffmpeg_udp_in_comes_out_of_udp_and_rtp_outputs_byte_exact() {
 
 #[test]
 fn ffmpeg_rtp_in_is_depacketized_byte_exact() {
-    if !have_peer("ffmpeg") {
-        return;
-    }
+    require_peers!("ffmpeg");
     let dir = TempDir::new("rtp-e2e");
     let source = make_test_ts(dir.path(), 2);
     let (ref_rx, ref_port) = udp_receiver();

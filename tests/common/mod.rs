@@ -55,6 +55,32 @@ pub fn free_tcp_port() -> u16 {
         .expect("bind an ephemeral TCP port")
 }
 
+/// Skip the test (return) when a peer it needs is missing, unless `QUOLL_REQUIRE_PEERS` is
+/// set (CI sets it), where a missing peer fails the test instead. The arguments are peer
+/// names as [`peers_present`] takes them: programs on PATH (`"ffmpeg"`,
+/// `"srt-live-transmit"`, `"chromium"`) and `"gst-rtsp-server"` (GStreamer's RTSP server
+/// through python3-gi).
+#[macro_export]
+macro_rules! require_peers {
+    ($($peer:expr),+ $(,)?) => {
+        if !$crate::common::peers_present(&[$($peer),+]) {
+            return;
+        }
+    };
+}
+
+/// Whether every peer in `names` is there (see [`require_peers!`]); each missing one is
+/// reported (or, with `QUOLL_REQUIRE_PEERS`, fails the test).
+pub fn peers_present(names: &[&str]) -> bool {
+    names.iter().all(|&n| {
+        if n == "gst-rtsp-server" {
+            have_rtsp_server()
+        } else {
+            have_peer(n)
+        }
+    })
+}
+
 /// Whether a peer program is on PATH; tests that need it say so and skip only when
 /// `QUOLL_REQUIRE_PEERS` is unset (CI sets it, so a missing peer fails there).
 pub fn have_peer(name: &str) -> bool {
@@ -64,12 +90,18 @@ pub fn have_peer(name: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
+    peer_found(found, &format!("peer program '{name}' (on PATH)"))
+}
+
+/// `found`, after reporting a missing peer `what`: a failure when `QUOLL_REQUIRE_PEERS` is
+/// set, else a "skipping" line.
+fn peer_found(found: bool, what: &str) -> bool {
     if !found {
         assert!(
             std::env::var_os("QUOLL_REQUIRE_PEERS").is_none(),
-            "peer program '{name}' is required (QUOLL_REQUIRE_PEERS is set) but not on PATH"
+            "{what} is required (QUOLL_REQUIRE_PEERS is set) but missing"
         );
-        eprintln!("skipping: peer program '{name}' not on PATH");
+        eprintln!("skipping: {what} is missing");
     }
     found
 }
@@ -206,6 +238,143 @@ impl Quoll {
     /// JSON body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         http(self.api_port, Some(&self.token), method, path, body)
+    }
+
+    /// `GET /api/v1/flows/{id}`, asserted 200.
+    pub fn flow(&self, id: &str) -> serde_json::Value {
+        let (code, f) = self.api("GET", &format!("/api/v1/flows/{id}"), None);
+        assert_eq!(code, 200, "GET flow {id}: {f}");
+        f
+    }
+
+    /// Poll `/api/v1/flows/{id}` until `at(flow)` (a counter, a state) holds; returns the
+    /// flow that satisfied it, or panics with `what` and the log after `limit`.
+    pub fn wait_flow(
+        &self,
+        id: &str,
+        limit: Duration,
+        what: &str,
+        mut at: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ok = poll(limit, || {
+            last = self.flow(id);
+            at(&last).then_some(())
+        });
+        if ok.is_none() {
+            panic!(
+                "timed out waiting for {what}; flow {id}: {last}\nlog:\n{}",
+                self.log()
+            );
+        }
+        last
+    }
+
+    /// Every event record on disk, as `quoll events --json --data-dir` prints them, once the
+    /// log has made everything raised so far durable (`/healthz` `event_log.durable_seq`
+    /// caught up with `next_seq`): a read after a sync point sees every event raised before
+    /// it. A stopped daemon's records are read as they are.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        if self.child.is_some() {
+            let caught_up = poll(Duration::from_secs(10), || {
+                let (code, h) = self.api("GET", "/healthz", None);
+                let log = &h["event_log"];
+                let next = log["next_seq"].as_u64()?;
+                (code == 200 && log["durable_seq"].as_u64()? + 1 >= next).then_some(())
+            });
+            assert!(
+                caught_up.is_some(),
+                "the event log never caught up; log:\n{}",
+                self.log()
+            );
+        }
+        read_events(&self.data_dir)
+    }
+
+    /// How many events say something that starts with `text`.
+    pub fn count_events(&self, text: &str) -> usize {
+        count_matching(&self.events(), None, text)
+    }
+
+    /// How many events of flow `flow` start with `text`.
+    pub fn count_flow_events(&self, flow: &str, text: &str) -> usize {
+        count_matching(&self.events(), Some(flow), text)
+    }
+
+    /// Wait (bounded) until at least `n` events start with `text`; returns the newest.
+    pub fn wait_events(&self, text: &str, n: usize, limit: Duration) -> serde_json::Value {
+        let found = poll(limit, || {
+            let matching: Vec<_> = self
+                .events()
+                .into_iter()
+                .filter(|e| message_starts(e, text))
+                .collect();
+            (matching.len() >= n).then(|| matching.last().cloned())?
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {n} event(s) {text:?}; events:\n{}\nlog:\n{}",
+                self.events_text(),
+                self.log()
+            )
+        })
+    }
+
+    /// [`wait_events`](Self::wait_events) for the first one.
+    pub fn wait_event(&self, text: &str, limit: Duration) -> serde_json::Value {
+        self.wait_events(text, 1, limit)
+    }
+
+    /// Exactly `n` events start with `text` (call it after a sync point: a later event seen,
+    /// or a counter that moves in the same step as the event would be raised).
+    pub fn assert_events(&self, text: &str, n: usize) {
+        let got = count_matching(&self.events(), None, text);
+        assert_eq!(
+            got,
+            n,
+            "events {text:?}; all events:\n{}\nlog:\n{}",
+            self.events_text(),
+            self.log()
+        );
+    }
+
+    /// No event starts with `text` (see [`assert_events`](Self::assert_events)).
+    pub fn assert_no_event(&self, text: &str) {
+        self.assert_events(text, 0);
+    }
+
+    /// The events, one `seq flow message` line each, for failure messages.
+    pub fn events_text(&self) -> String {
+        events_text(&read_events(&self.data_dir))
+    }
+
+    /// Wait (bounded) until the process log holds `needle` at least `n` times from byte
+    /// `mark` on (`log().len()` taken earlier). For what is only a log line, such as a
+    /// debug-level retry, never for events (see [`wait_events`](Self::wait_events)).
+    pub fn wait_log(&self, needle: &str, n: usize, mark: usize, limit: Duration) {
+        let ok = poll(limit, || {
+            let log = self.log();
+            (log.get(mark..).unwrap_or("").matches(needle).count() >= n).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "timed out waiting for {n} x {needle:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit, asserted clean; returns the log.
+    pub fn stop(self) -> String {
+        let (status, log) = self.terminate();
+        assert!(status.success(), "quoll exited with {status}; log:\n{log}");
+        log
+    }
+
+    /// [`stop`](Self::stop), then every event record the daemon left on disk.
+    pub fn stop_events(self) -> Vec<serde_json::Value> {
+        let data_dir = self.data_dir.clone();
+        self.stop();
+        read_events(&data_dir)
     }
 
     /// SIGTERM, then wait (bounded) for the exit.
@@ -434,14 +603,10 @@ pub fn have_rtsp_server() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("QUOLL_REQUIRE_PEERS").is_none(),
-            "the GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is required (QUOLL_REQUIRE_PEERS is set)"
-        );
-        eprintln!("skipping: GStreamer RTSP server bindings not installed");
-    }
-    ok
+    peer_found(
+        ok,
+        "the GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)",
+    )
 }
 
 /// `tests/support/rtsp_server.py` on 127.0.0.1, killed on drop (thawed first if frozen).
@@ -539,6 +704,67 @@ fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
 impl Drop for RtspServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `quoll events --json --data-dir <data_dir>`: every record on disk.
+pub fn read_events(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = quoll()
+        .args(["events", "--json", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quoll events");
+    assert!(
+        out.status.success(),
+        "quoll events failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn message_starts(e: &serde_json::Value, text: &str) -> bool {
+    e["message"].as_str().is_some_and(|m| m.starts_with(text))
+}
+
+/// Events whose message starts with `text` (and of flow `flow`, if given).
+pub fn count_matching(events: &[serde_json::Value], flow: Option<&str>, text: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| message_starts(e, text) && flow.is_none_or(|f| e["flow_id"] == f))
+        .count()
+}
+
+/// One `seq [flow] message` line per event.
+pub fn events_text(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} [{}] {}",
+                e["seq"],
+                e["flow_id"].as_str().unwrap_or("-"),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Poll `f` every 50 ms until it gives `Some`, or give `None` after `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -741,4 +967,108 @@ pub fn try_connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
     let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     s.connect(&dst.into())?;
     Ok(s.into())
+}
+
+/// A node config: the API on 127.0.0.1:`api_port`, the event log (and tokens) in
+/// `data_dir`, and `flows`.
+pub fn node_config(api_port: u16, data_dir: &Path, flows: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": api_port },
+        "storage": { "data_dir": data_dir },
+        "flows": flows
+    })
+}
+
+/// Flow `f1`: a UDP input on `in_port`, a UDP output `o1` to `out_port`.
+pub fn udp_flow(in_port: u16, out_port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "id": "f1", "name": "test", "enabled": true,
+        "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
+        "outputs": [{ "type": "udp", "id": "o1", "dest_addr": format!("127.0.0.1:{out_port}") }]
+    })
+}
+
+/// `quoll debug-raise-events --data-dir <data> <args>`, asserted successful.
+pub fn raise_events(data: &Path, args: &[&str]) {
+    let out = quoll()
+        .args(["debug-raise-events", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quoll debug-raise-events");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `quoll ctl <args>` against the daemon whose runtime dir is `run_dir`: exit code, stdout,
+/// stderr.
+pub fn ctl_output(run_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = quoll()
+        .arg("ctl")
+        .args(args)
+        .env("QUOLL_RUNTIME_DIR", run_dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quoll ctl");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A file's permission bits.
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// The data dir is 0700 and each of its files (at least `files` of them) 0600.
+pub fn assert_owner_only(data: &Path, files: usize) {
+    assert_eq!(mode(data), 0o700, "{}", data.display());
+    let mut n = 0;
+    for e in std::fs::read_dir(data).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= files, "{n} files in {}", data.display());
+}
+
+/// A datagram of 7 TS packets on PID 0x100 whose first payload bytes carry `n`, with the
+/// continuity counter counting on (so the analyzer sees a clean stream).
+pub fn numbered_datagram(n: u32) -> Vec<u8> {
+    let mut d = vec![0xFFu8; 1316];
+    for (i, p) in d.chunks_mut(188).enumerate() {
+        p[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10 | ((n as usize * 7 + i) & 0x0F) as u8]);
+        p[4..8].copy_from_slice(&n.to_be_bytes());
+    }
+    d
+}
+
+/// The number a [`numbered_datagram`] carries.
+pub fn seq_of(d: &[u8]) -> u32 {
+    u32::from_be_bytes([d[4], d[5], d[6], d[7]])
+}
+
+/// Sends numbered datagrams to 127.0.0.1:`port`, one every `every`, until `stop`; the
+/// thread returns how many it sent.
+pub fn numbered_sender(
+    port: u16,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut n = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = s.send_to(&numbered_datagram(n), ("127.0.0.1", port));
+            n += 1;
+            // Pacing the source, not waiting for anything.
+            std::thread::sleep(every);
+        }
+        n
+    })
 }

@@ -114,15 +114,358 @@ pub fn config(api_port: u16, input: Value, outputs: Value, dir: &TempDir) -> Val
     })
 }
 
-pub fn peers() -> bool {
-    have_peer("ffmpeg") && have_peer("srt-live-transmit")
+/// The peers of the SRT tests: `require_peers!(FFMPEG, SLT)`.
+pub const FFMPEG: &str = "ffmpeg";
+pub const SLT: &str = "srt-live-transmit";
+
+// ---- the scenario: one flow, its input and outputs, quoll started on it ------------------
+
+/// Field-by-field merge of a JSON object into an input or output: `srt_listener(p).with(
+/// json!({"passphrase": PASS}))`.
+pub trait With {
+    fn with(self, extra: Value) -> Value;
 }
 
-/// ffmpeg pacing `source` in real time to `url` (via the tee muxer) and to a reference file
-/// with the very same muxed bytes.
-pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
+impl With for Value {
+    fn with(mut self, extra: Value) -> Value {
+        for (k, v) in extra.as_object().expect("an object to merge") {
+            self[k] = v.clone();
+        }
+        self
+    }
+}
+
+/// An SRT listener (input or redundancy leg) on 127.0.0.1:`port`.
+pub fn srt_listener(port: u16) -> Value {
+    json!({"type": "srt", "mode": "listener", "local_addr": format!("127.0.0.1:{port}")})
+}
+
+/// An SRT caller to 127.0.0.1:`port` from an ephemeral port.
+pub fn srt_caller(port: u16) -> Value {
+    json!({"type": "srt", "mode": "caller", "local_addr": "127.0.0.1:0",
+           "remote_addr": format!("127.0.0.1:{port}")})
+}
+
+/// SRT rendezvous between 127.0.0.1:`local` and 127.0.0.1:`remote`.
+pub fn srt_rendezvous(local: u16, remote: u16) -> Value {
+    json!({"type": "srt", "mode": "rendezvous", "local_addr": format!("127.0.0.1:{local}"),
+           "remote_addr": format!("127.0.0.1:{remote}")})
+}
+
+/// A UDP input bound to 127.0.0.1:`port`.
+pub fn udp_input(port: u16) -> Value {
+    json!({"type": "udp", "bind_addr": format!("127.0.0.1:{port}")})
+}
+
+/// An SRT output: `srt_listener` / `srt_caller` / `srt_rendezvous` with output id `s`.
+pub fn srt_output(leg: Value) -> Value {
+    leg.with(json!({"id": "s"}))
+}
+
+/// A UDP output `u` to 127.0.0.1:`port`.
+pub fn udp_output(port: u16) -> Value {
+    json!({"type": "udp", "id": "u", "dest_addr": format!("127.0.0.1:{port}")})
+}
+
+/// What a test changes of the default scenario: flow `f1` with an input and outputs (none by
+/// default), a test TS of some seconds (none by default), more flows, a debug log target.
+/// `start` runs quoll on it.
+pub struct Scenario {
+    tag: String,
+    secs: u32,
+    input: Value,
+    outputs: Vec<Value>,
+    flows: Vec<Value>,
+    receiver: Option<Receiver>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Scenario {
+    pub fn new(tag: &str, input: Value) -> Scenario {
+        Scenario {
+            tag: tag.to_owned(),
+            secs: 0,
+            input,
+            outputs: Vec::new(),
+            flows: Vec::new(),
+            receiver: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// A test TS of `secs` seconds to send (see [`Running::send_udp`]).
+    pub fn source(mut self, secs: u32) -> Scenario {
+        self.secs = secs;
+        self
+    }
+
+    pub fn output(mut self, output: Value) -> Scenario {
+        self.outputs.push(output);
+        self
+    }
+
+    /// A UDP output `u` to a [`Receiver`] the scenario keeps (`Running::rx`).
+    pub fn with_receiver(self) -> Scenario {
+        let rx = Receiver::new();
+        let port = rx.port;
+        let mut s = self.output(udp_output(port));
+        s.receiver = Some(rx);
+        s
+    }
+
+    /// Another flow, as given (it needs its own `id`).
+    pub fn flow(mut self, flow: Value) -> Scenario {
+        self.flows.push(flow);
+        self
+    }
+
+    /// Debug-level log lines of `target` (`quoll::input::srt`): the retries that raise no
+    /// event are only seen there.
+    pub fn debug(mut self, target: &str) -> Scenario {
+        self.env.push(("QUOLL_LOG", format!("info,{target}=debug")));
+        self
+    }
+
+    pub fn start(self) -> Running {
+        let dir = TempDir::new(&self.tag);
+        let source = (self.secs > 0).then(|| make_test_ts(dir.path(), self.secs));
+        let mut cfg = config(
+            free_tcp_port(),
+            self.input,
+            Value::Array(self.outputs),
+            &dir,
+        );
+        cfg["flows"].as_array_mut().unwrap().extend(self.flows);
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let q = Quoll::start_with_env(dir.path(), &cfg, &env);
+        Running {
+            q,
+            rx: self.receiver,
+            reference: dir.path().join("sent.ts"),
+            source,
+            dir,
+        }
+    }
+}
+
+/// A started [`Scenario`]: quoll, its receiver, the source and its scratch dir (removed
+/// after quoll is killed: the fields drop in this order).
+pub struct Running {
+    pub q: Quoll,
+    pub rx: Option<Receiver>,
+    pub source: Option<PathBuf>,
+    /// Where the senders write the muxed bytes they sent.
+    pub reference: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Running {
+    fn source(&self) -> &Path {
+        self.source.as_deref().expect("the scenario has a source")
+    }
+
+    /// ffmpeg pacing the source to `url` in real time (and to the reference file).
+    pub fn send(&self, url: &str) -> Peer {
+        ffmpeg_send(self.source(), url, &self.reference)
+    }
+
+    /// The source in real time to UDP `ports` (the same datagrams to each) and to the
+    /// reference; waits for the end and returns the reference bytes.
+    pub fn send_udp(&self, ports: &[u16]) -> Vec<u8> {
+        let mut sender = self.send_udp_peer(ports);
+        finished_reference(&mut sender, &self.reference)
+    }
+
+    /// [`send_udp`](Self::send_udp) without waiting: the sender, to kill or wait for.
+    pub fn send_udp_peer(&self, ports: &[u16]) -> Peer {
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("udp://127.0.0.1:{p}?pkt_size=1316"))
+            .collect();
+        self.send(&urls.join("|[f=mpegts]"))
+    }
+
+    /// The scenario's receiver.
+    pub fn rx(&self) -> &Receiver {
+        self.rx
+            .as_ref()
+            .expect("the scenario has a receiver (with_receiver)")
+    }
+
+    /// What the receiver gets is `reference`, byte for byte (with the flow in the message).
+    pub fn expect_delivered(&self, reference: &[u8]) -> Vec<u8> {
+        self.rx().expect_same(reference, || {
+            format!("flow {}\nlog:\n{}", self.q.flow("f1"), self.q.log())
+        })
+    }
+
+    /// The source sent to UDP `udp_in` (quoll's input) comes out of `rx` (a peer's sink)
+    /// byte for byte.
+    pub fn expect_relayed(&self, udp_in: u16, rx: &Receiver) -> Vec<u8> {
+        let reference = self.send_udp(&[udp_in]);
+        rx.expect_same(&reference, || format!("log:\n{}", self.q.log()));
+        reference
+    }
+
+    /// Output `s` connects (once) and relays the source from UDP `udp_in` to `rx`.
+    pub fn expect_one_output_connection_relays(&self, udp_in: u16, rx: &Receiver) {
+        const CONNECTED: &str = "SRT output 's' connected";
+        self.q.wait_event(CONNECTED, Duration::from_secs(15));
+        self.expect_relayed(udp_in, rx);
+        self.q.assert_events(CONNECTED, 1);
+    }
+
+    /// Flow `f1` from the API.
+    pub fn f1(&self) -> Value {
+        self.q.flow("f1")
+    }
+
+    /// Stop quoll (asserted clean); returns its log.
+    pub fn stop(self) -> String {
+        self.q.stop()
+    }
+}
+
+/// A UDP receiver (the sink of a flow's output or of a peer) that collects and compares.
+pub struct Receiver {
+    pub sock: UdpSocket,
+    pub port: u16,
+}
+
+impl Receiver {
+    pub fn new() -> Receiver {
+        let (sock, port) = udp_receiver();
+        Receiver { sock, port }
+    }
+
+    /// Receives until `reference.len()` bytes came (bounded) and asserts they are the
+    /// reference ([`assert_same`]). `context` (the flow, the log) is computed only for a
+    /// failure's message.
+    pub fn expect_same(&self, reference: &[u8], context: impl Fn() -> String) -> Vec<u8> {
+        let out = receive_bytes(&self.sock, reference.len(), Duration::from_secs(10));
+        assert_same(&out, reference, context);
+        out
+    }
+
+    /// Receives until at least `n` datagrams came (bounded), asserted.
+    pub fn expect_datagrams(&self, n: usize, what: &str) -> Vec<u8> {
+        let got = receive_until(&self.sock, Duration::from_secs(10), |d| d.len() >= n);
+        assert!(got.len() >= n, "{what}: {} datagrams", got.len());
+        got.concat()
+    }
+
+    /// Discards what the socket holds now.
+    pub fn drain(&self) {
+        self.sock.set_nonblocking(true).unwrap();
+        while self.sock.recv(&mut [0u8; 2048]).is_ok() {}
+        self.sock.set_nonblocking(false).unwrap();
+    }
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver::new()
+    }
+}
+
+/// `out` is `reference`: the byte count, the bytes, no continuity error (`context` only for
+/// a failure's message).
+pub fn assert_same(out: &[u8], reference: &[u8], context: impl Fn() -> String) {
+    assert_eq!(
+        out.len(),
+        reference.len(),
+        "byte count ({} missing); {}",
+        reference.len() as i64 - out.len() as i64,
+        context()
+    );
+    assert!(
+        checksum(out) == checksum(reference),
+        "delivered bytes differ from the sent ones; {}",
+        context()
+    );
+    assert_eq!(cc_errors(out), 0, "continuity errors; {}", context());
+}
+
+/// `input` (or an SRT output) with `leg2` as its 2022-7 redundancy leg.
+pub fn redundant(input: Value, leg2: Value) -> Value {
+    let mut leg2 = leg2;
+    leg2.as_object_mut().unwrap().remove("type");
+    input.with(json!({ "redundancy": leg2 }))
+}
+
+/// Waits for both legs of a redundant listener input to be connected (their events).
+pub fn wait_both_legs(q: &Quoll, limit: Duration) {
+    for leg in [1, 2] {
+        q.wait_event(
+            &format!("SRT input connected (mode=listener, redundant leg {leg})"),
+            limit,
+        );
+    }
+}
+
+// ---- srt-live-transmit peers ------------------------------------------------------------
+
+/// srt-live-transmit fed by UDP on `udp_in` (so it never closes), calling quoll's listener on
+/// `port` with URL `params` (`&latency=200`...).
+pub fn slt_caller_from_udp(udp_in: u16, port: u16, params: &str) -> Peer {
+    slt(&[
+        &format!("udp://127.0.0.1:{udp_in}?rcvbuf=4194304"),
+        &format!("srt://127.0.0.1:{port}?mode=caller{params}"),
+    ])
+}
+
+/// srt-live-transmit listening on SRT `port` (URL `params`) and writing what it reads to UDP
+/// `sink`; returns once the port is bound.
+pub fn slt_listener_to_udp(port: u16, params: &str, sink: u16) -> Peer {
+    let srt = format!("srt://:{port}?mode=listener{params}");
+    slt_bound(
+        port,
+        &[&srt, &format!("udp://127.0.0.1:{sink}?sndbuf=4194304")],
+    )
+}
+
+/// srt-live-transmit listening on SRT `port` (URL `params`), fed by UDP on `udp_in`;
+/// returns once the port is bound.
+pub fn slt_listener_from_udp(udp_in: u16, port: u16, params: &str) -> Peer {
+    let srt = format!("srt://:{port}?mode=listener{params}");
+    slt_bound(
+        port,
+        &[&format!("udp://127.0.0.1:{udp_in}?rcvbuf=4194304"), &srt],
+    )
+}
+
+/// srt-live-transmit with `args`, once it has bound UDP `port`.
+fn slt_bound(port: u16, args: &[&str]) -> Peer {
+    let p = slt(args);
+    assert!(
+        wait_until(Duration::from_secs(10), || udp_bound(port)),
+        "srt-live-transmit did not bind {port}"
+    );
+    p
+}
+
+/// srt-live-transmit calling quoll's output on `port` (URL `params`), writing to UDP `sink`.
+pub fn slt_caller_to_udp(port: u16, params: &str, sink: u16) -> Peer {
+    slt(&[
+        &format!("srt://127.0.0.1:{port}?mode=caller{params}"),
+        &format!("udp://127.0.0.1:{sink}?sndbuf=4194304"),
+    ])
+}
+
+/// [`slt_caller_to_udp`] with `-a:no`: it gives up (and exits) when its connection is
+/// refused.
+pub fn slt_reader(port: u16, params: &str, sink: u16) -> Peer {
+    slt(&[
+        "-a:no",
+        &format!("srt://127.0.0.1:{port}?mode=caller{params}"),
+        &format!("udp://127.0.0.1:{sink}?sndbuf=4194304"),
+    ])
+}
+
+/// ffmpeg pacing `source` in real time, stream-copied, to `dest` in the muxer `format`.
+pub fn ffmpeg_pace(name: &'static str, source: &Path, format: &str, dest: &str) -> Peer {
     Peer::spawn(
-        "ffmpeg sender",
+        name,
         Command::new("ffmpeg")
             .args([
                 "-hide_banner",
@@ -133,9 +476,16 @@ pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
                 "-i",
             ])
             .arg(source)
-            .args(["-map", "0", "-c", "copy", "-f", "tee"])
-            .arg(format!("[f=mpegts]{url}|[f=mpegts]{}", reference.display())),
+            .args(["-map", "0", "-c", "copy", "-f", format])
+            .arg(dest),
     )
+}
+
+/// ffmpeg pacing `source` in real time to `url` (via the tee muxer) and to a reference file
+/// with the very same muxed bytes. `url` may be several, joined by `|[f=mpegts]`.
+pub fn ffmpeg_send(source: &Path, url: &str, reference: &Path) -> Peer {
+    let tee = format!("[f=mpegts]{url}|[f=mpegts]{}", reference.display());
+    ffmpeg_pace("ffmpeg sender", source, "tee", &tee)
 }
 
 pub fn slt(args: &[&str]) -> Peer {
