@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use quoll::events::codec;
 use quoll::events::log::{Log, LogOptions};
 use quoll::events::storage::{Counted, FsStorage, StorageCounts};
-use quoll::events::{Event, Events, LogConfig, Record};
+use quoll::events::{Event, Events, Record};
 use quoll::manager::feed::{EventFeed, LogFeed};
 
 const EVENTS: u64 = 300_000;
@@ -74,7 +74,7 @@ fn main() {
         event_log_max_bytes: 256 << 20, // no drops during the run
         ..Default::default()
     };
-    let config = LogConfig::from_storage(&storage);
+    let config = storage.log_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -33,10 +33,10 @@ pub fn main() -> ExitCode {
     match sub.as_str() {
         "run" => run(args),
         "check-config" => check_config(args),
-        "events" => crate::events::console::run(args),
+        "events" => crate::console::events::run(args),
         "ctl" => crate::console::ctl::run(args),
         // Hidden: raises events at a high rate for the crash (kill -9) tests.
-        "debug-raise-events" => crate::events::console::raise_for_test(args),
+        "debug-raise-events" => crate::console::events::raise_for_test(args),
         other => usage_error(&format!("unknown subcommand '{other}'")),
     }
 }

@@ -14,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::board::Profile;
 use crate::config::{self, Config};
-use crate::events::{Events, LogConfig};
+use crate::events::Events;
 use crate::net::listener::{Admission, Limits, Listener};
 use crate::node::Node;
 
@@ -324,7 +324,7 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let (events, _recovery) = Events::open(&data_dir, LogConfig::from_storage(&config.storage));
+    let (events, _recovery) = Events::open(&data_dir, config.storage.log_config());
     let node = Node::start(
         config,
         config_path,

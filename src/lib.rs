@@ -18,7 +18,7 @@ pub mod bridge;
 pub mod cli;
 /// The JSON config model, its validation, secret redaction and atomic, durable writes.
 pub mod config;
-/// The serial-console side: the local control socket and `quoll ctl`.
+/// The serial-console side: the local control socket, `quoll ctl` and `quoll events`.
 pub mod console;
 /// `quoll run`: the one-thread runtime, ordered startup and a clean stop on SIGTERM/SIGINT.
 pub mod daemon;

@@ -68,3 +68,13 @@ pub fn parse_unvalidated(text: &str) -> Result<Config, Vec<ConfigError>> {
 
 #[cfg(test)]
 mod tests;
+
+impl StorageConfig {
+    /// The durable event log's settings.
+    pub fn log_config(&self) -> crate::events::LogConfig {
+        crate::events::LogConfig::new(
+            self.event_log_max_bytes,
+            std::time::Duration::from_millis(self.event_commit_max_delay_ms),
+        )
+    }
+}

@@ -6,6 +6,8 @@
 //! the formatting, so scripts can use `--json` and get the same data.
 
 pub mod ctl;
+/// `quoll events`: the durable event queue read on the serial console.
+pub mod events;
 pub mod server;
 pub mod text;
 

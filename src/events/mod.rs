@@ -10,7 +10,6 @@
 
 pub mod catalog;
 pub mod codec;
-pub mod console;
 pub mod latch;
 pub mod log;
 pub mod storage;
@@ -81,12 +80,11 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    pub fn from_storage(s: &crate::config::StorageConfig) -> Self {
+    /// A log of at most `max_bytes` whose commits wait at most `commit_max_delay` (the
+    /// config's `storage.event_log_max_bytes` and `event_commit_max_delay_ms`).
+    pub fn new(max_bytes: u64, commit_max_delay: Duration) -> Self {
         LogConfig {
-            writer: WriterOptions::new(
-                s.event_log_max_bytes,
-                Duration::from_millis(s.event_commit_max_delay_ms),
-            ),
+            writer: WriterOptions::new(max_bytes, commit_max_delay),
         }
     }
 }

@@ -135,7 +135,7 @@ impl EventFeed for LogFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, LogConfig};
+    use crate::events::Event;
 
     fn run_local<F: std::future::Future>(f: F) -> F::Output {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -161,7 +161,7 @@ mod tests {
     fn window_follows_the_cursor_and_acks_persist_across_restarts() {
         let dir = std::env::temp_dir().join(format!("quoll-feed-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = LogConfig::from_storage(&crate::config::StorageConfig::default());
+        let cfg = crate::config::StorageConfig::default().log_config();
         run_local(async {
             let (events, _) = Events::open(&dir, cfg);
             let (feed, fill) = LogFeed::new(events.clone());

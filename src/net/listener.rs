@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::reconnect::Backoff;
+
 /// The caps and timeouts of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -233,10 +235,10 @@ impl LogThrottle {
 /// Waits between accepts while `accept` fails (out of descriptors, out of memory): the
 /// failure repeats at once otherwise, since the connection stays in the backlog, and the
 /// loop would spin and log at full speed. The wait doubles from [`AcceptBackoff::MIN`] to
-/// [`AcceptBackoff::MAX`]; one success resets it.
+/// [`AcceptBackoff::MAX`] (the links' [`Backoff`], without jitter); one success resets it.
 #[derive(Debug, Clone)]
 pub struct AcceptBackoff {
-    delay: Duration,
+    delay: Backoff,
     /// Failures in the current run (since the last success).
     failures: u64,
     log: LogThrottle,
@@ -264,15 +266,14 @@ impl AcceptBackoff {
 
     pub fn new() -> Self {
         AcceptBackoff {
-            delay: Self::MIN,
+            delay: Backoff::new(Self::MIN, Self::MAX),
             failures: 0,
             log: LogThrottle::new(Self::SUMMARY_EVERY),
         }
     }
 
     pub fn on_error(&mut self, now: Instant) -> Step {
-        let wait = self.delay;
-        self.delay = (self.delay * 2).min(Self::MAX);
+        let wait = self.delay.next_delay();
         self.failures += 1;
         Step {
             wait,
@@ -282,7 +283,7 @@ impl AcceptBackoff {
 
     /// An accept succeeded. `Some(n)`: a run of `n` failures just ended (worth a line).
     pub fn on_success(&mut self) -> Option<u64> {
-        self.delay = Self::MIN;
+        self.delay.reset();
         self.log.end();
         match std::mem::take(&mut self.failures) {
             0 => None,

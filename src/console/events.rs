@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::log::read_all;
-use super::storage::FsStorage;
-use super::{Event, Events, LogConfig, Record};
 use crate::config::StorageConfig;
+use crate::events::log::read_all;
+use crate::events::storage::FsStorage;
+use crate::events::{Event, Events, Record, Severity};
 
 /// Width of the serial console.
 const WIDTH: usize = 80;
@@ -176,9 +176,9 @@ pub fn text_lines(r: &Record, delivered: bool) -> String {
     let t = r.raised_at(); // 2026-04-02T12:00:00.000Z
     let when = format!("{} {}", &t[..10], &t[11..19]);
     let sev = match r.event.severity {
-        super::Severity::Info => "INFO",
-        super::Severity::Warning => "WARN",
-        super::Severity::Critical => "CRIT",
+        Severity::Info => "INFO",
+        Severity::Warning => "WARN",
+        Severity::Critical => "CRIT",
     };
     let flow = r.event.flow_id.as_deref().unwrap_or("-");
     let mut head = format!(
@@ -301,7 +301,7 @@ pub fn raise_for_test(mut args: lexopt::Parser) -> ExitCode {
         ..StorageConfig::default()
     };
     rt.block_on(async move {
-        let (events, _) = Events::open(&dir, LogConfig::from_storage(&storage));
+        let (events, _) = Events::open(&dir, storage.log_config());
         let mut durable = events.durable_watch().expect("a durable log");
         let mut stdout = std::io::stdout();
         let start = events.status().next_seq;
