@@ -20,7 +20,6 @@ use crate::events::{Event, Events};
 use crate::net::reconnect::{Backoff, Next, Reconnect};
 use crate::rtsp::{self, Source};
 use crate::stats::{InputStats, bump};
-use crate::ts::packet::PACKET_LEN;
 use crate::ts::ring::FlowRing;
 
 pub struct RtspInput {
@@ -103,13 +102,8 @@ impl RtspInput {
                         bump(&stats.bytes, out.len() as u64);
                         stats.rate.add(now, out.len());
                         let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
-                        let mut ts = ts.borrow_mut();
-                        let TsPath { chunker, analyzer } = &mut *ts;
-                        chunker.split(&out, |chunk| {
-                            analyzer.feed(chunk);
-                            bump(&stats.packets, (chunk.len() / PACKET_LEN) as u64);
-                            ring.push(chunk, recv_us);
-                        });
+                        ts.borrow_mut()
+                            .split(&out, &stats, |chunk| ring.push(chunk, recv_us));
                     };
                     tracing::warn!(flow_id = %flow_id, url = %url, "rtsp stream lost: {e}");
                     let down = link.disconnected(Instant::now(), &e);

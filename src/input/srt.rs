@@ -127,17 +127,10 @@ impl Core {
     fn forward(&self, payload: &[u8], now: Instant) {
         let stats = &self.stats;
         let recv_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
-        let mut ts = self.ts.borrow_mut();
-        let TsPath { chunker, analyzer } = &mut *ts;
         let ring = &self.ring;
-        chunker.split(payload, |chunk| {
-            analyzer.feed(chunk);
-            bump(
-                &stats.packets,
-                (chunk.len() / crate::ts::packet::PACKET_LEN) as u64,
-            );
-            ring.push(chunk, recv_us);
-        });
+        self.ts
+            .borrow_mut()
+            .split(payload, stats, |chunk| ring.push(chunk, recv_us));
     }
 
     fn raise(&self, e: Event) {
