@@ -1,7 +1,8 @@
 //! The event log's test doubles, on the `Storage` trait: `MemStorage` (an in-memory disk
-//! that can crash and fail), `SlowSync` (syncs that take long or are held) and `Counted`
-//! (counts what reaches the disk). Compiled for unit tests and with the `test-util` feature
-//! (integration tests, the events bench, the fuzz crate), never in a product build.
+//! that can crash and fail), `SlowSync` (syncs that take long or are held), `Counted`
+//! (counts what reaches the disk) and `Tapped` (a hook on the calls that make something
+//! durable). Compiled for unit tests and with the `test-util` feature (integration tests,
+//! the events bench, the fuzz crate), never in a product build.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -438,6 +439,61 @@ impl<S: Storage> Storage for Counted<S> {
     }
     fn sync_dir(&mut self) -> io::Result<()> {
         StorageCounts::bump(&self.counts.dir_syncs, 1);
+        self.inner.sync_dir()
+    }
+}
+
+/// A storage that tells a hook about each call that makes something durable or takes it
+/// away (`sync`, `sync_dir`, `truncate`, `remove`), by name, before passing it on: a test
+/// notes where it ran, or moves fake time by what a sync costs. Clones share the hook.
+#[derive(Clone)]
+pub struct Tapped<S> {
+    pub inner: S,
+    on: Arc<dyn Fn(&'static str) + Send + Sync>,
+}
+
+impl<S> Tapped<S> {
+    pub fn new(inner: S, on: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        Tapped {
+            inner,
+            on: Arc::new(on),
+        }
+    }
+}
+
+impl<S: Storage> Storage for Tapped<S> {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.inner.read(name)
+    }
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_at(name, offset, len)
+    }
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        self.inner.create(name)
+    }
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.append(name, bytes)
+    }
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        (self.on)("sync");
+        self.inner.sync(name)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        (self.on)("truncate");
+        self.inner.truncate(name, len)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        (self.on)("remove");
+        self.inner.remove(name)
+    }
+    fn sync_dir(&mut self) -> io::Result<()> {
+        (self.on)("sync_dir");
         self.inner.sync_dir()
     }
 }
