@@ -243,4 +243,6 @@ mod doubles;
 #[cfg(test)]
 pub(crate) use doubles::XorShift;
 #[cfg(any(test, feature = "test-util"))]
-pub use doubles::{Counted, MemStorage, SlowSync, StorageCounts, SyncGate, Tapped};
+pub use doubles::{
+    Call, Counted, MemStorage, OnCall, Slow, SlowSync, StorageCounts, SyncGate, Tap, Tapped,
+};

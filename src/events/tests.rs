@@ -39,6 +39,27 @@ fn segments(s: &MemStorage) -> Vec<String> {
     names
 }
 
+/// A disk holding the records `seqs`, committed, and acknowledged up to `acked` (0: none).
+fn disk_with(opts: LogOptions, seqs: impl IntoIterator<Item = u64>, acked: u64) -> MemStorage {
+    let s = MemStorage::new();
+    let (mut log, _) = open(&s, opts);
+    log.append(&seqs.into_iter().map(rec).collect::<Vec<_>>())
+        .unwrap();
+    log.commit().unwrap();
+    if acked > 0 {
+        log.set_acked(acked).unwrap();
+    }
+    s
+}
+
+/// A budget of four 1 KiB segments: rolls and drops come quickly.
+fn tiny_budget() -> LogOptions {
+    LogOptions {
+        budget_bytes: 4096,
+        segment_bytes: 1024,
+    }
+}
+
 // ---- the record and the manager message --------------------------------------------------
 
 #[test]
@@ -216,11 +237,7 @@ fn recovery_cuts_a_torn_tail_and_continues() {
 
 #[test]
 fn recovery_skips_and_counts_a_corrupt_record_in_the_middle() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&[rec(1), rec(2), rec(3)]).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=3, 0);
     let name = segments(&s).pop().unwrap();
     // Damage record 2's payload.
     let mut one = Vec::new();
@@ -234,12 +251,7 @@ fn recovery_skips_and_counts_a_corrupt_record_in_the_middle() {
 
 #[test]
 fn cursor_survives_reopen_and_delivery_resumes_there() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=5).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(3).unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=5, 3);
     s.crash(1);
     let (mut log, r) = open(&s, big());
     assert_eq!((r.acked, r.pending), (3, 2));
@@ -250,10 +262,7 @@ fn cursor_survives_reopen_and_delivery_resumes_there() {
 #[test]
 fn budget_drops_the_oldest_segment_and_says_how_many_were_undelivered() {
     let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 4096,
-        segment_bytes: 1024,
-    };
+    let opts = tiny_budget();
     let (mut log, _) = open(&s, opts);
     let mut dropped = Vec::new();
     for seq in 1..=200 {
@@ -293,6 +302,15 @@ fn header_of_version(magic_cursor: bool, version: u16, value: u64) -> [u8; 20] {
     h
 }
 
+/// The frames of records `seqs`, one after the other.
+fn encoded(seqs: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for seq in seqs {
+        codec::encode_record(&rec(seq), &mut body);
+    }
+    body
+}
+
 /// Put a segment of a newer format at `base` with `body` after its header.
 fn newer_segment(s: &MemStorage, base: u64, body: &[u8]) -> String {
     let mut st = s.clone();
@@ -326,11 +344,7 @@ fn a_segment_of_a_newer_format_is_kept_and_skipped() {
 fn a_rolled_back_binary_numbers_above_a_newer_segment() {
     let s = MemStorage::new();
     // What the newer binary wrote: 50 records, dense from base 1, 9 bytes or more each.
-    let mut body = Vec::new();
-    for seq in 1..=50 {
-        codec::encode_record(&rec(seq), &mut body);
-    }
-    let name = newer_segment(&s, 1, &body);
+    let name = newer_segment(&s, 1, &encoded(1..=50));
     let len = s.clone().read(&name).unwrap().len() as u64;
     let (mut log, r) = open(&s, big());
     assert!(
@@ -355,15 +369,8 @@ fn a_rolled_back_binary_numbers_above_a_newer_segment() {
 /// the last record.
 #[test]
 fn a_damaged_header_in_the_middle_hides_nothing() {
-    let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 1 << 20,
-        segment_bytes: 2048,
-    };
-    let (mut log, _) = open(&s, opts);
-    log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let opts = small_segments();
+    let s = disk_with(opts, 1..=60, 0);
     let segs = segments(&s);
     assert!(segs.len() >= 3, "{segs:?}");
     // Several bytes of the header at once: magic, version and CRC (past rebuilding).
@@ -444,12 +451,7 @@ fn with_header_bit_flipped(
 /// reported is exactly 0, and exactly 1 when one record of that segment is damaged too.
 #[test]
 fn every_flipped_bit_of_a_segment_header_hides_nothing() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, small_segments());
-    log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(2).unwrap();
-    drop(log);
+    let s = disk_with(small_segments(), 1..=60, 2);
     let files: Vec<(String, Vec<u8>)> = {
         let mut st = s.clone();
         let mut names = st.list().unwrap();
@@ -552,11 +554,7 @@ fn the_version_search_matches_a_plain_search() {
 #[test]
 fn a_newer_segment_with_a_damaged_header_stays_unread() {
     let s = MemStorage::new();
-    let mut body = Vec::new();
-    for seq in 1..=20 {
-        codec::encode_record(&rec(seq), &mut body);
-    }
-    let name = newer_segment(&s, 1, &body);
+    let name = newer_segment(&s, 1, &encoded(1..=20));
     s.corrupt(&name, 5, 0x04);
     let (_, r) = open(&s, big());
     assert_eq!(
@@ -574,10 +572,7 @@ fn a_newer_segment_with_a_damaged_header_stays_unread() {
 #[test]
 fn records_lost_to_damage_are_counted_exactly() {
     let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 1 << 20,
-        segment_bytes: 2048,
-    };
+    let opts = small_segments();
     let (mut log, _) = open(&s, opts);
     log.append(&(1..=40).map(rec).collect::<Vec<_>>()).unwrap();
     // A gap (a queue overflow): the next segment starts at 50.
@@ -633,12 +628,7 @@ fn records_lost_to_damage_are_counted_exactly() {
 /// counted apart and not reported as an alarm.
 #[test]
 fn loss_the_manager_already_has_is_only_history() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(5).unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=10, 5);
     let name = segments(&s).pop().unwrap();
     let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
     s.corrupt(&name, f[2].offset + 9, 0x01); // record 3: delivered
@@ -654,15 +644,8 @@ fn loss_the_manager_already_has_is_only_history() {
 #[test]
 fn a_segment_damaged_past_reading_counts_what_it_held() {
     for keep_lengths in [true, false] {
-        let s = MemStorage::new();
-        let opts = LogOptions {
-            budget_bytes: 1 << 20,
-            segment_bytes: 2048,
-        };
-        let (mut log, _) = open(&s, opts);
-        log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-        log.commit().unwrap();
-        drop(log);
+        let opts = small_segments();
+        let s = disk_with(opts, 1..=60, 0);
         let segs = segments(&s);
         let name = &segs[1];
         let base = codec::parse_segment_name(name).unwrap();
@@ -730,10 +713,7 @@ fn the_budget_never_removes_a_segment_it_cannot_read() {
     let s = MemStorage::new();
     let newer = newer_segment(&s, 1, &[0xAB; 1500]);
     let newer_len = s.clone().read(&newer).unwrap().len() as u64;
-    let opts = LogOptions {
-        budget_bytes: 4096,
-        segment_bytes: 1024,
-    };
+    let opts = tiny_budget();
     let (mut log, r) = open(&s, opts);
     let mut dropped = 0;
     for seq in r.next_seq..r.next_seq + 200 {
@@ -961,6 +941,16 @@ fn mem_events(s: &MemStorage, opts: WriterOptions) -> (Events, Option<log::Recov
     )
 }
 
+/// Events over `s` with one record (seq 1) durable.
+fn one_durable(s: &MemStorage) -> Events {
+    let (events, _) = mem_events(s, fast());
+    block_on(async {
+        events.raise(Event::config_updated());
+        events.flushed().await;
+    });
+    events
+}
+
 fn fast() -> WriterOptions {
     let mut o = WriterOptions::new(16 << 20, Duration::from_millis(5));
     o.retry_interval = Duration::from_millis(20);
@@ -1079,11 +1069,7 @@ fn deliver(events: &Events, fetched: &mut u64, seen: &mut Vec<u64>) -> Vec<Recor
 #[test]
 fn full_disk_degrades_to_memory_and_recovers() {
     let s = MemStorage::new();
-    let (events, _) = mem_events(&s, fast());
-    block_on(async {
-        events.raise(Event::config_updated());
-        events.flushed().await;
-    });
+    let events = one_durable(&s);
     // Seq 1 is on disk and has not been delivered yet.
     s.set_full(true);
     let during = events.raise(Event::flow_started("during"));
@@ -1144,11 +1130,7 @@ fn full_disk_degrades_to_memory_and_recovers() {
 #[test]
 fn delivery_waits_while_the_disk_cannot_be_read() {
     let s = MemStorage::new();
-    let (events, _) = mem_events(&s, fast());
-    block_on(async {
-        events.raise(Event::config_updated());
-        events.flushed().await;
-    });
+    let events = one_durable(&s);
     s.fail_after(0); // every call fails, reads too
     events.raise(Event::flow_started("during"));
     eventually("degraded", || events.is_degraded());
@@ -1184,9 +1166,10 @@ fn recovery_never_syncs_on_the_callers_thread() {
     s.clone().append(&name, &[0x5A; 7]).unwrap();
     let seen: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
     let note = seen.clone();
-    let w = storage::Tapped::new(s.clone(), move |_| {
-        note.lock().unwrap().push(std::thread::current().id())
-    });
+    let w = storage::Tapped {
+        inner: s.clone(),
+        tap: storage::OnCall(move |_| note.lock().unwrap().push(std::thread::current().id())),
+    };
     let opts = fast();
     let (events, r) = Events::open_with(
         move || Log::open(w.clone(), opts.log),
@@ -1305,11 +1288,7 @@ fn queue_overflow_drops_the_oldest_and_says_so() {
 
 #[test]
 fn corrupt_records_at_start_raise_one_event() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&[rec(1), rec(2), rec(3)]).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=3, 0);
     let name = segments(&s).pop().unwrap();
     s.corrupt(&name, HEADER_LEN + 10, 0x55);
     let (events, r) = mem_events(&s, fast());
@@ -1325,11 +1304,7 @@ fn corrupt_records_at_start_raise_one_event() {
 
 /// A log with records 1..=10 of which 4 and 5 are damaged.
 fn log_with_two_lost() -> MemStorage {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=10, 0);
     let name = segments(&s).pop().unwrap();
     let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
     s.corrupt(&name, f[3].offset + 9, 0x01);
@@ -1541,7 +1516,19 @@ impl FakeTime {
     }
 }
 
-type TimedDisk = storage::Tapped<MemStorage>;
+/// A tap by which syncs, of files and of the directory alike, take `.1` of fake time `.0`.
+#[derive(Clone)]
+struct SyncTime(FakeTime, Duration);
+
+impl storage::Tap for SyncTime {
+    fn on(&self, call: storage::Call) {
+        if matches!(call, storage::Call::Sync | storage::Call::SyncDir) {
+            self.0.advance(self.1);
+        }
+    }
+}
+
+type TimedDisk = storage::Tapped<MemStorage, SyncTime>;
 type Open = Box<dyn FnMut() -> Result<(Log<TimedDisk>, log::Recovery), log::LogError>>;
 
 /// The writer core driven by hand on one thread: its actions carried out (`perform`, as the
@@ -1567,12 +1554,10 @@ impl CoreRig {
 
     fn on(disk: MemStorage, opts: WriterOptions, sync_time: Duration) -> CoreRig {
         let time = FakeTime::new();
-        let clock = time.clone();
-        let timed = storage::Tapped::new(disk.clone(), move |call| {
-            if call.starts_with("sync") {
-                clock.advance(sync_time);
-            }
-        });
+        let timed = storage::Tapped {
+            inner: disk.clone(),
+            tap: SyncTime(time.clone(), sync_time),
+        };
         let lo = opts.log;
         let mut open: Open = Box::new(move || Log::open(timed.clone(), lo));
         let first = open();
@@ -1667,13 +1652,18 @@ impl CoreRig {
     }
 }
 
-/// Segments of 4 KiB, so two padded events fill one (`padded`).
-fn rig(delay: Duration, sync_time: Duration) -> CoreRig {
-    let mut opts = WriterOptions::new(16 << 20, delay);
+/// A rig whose commit delay is `delay_ms` and whose syncs take `sync_ms`, with the two as
+/// durations. Segments of 4 KiB, so two padded events fill one (`padded`).
+fn rig(delay_ms: u64, sync_ms: u64) -> (CoreRig, Duration, Duration) {
+    let (d, s) = (
+        Duration::from_millis(delay_ms),
+        Duration::from_millis(sync_ms),
+    );
+    let mut opts = WriterOptions::new(16 << 20, d);
     opts.log.segment_bytes = 4096;
-    let mut rig = CoreRig::new(opts, sync_time);
+    let mut rig = CoreRig::new(opts, s);
     assert_eq!(rig.settle(), None, "idle, nothing due");
-    rig
+    (rig, d, s)
 }
 
 /// About 1.6 KB encoded: two fill a 4 KiB segment, a third starts a new one.
@@ -1691,15 +1681,10 @@ fn worst_case(delay: Duration, sync: Duration) -> Duration {
     delay.max(5 * sync) + 3 * sync
 }
 
-fn ms(delay: u64, sync: u64) -> (Duration, Duration) {
-    (Duration::from_millis(delay), Duration::from_millis(sync))
-}
-
 #[test]
 fn time_to_durability_on_an_idle_writer_is_the_delay_plus_one_sync() {
     for (delay, sync) in [(50, 200), (50, 10), (50, 0), (5, 5)] {
-        let (d, s) = ms(delay, sync);
-        let mut rig = rig(d, s);
+        let (mut rig, d, s) = rig(delay, sync);
         // The first event creates the first segment.
         let first = rig.raise(padded(0));
         rig.durable_at(first);
@@ -1713,8 +1698,7 @@ fn time_to_durability_on_an_idle_writer_is_the_delay_plus_one_sync() {
 #[test]
 fn an_event_raised_during_a_sync_waits_for_it_then_for_its_own() {
     for (delay, sync) in [(50, 200), (50, 10)] {
-        let (d, s) = ms(delay, sync);
-        let mut rig = rig(d, s);
+        let (mut rig, d, s) = rig(delay, sync);
         let first = rig.raise(padded(0));
         rig.durable_at(first);
         // A's batch is taken at its deadline; B arrives while it is being synced.
@@ -1737,8 +1721,7 @@ fn an_event_raised_during_a_sync_waits_for_it_then_for_its_own() {
 #[test]
 fn the_worst_time_to_durability_is_bounded_as_documented() {
     for (delay, sync) in [(50, 200), (50, 10), (500, 10)] {
-        let (d, s) = ms(delay, sync);
-        let mut rig = rig(d, s);
+        let (mut rig, d, s) = rig(delay, sync);
         // Fill the first segment (two padded events), and let it be delivered.
         let w = rig.raise(padded(0));
         rig.raise(padded(1));
@@ -1770,8 +1753,7 @@ fn the_worst_time_to_durability_is_bounded_as_documented() {
 /// at its deadline, however often the manager link reads (it reads after every commit).
 #[test]
 fn reads_do_not_cut_group_commit_short() {
-    let (d, s) = ms(50, 5);
-    let mut rig = rig(d, s);
+    let (mut rig, d, s) = rig(50, 5);
     let first = rig.raise(Event::config_updated());
     rig.durable_at(first);
     let commits = rig.core.counters().syncs;
@@ -1793,8 +1775,7 @@ fn reads_do_not_cut_group_commit_short() {
 /// inside it ride along.
 #[test]
 fn the_core_writes_the_cursor_once_per_window() {
-    let (d, s) = ms(400, 1);
-    let mut rig = rig(d, s);
+    let (mut rig, d, s) = rig(400, 1);
     for _ in 0..50 {
         rig.raise(Event::config_updated());
     }
