@@ -1876,6 +1876,12 @@ fn the_core_degrades_retries_and_recovers() {
     rig.time.advance_to(next);
     rig.settle();
     assert!(!rig.core.counters().degraded);
+    // The process log says it once each way; the failed retries only at debug level.
+    let notices = rig.core.take_notices();
+    let count = |f: fn(&writer::Notice) -> bool| notices.iter().filter(|n| f(n)).count();
+    assert_eq!(count(|n| matches!(n, writer::Notice::Degraded(_))), 1);
+    assert_eq!(count(|n| matches!(n, writer::Notice::Writable)), 1);
+    assert!(count(|n| matches!(n, writer::Notice::StillFailing(_))) >= 3);
     rig.close();
     let (mut log, _) = open(&rig.disk, big());
     let got = all(&mut log);

@@ -46,7 +46,9 @@ use super::storage::Storage;
 use super::{Event, Record};
 
 mod machine;
-pub use machine::{Action, Counters, CursorWritten, DiskRead, Now, Opened, Outcome, WriterCore};
+pub use machine::{
+    Action, Counters, CursorWritten, DiskRead, Notice, Now, Opened, Outcome, WriterCore,
+};
 
 /// Knobs of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -282,8 +284,24 @@ where
     S: Storage,
     F: FnMut() -> Result<(Log<S>, Recovery), LogError>,
 {
+    let mut published = shared.durable_seq();
     let mut core = shared.core();
     loop {
+        // What the last step said, and the durable sequence number, go out with the lock
+        // released: a producer never waits for the journal, a `flushed` waiter may lock.
+        let notices = core.take_notices();
+        let durable = core.durable_seq();
+        if !notices.is_empty() || durable != published {
+            drop(core);
+            for n in &notices {
+                n.log();
+            }
+            if durable != published {
+                shared.durable.send_replace(durable);
+                published = durable;
+            }
+            core = shared.core();
+        }
         let action = loop {
             let now = Now::real();
             if let Some(action) = core.poll_action(now) {
@@ -302,20 +320,12 @@ where
             };
         };
         drop(core);
-        let durable_before = shared.durable_seq();
         let Some(outcome) = perform(&mut log, &mut open, action) else {
             return;
         };
         core = shared.core();
         if let Some((reply, records)) = core.handle(outcome, Now::real()) {
             let _ = reply.send(records);
-        }
-        // Published with the lock released (a `flushed` waiter reads the core's flags).
-        let durable = core.durable_seq();
-        if durable != durable_before {
-            drop(core);
-            shared.durable.send_replace(durable);
-            core = shared.core();
         }
     }
 }

@@ -110,6 +110,36 @@ pub enum Outcome<R> {
     },
 }
 
+/// A line for the process log. The core only collects them (`take_notices`); the thread
+/// writes them with the lock released, so a producer never waits for the journal either.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// An event the writer raised itself, logged at its severity's level.
+    Raised(Event),
+    /// The disk failed: events are kept in memory.
+    Degraded(String),
+    /// A retry (or a write while degraded) failed again: quiet, debug level.
+    StillFailing(String),
+    /// A retry went through.
+    Writable,
+    /// A delivery read could not read the disk: delivery waits.
+    Unreadable(String),
+}
+
+impl Notice {
+    pub fn log(&self) {
+        match self {
+            Notice::Raised(event) => event.log(),
+            Notice::Degraded(e) => {
+                tracing::error!("event log failed, keeping events in memory: {e}")
+            }
+            Notice::StillFailing(e) => tracing::debug!("event log still failing: {e}"),
+            Notice::Writable => tracing::info!("event log writable again"),
+            Notice::Unreadable(e) => tracing::warn!("event log unreadable, delivery waits: {e}"),
+        }
+    }
+}
+
 /// Counters and flags of the writer (`/healthz`, `LogStatus`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -205,6 +235,8 @@ pub struct WriterCore<R> {
     ack_due: bool,
     ack_target: u64,
     serving: VecDeque<ReadRequest<R>>,
+    /// Lines for the process log, oldest first.
+    notices: Vec<Notice>,
 }
 
 /// Count a dropped record into an overflow report.
@@ -263,6 +295,7 @@ impl<R> WriterCore<R> {
             ack_due: false,
             ack_target: 0,
             serving: VecDeque::new(),
+            notices: Vec::new(),
         };
         if let Err(e) = first {
             core.degrade(e, now);
@@ -365,6 +398,11 @@ impl<R> WriterCore<R> {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The lines for the process log collected since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The highest sequence number a commit confirmed.
@@ -529,7 +567,7 @@ impl<R> WriterCore<R> {
     /// queue like any other, so sequence numbers stay in queue order; it goes out with the
     /// next batch.
     fn raise_own(&mut self, event: Event, now: Now) -> u64 {
-        event.log();
+        self.notices.push(Notice::Raised(event.clone()));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push_back(stamp(seq, event, now));
@@ -547,7 +585,7 @@ impl<R> WriterCore<R> {
             }
             self.report_new_loss(&rec, now);
             self.raise_own(Event::event_log_recovered(), now);
-            tracing::info!("event log writable again");
+            self.notices.push(Notice::Writable);
         }
         self.start_serving(now);
     }
@@ -590,10 +628,10 @@ impl<R> WriterCore<R> {
         self.retry_at = Some(now.at + self.opts.retry_interval);
         if !self.counters.degraded {
             self.counters.degraded = true;
-            tracing::error!("event log failed, keeping events in memory: {e}");
+            self.notices.push(Notice::Degraded(e.to_string()));
             self.raise_own(Event::event_log_degraded(&e.to_string()), now);
         } else {
-            tracing::debug!("event log still failing: {e}");
+            self.notices.push(Notice::StillFailing(e.to_string()));
         }
     }
 
@@ -633,7 +671,7 @@ impl<R> WriterCore<R> {
             }
             Err(e) => {
                 self.retry_at = Some(now.at + self.opts.retry_interval);
-                tracing::debug!("event log still failing: {e}");
+                self.notices.push(Notice::StillFailing(e.to_string()));
                 self.start_serving(now);
             }
         }
@@ -699,11 +737,11 @@ impl<R> WriterCore<R> {
     /// cannot be read, nothing from memory is served past what it holds: delivery waits
     /// (health says `degraded` meanwhile) rather than let an acknowledgement move the
     /// cursor over records on disk.
-    pub fn complete_read(&self, after: u64, max: usize, disk: DiskRead) -> Vec<Record> {
+    pub fn complete_read(&mut self, after: u64, max: usize, disk: DiskRead) -> Vec<Record> {
         let mut out = match disk {
             DiskRead::Records(v) => v,
             DiskRead::Failed { error, last_seq } if last_seq > after => {
-                tracing::warn!("event log unreadable, delivery waits: {error}");
+                self.notices.push(Notice::Unreadable(error.to_string()));
                 return Vec::new();
             }
             DiskRead::Failed { .. } | DiskRead::NoLog => Vec::new(),
