@@ -1922,6 +1922,23 @@ fn a_failed_commit_keeps_its_records_in_memory() {
     assert!(!rig.core.counters().degraded);
 }
 
+/// The shutdown commits what is queued and writes the last acknowledgement at once, without
+/// waiting for either deadline, then stops.
+#[test]
+fn the_core_flushes_at_shutdown_without_waiting() {
+    let (mut rig, _, _) = rig(1000, 0);
+    let one = rig.raise(Event::config_updated());
+    rig.durable_at(one);
+    let two = rig.raise(Event::config_updated());
+    rig.ack(one);
+    let t = rig.time.now().at;
+    rig.close();
+    assert_eq!(rig.time.now().at, t, "no deadline was waited for");
+    assert_eq!(rig.durable_when(two), Some(t));
+    assert_eq!(rig.core.counters().acked, one);
+    assert_eq!(rig.poll().map(|_| ()), None, "stopped");
+}
+
 /// Delivery reads start from the segment index, not the top of the file: every window of
 /// every position reads the same as a full scan, before and after a restart (the index is
 /// rebuilt by recovery), and around a damaged record.
