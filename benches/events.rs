@@ -80,7 +80,7 @@ fn main() {
         .build()
         .unwrap();
     let io_before = proc_write_bytes();
-    let counts = Counted::new(()).counts;
+    let counts = std::sync::Arc::<StorageCounts>::default();
     let lo = config.writer.log;
     let (d, c) = (dir.clone(), counts.clone());
     let (events, _) = Events::open_with(
@@ -89,7 +89,7 @@ fn main() {
             Log::open(
                 Counted {
                     inner,
-                    counts: c.clone(),
+                    tap: c.clone(),
                 },
                 lo,
             )

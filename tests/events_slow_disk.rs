@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use quoll::config::FlowConfig;
 use quoll::events::log::{Log, LogOptions};
-use quoll::events::storage::{MemStorage, SlowSync, SyncGate};
+use quoll::events::storage::{MemStorage, Slow, SlowSync, SyncGate};
 use quoll::events::writer::WriterOptions;
 use quoll::events::{Event, Events, LogConfig};
 use quoll::flow::FlowManager;
@@ -29,8 +29,10 @@ fn forwarding_continues_while_the_event_log_syncs_slowly() {
         let gate = std::sync::Arc::new(SyncGate::default());
         let slow = |d: &MemStorage, g: &std::sync::Arc<SyncGate>| SlowSync {
             inner: d.clone(),
-            sync_time: SYNC_TIME,
-            gate: g.clone(),
+            tap: Slow {
+                sync_time: SYNC_TIME,
+                gate: g.clone(),
+            },
         };
         let (d2, g2) = (disk.clone(), gate.clone());
         let (events, _) = Events::open_with(

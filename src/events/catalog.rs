@@ -1,5 +1,7 @@
 //! The event catalog of `shared/seeds/events-and-alarms.txt`: one constructor per row, so a
-//! message, severity or category cannot be misspelled at a call site.
+//! message, severity or category cannot be misspelled at a call site. The constructors and
+//! `templates()` (the list the catalog test and `docs/events.md` are checked against) are
+//! generated from one table (`catalog!` below): adding an event is adding a row.
 //!
 //! Messages use plain ASCII quotes (the seed's typographic quotes are a rendering artefact
 //! of its source page). The seed's tables are the contract: 10 categories, 47 events,
@@ -155,493 +157,289 @@ impl Event {
         self.details.insert(key.to_owned(), value.into());
         self
     }
+}
 
+/// The seed's placeholder for the flow an event is about, in `templates()`.
+const F: &str = "{flow_id}";
+
+/// The catalog, one row per event: the constructor and its arguments, then
+///
+/// ```text
+/// => severity category [in <argument carrying the flow or tunnel id>] "message"
+///    [details { "key": value, ... }]      structured details, in this order
+///    [then |e| { ... }]                   anything a table cannot say (optional details)
+///    seed [args] [args]...;               arguments for `templates()` (one entry each)
+/// ```
+///
+/// The message is a `format!` string over the arguments. Both the constructors and
+/// `templates()` are generated from it, so adding an event is adding a row.
+macro_rules! catalog {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident ( $($arg:ident : $ty:ty),* $(,)? )
+            => $sev:ident $cat:ident $(in $flow:ident)? $msg:literal
+            $(details { $($key:literal : $val:expr),* $(,)? })?
+            $(then |$e:ident| $finish:block)?
+            seed $([$($tmpl:expr),*])+ ;
+    )*) => {
+        impl Event {
+            $(
+                $(#[$doc])*
+                pub fn $name($($arg: $ty),*) -> Self {
+                    let event = Self::new($sev, C::$cat, format!($msg), catalog!(@flow $($flow)?))
+                        $($(.with_detail($key, $val))*)?;
+                    $(let $e = event; let event = $finish;)?
+                    event
+                }
+            )*
+        }
+
+        /// Every constructor once (twice for the redundant leg, as the seed has a row for
+        /// each), with the seed's placeholder names as arguments, so each message reads
+        /// exactly like its row in the seed (`Flow '{id}' started`). The catalog test and
+        /// `docs/events.md` are checked against this list.
+        pub fn templates() -> Vec<Event> {
+            vec![$($(Event::$name($($tmpl),*)),+),*]
+        }
+    };
+    (@flow) => { None };
+    (@flow $flow:ident) => { Some($flow) };
+}
+
+catalog! {
     // ---- flow -------------------------------------------------------------------------
 
-    pub fn flow_started(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Flow,
-            format!("Flow '{flow_id}' started"),
-            Some(flow_id),
-        )
-    }
-    pub fn flow_stopped(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Flow,
-            format!("Flow '{flow_id}' stopped"),
-            Some(flow_id),
-        )
-    }
-    pub fn flow_start_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Flow,
-            format!("Flow '{flow_id}' failed to start: {error}"),
-            Some(flow_id),
-        )
-    }
-    pub fn flow_input_lost(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Flow,
-            format!("Flow input lost: {error}"),
-            Some(flow_id),
-        )
-    }
-    pub fn output_added(flow_id: &str, output_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Flow,
-            format!("Output '{output_id}' added to flow '{flow_id}'"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
-    pub fn output_removed(flow_id: &str, output_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Flow,
-            format!("Output '{output_id}' removed from flow '{flow_id}'"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
-    pub fn output_start_failed(flow_id: &str, output_id: &str, error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Flow,
-            format!("Output '{output_id}' failed to start on flow '{flow_id}': {error}"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
+    flow_started(flow_id: &str)
+        => Info Flow in flow_id "Flow '{flow_id}' started"
+        seed ["{id}"];
+    flow_stopped(flow_id: &str)
+        => Info Flow in flow_id "Flow '{flow_id}' stopped"
+        seed ["{id}"];
+    flow_start_failed(flow_id: &str, error: &str)
+        => Critical Flow in flow_id "Flow '{flow_id}' failed to start: {error}"
+        seed ["{id}", "{error}"];
+    flow_input_lost(flow_id: &str, error: &str)
+        => Critical Flow in flow_id "Flow input lost: {error}"
+        seed [F, "{error}"];
+    output_added(flow_id: &str, output_id: &str)
+        => Info Flow in flow_id "Output '{output_id}' added to flow '{flow_id}'"
+        details { "output_id": output_id }
+        seed [F, "{id}"];
+    output_removed(flow_id: &str, output_id: &str)
+        => Info Flow in flow_id "Output '{output_id}' removed from flow '{flow_id}'"
+        details { "output_id": output_id }
+        seed [F, "{id}"];
+    output_start_failed(flow_id: &str, output_id: &str, error: &str)
+        => Warning Flow in flow_id
+            "Output '{output_id}' failed to start on flow '{flow_id}': {error}"
+        details { "output_id": output_id }
+        seed [F, "{id}", "{error}"];
 
     // ---- srt --------------------------------------------------------------------------
 
     /// A listener input accepted a caller.
-    pub fn srt_input_listener_connected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Srt,
-            "SRT input connected (mode=listener)".into(),
-            Some(flow_id),
-        )
-    }
+    srt_input_listener_connected(flow_id: &str)
+        => Info Srt in flow_id "SRT input connected (mode=listener)"
+        seed [F];
     /// A caller (or rendezvous) input reached its remote.
-    pub fn srt_input_connected(flow_id: &str, mode: &str) -> Self {
-        Self::new(
-            Info,
-            C::Srt,
-            format!("SRT input connected (mode={mode})"),
-            Some(flow_id),
-        )
-    }
-    pub fn srt_input_redundant_leg1_connected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Srt,
-            "SRT input connected (mode=listener, redundant leg 1)".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn srt_input_disconnected(flow_id: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Srt,
-            "SRT input disconnected, reconnecting".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn srt_input_connection_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Srt,
-            format!("SRT input connection failed: {error}"),
-            Some(flow_id),
-        )
-    }
-    pub fn srt_output_connected(flow_id: &str, output_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Srt,
-            format!("SRT output '{output_id}' connected"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
-    pub fn srt_output_disconnected(flow_id: &str, output_id: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Srt,
-            format!("SRT output '{output_id}' disconnected"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
-    pub fn srt_output_stale(flow_id: &str, output_id: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Srt,
-            format!("SRT output '{output_id}' stale connection detected"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
-    pub fn srt_output_connection_failed(flow_id: &str, output_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Srt,
-            format!("SRT output '{output_id}' connection failed: {error}"),
-            Some(flow_id),
-        )
-        .with_detail("output_id", output_id)
-    }
+    srt_input_connected(flow_id: &str, mode: &str)
+        => Info Srt in flow_id "SRT input connected (mode={mode})"
+        seed [F, "{mode}"];
+    srt_input_redundant_leg1_connected(flow_id: &str)
+        => Info Srt in flow_id "SRT input connected (mode=listener, redundant leg 1)"
+        seed [F];
+    srt_input_disconnected(flow_id: &str)
+        => Warning Srt in flow_id "SRT input disconnected, reconnecting"
+        seed [F];
+    srt_input_connection_failed(flow_id: &str, error: &str)
+        => Critical Srt in flow_id "SRT input connection failed: {error}"
+        seed [F, "{error}"];
+    srt_output_connected(flow_id: &str, output_id: &str)
+        => Info Srt in flow_id "SRT output '{output_id}' connected"
+        details { "output_id": output_id }
+        seed [F, "{id}"];
+    srt_output_disconnected(flow_id: &str, output_id: &str)
+        => Warning Srt in flow_id "SRT output '{output_id}' disconnected"
+        details { "output_id": output_id }
+        seed [F, "{id}"];
+    srt_output_stale(flow_id: &str, output_id: &str)
+        => Warning Srt in flow_id "SRT output '{output_id}' stale connection detected"
+        details { "output_id": output_id }
+        seed [F, "{id}"];
+    srt_output_connection_failed(flow_id: &str, output_id: &str, error: &str)
+        => Critical Srt in flow_id "SRT output '{output_id}' connection failed: {error}"
+        details { "output_id": output_id }
+        seed [F, "{id}", "{error}"];
 
     // ---- redundancy (SMPTE 2022-7) ----------------------------------------------------
 
     /// `leg` is 1 or 2.
-    pub fn redundant_leg_lost(flow_id: &str, leg: u8) -> Self {
-        Self::new(
-            Warning,
-            C::Redundancy,
-            format!("Redundant leg {leg} lost"),
-            Some(flow_id),
-        )
-        .with_detail("leg", leg)
-    }
-    pub fn redundant_legs_lost(flow_id: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Redundancy,
-            "Both redundant legs lost".into(),
-            Some(flow_id),
-        )
-    }
+    redundant_leg_lost(flow_id: &str, leg: u8)
+        => Warning Redundancy in flow_id "Redundant leg {leg} lost"
+        details { "leg": leg }
+        seed [F, 1] [F, 2];
+    redundant_legs_lost(flow_id: &str)
+        => Critical Redundancy in flow_id "Both redundant legs lost"
+        seed [F];
 
     // ---- rtmp -------------------------------------------------------------------------
 
-    pub fn rtmp_publisher_connected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Rtmp,
-            "RTMP publisher connected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn rtmp_publisher_disconnected(flow_id: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Rtmp,
-            "RTMP publisher disconnected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn rtmp_server_error(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Rtmp,
-            format!("RTMP server error: {error}"),
-            Some(flow_id),
-        )
-    }
+    rtmp_publisher_connected(flow_id: &str)
+        => Info Rtmp in flow_id "RTMP publisher connected"
+        seed [F];
+    rtmp_publisher_disconnected(flow_id: &str)
+        => Warning Rtmp in flow_id "RTMP publisher disconnected"
+        seed [F];
+    rtmp_server_error(flow_id: &str, error: &str)
+        => Critical Rtmp in flow_id "RTMP server error: {error}"
+        seed [F, "{error}"];
 
     // ---- rtsp -------------------------------------------------------------------------
 
-    pub fn rtsp_connected(flow_id: &str, url: &str) -> Self {
-        Self::new(
-            Info,
-            C::Rtsp,
-            format!("RTSP connected to {url}"),
-            Some(flow_id),
-        )
-    }
+    rtsp_connected(flow_id: &str, url: &str)
+        => Info Rtsp in flow_id "RTSP connected to {url}"
+        seed [F, "{url}"];
     /// `retry_secs`: the delay before the next attempt.
-    pub fn rtsp_disconnected(flow_id: &str, error: &str, retry_secs: impl fmt::Display) -> Self {
-        Self::new(
-            Warning,
-            C::Rtsp,
-            format!("RTSP input disconnected: {error}. Reconnecting in {retry_secs}s"),
-            Some(flow_id),
-        )
-    }
+    rtsp_disconnected(flow_id: &str, error: &str, retry_secs: impl fmt::Display)
+        => Warning Rtsp in flow_id "RTSP input disconnected: {error}. Reconnecting in {retry_secs}s"
+        seed [F, "{error}", "{n}"];
 
     // ---- hls --------------------------------------------------------------------------
 
-    pub fn hls_upload_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Hls,
-            format!("HLS segment upload failed: {error}"),
-            Some(flow_id),
-        )
-    }
-    pub fn hls_output_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Hls,
-            format!("HLS output failed: {error}"),
-            Some(flow_id),
-        )
-    }
+    hls_upload_failed(flow_id: &str, error: &str)
+        => Warning Hls in flow_id "HLS segment upload failed: {error}"
+        seed [F, "{error}"];
+    hls_output_failed(flow_id: &str, error: &str)
+        => Critical Hls in flow_id "HLS output failed: {error}"
+        seed [F, "{error}"];
 
     // ---- webrtc -----------------------------------------------------------------------
 
-    pub fn whip_publisher_connected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Webrtc,
-            "WHIP publisher connected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn whip_publisher_disconnected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Webrtc,
-            "WHIP publisher disconnected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn whep_connected(flow_id: &str) -> Self {
-        Self::new(Info, C::Webrtc, "WHEP connected".into(), Some(flow_id))
-    }
-    pub fn whep_disconnected(flow_id: &str) -> Self {
-        Self::new(Info, C::Webrtc, "WHEP disconnected".into(), Some(flow_id))
-    }
-    pub fn whep_viewer_connected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Webrtc,
-            "WHEP viewer connected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn whep_viewer_disconnected(flow_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Webrtc,
-            "WHEP viewer disconnected".into(),
-            Some(flow_id),
-        )
-    }
-    pub fn webrtc_session_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Webrtc,
-            format!("WebRTC session failed: {error}"),
-            Some(flow_id),
-        )
-    }
-    pub fn webrtc_session_creation_failed(flow_id: &str, error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Webrtc,
-            format!("WebRTC session creation failed: {error}"),
-            Some(flow_id),
-        )
-    }
+    whip_publisher_connected(flow_id: &str)
+        => Info Webrtc in flow_id "WHIP publisher connected"
+        seed [F];
+    whip_publisher_disconnected(flow_id: &str)
+        => Info Webrtc in flow_id "WHIP publisher disconnected"
+        seed [F];
+    whep_connected(flow_id: &str)
+        => Info Webrtc in flow_id "WHEP connected"
+        seed [F];
+    whep_disconnected(flow_id: &str)
+        => Info Webrtc in flow_id "WHEP disconnected"
+        seed [F];
+    whep_viewer_connected(flow_id: &str)
+        => Info Webrtc in flow_id "WHEP viewer connected"
+        seed [F];
+    whep_viewer_disconnected(flow_id: &str)
+        => Info Webrtc in flow_id "WHEP viewer disconnected"
+        seed [F];
+    webrtc_session_failed(flow_id: &str, error: &str)
+        => Warning Webrtc in flow_id "WebRTC session failed: {error}"
+        seed [F, "{error}"];
+    webrtc_session_creation_failed(flow_id: &str, error: &str)
+        => Warning Webrtc in flow_id "WebRTC session creation failed: {error}"
+        seed [F, "{error}"];
 
     // ---- tunnel (flow_id carries the tunnel id) ---------------------------------------
 
-    pub fn tunnel_started(tunnel_id: &str, name: &str) -> Self {
-        Self::new(
-            Info,
-            C::Tunnel,
-            format!("Tunnel '{name}' started"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_stopped(tunnel_id: &str, name: &str) -> Self {
-        Self::new(
-            Info,
-            C::Tunnel,
-            format!("Tunnel '{name}' stopped"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_connected(tunnel_id: &str) -> Self {
-        Self::new(
-            Info,
-            C::Tunnel,
-            "Tunnel connected to relay".into(),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_disconnected(tunnel_id: &str, reason: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Tunnel,
-            format!("Tunnel disconnected from relay: {reason}"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_peer_disconnected(tunnel_id: &str, reason: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Tunnel,
-            format!("Tunnel peer disconnected: {reason}"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_connect_failed(tunnel_id: &str, error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Tunnel,
-            format!("Tunnel connection to relay failed: {error}"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_failed(tunnel_id: &str, name: &str, error: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Tunnel,
-            format!("Tunnel '{name}' failed: {error}"),
-            Some(tunnel_id),
-        )
-    }
-    pub fn tunnel_bind_rejected(tunnel_id: &str, reason: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Tunnel,
-            format!("Tunnel bind rejected by relay: {reason}"),
-            Some(tunnel_id),
-        )
-    }
+    tunnel_started(tunnel_id: &str, name: &str)
+        => Info Tunnel in tunnel_id "Tunnel '{name}' started"
+        seed ["{tunnel_id}", "{name}"];
+    tunnel_stopped(tunnel_id: &str, name: &str)
+        => Info Tunnel in tunnel_id "Tunnel '{name}' stopped"
+        seed ["{tunnel_id}", "{name}"];
+    tunnel_connected(tunnel_id: &str)
+        => Info Tunnel in tunnel_id "Tunnel connected to relay"
+        seed ["{tunnel_id}"];
+    tunnel_disconnected(tunnel_id: &str, reason: &str)
+        => Warning Tunnel in tunnel_id "Tunnel disconnected from relay: {reason}"
+        seed ["{tunnel_id}", "{reason}"];
+    tunnel_peer_disconnected(tunnel_id: &str, reason: &str)
+        => Warning Tunnel in tunnel_id "Tunnel peer disconnected: {reason}"
+        seed ["{tunnel_id}", "{reason}"];
+    tunnel_connect_failed(tunnel_id: &str, error: &str)
+        => Warning Tunnel in tunnel_id "Tunnel connection to relay failed: {error}"
+        seed ["{tunnel_id}", "{error}"];
+    tunnel_failed(tunnel_id: &str, name: &str, error: &str)
+        => Critical Tunnel in tunnel_id "Tunnel '{name}' failed: {error}"
+        seed ["{tunnel_id}", "{name}", "{error}"];
+    tunnel_bind_rejected(tunnel_id: &str, reason: &str)
+        => Critical Tunnel in tunnel_id "Tunnel bind rejected by relay: {reason}"
+        seed ["{tunnel_id}", "{reason}"];
 
     // ---- manager ----------------------------------------------------------------------
 
-    pub fn manager_connected() -> Self {
-        Self::new(Info, C::Manager, "Connected to manager".into(), None)
-    }
-    pub fn manager_connection_lost() -> Self {
-        Self::new(
-            Warning,
-            C::Manager,
-            "Manager connection lost, reconnecting".into(),
-            None,
-        )
-    }
-    pub fn manager_auth_failed(reason: &str) -> Self {
-        Self::new(
-            Critical,
-            C::Manager,
-            format!("Manager authentication failed: {reason}"),
-            None,
-        )
-    }
+    manager_connected()
+        => Info Manager "Connected to manager"
+        seed [];
+    manager_connection_lost()
+        => Warning Manager "Manager connection lost, reconnecting"
+        seed [];
+    manager_auth_failed(reason: &str)
+        => Critical Manager "Manager authentication failed: {reason}"
+        seed ["{reason}"];
 
     // ---- config -----------------------------------------------------------------------
 
-    pub fn config_updated() -> Self {
-        Self::new(Info, C::Config, "Configuration updated".into(), None)
-    }
-    pub fn config_persist_failed(error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Config,
-            format!("Failed to persist configuration: {error}"),
-            None,
-        )
-    }
+    config_updated()
+        => Info Config "Configuration updated"
+        seed [];
+    config_persist_failed(error: &str)
+        => Warning Config "Failed to persist configuration: {error}"
+        seed ["{error}"];
 
     // ---- storage (Quoll's own, not in the seed) ---------------------------------------
 
     /// The log hit its byte budget and its oldest segment went.
-    pub fn events_dropped(
-        count: impl fmt::Display + Into<Value> + Copy,
-        first_seq: u64,
-        last_seq: u64,
-    ) -> Self {
-        Self::new(
-            Warning,
-            C::Storage,
-            format!("Event log full: {count} oldest events dropped"),
-            None,
-        )
-        .with_detail("dropped", count)
-        .with_detail("first_seq", first_seq)
-        .with_detail("last_seq", last_seq)
-    }
+    events_dropped(count: impl fmt::Display + Into<Value> + Copy, first_seq: u64, last_seq: u64)
+        => Warning Storage "Event log full: {count} oldest events dropped"
+        details { "dropped": count, "first_seq": first_seq, "last_seq": last_seq }
+        seed ["{count}", 0, 0];
     /// Disk full, read-only or failing: events are kept in memory only until it recovers.
-    pub fn event_log_degraded(error: &str) -> Self {
-        Self::new(
-            Warning,
-            C::Storage,
-            format!("Event log degraded to memory only: {error}"),
-            None,
-        )
-    }
-    pub fn event_log_recovered() -> Self {
-        Self::new(Info, C::Storage, "Event log writable again".into(), None)
-    }
+    event_log_degraded(error: &str)
+        => Warning Storage "Event log degraded to memory only: {error}"
+        seed ["{error}"];
+    event_log_recovered()
+        => Info Storage "Event log writable again"
+        seed [];
     /// Recovery found records lost to damage (bit rot): `skipped` events nobody had been
     /// told about (the manager had not acknowledged them), exactly, with their sequence
     /// numbers in `ranges` (first, last). `exact` is false only when a segment was
     /// damaged beyond counting (header and every record); the count is then the most it
     /// can have held. Health says `degraded` until this event is acknowledged: delivered
     /// to the manager, or `quoll ctl ack-loss` (docs/events.md).
-    pub fn event_log_corrupt(
+    event_log_corrupt(
         skipped: impl fmt::Display + Into<Value> + Copy,
         ranges: &[(u64, u64)],
         exact: bool,
-    ) -> Self {
-        /// Ranges listed in the details: enough for a few damaged spots, and the message
-        /// stays far below the manager's 10 000-byte limit however many there are.
-        const SHOWN: usize = 32;
-        let mut e = Self::new(
-            Warning,
-            C::Storage,
-            format!("Event log recovery skipped {skipped} corrupt records"),
-            None,
-        )
-        .with_detail("skipped", skipped)
-        .with_detail("exact", exact);
-        if let (Some(first), Some(last)) = (ranges.first(), ranges.last()) {
-            let shown: Vec<Value> = ranges
-                .iter()
-                .take(SHOWN)
-                .map(|&(lo, hi)| Value::from(vec![lo, hi]))
-                .collect();
-            e = e
-                .with_detail("first_seq", first.0)
-                .with_detail("last_seq", last.1)
-                .with_detail("ranges", shown);
-            if ranges.len() > SHOWN {
-                e = e.with_detail("ranges_not_shown", ranges.len() - SHOWN);
-            }
-        }
-        e
-    }
-
+    )
+        => Warning Storage "Event log recovery skipped {skipped} corrupt records"
+        details { "skipped": skipped, "exact": exact }
+        then |e| { with_ranges(e, ranges) }
+        seed ["{n}", &[], true];
     /// Start-up found files a newer version wrote (this binary was rolled back): segments
     /// it cannot read and/or a cursor of a newer format. They are kept untouched; the
     /// details say what that means (`segments`, `cursor_version`, and `next_seq`: this run
     /// numbers its events from there, above anything the newer segments can hold).
-    pub fn event_log_newer_format(
+    event_log_newer_format(
         files: impl fmt::Display + Into<Value> + Copy,
         segments: u64,
         cursor_version: Option<u16>,
         next_seq: u64,
-    ) -> Self {
-        let mut e = Self::new(
-            Warning,
-            C::Storage,
-            format!("Event log holds {files} files of a newer version, kept unread"),
-            None,
-        )
-        .with_detail("files", files)
-        .with_detail("segments", segments)
-        .with_detail("next_seq", next_seq);
-        if let Some(v) = cursor_version {
-            // Not overwritten: delivery restarts from the oldest record after each restart.
-            e = e
-                .with_detail("cursor_version", v)
-                .with_detail("cursor", "kept; delivery position held in memory only");
+    )
+        => Warning Storage "Event log holds {files} files of a newer version, kept unread"
+        details { "files": files, "segments": segments, "next_seq": next_seq }
+        then |e| {
+            match cursor_version {
+                // Not overwritten: delivery restarts from the oldest record after each
+                // restart.
+                Some(v) => e
+                    .with_detail("cursor_version", v)
+                    .with_detail("cursor", "kept; delivery position held in memory only"),
+                None => e,
+            }
         }
-        e
-    }
+        seed ["{n}", 0, None, 0];
 
     // ---- bridge (Quoll's own, not in the seed) ----------------------------------------
 
@@ -657,98 +455,49 @@ impl Event {
     /// The details carry the session snapshot's own names (`streamId`, `sessionId`,
     /// `restartCount`, `lastError`, `lastExitCode`, `lastExitSignal`), so the event can be
     /// matched with `/healthz` and the bridge's log lines field for field.
-    pub fn bridge_stream_errored(
+    bridge_stream_errored(
         stream_id: &str,
         session_id: u64,
         restarts: impl fmt::Display + Into<Value> + Copy,
         error: &str,
-    ) -> Self {
-        Self::new(
-            Critical,
-            C::Bridge,
-            format!("Bridge stream '{stream_id}' stopped after {restarts} restarts: {error}"),
-            None,
-        )
-        .with_detail("streamId", stream_id)
-        .with_detail("sessionId", session_id)
-        .with_detail("restartCount", restarts)
-        .with_detail("lastError", error)
-    }
+    )
+        => Critical Bridge "Bridge stream '{stream_id}' stopped after {restarts} restarts: {error}"
+        details {
+            "streamId": stream_id,
+            "sessionId": session_id,
+            "restartCount": restarts,
+            "lastError": error,
+        }
+        seed ["{id}", 0, "{n}", "{error}"];
     /// A stream whose `bridge_stream_errored` was raised delivers media again (a new viewer
     /// retried it). It clears the alarm, as a reconnection event does in the seed.
-    pub fn bridge_stream_recovered(stream_id: &str, session_id: u64) -> Self {
-        Self::new(
-            Info,
-            C::Bridge,
-            format!("Bridge stream '{stream_id}' recovered"),
-            None,
-        )
-        .with_detail("streamId", stream_id)
-        .with_detail("sessionId", session_id)
-    }
+    bridge_stream_recovered(stream_id: &str, session_id: u64)
+        => Info Bridge "Bridge stream '{stream_id}' recovered"
+        details { "streamId": stream_id, "sessionId": session_id }
+        seed ["{id}", 0];
 }
 
-/// Every constructor once, with the seed's placeholder names as arguments, so each message
-/// reads exactly like its row in the seed (`Flow '{id}' started`). The catalog test and
-/// `docs/events.md` are checked against this list.
-pub fn templates() -> Vec<Event> {
-    let f = "{flow_id}";
-    vec![
-        Event::flow_started("{id}"),
-        Event::flow_stopped("{id}"),
-        Event::flow_start_failed("{id}", "{error}"),
-        Event::flow_input_lost(f, "{error}"),
-        Event::output_added("{flow_id}", "{id}"),
-        Event::output_removed("{flow_id}", "{id}"),
-        Event::output_start_failed("{flow_id}", "{id}", "{error}"),
-        Event::srt_input_listener_connected(f),
-        Event::srt_input_connected(f, "{mode}"),
-        Event::srt_input_redundant_leg1_connected(f),
-        Event::srt_input_disconnected(f),
-        Event::srt_input_connection_failed(f, "{error}"),
-        Event::srt_output_connected(f, "{id}"),
-        Event::srt_output_disconnected(f, "{id}"),
-        Event::srt_output_stale(f, "{id}"),
-        Event::srt_output_connection_failed(f, "{id}", "{error}"),
-        Event::redundant_leg_lost(f, 1),
-        Event::redundant_leg_lost(f, 2),
-        Event::redundant_legs_lost(f),
-        Event::rtmp_publisher_connected(f),
-        Event::rtmp_publisher_disconnected(f),
-        Event::rtmp_server_error(f, "{error}"),
-        Event::rtsp_connected(f, "{url}"),
-        Event::rtsp_disconnected(f, "{error}", "{n}"),
-        Event::hls_upload_failed(f, "{error}"),
-        Event::hls_output_failed(f, "{error}"),
-        Event::whip_publisher_connected(f),
-        Event::whip_publisher_disconnected(f),
-        Event::whep_connected(f),
-        Event::whep_disconnected(f),
-        Event::whep_viewer_connected(f),
-        Event::whep_viewer_disconnected(f),
-        Event::webrtc_session_failed(f, "{error}"),
-        Event::webrtc_session_creation_failed(f, "{error}"),
-        Event::tunnel_started("{tunnel_id}", "{name}"),
-        Event::tunnel_stopped("{tunnel_id}", "{name}"),
-        Event::tunnel_connected("{tunnel_id}"),
-        Event::tunnel_disconnected("{tunnel_id}", "{reason}"),
-        Event::tunnel_peer_disconnected("{tunnel_id}", "{reason}"),
-        Event::tunnel_connect_failed("{tunnel_id}", "{error}"),
-        Event::tunnel_failed("{tunnel_id}", "{name}", "{error}"),
-        Event::tunnel_bind_rejected("{tunnel_id}", "{reason}"),
-        Event::manager_connected(),
-        Event::manager_connection_lost(),
-        Event::manager_auth_failed("{reason}"),
-        Event::config_updated(),
-        Event::config_persist_failed("{error}"),
-        Event::events_dropped("{count}", 0, 0),
-        Event::event_log_degraded("{error}"),
-        Event::event_log_recovered(),
-        Event::event_log_corrupt("{n}", &[], true),
-        Event::event_log_newer_format("{n}", 0, None, 0),
-        Event::bridge_stream_errored("{id}", 0, "{n}", "{error}"),
-        Event::bridge_stream_recovered("{id}", 0),
-    ]
+/// The damaged ranges of `event_log_corrupt`, in its details: the first and last sequence
+/// number lost, and the ranges themselves.
+fn with_ranges(mut e: Event, ranges: &[(u64, u64)]) -> Event {
+    /// Ranges listed in the details: enough for a few damaged spots, and the message
+    /// stays far below the manager's 10 000-byte limit however many there are.
+    const SHOWN: usize = 32;
+    if let (Some(first), Some(last)) = (ranges.first(), ranges.last()) {
+        let shown: Vec<Value> = ranges
+            .iter()
+            .take(SHOWN)
+            .map(|&(lo, hi)| Value::from(vec![lo, hi]))
+            .collect();
+        e = e
+            .with_detail("first_seq", first.0)
+            .with_detail("last_seq", last.1)
+            .with_detail("ranges", shown);
+        if ranges.len() > SHOWN {
+            e = e.with_detail("ranges_not_shown", ranges.len() - SHOWN);
+        }
+    }
+    e
 }
 
 #[cfg(test)]

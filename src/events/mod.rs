@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -30,7 +29,7 @@ pub use catalog::{Category, Event, Severity};
 use self::log::{Log, LogError, Recovery};
 use self::storage::{FsStorage, Storage};
 pub use self::writer::LossReport;
-use self::writer::{Clock, Shared, WriterOptions};
+use self::writer::{Shared, WriterOptions};
 
 /// An event as recorded: sequence number and raise time attached.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,20 +172,7 @@ impl Events {
         S: Storage,
         F: FnMut() -> Result<(Log<S>, Recovery), LogError> + Send + 'static,
     {
-        Self::open_with_clock(open, config, Clock::Real)
-    }
-
-    /// As `open_with`, on a given clock (tests: a `FakeClock`).
-    pub fn open_with_clock<S, F>(
-        open: F,
-        config: LogConfig,
-        clock: Clock,
-    ) -> (Events, Option<Recovery>)
-    where
-        S: Storage,
-        F: FnMut() -> Result<(Log<S>, Recovery), LogError> + Send + 'static,
-    {
-        let (shared, thread, recovery) = writer::spawn(open, config.writer, clock);
+        let (shared, thread, recovery) = writer::spawn(open, config.writer);
         let next_seq = shared.next_seq();
         let events = Self::with(
             RECENT,
@@ -276,8 +262,7 @@ impl Events {
 
     /// Whether the log is memory-only because the disk failed.
     pub fn is_degraded(&self) -> bool {
-        self.shared()
-            .is_some_and(|s| s.counters.degraded.load(Ordering::Relaxed))
+        self.shared().is_some_and(|s| s.is_degraded())
     }
 
     /// The report of events lost to damage that nobody has acknowledged yet: neither the
@@ -298,17 +283,16 @@ impl Events {
         let inner = self.inner.borrow();
         match &inner.durable {
             Some(d) => {
-                let c = &d.shared.counters;
+                let c = d.shared.counters();
                 let loss = d.shared.unacked_loss();
                 LogStatus {
-                    durable: !c.degraded.load(Ordering::Relaxed),
+                    durable: !c.degraded,
                     durable_seq: d.shared.durable_seq(),
-                    acked_seq: c.acked.load(Ordering::Relaxed),
+                    acked_seq: c.acked,
                     next_seq: d.shared.next_seq(),
-                    queue_overflow: c.queue_overflow.load(Ordering::Relaxed)
-                        + c.memory_overflow.load(Ordering::Relaxed),
-                    budget_dropped: c.budget_dropped.load(Ordering::Relaxed),
-                    commits: c.syncs.load(Ordering::Relaxed),
+                    queue_overflow: c.queue_overflow + c.memory_overflow,
+                    budget_dropped: c.budget_dropped,
+                    commits: c.syncs,
                     lost_unacked: loss.map_or(0, |l| l.lost),
                     loss_seq: loss.map(|l| l.seq),
                 }
@@ -393,9 +377,7 @@ impl Events {
         let Some(s) = self.shared() else { return };
         let target = s.next_seq() - 1;
         let mut rx = s.subscribe();
-        let _ = rx
-            .wait_for(|&d| d >= target || s.counters.degraded.load(Ordering::Relaxed))
-            .await;
+        let _ = rx.wait_for(|&d| d >= target || s.is_degraded()).await;
     }
 
     /// Flush the log and stop the writer thread (blocks for at most one commit and one

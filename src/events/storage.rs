@@ -236,10 +236,13 @@ impl Storage for FsStorage {
 
 // ---- test doubles ----------------------------------------------------------------------------
 
-/// `MemStorage`, `SlowSync`, `Counted`: tests, the events bench and the fuzz crate only.
+/// `MemStorage`, `SlowSync`, `Counted`, `Tapped`: tests, the events bench and the fuzz
+/// crate only.
 #[cfg(any(test, feature = "test-util"))]
 mod doubles;
 #[cfg(test)]
 pub(crate) use doubles::XorShift;
 #[cfg(any(test, feature = "test-util"))]
-pub use doubles::{Counted, MemStorage, SlowSync, StorageCounts, SyncGate};
+pub use doubles::{
+    Call, Counted, MemStorage, OnCall, Slow, SlowSync, StorageCounts, SyncGate, Tap, Tapped,
+};

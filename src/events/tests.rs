@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::codec::{self, HEADER_LEN};
 use super::log::{Log, LogOptions};
-use super::storage::{MemStorage, Storage, StorageCounts};
+use super::storage::{MemStorage, Storage};
 use super::writer::WriterOptions;
 use super::*;
 
@@ -37,6 +37,27 @@ fn segments(s: &MemStorage) -> Vec<String> {
     names.retain(|n| codec::parse_segment_name(n).is_some());
     names.sort();
     names
+}
+
+/// A disk holding the records `seqs`, committed, and acknowledged up to `acked` (0: none).
+fn disk_with(opts: LogOptions, seqs: impl IntoIterator<Item = u64>, acked: u64) -> MemStorage {
+    let s = MemStorage::new();
+    let (mut log, _) = open(&s, opts);
+    log.append(&seqs.into_iter().map(rec).collect::<Vec<_>>())
+        .unwrap();
+    log.commit().unwrap();
+    if acked > 0 {
+        log.set_acked(acked).unwrap();
+    }
+    s
+}
+
+/// A budget of four 1 KiB segments: rolls and drops come quickly.
+fn tiny_budget() -> LogOptions {
+    LogOptions {
+        budget_bytes: 4096,
+        segment_bytes: 1024,
+    }
 }
 
 // ---- the record and the manager message --------------------------------------------------
@@ -216,11 +237,7 @@ fn recovery_cuts_a_torn_tail_and_continues() {
 
 #[test]
 fn recovery_skips_and_counts_a_corrupt_record_in_the_middle() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&[rec(1), rec(2), rec(3)]).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=3, 0);
     let name = segments(&s).pop().unwrap();
     // Damage record 2's payload.
     let mut one = Vec::new();
@@ -234,12 +251,7 @@ fn recovery_skips_and_counts_a_corrupt_record_in_the_middle() {
 
 #[test]
 fn cursor_survives_reopen_and_delivery_resumes_there() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=5).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(3).unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=5, 3);
     s.crash(1);
     let (mut log, r) = open(&s, big());
     assert_eq!((r.acked, r.pending), (3, 2));
@@ -250,10 +262,7 @@ fn cursor_survives_reopen_and_delivery_resumes_there() {
 #[test]
 fn budget_drops_the_oldest_segment_and_says_how_many_were_undelivered() {
     let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 4096,
-        segment_bytes: 1024,
-    };
+    let opts = tiny_budget();
     let (mut log, _) = open(&s, opts);
     let mut dropped = Vec::new();
     for seq in 1..=200 {
@@ -293,6 +302,15 @@ fn header_of_version(magic_cursor: bool, version: u16, value: u64) -> [u8; 20] {
     h
 }
 
+/// The frames of records `seqs`, one after the other.
+fn encoded(seqs: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for seq in seqs {
+        codec::encode_record(&rec(seq), &mut body);
+    }
+    body
+}
+
 /// Put a segment of a newer format at `base` with `body` after its header.
 fn newer_segment(s: &MemStorage, base: u64, body: &[u8]) -> String {
     let mut st = s.clone();
@@ -326,11 +344,7 @@ fn a_segment_of_a_newer_format_is_kept_and_skipped() {
 fn a_rolled_back_binary_numbers_above_a_newer_segment() {
     let s = MemStorage::new();
     // What the newer binary wrote: 50 records, dense from base 1, 9 bytes or more each.
-    let mut body = Vec::new();
-    for seq in 1..=50 {
-        codec::encode_record(&rec(seq), &mut body);
-    }
-    let name = newer_segment(&s, 1, &body);
+    let name = newer_segment(&s, 1, &encoded(1..=50));
     let len = s.clone().read(&name).unwrap().len() as u64;
     let (mut log, r) = open(&s, big());
     assert!(
@@ -355,15 +369,8 @@ fn a_rolled_back_binary_numbers_above_a_newer_segment() {
 /// the last record.
 #[test]
 fn a_damaged_header_in_the_middle_hides_nothing() {
-    let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 1 << 20,
-        segment_bytes: 2048,
-    };
-    let (mut log, _) = open(&s, opts);
-    log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let opts = small_segments();
+    let s = disk_with(opts, 1..=60, 0);
     let segs = segments(&s);
     assert!(segs.len() >= 3, "{segs:?}");
     // Several bytes of the header at once: magic, version and CRC (past rebuilding).
@@ -444,12 +451,7 @@ fn with_header_bit_flipped(
 /// reported is exactly 0, and exactly 1 when one record of that segment is damaged too.
 #[test]
 fn every_flipped_bit_of_a_segment_header_hides_nothing() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, small_segments());
-    log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(2).unwrap();
-    drop(log);
+    let s = disk_with(small_segments(), 1..=60, 2);
     let files: Vec<(String, Vec<u8>)> = {
         let mut st = s.clone();
         let mut names = st.list().unwrap();
@@ -552,11 +554,7 @@ fn the_version_search_matches_a_plain_search() {
 #[test]
 fn a_newer_segment_with_a_damaged_header_stays_unread() {
     let s = MemStorage::new();
-    let mut body = Vec::new();
-    for seq in 1..=20 {
-        codec::encode_record(&rec(seq), &mut body);
-    }
-    let name = newer_segment(&s, 1, &body);
+    let name = newer_segment(&s, 1, &encoded(1..=20));
     s.corrupt(&name, 5, 0x04);
     let (_, r) = open(&s, big());
     assert_eq!(
@@ -574,10 +572,7 @@ fn a_newer_segment_with_a_damaged_header_stays_unread() {
 #[test]
 fn records_lost_to_damage_are_counted_exactly() {
     let s = MemStorage::new();
-    let opts = LogOptions {
-        budget_bytes: 1 << 20,
-        segment_bytes: 2048,
-    };
+    let opts = small_segments();
     let (mut log, _) = open(&s, opts);
     log.append(&(1..=40).map(rec).collect::<Vec<_>>()).unwrap();
     // A gap (a queue overflow): the next segment starts at 50.
@@ -633,12 +628,7 @@ fn records_lost_to_damage_are_counted_exactly() {
 /// counted apart and not reported as an alarm.
 #[test]
 fn loss_the_manager_already_has_is_only_history() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    log.set_acked(5).unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=10, 5);
     let name = segments(&s).pop().unwrap();
     let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
     s.corrupt(&name, f[2].offset + 9, 0x01); // record 3: delivered
@@ -654,15 +644,8 @@ fn loss_the_manager_already_has_is_only_history() {
 #[test]
 fn a_segment_damaged_past_reading_counts_what_it_held() {
     for keep_lengths in [true, false] {
-        let s = MemStorage::new();
-        let opts = LogOptions {
-            budget_bytes: 1 << 20,
-            segment_bytes: 2048,
-        };
-        let (mut log, _) = open(&s, opts);
-        log.append(&(1..=60).map(rec).collect::<Vec<_>>()).unwrap();
-        log.commit().unwrap();
-        drop(log);
+        let opts = small_segments();
+        let s = disk_with(opts, 1..=60, 0);
         let segs = segments(&s);
         let name = &segs[1];
         let base = codec::parse_segment_name(name).unwrap();
@@ -730,10 +713,7 @@ fn the_budget_never_removes_a_segment_it_cannot_read() {
     let s = MemStorage::new();
     let newer = newer_segment(&s, 1, &[0xAB; 1500]);
     let newer_len = s.clone().read(&newer).unwrap().len() as u64;
-    let opts = LogOptions {
-        budget_bytes: 4096,
-        segment_bytes: 1024,
-    };
+    let opts = tiny_budget();
     let (mut log, r) = open(&s, opts);
     let mut dropped = 0;
     for seq in r.next_seq..r.next_seq + 200 {
@@ -961,6 +941,16 @@ fn mem_events(s: &MemStorage, opts: WriterOptions) -> (Events, Option<log::Recov
     )
 }
 
+/// Events over `s` with one record (seq 1) durable.
+fn one_durable(s: &MemStorage) -> Events {
+    let (events, _) = mem_events(s, fast());
+    block_on(async {
+        events.raise(Event::config_updated());
+        events.flushed().await;
+    });
+    events
+}
+
 fn fast() -> WriterOptions {
     let mut o = WriterOptions::new(16 << 20, Duration::from_millis(5));
     o.retry_interval = Duration::from_millis(20);
@@ -1079,11 +1069,7 @@ fn deliver(events: &Events, fetched: &mut u64, seen: &mut Vec<u64>) -> Vec<Recor
 #[test]
 fn full_disk_degrades_to_memory_and_recovers() {
     let s = MemStorage::new();
-    let (events, _) = mem_events(&s, fast());
-    block_on(async {
-        events.raise(Event::config_updated());
-        events.flushed().await;
-    });
+    let events = one_durable(&s);
     // Seq 1 is on disk and has not been delivered yet.
     s.set_full(true);
     let during = events.raise(Event::flow_started("during"));
@@ -1144,11 +1130,7 @@ fn full_disk_degrades_to_memory_and_recovers() {
 #[test]
 fn delivery_waits_while_the_disk_cannot_be_read() {
     let s = MemStorage::new();
-    let (events, _) = mem_events(&s, fast());
-    block_on(async {
-        events.raise(Event::config_updated());
-        events.flushed().await;
-    });
+    let events = one_durable(&s);
     s.fail_after(0); // every call fails, reads too
     events.raise(Event::flow_started("during"));
     eventually("degraded", || events.is_degraded());
@@ -1174,49 +1156,6 @@ fn delivery_waits_while_the_disk_cannot_be_read() {
 fn recovery_never_syncs_on_the_callers_thread() {
     use std::sync::{Arc, Mutex};
     use std::thread::ThreadId;
-    #[derive(Clone)]
-    struct Where {
-        inner: MemStorage,
-        syncs: Arc<Mutex<Vec<ThreadId>>>,
-    }
-    impl Where {
-        fn note(&self) {
-            self.syncs.lock().unwrap().push(std::thread::current().id());
-        }
-    }
-    impl Storage for Where {
-        fn list(&mut self) -> std::io::Result<Vec<String>> {
-            self.inner.list()
-        }
-        fn read(&mut self, n: &str) -> std::io::Result<Vec<u8>> {
-            self.inner.read(n)
-        }
-        fn create(&mut self, n: &str) -> std::io::Result<()> {
-            self.inner.create(n)
-        }
-        fn append(&mut self, n: &str, b: &[u8]) -> std::io::Result<()> {
-            self.inner.append(n, b)
-        }
-        fn sync(&mut self, n: &str) -> std::io::Result<()> {
-            self.note();
-            self.inner.sync(n)
-        }
-        fn truncate(&mut self, n: &str, len: u64) -> std::io::Result<()> {
-            self.note();
-            self.inner.truncate(n, len)
-        }
-        fn rename(&mut self, a: &str, b: &str) -> std::io::Result<()> {
-            self.inner.rename(a, b)
-        }
-        fn remove(&mut self, n: &str) -> std::io::Result<()> {
-            self.note();
-            self.inner.remove(n)
-        }
-        fn sync_dir(&mut self) -> std::io::Result<()> {
-            self.note();
-            self.inner.sync_dir()
-        }
-    }
     // A log with a torn tail: recovery cuts it and syncs.
     let s = MemStorage::new();
     let (mut log, _) = open(&s, big());
@@ -1225,71 +1164,25 @@ fn recovery_never_syncs_on_the_callers_thread() {
     drop(log);
     let name = segments(&s).pop().unwrap();
     s.clone().append(&name, &[0x5A; 7]).unwrap();
-    let w = Where {
+    let seen: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+    let note = seen.clone();
+    let w = storage::Tapped {
         inner: s.clone(),
-        syncs: Arc::default(),
+        tap: storage::OnCall(move |_| note.lock().unwrap().push(std::thread::current().id())),
     };
-    let w2 = w.clone();
     let opts = fast();
     let (events, r) = Events::open_with(
-        move || Log::open(w2.clone(), opts.log),
+        move || Log::open(w.clone(), opts.log),
         LogConfig { writer: opts },
     );
     let r = r.expect("recovered");
     assert_eq!((r.truncated_bytes, r.next_seq), (7, 3));
-    let syncs = w.syncs.lock().unwrap().clone();
+    let syncs = seen.lock().unwrap().clone();
     assert!(!syncs.is_empty(), "recovery synced nothing");
     let here = std::thread::current().id();
     assert!(
         !syncs.contains(&here),
         "recovery synced on the caller's thread"
-    );
-    events.close();
-}
-
-/// However often the manager acknowledges, the cursor file (two syncs per write) is written
-/// at most once per commit window.
-#[test]
-fn acknowledgements_are_coalesced_into_one_cursor_write_per_window() {
-    use super::storage::Counted;
-    let s = Counted::new(MemStorage::new());
-    let counts = s.counts.clone();
-    let mut opts = fast();
-    opts.max_commit_delay = Duration::from_millis(400);
-    let lo = opts.log;
-    let s2 = s.clone();
-    let (events, _) = Events::open_with(
-        move || Log::open(s2.clone(), lo),
-        LogConfig { writer: opts },
-    );
-    block_on(async {
-        for _ in 0..50 {
-            events.raise(Event::config_updated());
-        }
-        events.flushed().await;
-    });
-    let renames = || StorageCounts::get(&counts.renames);
-    let before = renames();
-    let t = Instant::now();
-    // Fifty acknowledgements, each followed by a read (a read wakes the writer at once).
-    for seq in 1..=50 {
-        events.ack(seq);
-        let b = block_on(events.read_batch(10));
-        assert_eq!(b.first().map(|r| r.seq), (seq < 50).then_some(seq + 1));
-    }
-    let fast_enough = t.elapsed() < opts.max_commit_delay;
-    eventually("cursor written", || events.status().acked_seq == 50);
-    let writes = renames() - before;
-    if fast_enough {
-        assert_eq!(
-            writes, 1,
-            "acknowledgements within one window: one cursor write"
-        );
-    }
-    // In any case never one per acknowledgement.
-    assert!(
-        writes <= 1 + (t.elapsed().as_millis() / 400) as u64 + 1,
-        "{writes}"
     );
     events.close();
 }
@@ -1395,11 +1288,7 @@ fn queue_overflow_drops_the_oldest_and_says_so() {
 
 #[test]
 fn corrupt_records_at_start_raise_one_event() {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&[rec(1), rec(2), rec(3)]).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=3, 0);
     let name = segments(&s).pop().unwrap();
     s.corrupt(&name, HEADER_LEN + 10, 0x55);
     let (events, r) = mem_events(&s, fast());
@@ -1415,11 +1304,7 @@ fn corrupt_records_at_start_raise_one_event() {
 
 /// A log with records 1..=10 of which 4 and 5 are damaged.
 fn log_with_two_lost() -> MemStorage {
-    let s = MemStorage::new();
-    let (mut log, _) = open(&s, big());
-    log.append(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let s = disk_with(big(), 1..=10, 0);
     let name = segments(&s).pop().unwrap();
     let f = codec::scan_frames(&s.clone().read(&name).unwrap(), HEADER_LEN, 0).frames;
     s.corrupt(&name, f[3].offset + 9, 0x01);
@@ -1594,139 +1479,191 @@ fn memory_only_events_keep_the_api() {
     });
 }
 
-#[test]
-fn a_disk_that_opens_but_cannot_be_written_stays_degraded_without_flapping() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let s = MemStorage::new();
-    let opts = fast();
-    let opens = Arc::new(AtomicU64::new(0));
-    let (s2, r2) = (s.clone(), opens.clone());
-    let (events, _) = Events::open_with(
-        move || {
-            r2.fetch_add(1, Ordering::Relaxed);
-            Log::open(s2.clone(), opts.log)
-        },
-        LogConfig { writer: opts },
-    );
-    // Like a read-only filesystem: listing and reading work, writing fails.
-    s.set_full(true);
-    events.raise(Event::config_updated());
-    eventually("three retries", || opens.load(Ordering::Relaxed) >= 4);
-    assert!(events.is_degraded());
-    let batch = block_on(events.read_batch(100));
-    let storage: Vec<&str> = batch
-        .iter()
-        .filter(|r| r.event.category == Category::Storage)
-        .map(|r| r.event.message.as_str())
-        .collect();
-    assert_eq!(storage.len(), 1, "{storage:?}");
-    assert!(storage[0].starts_with("Event log degraded to memory only"));
-    s.set_full(false);
-    eventually("recovered", || !events.is_degraded());
-}
+// ---- the writer's decisions: the core on fake time -------------------------------------------
 
-// ---- time to durability, on a fake clock ---------------------------------------------------
+use super::writer::{Action, Now, Outcome, WriterCore};
 
-/// A disk whose syncs take `sync_time` of fake time (file and directory alike), and which
-/// can be held mid-sync by the test.
+/// Fake time: it moves only when a test (or a sync of a `CoreRig`'s disk) moves it.
 #[derive(Clone)]
-struct FakeTimeDisk {
-    inner: MemStorage,
-    clock: std::sync::Arc<writer::FakeClock>,
-    sync_time: Duration,
-    gate: std::sync::Arc<storage::SyncGate>,
+struct FakeTime {
+    start: Instant,
+    offset: std::sync::Arc<std::sync::Mutex<Duration>>,
 }
 
-impl FakeTimeDisk {
-    fn slow(&self) {
-        self.gate.pass(|| (), || self.clock.advance(self.sync_time));
-    }
-}
-
-impl Storage for FakeTimeDisk {
-    fn list(&mut self) -> std::io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn read(&mut self, n: &str) -> std::io::Result<Vec<u8>> {
-        self.inner.read(n)
-    }
-    fn create(&mut self, n: &str) -> std::io::Result<()> {
-        self.inner.create(n)
-    }
-    fn append(&mut self, n: &str, b: &[u8]) -> std::io::Result<()> {
-        self.inner.append(n, b)
-    }
-    fn sync(&mut self, n: &str) -> std::io::Result<()> {
-        self.slow();
-        self.inner.sync(n)
-    }
-    fn truncate(&mut self, n: &str, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(n, len)
-    }
-    fn rename(&mut self, a: &str, b: &str) -> std::io::Result<()> {
-        self.inner.rename(a, b)
-    }
-    fn remove(&mut self, n: &str) -> std::io::Result<()> {
-        self.inner.remove(n)
-    }
-    fn sync_dir(&mut self) -> std::io::Result<()> {
-        self.slow();
-        self.inner.sync_dir()
-    }
-}
-
-struct FakeRig {
-    events: Events,
-    clock: std::sync::Arc<writer::FakeClock>,
-    gate: std::sync::Arc<storage::SyncGate>,
-}
-
-const IDLE: Duration = Duration::from_secs(20);
-
-impl FakeRig {
-    /// Segments of 4 KiB, so two padded events fill one (`padded`).
-    fn new(delay: Duration, sync_time: Duration) -> FakeRig {
-        let clock = writer::FakeClock::new();
-        let gate = std::sync::Arc::new(storage::SyncGate::default());
-        let disk = FakeTimeDisk {
-            inner: MemStorage::new(),
-            clock: clock.clone(),
-            sync_time,
-            gate: gate.clone(),
-        };
-        let mut opts = WriterOptions::new(16 << 20, delay);
-        opts.log.segment_bytes = 4096;
-        let lo = opts.log;
-        let (events, _) = Events::open_with_clock(
-            move || Log::open(disk.clone(), lo),
-            LogConfig { writer: opts },
-            writer::Clock::Fake(clock.clone()),
-        );
-        assert_eq!(clock.idle(IDLE), None, "idle, nothing due");
-        FakeRig {
-            events,
-            clock,
-            gate,
+impl FakeTime {
+    fn new() -> FakeTime {
+        FakeTime {
+            start: Instant::now(),
+            offset: Default::default(),
         }
     }
 
-    /// Step fake time from one writer deadline to the next until `seq` is durable; the fake
-    /// time its commit returned at.
-    fn durable_at(&self, seq: u64) -> Instant {
+    fn now(&self) -> Now {
+        let offset = *self.offset.lock().unwrap();
+        Now {
+            at: self.start + offset,
+            unix_ms: 1_775_131_200_000 + offset.as_millis() as u64,
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.offset.lock().unwrap() += by;
+    }
+
+    /// Forward to `to` (never back).
+    fn advance_to(&self, to: Instant) {
+        self.advance(to.saturating_duration_since(self.now().at));
+    }
+}
+
+/// A tap by which syncs, of files and of the directory alike, take `.1` of fake time `.0`.
+#[derive(Clone)]
+struct SyncTime(FakeTime, Duration);
+
+impl storage::Tap for SyncTime {
+    fn on(&self, call: storage::Call) {
+        if matches!(call, storage::Call::Sync | storage::Call::SyncDir) {
+            self.0.advance(self.1);
+        }
+    }
+}
+
+type TimedDisk = storage::Tapped<MemStorage, SyncTime>;
+type Open = Box<dyn FnMut() -> Result<(Log<TimedDisk>, log::Recovery), log::LogError>>;
+
+/// The writer core driven by hand on one thread: its actions carried out (`perform`, as the
+/// writer thread does) against a log on `MemStorage` whose syncs, of files and of the
+/// directory alike, take `sync_time` of fake time. No thread, no real time: every figure
+/// comes out the same on any machine.
+struct CoreRig {
+    core: WriterCore<u32>,
+    log: Option<Log<TimedDisk>>,
+    open: Open,
+    disk: MemStorage,
+    time: FakeTime,
+    /// Each commit: the highest durable sequence number and when its sync returned.
+    durable: Vec<(u64, Instant)>,
+    /// Answers to reads, by the test's token.
+    replies: Vec<(u32, Vec<Record>)>,
+}
+
+impl CoreRig {
+    fn new(opts: WriterOptions, sync_time: Duration) -> CoreRig {
+        Self::on(MemStorage::new(), opts, sync_time)
+    }
+
+    fn on(disk: MemStorage, opts: WriterOptions, sync_time: Duration) -> CoreRig {
+        let time = FakeTime::new();
+        let timed = storage::Tapped {
+            inner: disk.clone(),
+            tap: SyncTime(time.clone(), sync_time),
+        };
+        let lo = opts.log;
+        let mut open: Open = Box::new(move || Log::open(timed.clone(), lo));
+        let first = open();
+        let core = WriterCore::after_open(opts, &first, time.now());
+        CoreRig {
+            core,
+            log: first.ok().map(|(l, _)| l),
+            open,
+            disk,
+            time,
+            durable: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    fn raise(&mut self, event: Event) -> u64 {
+        let now = self.time.now();
+        self.core.handle_push(event, now.unix_ms, now.at).0
+    }
+
+    fn ack(&mut self, seq: u64) {
+        self.core.handle_ack(seq, self.time.now().at);
+    }
+
+    fn poll(&mut self) -> Option<Action<u32>> {
+        self.core.poll_action(self.time.now())
+    }
+
+    /// Carry out one action, as the writer thread does; `false` for `Stop`.
+    fn execute(&mut self, action: Action<u32>) -> bool {
+        let Some(outcome) = writer::perform(&mut self.log, &mut self.open, action) else {
+            return false;
+        };
+        self.answer(outcome);
+        true
+    }
+
+    /// Hand an outcome to the core (the test may make it up).
+    fn answer(&mut self, outcome: Outcome<u32>) {
+        let before = self.core.durable_seq();
+        if let Some(reply) = self.core.handle(outcome, self.time.now()) {
+            self.replies.push(reply);
+        }
+        if self.core.durable_seq() != before {
+            self.durable
+                .push((self.core.durable_seq(), self.time.now().at));
+        }
+    }
+
+    /// Carry out actions until nothing is due; the next deadline.
+    fn settle(&mut self) -> Option<Instant> {
+        while let Some(action) = self.poll() {
+            self.execute(action);
+        }
+        self.core.poll_timeout()
+    }
+
+    /// When `seq` became durable, if it has.
+    fn durable_when(&self, seq: u64) -> Option<Instant> {
+        self.durable.iter().find(|d| d.0 >= seq).map(|d| d.1)
+    }
+
+    /// Step fake time from one deadline to the next until `seq` is durable; the fake time
+    /// its commit returned at.
+    fn durable_at(&mut self, seq: u64) -> Instant {
         loop {
-            let next = self.clock.idle(IDLE);
-            if let Some(at) = self.clock.durable_at(seq) {
+            let next = self.settle();
+            if let Some(at) = self.durable_when(seq) {
                 return at;
             }
             let next = next.unwrap_or_else(|| panic!("seq {seq} never became durable"));
-            self.clock.advance_to(next);
+            self.time.advance_to(next);
         }
     }
 
-    fn wait_in_sync(&self) {
-        eventually("the writer is in a sync", || self.gate.in_sync() == 1);
+    /// Step to the next deadline and take the action due there.
+    fn next_action(&mut self) -> Action<u32> {
+        let deadline = self.settle().expect("a deadline");
+        self.time.advance_to(deadline);
+        self.poll().expect("an action at the deadline")
     }
+
+    /// Shut down: carry out the last cycle.
+    fn close(&mut self) {
+        self.core.handle_shutdown();
+        while let Some(action) = self.poll() {
+            if !self.execute(action) {
+                return;
+            }
+        }
+        panic!("the writer did not stop");
+    }
+}
+
+/// A rig whose commit delay is `delay_ms` and whose syncs take `sync_ms`, with the two as
+/// durations. Segments of 4 KiB, so two padded events fill one (`padded`).
+fn rig(delay_ms: u64, sync_ms: u64) -> (CoreRig, Duration, Duration) {
+    let (d, s) = (
+        Duration::from_millis(delay_ms),
+        Duration::from_millis(sync_ms),
+    );
+    let mut opts = WriterOptions::new(16 << 20, d);
+    opts.log.segment_bytes = 4096;
+    let mut rig = CoreRig::new(opts, s);
+    assert_eq!(rig.settle(), None, "idle, nothing due");
+    (rig, d, s)
 }
 
 /// About 1.6 KB encoded: two fill a 4 KiB segment, a third starts a new one.
@@ -1747,39 +1684,35 @@ fn worst_case(delay: Duration, sync: Duration) -> Duration {
 #[test]
 fn time_to_durability_on_an_idle_writer_is_the_delay_plus_one_sync() {
     for (delay, sync) in [(50, 200), (50, 10), (50, 0), (5, 5)] {
-        let (d, s) = (Duration::from_millis(delay), Duration::from_millis(sync));
-        let rig = FakeRig::new(d, s);
+        let (mut rig, d, s) = rig(delay, sync);
         // The first event creates the first segment.
-        let first = rig.events.raise(padded(0));
+        let first = rig.raise(padded(0));
         rig.durable_at(first);
-        let t0 = rig.clock.now();
-        let seq = rig.events.raise(padded(1));
+        let t0 = rig.time.now().at;
+        let seq = rig.raise(padded(1));
         assert_eq!(rig.durable_at(seq) - t0, d + s, "delay {d:?}, sync {s:?}");
-        rig.events.close();
+        rig.close();
     }
 }
 
 #[test]
 fn an_event_raised_during_a_sync_waits_for_it_then_for_its_own() {
     for (delay, sync) in [(50, 200), (50, 10)] {
-        let (d, s) = (Duration::from_millis(delay), Duration::from_millis(sync));
-        let rig = FakeRig::new(d, s);
-        let first = rig.events.raise(padded(0));
+        let (mut rig, d, s) = rig(delay, sync);
+        let first = rig.raise(padded(0));
         rig.durable_at(first);
-        // A's batch is taken at its deadline and its sync held; B arrives during it.
-        rig.gate.hold();
-        let a = rig.events.raise(Event::config_updated());
-        let deadline = rig.clock.idle(IDLE).expect("A's commit deadline");
-        rig.clock.advance_to(deadline);
-        rig.wait_in_sync();
-        let t_b = rig.clock.now();
-        let b = rig.events.raise(Event::config_updated());
-        rig.gate.release();
+        // A's batch is taken at its deadline; B arrives while it is being synced.
+        let a = rig.raise(Event::config_updated());
+        let commit = rig.next_action();
+        assert!(matches!(commit, Action::Commit(_)));
+        let (deadline, t_b) = (rig.time.now().at, rig.time.now().at);
+        let b = rig.raise(Event::config_updated());
+        rig.execute(commit);
         assert_eq!(rig.durable_at(a) - deadline, s);
         let took = rig.durable_at(b) - t_b;
         assert_eq!(took, d.max(s) + s, "delay {d:?}, sync {s:?}");
         assert!(took <= worst_case(d, s));
-        rig.events.close();
+        rig.close();
     }
 }
 
@@ -1788,25 +1721,22 @@ fn an_event_raised_during_a_sync_waits_for_it_then_for_its_own() {
 #[test]
 fn the_worst_time_to_durability_is_bounded_as_documented() {
     for (delay, sync) in [(50, 200), (50, 10), (500, 10)] {
-        let (d, s) = (Duration::from_millis(delay), Duration::from_millis(sync));
-        let rig = FakeRig::new(d, s);
+        let (mut rig, d, s) = rig(delay, sync);
         // Fill the first segment (two padded events), and let it be delivered.
-        let w = rig.events.raise(padded(0));
-        rig.events.raise(padded(1));
+        let w = rig.raise(padded(0));
+        rig.raise(padded(1));
         rig.durable_at(w + 1);
         // A: two padded events (a roll, and a full segment), raised with an acknowledgement
         // due at the same deadline (one cursor write in the same cycle).
-        rig.gate.hold();
-        let a = rig.events.raise(padded(2));
-        rig.events.raise(padded(3));
-        rig.events.ack(w + 1);
-        let deadline = rig.clock.idle(IDLE).expect("A's commit deadline");
-        rig.clock.advance_to(deadline);
-        rig.wait_in_sync();
+        let a = rig.raise(padded(2));
+        rig.raise(padded(3));
+        rig.ack(w + 1);
+        let commit = rig.next_action();
+        let deadline = rig.time.now().at;
         // B arrives as A's cycle starts; its own batch rolls a segment again.
-        let t_b = rig.clock.now();
-        let b = rig.events.raise(padded(4));
-        rig.gate.release();
+        let t_b = rig.time.now().at;
+        let b = rig.raise(padded(4));
+        rig.execute(commit);
         assert_eq!(
             rig.durable_at(a + 1) - deadline,
             3 * s,
@@ -1814,8 +1744,8 @@ fn the_worst_time_to_durability_is_bounded_as_documented() {
         );
         let took = rig.durable_at(b) - t_b;
         assert_eq!(took, worst_case(d, s), "delay {d:?}, sync {s:?}");
-        assert_eq!(rig.events.status().acked_seq, w + 1);
-        rig.events.close();
+        assert_eq!(rig.core.counters().acked, w + 1);
+        rig.close();
     }
 }
 
@@ -1823,25 +1753,190 @@ fn the_worst_time_to_durability_is_bounded_as_documented() {
 /// at its deadline, however often the manager link reads (it reads after every commit).
 #[test]
 fn reads_do_not_cut_group_commit_short() {
-    let (d, s) = (Duration::from_millis(50), Duration::from_millis(5));
-    let rig = FakeRig::new(d, s);
-    let first = rig.events.raise(Event::config_updated());
+    let (mut rig, d, s) = rig(50, 5);
+    let first = rig.raise(Event::config_updated());
     rig.durable_at(first);
-    let commits = rig.events.status().commits;
-    let t0 = rig.clock.now();
-    let seq = rig.events.raise(Event::config_updated());
-    for _ in 0..10 {
-        let b = block_on(rig.events.read_after(first, 10));
-        assert!(b.is_empty(), "not durable yet: {b:?}");
+    let commits = rig.core.counters().syncs;
+    let t0 = rig.time.now().at;
+    let seq = rig.raise(Event::config_updated());
+    for token in 0..10 {
+        rig.core.handle_read(first, 10, token);
+        rig.settle();
+        assert_eq!(rig.replies.pop(), Some((token, vec![])), "not durable yet");
+    }
+    assert_eq!(rig.core.counters().syncs, commits, "a read forced a commit");
+    assert_eq!(rig.durable_at(seq) - t0, d + s);
+    assert_eq!(rig.core.counters().syncs, commits + 1);
+    rig.close();
+}
+
+/// However often the manager acknowledges, the cursor file (two syncs per write) is written
+/// at most once per commit window: the first acknowledgement starts the window, the ones
+/// inside it ride along.
+#[test]
+fn the_core_writes_the_cursor_once_per_window() {
+    let (mut rig, d, s) = rig(400, 1);
+    for _ in 0..50 {
+        rig.raise(Event::config_updated());
+    }
+    rig.durable_at(50);
+    let t0 = rig.time.now().at;
+    // Fifty acknowledgements 1 ms apart, each followed by a read.
+    for seq in 1..=50 {
+        rig.ack(seq);
+        rig.core.handle_read(seq, 10, seq as u32);
+        rig.settle();
+        rig.time.advance(Duration::from_millis(1));
     }
     assert_eq!(
-        rig.events.status().commits,
-        commits,
-        "a read forced a commit"
+        rig.core.counters().cursor_writes,
+        0,
+        "not before the window ends"
     );
-    assert_eq!(rig.durable_at(seq) - t0, d + s);
-    assert_eq!(rig.events.status().commits, commits + 1);
-    rig.events.close();
+    let next = rig.settle().expect("the cursor deadline");
+    assert_eq!(next, t0 + d, "a window after the first acknowledgement");
+    rig.time.advance_to(next);
+    rig.settle();
+    assert_eq!(
+        rig.time.now().at - t0,
+        d + 2 * s,
+        "one window, then its two syncs"
+    );
+    let c = rig.core.counters();
+    assert_eq!((c.cursor_writes, c.acked), (1, 50));
+    assert_eq!(rig.settle(), None, "nothing more to write");
+}
+
+/// The queue to the writer is bounded: the oldest records go, and one `events_dropped`
+/// warning with their range joins the batch.
+#[test]
+fn the_core_drops_the_oldest_queued_records_and_says_so() {
+    let mut opts = WriterOptions::new(16 << 20, Duration::from_millis(1000));
+    opts.queue_max = 8;
+    let mut rig = CoreRig::new(opts, Duration::ZERO);
+    for i in 0..20 {
+        rig.raise(Event::flow_started(&format!("f{i}")));
+    }
+    assert_eq!(rig.core.counters().queue_overflow, 12);
+    let Action::Commit(batch) = rig.next_action() else {
+        panic!("a commit")
+    };
+    let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (13..=21).collect::<Vec<_>>());
+    assert_eq!(batch[8].event, Event::events_dropped(12, 1, 12));
+    // Stamped with the wall clock the shell handed in, not read by the core.
+    assert_eq!(batch[8].raised_at_ms, rig.time.now().unix_ms);
+}
+
+/// A disk that fails: one `event_log_degraded` warning, retries every `retry_interval`
+/// (quietly), the records kept in memory and served in order, then written when a retry
+/// goes through, followed by `event_log_recovered`.
+#[test]
+fn the_core_degrades_retries_and_recovers() {
+    let mut opts = fast();
+    opts.retry_interval = Duration::from_secs(5);
+    let mut rig = CoreRig::new(opts, Duration::ZERO);
+    let one = rig.raise(Event::config_updated());
+    rig.durable_at(one);
+    rig.disk.set_full(true);
+    let two = rig.raise(Event::flow_started("during"));
+    let t_fail = rig.time.now().at + opts.max_commit_delay;
+    rig.settle();
+    rig.time.advance_to(t_fail);
+    rig.settle();
+    assert!(rig.core.counters().degraded);
+    // Reads serve the disk's records, then the memory view (the warning joins it at its
+    // own commit deadline).
+    rig.time.advance(opts.max_commit_delay);
+    rig.core.handle_read(0, 100, 1);
+    rig.settle();
+    let (_, got) = rig.replies.pop().unwrap();
+    let msgs: Vec<&str> = got.iter().map(|r| r.event.message.as_str()).collect();
+    assert_eq!(
+        &msgs[..2],
+        ["Configuration updated", "Flow 'during' started"]
+    );
+    assert_eq!(got[1].seq, two);
+    assert!(
+        msgs[2].starts_with("Event log degraded to memory only"),
+        "{msgs:?}"
+    );
+    // Retries are quiet: no second warning however long it fails.
+    for retry in 1..=3 {
+        let next = rig.settle().expect("a retry");
+        assert_eq!(next, t_fail + opts.retry_interval * retry);
+        rig.time.advance_to(next);
+    }
+    rig.settle();
+    rig.disk.set_full(false);
+    let next = rig.settle().expect("a retry");
+    rig.time.advance_to(next);
+    rig.settle();
+    let next = rig.settle().expect("the recovery warning's commit");
+    rig.time.advance_to(next);
+    rig.settle();
+    assert!(!rig.core.counters().degraded);
+    // The process log says it once each way; the failed retries only at debug level.
+    let notices = rig.core.take_notices();
+    let count = |f: fn(&writer::Notice) -> bool| notices.iter().filter(|n| f(n)).count();
+    assert_eq!(count(|n| matches!(n, writer::Notice::Degraded(_))), 1);
+    assert_eq!(count(|n| matches!(n, writer::Notice::Writable)), 1);
+    assert!(count(|n| matches!(n, writer::Notice::StillFailing(_))) >= 3);
+    rig.close();
+    let (mut log, _) = open(&rig.disk, big());
+    let got = all(&mut log);
+    let storage: Vec<&str> = got
+        .iter()
+        .filter(|r| r.event.category == Category::Storage)
+        .map(|r| r.event.message.as_str())
+        .collect();
+    assert_eq!(storage.len(), 2, "{storage:?}");
+    assert!(storage[0].starts_with("Event log degraded to memory only"));
+    assert_eq!(storage[1], "Event log writable again");
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+/// A failed commit keeps its records: the storage result the test makes up is all the core
+/// knows, and what it kept is served from memory and committed again after a reopen.
+#[test]
+fn a_failed_commit_keeps_its_records_in_memory() {
+    let mut rig = CoreRig::new(fast(), Duration::ZERO);
+    let seq = rig.raise(Event::config_updated());
+    let Action::Commit(batch) = rig.next_action() else {
+        panic!("a commit")
+    };
+    let failed = log::LogError::Io {
+        op: "sync",
+        file: "seg".into(),
+        source: std::io::Error::other("EIO"),
+    };
+    rig.answer(Outcome::Committed(batch, Err(failed)));
+    assert!(rig.core.counters().degraded);
+    assert_eq!(rig.core.durable_seq(), 0);
+    let read = rig.core.complete_read(0, 10, writer::DiskRead::NoLog);
+    assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [seq]);
+    // The retry reopens the (sound) disk and commits what was kept.
+    let at = rig.durable_at(seq + 1);
+    assert!(at >= rig.time.start + fast().retry_interval);
+    assert!(!rig.core.counters().degraded);
+}
+
+/// The shutdown commits what is queued and writes the last acknowledgement at once, without
+/// waiting for either deadline, then stops.
+#[test]
+fn the_core_flushes_at_shutdown_without_waiting() {
+    let (mut rig, _, _) = rig(1000, 0);
+    let one = rig.raise(Event::config_updated());
+    rig.durable_at(one);
+    let two = rig.raise(Event::config_updated());
+    rig.ack(one);
+    let t = rig.time.now().at;
+    rig.close();
+    assert_eq!(rig.time.now().at, t, "no deadline was waited for");
+    assert_eq!(rig.durable_when(two), Some(t));
+    assert_eq!(rig.core.counters().acked, one);
+    assert_eq!(rig.poll().map(|_| ()), None, "stopped");
 }
 
 /// Delivery reads start from the segment index, not the top of the file: every window of

@@ -1,7 +1,8 @@
 //! The event log's test doubles, on the `Storage` trait: `MemStorage` (an in-memory disk
-//! that can crash and fail), `SlowSync` (syncs that take long or are held) and `Counted`
-//! (counts what reaches the disk). Compiled for unit tests and with the `test-util` feature
-//! (integration tests, the events bench, the fuzz crate), never in a product build.
+//! that can crash and fail) and `Tapped` (any storage with a `Tap` that sees each call that
+//! changes the disk), which makes `SlowSync` (syncs that take long or are held) and
+//! `Counted` (counts what reaches the disk). Compiled for unit tests and with the `test-util` feature (integration tests,
+//! the events bench, the fuzz crate), never in a product build.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -254,14 +255,25 @@ impl Storage for MemStorage {
     }
 }
 
-/// A storage whose `sync` (the `fdatasync`) is slow: it takes at least `sync_time`, and
-/// while the test holds the gate it does not return at all. Holding the gate makes "the
-/// runtime does not wait for the disk" a causal check, not a timing one: anything that
-/// waited for a sync would wait forever.
-pub struct SlowSync<S> {
-    pub inner: S,
+/// Syncs (the `fdatasync`) that are slow: each takes at least `sync_time`, and while the
+/// test holds the gate it does not return at all. Holding the gate makes "the runtime does
+/// not wait for the disk" a causal check, not a timing one: anything that waited for a sync
+/// would wait forever.
+pub struct Slow {
     pub sync_time: std::time::Duration,
     pub gate: std::sync::Arc<SyncGate>,
+}
+
+/// A storage whose syncs are `Slow`.
+pub type SlowSync<S> = Tapped<S, Slow>;
+
+impl Tap for Slow {
+    fn on(&self, call: Call) {
+        if let Call::Sync = call {
+            // This is the writer thread: blocking here is the point of the fake.
+            self.gate.pass(|| std::thread::sleep(self.sync_time), || ());
+        }
+    }
 }
 
 /// Holds `SlowSync` syncs until opened, and counts the ones in progress.
@@ -320,41 +332,6 @@ impl SyncGate {
     }
 }
 
-impl<S: Storage> Storage for SlowSync<S> {
-    fn list(&mut self) -> io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
-        self.inner.read(name)
-    }
-    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read_at(name, offset, len)
-    }
-    fn create(&mut self, name: &str) -> io::Result<()> {
-        self.inner.create(name)
-    }
-    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        self.inner.append(name, bytes)
-    }
-    fn sync(&mut self, name: &str) -> io::Result<()> {
-        // This is the writer thread: blocking here is the point of the fake.
-        self.gate.pass(|| std::thread::sleep(self.sync_time), || ());
-        self.inner.sync(name)
-    }
-    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
-        self.inner.truncate(name, len)
-    }
-    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&mut self, name: &str) -> io::Result<()> {
-        self.inner.remove(name)
-    }
-    fn sync_dir(&mut self) -> io::Result<()> {
-        self.inner.sync_dir()
-    }
-}
-
 /// A tiny deterministic PRNG (xorshift64*): enough for crash points, no dependency.
 pub(crate) struct XorShift(pub u64);
 
@@ -367,17 +344,10 @@ impl XorShift {
     }
 }
 
-/// A storage that counts what reaches the disk: `fdatasync`s of files, `fsync`s of the
-/// directory, renames and appended bytes. The benchmark wraps `FsStorage` in it, so its
+/// Counts of what reaches the disk: `fdatasync`s of files, `fsync`s of the directory,
+/// renames and appended bytes. The benchmark wraps `FsStorage` in it (`Counted`), so its
 /// figures count every sync the log makes (group commits, segment rolls, cursor writes,
 /// recovery), not only the commits the writer knows about. Clones share the counters.
-#[derive(Clone)]
-pub struct Counted<S> {
-    pub inner: S,
-    pub counts: Arc<StorageCounts>,
-}
-
-/// The counters of a `Counted` storage.
 #[derive(Default, Debug)]
 pub struct StorageCounts {
     pub syncs: std::sync::atomic::AtomicU64,
@@ -385,6 +355,9 @@ pub struct StorageCounts {
     pub renames: std::sync::atomic::AtomicU64,
     pub bytes_appended: std::sync::atomic::AtomicU64,
 }
+
+/// A storage that counts what reaches it.
+pub type Counted<S> = Tapped<S, Arc<StorageCounts>>;
 
 impl StorageCounts {
     fn bump(c: &std::sync::atomic::AtomicU64, n: u64) {
@@ -395,16 +368,56 @@ impl StorageCounts {
     }
 }
 
-impl<S> Counted<S> {
-    pub fn new(inner: S) -> Self {
-        Counted {
-            inner,
-            counts: Arc::default(),
+impl Tap for Arc<StorageCounts> {
+    fn on(&self, call: Call) {
+        match call {
+            Call::Sync => StorageCounts::bump(&self.syncs, 1),
+            Call::SyncDir => StorageCounts::bump(&self.dir_syncs, 1),
+            Call::Rename => StorageCounts::bump(&self.renames, 1),
+            Call::Append(n) => StorageCounts::bump(&self.bytes_appended, n as u64),
+            Call::Create | Call::Truncate | Call::Remove => {}
         }
     }
 }
 
-impl<S: Storage> Storage for Counted<S> {
+/// One call that changes the disk, as a `Tap` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Create,
+    /// This many bytes.
+    Append(usize),
+    Sync,
+    Truncate,
+    Rename,
+    Remove,
+    SyncDir,
+}
+
+/// What a `Tapped` storage tells about each call that changes the disk, before passing it
+/// on: count it, hold it, move fake time by what it costs, note the thread it ran on.
+pub trait Tap: Send + 'static {
+    fn on(&self, call: Call);
+}
+
+/// A closure as a `Tap`.
+#[derive(Clone)]
+pub struct OnCall<F>(pub F);
+
+impl<F: Fn(Call) + Send + 'static> Tap for OnCall<F> {
+    fn on(&self, call: Call) {
+        (self.0)(call)
+    }
+}
+
+/// A storage wrapped with a `Tap`: every call is passed on to `inner`, the ones that change
+/// the disk after the tap has seen them.
+#[derive(Clone)]
+pub struct Tapped<S, T> {
+    pub inner: S,
+    pub tap: T,
+}
+
+impl<S: Storage, T: Tap> Storage for Tapped<S, T> {
     fn list(&mut self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
@@ -415,29 +428,31 @@ impl<S: Storage> Storage for Counted<S> {
         self.inner.read_at(name, offset, len)
     }
     fn create(&mut self, name: &str) -> io::Result<()> {
+        self.tap.on(Call::Create);
         self.inner.create(name)
     }
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        self.inner.append(name, bytes)?;
-        StorageCounts::bump(&self.counts.bytes_appended, bytes.len() as u64);
-        Ok(())
+        self.tap.on(Call::Append(bytes.len()));
+        self.inner.append(name, bytes)
     }
     fn sync(&mut self, name: &str) -> io::Result<()> {
-        StorageCounts::bump(&self.counts.syncs, 1);
+        self.tap.on(Call::Sync);
         self.inner.sync(name)
     }
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.tap.on(Call::Truncate);
         self.inner.truncate(name, len)
     }
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
-        StorageCounts::bump(&self.counts.renames, 1);
+        self.tap.on(Call::Rename);
         self.inner.rename(from, to)
     }
     fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.tap.on(Call::Remove);
         self.inner.remove(name)
     }
     fn sync_dir(&mut self) -> io::Result<()> {
-        StorageCounts::bump(&self.counts.dir_syncs, 1);
+        self.tap.on(Call::SyncDir);
         self.inner.sync_dir()
     }
 }
