@@ -289,7 +289,6 @@ async fn read(
                     Read::Chunk(c) => {
                         bump(&stats.packets, c.packets() as u64);
                         segmenter.push(c.data, now, |s| done.push(s));
-                        r.advance(&mut reader, 1);
                     }
                 }
             }
