@@ -3,6 +3,7 @@
 //! methods; ffmpeg and ffprobe play them back from nginx. Stopping nginx raises "HLS
 //! segment upload failed" once, and uploads resume when it is back. The same playlist is
 //! served from memory on the API port, with the API's token.
+#![cfg(feature = "hls")]
 
 mod common;
 

@@ -30,7 +30,19 @@ pub const MAX_SCAN: usize = 64 * 1024;
 
 /// A segment is cut at the next PES start of the timing stream, key frame or not, once it
 /// holds this much: a source that never sends a key frame must not grow one without bound.
+/// At twice this it is cut at whatever packet comes (a timing stream that stopped).
 pub const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Packets held from a video PES start, all PIDs, before it is taken for a non-key frame
+/// (the video PID may stop sending while the others go on).
+pub const MAX_HELD_BYTES: usize = 4 * MAX_SCAN;
+
+/// By the clock, a segment without a key frame is cut at the next PES start of the timing
+/// stream once it lasted this many target durations (or [`MIN_FORCE_AFTER`]); at any packet
+/// after twice that. Generous: sparse key frames are the encoder's choice, a stalled
+/// playlist is not.
+const FORCE_AFTER_TARGETS: u32 = 10;
+const MIN_FORCE_AFTER: Duration = Duration::from_secs(30);
 
 /// PTS steps larger than this are a timestamp jump (a source restart), not a duration.
 const MAX_PTS_STEP: u64 = 90_000 * 600;
@@ -284,11 +296,22 @@ impl Segmenter {
                 p.payload().and_then(|pl| held.scan.feed(pl))
             } else {
                 None
-            };
+            }
+            .or((held.data.len() >= MAX_HELD_BYTES).then_some(false));
             return decided.and_then(|key| self.release(key));
         }
         self.append(&copy);
-        None
+        match &self.open {
+            Some(o) if self.overdue(o, now, 2) => self.cut(None, now),
+            _ => None,
+        }
+    }
+
+    /// Whether `o` has run past `factor` times the forced-cut limits (bytes, clock).
+    fn overdue(&self, o: &Open, now: Instant, factor: u32) -> bool {
+        let force_after = (self.target * FORCE_AFTER_TARGETS).max(MIN_FORCE_AFTER);
+        o.data.len() >= MAX_SEGMENT_BYTES * factor as usize
+            || now.saturating_duration_since(o.started) >= force_after * factor
     }
 
     /// A PES of the timing stream starts in `p`.
@@ -315,11 +338,8 @@ impl Segmenter {
             .ok()
             .flatten()
             .is_some_and(|a| a.random_access());
-        let too_big = self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.data.len() >= MAX_SEGMENT_BYTES);
-        if rai || !codec.is_video() || too_big {
+        let overdue = self.open.as_ref().is_some_and(|o| self.overdue(o, now, 1));
+        if rai || !codec.is_video() || overdue {
             let cut = self.cut(pts, now);
             self.append(copy);
             return finished.or(cut);
@@ -342,7 +362,7 @@ impl Segmenter {
     fn cut_due(&self, pts: Option<u64>, now: Instant) -> bool {
         match &self.open {
             None => self.pat.section.is_some() && self.pmt.section.is_some(),
-            Some(o) => duration(o, pts, now) >= self.target || o.data.len() >= MAX_SEGMENT_BYTES,
+            Some(o) => duration(o, pts, now) >= self.target || self.overdue(o, now, 1),
         }
     }
 

@@ -386,3 +386,49 @@ fn packetize_splits_long_sections() {
     assert_eq!(&got[..400], &section[..]);
     assert!(got[400..].iter().all(|&b| b == 0xFF));
 }
+
+#[test]
+fn a_stream_without_key_frames_is_still_cut() {
+    // After the first key frame, none: the segment is cut by the clock, at the next PES
+    // start once it lasted 10 targets, so the playlist does not stall.
+    let t0 = Instant::now();
+    let mut src = Source::new(&av());
+    let mut seg = Segmenter::new(Duration::from_secs(2), 0);
+    let mut out = Vec::new();
+    for n in 0..800u64 {
+        let f = src.frame(n, 1_000_000, false);
+        seg.push(&f, t0 + Duration::from_millis(40 * n), |s| out.push(s));
+    }
+    // 800 frames at 40 ms: cuts at 30 s (the floor over 10 x 2 s).
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].duration, Duration::from_secs(30));
+}
+
+#[test]
+fn held_packets_are_bounded_when_the_video_stops() {
+    let t0 = Instant::now();
+    let mut src = Source::new(&av());
+    let mut seg = Segmenter::new(Duration::from_secs(2), 0);
+    let mut stream = Vec::new();
+    for n in 0..60 {
+        stream.extend(src.frame(n, 25, false));
+    }
+    // The first packet of a video PES, then only audio: the PES is held, then given up.
+    let mut tail = pes(VIDEO, 60 * FRAME, &h264(false)[..20], false, &mut src.vcc);
+    for n in 0..2000u64 {
+        tail.extend(pes(
+            AUDIO,
+            (60 + n) * FRAME,
+            &[0xFF, 0xF1, 0x50, 0x80],
+            false,
+            &mut src.acc,
+        ));
+    }
+    seg.push(&stream, t0, |_| {});
+    seg.push(&tail, t0, |_| {});
+    assert!(
+        seg.held
+            .as_ref()
+            .is_none_or(|h| h.data.len() <= MAX_HELD_BYTES)
+    );
+}
