@@ -25,11 +25,11 @@ use super::udp::TsPath;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
-use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
 use crate::net::reconnect::Next;
 use crate::rtp;
 use crate::srt::merge::{LegEvent, LegWatch, Merge, Verdict};
 use crate::srt::{self, Endpoint, SrtError};
+use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
 use crate::ts::ring::FlowRing;
 
 /// How often connection counters are copied into the stats.

@@ -23,9 +23,9 @@ use super::OutputError;
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
-use crate::stats::{OutputStats, SrtOutputSnapshot, bump};
 use crate::net::reconnect::{Next, Reconnect};
 use crate::srt::{self, Endpoint, SrtError, StaleDetector};
+use crate::stats::{OutputStats, SrtOutputSnapshot, bump};
 use crate::ts::ring::{FlowRing, Read};
 
 /// How often connections are checked (closed, stale) and stats refreshed.
