@@ -88,7 +88,7 @@ impl SrtError {
     }
 }
 
-/// One leg's parsed addresses.
+/// One leg, with the addresses it runs on.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub mode: SrtMode,
@@ -98,7 +98,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses one leg (its `redundancy` is ignored here).
+    /// One leg (its `redundancy` is ignored here). The addresses are typed already; a
+    /// caller or rendezvous leg without `remote_addr` (a config not validated) is an error.
     pub fn parse(cfg: &SrtConfig) -> Result<Self, SrtError> {
         let local = cfg.local_addr;
         let remote = match (cfg.remote_addr, cfg.mode) {
