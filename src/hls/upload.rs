@@ -278,6 +278,11 @@ impl UploadQueue {
         (!std::mem::replace(&mut self.failing, true)).then_some(error)
     }
 
+    /// A PUT failed and none has succeeded since.
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
     /// Segments dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped

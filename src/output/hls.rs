@@ -42,8 +42,9 @@ const MAX_ANSWER: usize = 64 * 1024;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// What an HLS output is told (the config's `hls` output, once checked).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an HLS output is told (the config's `hls` output, once checked). `Debug` leaves
+/// the secrets out (header values, the password, a password in the URL).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HlsSettings {
     /// `http(s)://host[:port]/dir/` or `.../dir/name.m3u8`: segments go to `dir/`.
     pub ingest_url: String,
@@ -56,6 +57,24 @@ pub struct HlsSettings {
     pub password: Option<String>,
     /// `EXT-X-PROGRAM-DATE-TIME` on every segment.
     pub program_date_time: bool,
+}
+
+impl std::fmt::Debug for HlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("HlsSettings")
+            .field(
+                "ingest_url",
+                &crate::config::strip_url_password(&self.ingest_url),
+            )
+            .field("segment_duration", &self.segment_duration)
+            .field("playlist_size", &self.playlist_size)
+            .field("headers", &headers)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("program_date_time", &self.program_date_time)
+            .finish()
+    }
 }
 
 impl HlsSettings {
@@ -217,7 +236,7 @@ impl HlsOutput {
             self.events.clone(),
         );
         if let Err(e) = self.run_inner(ring, stats).await {
-            tracing::error!(flow_id, output_id, "HLS output failed: {e}");
+            // Raising logs it (at error: the event is critical).
             events.raise(Event::hls_output_failed(
                 &flow_id,
                 &output_id,
@@ -333,7 +352,15 @@ async fn upload(
         match next {
             Next::Send(req) => {
                 let outcome = client.send(&req).await?;
+                let was_failing = queue.borrow().failing();
                 let failed = queue.borrow_mut().finished(Instant::now(), outcome.clone());
+                if was_failing && !queue.borrow().failing() {
+                    tracing::info!(
+                        flow_id = out.flow_id,
+                        output_id = out.output_id,
+                        "HLS uploads resumed"
+                    );
+                }
                 match outcome {
                     Outcome::Status(200..=299) => {
                         bump(&stats.datagrams, 1);
@@ -342,12 +369,17 @@ async fn upload(
                     _ if req.method == upload::Method::Delete => {}
                     _ => bump(&stats.send_errors, 1),
                 }
-                if let Some(error) = failed {
-                    tracing::warn!(
+                if failed.is_none() && !matches!(outcome, Outcome::Status(200..=299)) {
+                    // The latched retries, and DELETEs: the event said it once.
+                    tracing::debug!(
                         flow_id = out.flow_id,
                         output_id = out.output_id,
-                        "HLS segment upload failed: {error}"
+                        "HLS {} {} failed: {outcome:?}",
+                        req.method.as_str(),
+                        req.name
                     );
+                }
+                if let Some(error) = failed {
                     out.events.raise(Event::hls_upload_failed(
                         &out.flow_id,
                         &out.output_id,
@@ -586,7 +618,20 @@ mod tests {
         for bad in ["ftp://h/x", "not a url", "http://"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
-        // The error quotes the URL without its password.
+        // Neither the error nor Debug shows a secret.
+        let settings = HlsSettings {
+            ingest_url: "https://u:urlpass@h/x/".into(),
+            segment_duration: Duration::from_secs(2),
+            playlist_size: 6,
+            headers: vec![("X-Token".into(), "headerpass".into())],
+            username: Some("u".into()),
+            password: Some("pass".into()),
+            program_date_time: false,
+        };
+        let shown = format!("{settings:?}");
+        for secret in ["urlpass", "headerpass", "\"pass\""] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
         let e = Target::parse("ftp://u:secret@h/").unwrap_err().to_string();
         assert!(!e.contains("secret"), "{e}");
     }
