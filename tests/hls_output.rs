@@ -321,3 +321,36 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
     assert!(!log.contains("not-for-logs"));
     drop(server);
 }
+
+#[test]
+fn an_ingest_outside_the_outbound_allow_list_fails_the_output() {
+    require_peers!("ffmpeg");
+    let dir = TempDir::new("hls-refused");
+    let in_port = free_udp_port();
+    // `localhost` is a name: validation cannot check it, the connection attempt does.
+    let q = Quoll::start(
+        dir.path(),
+        &json!({
+            "version": 1,
+            "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port() },
+            "security": { "outbound_allow": ["10.0.0.0/8"] },
+            "flows": [{
+                "id": "f1", "name": "hls", "enabled": true,
+                "input": { "type": "udp", "bind_addr": format!("127.0.0.1:{in_port}") },
+                "outputs": [{
+                    "type": "hls", "id": "h",
+                    "ingest_url": format!("http://localhost:{}/live/", free_tcp_port()),
+                    "segment_duration_ms": 1000
+                }]
+            }]
+        }),
+    );
+    let _source = live_source(in_port);
+    let event = q.wait_event("HLS output failed: ", Duration::from_secs(30));
+    assert_eq!(event["severity"], "critical");
+    assert_eq!(event["details"]["output_id"], "h");
+    let message = event["message"].as_str().unwrap();
+    assert!(message.contains("security.outbound_allow"), "{message}");
+    // It is not an upload failure: nothing was sent.
+    q.assert_no_event("HLS segment upload failed");
+}
