@@ -24,11 +24,14 @@ impl Drop for Killed {
     }
 }
 
-/// nginx on 127.0.0.1:`port`, accepting PUT and DELETE under `/live/`, files in `dir/www`.
+/// nginx on 127.0.0.1:`port`, accepting PUT and DELETE under `/live/`, and under `/secure/`
+/// with basic auth (quoll / pw) and the header `X-Ingest-Token: not-for-logs`; files in
+/// `dir/www`.
 fn nginx(dir: &Path, port: u16) -> Killed {
     let conf = dir.join("nginx.conf");
     let d = dir.display();
     std::fs::create_dir_all(dir.join("www/live")).unwrap();
+    std::fs::write(dir.join("htpasswd"), "quoll:{PLAIN}pw\n").unwrap();
     std::fs::write(
         &conf,
         format!(
@@ -40,7 +43,10 @@ fn nginx(dir: &Path, port: u16) -> Killed {
              types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}\n\
              server {{\n  listen 127.0.0.1:{port};\n  root {d}/www;\n\
              client_max_body_size 64m;\n\
-             location /live/ {{ dav_methods PUT DELETE; create_full_put_path on; }}\n }}\n}}\n"
+             location /live/ {{ dav_methods PUT DELETE; create_full_put_path on; }}\n\
+             location /secure/ {{ dav_methods PUT DELETE; create_full_put_path on;\n\
+               auth_basic ingest; auth_basic_user_file {d}/htpasswd;\n\
+               if ($http_x_ingest_token != not-for-logs) {{ return 403; }} }}\n }}\n}}\n"
         ),
     )
     .unwrap();
@@ -176,6 +182,22 @@ fn first_frame_is_key(port: u16, uri: &str) -> bool {
     key
 }
 
+/// "HLS segment upload failed" events of the outputs `h` and `auth`.
+fn upload_failures(q: &Quoll) -> [usize; 2] {
+    let events = q.events();
+    ["h", "auth"].map(|id| {
+        events
+            .iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("HLS segment upload failed: "))
+                    && e["details"]["output_id"] == id
+            })
+            .count()
+    })
+}
+
 #[test]
 fn segments_and_playlist_go_to_nginx_and_play_back() {
     require_peers!("ffmpeg", "ffprobe", "nginx");
@@ -198,6 +220,11 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
                     "type": "hls", "id": "h",
                     "ingest_url": format!("http://127.0.0.1:{web_port}/live/f1/"),
                     "segment_duration_ms": 2000, "playlist_size": 4,
+                    "headers": { "X-Ingest-Token": "not-for-logs" }
+                }, {
+                    "type": "hls", "id": "auth",
+                    "ingest_url": format!("http://127.0.0.1:{web_port}/secure/f1/live.m3u8"),
+                    "username": "quoll", "password": "pw",
                     "headers": { "X-Ingest-Token": "not-for-logs" }
                 }]
             }]
@@ -227,6 +254,11 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
             String::from_utf8_lossy(&decode.stderr)
         );
     }
+    // The second output's ingest wants the credentials and the header: it got both.
+    wait_for(Duration::from_secs(10), "the authenticated upload", || {
+        let text = std::fs::read_to_string(www.join("secure/f1/live.m3u8")).ok()?;
+        (parse(&text).segments.len() >= 2).then_some(())
+    });
     let last = p.media_sequence + p.segments.len() as u64 - 1;
     let p = wait_playlist(&www, 2, last, Duration::from_secs(20));
     check_playlist(&p, &mut seen);
@@ -288,14 +320,21 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
     // The ingest goes away: one event, however many PUTs fail.
     let errors_before = q.flow("f1")["outputs"][0]["send_errors"].as_u64().unwrap();
     drop(server);
-    let event = q.wait_event("HLS segment upload failed: ", Duration::from_secs(20));
+    q.wait_events("HLS segment upload failed: ", 2, Duration::from_secs(20));
+    let events = q.events();
+    let event = events
+        .iter()
+        .find(|e| e["details"]["output_id"] == "h")
+        .unwrap();
     assert_eq!(event["severity"], "warning");
     assert_eq!(event["category"], "hls");
     assert_eq!(event["flow_id"], "f1");
+    // Each output failed at least twice more since, silently.
     q.wait_flow("f1", Duration::from_secs(30), "more failed PUTs", |f| {
         f["outputs"][0]["send_errors"].as_u64().unwrap() >= errors_before + 3
+            && f["outputs"][1]["send_errors"].as_u64().unwrap() >= 3
     });
-    q.assert_events("HLS segment upload failed", 1);
+    assert_eq!(upload_failures(&q), [1, 1], "{}", q.events_text());
 
     // It comes back: segments flow again, and no second event.
     let before = parse(&std::fs::read_to_string(www.join("live/f1/index.m3u8")).unwrap());
@@ -309,7 +348,7 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
             "{uri} starts without a key frame"
         );
     }
-    q.assert_events("HLS segment upload failed", 1);
+    assert_eq!(upload_failures(&q), [1, 1], "{}", q.events_text());
     q.assert_no_event("HLS output failed");
     let from_nginx = raw_http(web_port, "GET", "/live/f1/index.m3u8", &[("Host", "x")], "");
     assert_eq!(from_nginx.status, 200);
@@ -317,6 +356,7 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
     // The header's value is a secret: not in the API's view of the flow, nor in the log.
     let view = q.flow("f1").to_string();
     assert!(!view.contains("not-for-logs"), "{view}");
+    assert!(!view.contains("\"pw\""), "{view}");
     let log = q.stop();
     assert!(!log.contains("not-for-logs"));
     drop(server);
