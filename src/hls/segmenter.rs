@@ -273,7 +273,7 @@ impl Segmenter {
         let mut copy = [0u8; PACKET_LEN];
         copy.copy_from_slice(raw);
         if pid == PAT_PID || Some(pid) == self.pmt_pid {
-            self.psi(p, now);
+            self.psi(p);
             let table = if pid == PAT_PID {
                 &mut self.pat
             } else {
@@ -415,7 +415,7 @@ impl Segmenter {
     }
 
     /// Follow the PAT and the first program's PMT.
-    fn psi(&mut self, p: Packet<'_>, _now: Instant) {
+    fn psi(&mut self, p: Packet<'_>) {
         let Some(payload) = p.payload() else {
             return;
         };

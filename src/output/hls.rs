@@ -263,13 +263,13 @@ impl HlsOutput {
             .published
             .publish(&self.flow_id, &self.output_id, window.clone());
         let backoff = Backoff::new(RETRY_MIN, RETRY_MAX).with_jitter(first_seq);
-        let queue = Rc::new(RefCell::new(UploadQueue::new(
+        let queue = RefCell::new(UploadQueue::new(
             s.playlist_size,
             crate::hls::playlist::Playlist::new(s.playlist_size, s.segment_duration, first_seq),
             self.target.playlist.clone(),
             backoff,
-        )));
-        let wake = Rc::new(Notify::new());
+        ));
+        let wake = Notify::new();
         let mut client = Client {
             out: &self,
             conn: None,
