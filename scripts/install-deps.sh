@@ -43,6 +43,7 @@ pkgs=(
     qemu-user                    # qemu-aarch64 / qemu-arm (runner for the cross tests)
     ffmpeg                       # test peer + benchmark input generator
     srt-tools                    # srt-live-transmit: test peer + benchmark reference
+    nginx                        # HLS ingest with WebDAV PUT/DELETE (tests/hls_output.rs)
     time                         # /usr/bin/time for scripts
     python3-venv                 # the Yocto layer's linter runs in a venv (scripts/lint-yocto.sh)
     # Bridge tests: GStreamer's RTSP server serving an H.264 + AAC test pattern

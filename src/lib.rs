@@ -26,6 +26,9 @@ pub mod daemon;
 pub mod events;
 /// Flows: one input fanned out to N outputs over a ring, and the manager that runs them.
 pub mod flow;
+/// HLS output, sans-IO: segmenter, live playlist, upload queue, the windows the API serves.
+/// Its shell (`output/hls.rs`, with hyper's client) is the cargo feature `hls`.
+pub mod hls;
 /// The local HTTP API and who may use it (access, guards, token files, listener limits).
 pub mod http;
 /// Flow inputs (UDP, RTP, SRT, RTSP): where packets enter; each one task writing the ring.

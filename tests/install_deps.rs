@@ -349,6 +349,7 @@ fn everything(toolchain: &'static str, armv7: bool) -> Vec<(&'static str, &'stat
         "qemu-user",
         "ffmpeg",
         "srt-tools",
+        "nginx",
         "time",
         "python3-venv",
         "python3-gi",

@@ -199,9 +199,8 @@ impl OutputConfig {
         match &self.kind {
             OutputKind::Udp(u) | OutputKind::Rtp(u) => u.write_fields(&mut m),
             OutputKind::Srt(c) => c.write_fields(&mut m),
-            OutputKind::Rtmp(x) | OutputKind::Hls(x) | OutputKind::Webrtc(x) => {
-                put_extra(&mut m, x)
-            }
+            OutputKind::Hls(c) => c.write_fields(&mut m),
+            OutputKind::Rtmp(x) | OutputKind::Webrtc(x) => put_extra(&mut m, x),
         }
         Value::Object(m)
     }
@@ -268,7 +267,7 @@ fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<
         "rtp" => OutputKind::Rtp(UdpOutputConfig::read_fields(o)?),
         "srt" => OutputKind::Srt(SrtConfig::read_fields(o)?),
         "rtmp" => OutputKind::Rtmp(o.rest()),
-        "hls" => OutputKind::Hls(o.rest()),
+        "hls" => OutputKind::Hls(HlsOutputConfig::read_fields(o)?),
         "webrtc" => OutputKind::Webrtc(o.rest()),
         _ => return None,
     };

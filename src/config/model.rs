@@ -272,7 +272,8 @@ pub enum OutputKind {
     Srt(SrtConfig),
     /// Output types of the spec that this build does not run yet; see `InputConfig::Rtmp`.
     Rtmp(Extra),
-    Hls(Extra),
+    /// HLS pushed by HTTP PUT (feature `hls`; without it, refused like the types above).
+    Hls(HlsOutputConfig),
     Webrtc(Extra),
 }
 
@@ -281,6 +282,9 @@ impl OutputKind {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "hls", "webrtc"];
     /// The output types this build can run.
+    #[cfg(feature = "hls")]
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "hls"];
+    #[cfg(not(feature = "hls"))]
     pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt"];
 
     pub fn type_name(&self) -> &'static str {
@@ -309,6 +313,37 @@ config_struct! {
         /// Multicast TTL / hop limit (edge-only field); absent means the sender's default.
         ttl: Option<u32> => optional check = check::opt(check::range(Self::TTL_RANGE));
     }
+}
+
+config_struct! {
+    /// An `hls` output: segments and a live playlist pushed by HTTP PUT (docs/hls.md).
+    #[derive(Clone, PartialEq)]
+    pub struct HlsOutputConfig {
+        /// `http(s)://host[:port]/dir/` (the playlist is `index.m3u8`) or
+        /// `http(s)://host[:port]/dir/name.m3u8`; segments go next to the playlist.
+        ingest_url: String => required;
+        /// Target segment length; segments are cut at the first key frame after it.
+        segment_duration_ms: u64 => default(Self::DEFAULT_SEGMENT_DURATION_MS)
+            check = check::range(Self::SEGMENT_DURATION_MS_RANGE);
+        /// Segments the live playlist names (and the upload queue and memory hold).
+        playlist_size: u32 => default(Self::DEFAULT_PLAYLIST_SIZE)
+            check = check::range(Self::PLAYLIST_SIZE_RANGE);
+        /// Extra request headers; a secret as a whole (they often carry a token).
+        headers: Option<std::collections::BTreeMap<String, String>> => optional;
+        /// HTTP basic authentication.
+        username: Option<String> => optional;
+        /// A secret: removed by `redacted()`.
+        password: Option<String> => optional;
+        /// `EXT-X-PROGRAM-DATE-TIME` on every segment.
+        program_date_time: bool => default(false);
+    }
+}
+
+impl HlsOutputConfig {
+    pub const DEFAULT_SEGMENT_DURATION_MS: u64 = 2000;
+    pub const SEGMENT_DURATION_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=30_000;
+    pub const DEFAULT_PLAYLIST_SIZE: u32 = 6;
+    pub const PLAYLIST_SIZE_RANGE: std::ops::RangeInclusive<u32> = 2..=30;
 }
 
 impl UdpOutputConfig {

@@ -9,8 +9,8 @@ use std::fmt;
 use serde_json::Value;
 
 use super::model::{
-    BridgeConfig, BridgeStreamConfig, Config, FlowConfig, InputConfig, ManagerConfig, OutputConfig,
-    RtspInputConfig, ServerConfig, SrtConfig,
+    BridgeConfig, BridgeStreamConfig, Config, FlowConfig, HlsOutputConfig, InputConfig,
+    ManagerConfig, OutputConfig, RtspInputConfig, ServerConfig, SrtConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -25,11 +25,13 @@ pub const SECRET_KEYS: &[&str] = &[
     "registration_token",
     "secret",
     "private_key",
+    // An HLS output's extra request headers: usually an ingest token.
+    "headers",
 ];
 
 /// Keys holding URLs whose userinfo may carry a password (`rtsp://user:pass@cam/`): the
 /// password part is removed, the rest kept.
-const URL_KEYS: &[&str] = &["rtsp_url"];
+const URL_KEYS: &[&str] = &["rtsp_url", "ingest_url"];
 
 /// `rtsp://user:pass@host/p` -> `rtsp://user@host/p`; anything else unchanged.
 pub fn strip_url_password(s: &str) -> String {
@@ -125,6 +127,7 @@ redacted_debug! {
     OutputConfig => OutputConfig::to_value,
     SrtConfig => |c| InputConfig::Srt(c.clone()).to_value(),
     RtspInputConfig => |c| InputConfig::Rtsp(c.clone()).to_value(),
+    HlsOutputConfig => HlsOutputConfig::to_value,
     BridgeConfig => BridgeConfig::to_value,
     BridgeStreamConfig => BridgeStreamConfig::to_value,
     ManagerConfig => ManagerConfig::to_value,

@@ -336,7 +336,8 @@ fn everything() -> Value {
                 {"type": "rtmp", "id": "rtmp-out", "name": "YT", "dest_url": "rtmp://a/live",
                  "stream_key": "k", "reconnect_delay_secs": 5, "max_reconnect_attempts": 3},
                 {"type": "hls", "id": "hls-out", "name": "H", "ingest_url": "https://h/x",
-                 "segment_duration_secs": 2.0, "max_segments": 5, "auth_token": "t"},
+                 "segment_duration_ms": 2000, "playlist_size": 6, "program_date_time": false,
+                 "max_segments": 5, "auth_token": "t"},
                 {"type": "webrtc", "id": "w", "name": "W", "mode": "whip_client",
                  "whip_url": "https://w", "bearer_token": "b", "video_only": true}
              ],
@@ -442,17 +443,25 @@ fn known_keys_win_over_a_hand_built_extra() {
 fn unsupported_types_round_trip_but_do_not_validate() {
     let e = parse(&everything().to_string()).unwrap_err();
     let e: Vec<String> = e.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        e,
-        vec![
-            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt)"#,
-            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
-            r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
-            r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
-        ]
-    );
+    let out = OutputKind::SUPPORTED_TYPES.join(", ");
+    let mut want = vec![format!(
+        r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: {out})"#
+    )];
+    // The `hls` feature runs the hls output (its extra keys are kept, like any block's).
+    if !cfg!(feature = "hls") {
+        want.push(format!(
+            r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: {out})"#
+        ));
+    }
+    want.extend([
+        format!(
+            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: {out})"#
+        ),
+        r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
+        r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
+        r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
+    ]);
+    assert_eq!(e, want);
 }
 
 // ---- validation, one rule at a time ----
@@ -615,9 +624,52 @@ fn unsupported_input_and_output_types() {
     one(
         |v| {
             v["flows"][0]["outputs"][0] =
-                json!({"type": "hls", "id": "h", "ingest_url": "https://x"})
+                json!({"type": "webrtc", "id": "w", "whip_url": "https://x"})
         },
-        r#"flows[0].outputs[0].type: "hls" is not supported by this build yet (supported: udp, rtp, srt)"#,
+        &format!(
+            r#"flows[0].outputs[0].type: "webrtc" is not supported by this build yet (supported: {})"#,
+            OutputKind::SUPPORTED_TYPES.join(", ")
+        ),
+    );
+}
+
+#[cfg(feature = "hls")]
+#[test]
+fn hls_output_rules() {
+    let hls = |extra: Value| {
+        let mut o = json!({"type": "hls", "id": "h", "ingest_url": "http://127.0.0.1:8080/live/"});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        move |v: &mut Value| v["flows"][0]["outputs"][0] = o.clone()
+    };
+    assert!(errs(hls(json!({}))).is_empty());
+    assert!(
+        errs(hls(
+            json!({"segment_duration_ms": 6000, "playlist_size": 10,
+            "headers": {"X-Token": "t"}, "username": "u", "password": "p"})
+        ))
+        .is_empty()
+    );
+    one(
+        hls(json!({"ingest_url": "ftp://h/x"})),
+        r#"flows[0].outputs[0].ingest_url: scheme "ftp" is not http or https (expected http(s)://host[:port]/path/)"#,
+    );
+    one(
+        hls(json!({"ingest_url": "nope"})),
+        "flows[0].outputs[0].ingest_url: not a URL (expected http(s)://host[:port]/path/)",
+    );
+    one(
+        hls(json!({"segment_duration_ms": 100})),
+        "flows[0].outputs[0].segment_duration_ms: 100 is out of range (500..=30000)",
+    );
+    one(
+        hls(json!({"playlist_size": 1})),
+        "flows[0].outputs[0].playlist_size: 1 is out of range (2..=30)",
+    );
+    one(
+        hls(json!({"headers": {"Bad Name": "x"}})),
+        "flows[0].outputs[0].headers.Bad Name: not a valid HTTP header name",
     );
 }
 

@@ -298,6 +298,46 @@ impl Validator<'_> {
         r.check_fields(path, &mut self.errors);
     }
 
+    #[cfg(feature = "hls")]
+    fn hls_output(&mut self, h: &HlsOutputConfig, path: &str) {
+        let upath = child(path, "ingest_url");
+        match url::Url::parse(&h.ingest_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                // A name is checked when it is resolved, at connect time.
+                match u.host() {
+                    Some(url::Host::Ipv4(ip)) => self.outbound(&upath, ip.into()),
+                    Some(url::Host::Ipv6(ip)) => self.outbound(&upath, ip.into()),
+                    _ => {}
+                }
+            }
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => self.err(
+                upath,
+                format!(
+                    "scheme {} is not http or https (expected http(s)://host[:port]/path/)",
+                    quoted(u.scheme())
+                ),
+            ),
+            _ => self.err(
+                upath,
+                "not a URL (expected http(s)://host[:port]/path/)".to_string(),
+            ),
+        }
+        for (name, value) in h.headers.iter().flatten() {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let hpath = child(&child(path, "headers"), name);
+            if !valid_name {
+                self.err(hpath, "not a valid HTTP header name".to_string());
+            } else if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                // The value itself is not quoted: it is a secret.
+                self.err(hpath, "the value holds control characters".to_string());
+            }
+        }
+        h.check_fields(path, &mut self.errors);
+    }
+
     fn rtsp_url(&mut self, path: &str, s: &str) {
         match url::Url::parse(s) {
             Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {
@@ -484,6 +524,11 @@ impl Validator<'_> {
                 for b in self.srt_binds(c, path) {
                     self.claim_output_bind(b, input_binds, output_binds);
                 }
+                return;
+            }
+            #[cfg(feature = "hls")]
+            OutputKind::Hls(h) => {
+                self.hls_output(h, path);
                 return;
             }
             other => {

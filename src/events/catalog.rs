@@ -306,12 +306,16 @@ catalog! {
 
     // ---- hls --------------------------------------------------------------------------
 
-    hls_upload_failed(flow_id: &str, error: &str)
+    /// The first failed PUT of a failing run (the upload queue latches it).
+    hls_upload_failed(flow_id: &str, output_id: &str, error: &str)
         => Warning Hls in flow_id "HLS segment upload failed: {error}"
-        seed [F, "{error}"];
-    hls_output_failed(flow_id: &str, error: &str)
+        details { "output_id": output_id }
+        seed [F, "{id}", "{error}"];
+    /// The output's task ended on an error retrying cannot mend.
+    hls_output_failed(flow_id: &str, output_id: &str, error: &str)
         => Critical Hls in flow_id "HLS output failed: {error}"
-        seed [F, "{error}"];
+        details { "output_id": output_id }
+        seed [F, "{id}", "{error}"];
 
     // ---- webrtc -----------------------------------------------------------------------
 

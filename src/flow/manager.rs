@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::error::FlowError;
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
+use crate::hls::Published;
 use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
@@ -173,6 +174,8 @@ pub struct FlowManager {
     epoch: Instant,
     /// `security.outbound_allow`, for inputs that resolve a name when they connect.
     outbound: Policy,
+    /// The live windows of the HLS outputs, served by the API.
+    hls: Published,
 }
 
 impl FlowManager {
@@ -188,12 +191,18 @@ impl FlowManager {
             taps,
             epoch: Instant::now(),
             outbound: None,
+            hls: Published::default(),
         }
     }
 
     /// Where flows may connect (`security.outbound_allow`); flows started from now on use it.
     pub fn set_outbound(&mut self, policy: Policy) {
         self.outbound = policy;
+    }
+
+    /// Where the HLS outputs publish their live playlists (the API's `/hls/` reads it).
+    pub fn hls_published(&self) -> Published {
+        self.hls.clone()
     }
 
     /// The flows' configs, in creation order.
@@ -251,11 +260,12 @@ impl FlowManager {
         let events = self.events.clone();
         let epoch = self.epoch;
         let outbound = self.outbound.clone();
+        let hls = self.hls.clone();
         let flow = self.find(id)?;
         if flow.run.is_some() {
             return Ok(());
         }
-        match spawn(flow, &events, epoch, outbound) {
+        match spawn(flow, &events, epoch, outbound, &hls) {
             Ok(run) => {
                 self.taps
                     .borrow_mut()
@@ -336,11 +346,12 @@ impl FlowManager {
         output: OutputConfig,
     ) -> Result<(), FlowError> {
         let events = self.events.clone();
+        let ctx = (self.outbound.clone(), self.hls.clone());
         let flow = self.find(flow_id)?;
         if let Some(run) = &flow.run {
             let ring = run.ring.clone();
             let stats = Rc::new(OutputStats::default());
-            match spawn_output(&output, ring, stats.clone(), flow_id, &events) {
+            match spawn_output(&output, ring, stats.clone(), flow_id, &events, &ctx) {
                 Ok(task) => {
                     flow.output_stats.retain(|(id, _)| *id != output.id);
                     flow.output_stats.push((output.id.clone(), stats));
@@ -426,22 +437,25 @@ fn spawn(
     events: &Events,
     epoch: Instant,
     outbound: Policy,
+    hls: &Published,
 ) -> Result<Running, FlowError> {
     let cfg = &flow.config;
     let input = match &cfg.input {
         InputConfig::Udp(c) => UdpInput::bind(c, false).map(BoundInput::Udp),
         InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
-        InputConfig::Rtsp(c) => RtspInput::new(c, outbound).map(BoundInput::Rtsp),
+        InputConfig::Rtsp(c) => RtspInput::new(c, outbound.clone()).map(BoundInput::Rtsp),
         InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
         other => Err(InputError::Unsupported(other.type_name())),
     }
     .map_err(FlowError::InputStart)?;
     let mut outputs = Vec::with_capacity(cfg.outputs.len());
     for o in &cfg.outputs {
-        let bound = bind_output(o, &cfg.id, events).map_err(|error| FlowError::OutputStart {
-            output_id: o.id.clone(),
-            error,
-        })?;
+        let ctx = (outbound.clone(), hls.clone());
+        let bound =
+            bind_output(o, &cfg.id, events, &ctx).map_err(|error| FlowError::OutputStart {
+                output_id: o.id.clone(),
+                error,
+            })?;
         outputs.push((o.id.clone(), bound));
     }
 
@@ -500,13 +514,21 @@ impl BoundInput {
 enum BoundOutput {
     Udp(UdpOutput),
     Srt(SrtOutput),
+    #[cfg(feature = "hls")]
+    Hls(Box<crate::output::hls::HlsOutput>),
 }
+
+/// What outputs that connect out need from the manager: `security.outbound_allow`, and
+/// where HLS outputs publish their live windows.
+type OutputContext = (Policy, Published);
 
 impl BoundOutput {
     async fn run(self, ring: Rc<FlowRing>, stats: Rc<OutputStats>) {
         match self {
             BoundOutput::Udp(o) => o.run(ring, stats).await,
             BoundOutput::Srt(o) => o.run(ring, stats).await,
+            #[cfg(feature = "hls")]
+            BoundOutput::Hls(o) => o.run(ring, stats).await,
         }
     }
 }
@@ -515,11 +537,24 @@ fn bind_output(
     o: &OutputConfig,
     flow_id: &str,
     events: &Events,
+    ctx: &OutputContext,
 ) -> Result<BoundOutput, OutputError> {
+    #[cfg(not(feature = "hls"))]
+    let _ = ctx;
     match &o.kind {
         OutputKind::Udp(c) => UdpOutput::bind(c, false).map(BoundOutput::Udp),
         OutputKind::Rtp(c) => UdpOutput::bind(c, true).map(BoundOutput::Udp),
         OutputKind::Srt(c) => SrtOutput::bind(c, flow_id, &o.id, events).map(BoundOutput::Srt),
+        #[cfg(feature = "hls")]
+        OutputKind::Hls(c) => crate::output::hls::HlsOutput::bind(
+            &crate::output::hls::HlsSettings::from_config(c),
+            flow_id,
+            &o.id,
+            events,
+            ctx.0.clone(),
+            ctx.1.clone(),
+        )
+        .map(|o| BoundOutput::Hls(Box::new(o))),
         other => Err(OutputError::Unsupported(other.type_name())),
     }
 }
@@ -530,7 +565,8 @@ fn spawn_output(
     stats: Rc<OutputStats>,
     flow_id: &str,
     events: &Events,
+    ctx: &OutputContext,
 ) -> Result<JoinHandle<()>, OutputError> {
-    let bound = bind_output(o, flow_id, events)?;
+    let bound = bind_output(o, flow_id, events, ctx)?;
     Ok(tokio::task::spawn_local(bound.run(ring, stats)))
 }

@@ -99,7 +99,14 @@ pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Res
             respond(node.remove_output(id, output_id).await, StatusCode::OK)
         }
         (&Method::GET, ["api", "v1", "stats"]) => json(StatusCode::OK, &node.stats().await),
-        (_, ["healthz"] | ["api", "v1", ..] | ["ws", "stream", _]) if known_path(&segments) => {
+        // An HLS output's live playlist and its segments, from memory: the API's token.
+        (&Method::GET, ["hls", flow_id, output_id, name]) => match access.check_api(&req) {
+            Ok(()) => hls(node, flow_id, output_id, name),
+            Err(r) => refused(r, &method, &path),
+        },
+        (_, ["healthz"] | ["api", "v1", ..] | ["ws", "stream", _] | ["hls", _, _, _])
+            if known_path(&segments) =>
+        {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed",
@@ -129,7 +136,42 @@ fn known_path(segments: &[&str]) -> bool {
                 "start" | "stop" | "restart" | "outputs"
             ]
             | ["api", "v1", "flows", _, "outputs", _]
+            | ["hls", _, _, _]
     )
+}
+
+/// `GET /hls/{flow_id}/{output_id}/{index.m3u8 | segment}`.
+fn hls(node: &Node, flow_id: &str, output_id: &str, name: &str) -> Response<Body> {
+    use crate::hls::Served;
+    let (body, content_type, cache) = match node.hls.get(flow_id, output_id, name) {
+        // The playlist changes with every segment; a segment never changes.
+        Some(Served::Playlist(text)) => (
+            Bytes::from(text),
+            crate::hls::upload::PLAYLIST_CONTENT_TYPE,
+            "no-cache",
+        ),
+        Some(Served::Segment(data)) => {
+            (data, crate::hls::upload::SEGMENT_CONTENT_TYPE, "max-age=60")
+        }
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no HLS {name} for output '{output_id}' of flow '{flow_id}'"),
+                ErrorCode::NotFound.as_str(),
+            );
+        }
+    };
+    let mut resp = Response::new(Full::new(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(cache),
+    );
+    resp
 }
 
 /// A flow or output body read by the config reader, or the error response to send instead.

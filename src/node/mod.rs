@@ -64,6 +64,8 @@ pub struct Node {
     pub events: Events,
     /// The RTSP->WebSocket bridge (no streams when the config has no `bridge`).
     pub bridge: Rc<Bridge>,
+    /// The HLS outputs' live playlists and segments, served under `/hls/` by the API.
+    pub hls: crate::hls::Published,
     bridge_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     config_path: Option<PathBuf>,
     started: Instant,
@@ -181,6 +183,7 @@ impl Node {
             .and_then(|s| s.outbound_allow.as_deref());
         let outbound = crate::net::outbound::AllowList::from_entries(allow);
         manager.set_outbound(outbound.clone());
+        let hls = manager.hls_published();
         for flow in flows {
             let id = flow.id.clone();
             if let Err(e) = manager.create(flow).await {
@@ -216,6 +219,7 @@ impl Node {
             flows: tokio::sync::Mutex::new(manager),
             events,
             bridge,
+            hls,
             bridge_task: RefCell::new(Some(bridge_task)),
             config_path,
             started: Instant::now(),

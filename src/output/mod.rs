@@ -1,6 +1,8 @@
 //! Flow outputs: where packets leave Quoll. Each output is one task holding a reader of the
 //! flow's ring; it binds at start so a bind failure is reported at once.
 
+#[cfg(feature = "hls")]
+pub mod hls;
 pub mod srt;
 pub mod udp;
 
