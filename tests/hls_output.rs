@@ -242,17 +242,8 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
             first_frame_is_key(web_port, uri),
             "{uri} starts without a key frame"
         );
-        let decode = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-            .arg(format!("http://127.0.0.1:{web_port}/live/f1/{uri}"))
-            .args(["-f", "null", "-"])
-            .output()
-            .expect("run ffmpeg");
-        assert!(
-            decode.status.success() && decode.stderr.is_empty(),
-            "{uri} does not decode cleanly: {}",
-            String::from_utf8_lossy(&decode.stderr)
-        );
+        let url = format!("http://127.0.0.1:{web_port}/live/f1/{uri}");
+        expect_clean_decode(&[], &url, &[], uri);
     }
     // The second output's ingest wants the credentials and the header: it got both.
     wait_for(Duration::from_secs(10), "the authenticated upload", || {
@@ -267,17 +258,8 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
     assert!(held <= 4 + 3, "{held} files left on the ingest");
 
     // ffmpeg plays the live playlist from nginx.
-    let play = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(format!("http://127.0.0.1:{web_port}/live/f1/index.m3u8"))
-        .args(["-t", "3", "-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        play.status.success() && play.stderr.is_empty(),
-        "playback: {}",
-        String::from_utf8_lossy(&play.stderr)
-    );
+    let url = format!("http://127.0.0.1:{web_port}/live/f1/index.m3u8");
+    expect_clean_decode(&[], &url, &["-t", "3"], "playback");
 
     // The same live playlist from memory on the API port, with the API's token only.
     let path = "/hls/f1/h/index.m3u8";
@@ -297,23 +279,13 @@ fn segments_and_playlist_go_to_nginx_and_play_back() {
         "{mem:?}"
     );
     // A segment it names decodes, fetched with the token as a player sends it.
-    let decode = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-headers"])
-        .arg(format!("Authorization: {auth}\r\n"))
-        .arg("-i")
-        .arg(format!(
-            "http://127.0.0.1:{}/hls/f1/h/{}",
-            q.api_port,
-            mem.segments.last().unwrap().1
-        ))
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        decode.status.success() && decode.stderr.is_empty(),
-        "segment from memory: {}",
-        String::from_utf8_lossy(&decode.stderr)
+    let url = format!(
+        "http://127.0.0.1:{}/hls/f1/h/{}",
+        q.api_port,
+        mem.segments.last().unwrap().1
     );
+    let header = format!("Authorization: {auth}\r\n");
+    expect_clean_decode(&["-headers", &header], &url, &[], "segment from memory");
     let missing = raw_http(q.api_port, "GET", "/hls/f1/h/seg-1.ts", &headers, "");
     assert_eq!(missing.status, 404);
 
@@ -393,4 +365,22 @@ fn an_ingest_outside_the_outbound_allow_list_fails_the_output() {
     assert!(message.contains("security.outbound_allow"), "{message}");
     // It is not an upload failure: nothing was sent.
     q.assert_no_event("HLS segment upload failed");
+}
+
+/// ffmpeg reads `url` (after `before`, with `after` before its null output) and decodes it
+/// without a single error line.
+fn expect_clean_decode(before: &[&str], url: &str, after: &[&str], what: &str) {
+    let decode = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error"])
+        .args(before)
+        .args(["-i", url])
+        .args(after)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        decode.status.success() && decode.stderr.is_empty(),
+        "{what} does not decode cleanly: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
 }

@@ -587,29 +587,21 @@ mod tests {
         }
     }
 
+    fn parts(t: &Target) -> (bool, u16, &str, &str, &str) {
+        (t.tls, t.port, &t.dir, &t.playlist, &t.authority)
+    }
+
     #[test]
     fn the_ingest_url_names_the_directory_and_the_playlist() {
         let (t, creds) = Target::parse("https://cdn.example/live/a/").unwrap();
         assert_eq!(
-            (
-                t.tls,
-                t.port,
-                t.dir.as_str(),
-                t.playlist.as_str(),
-                t.authority.as_str()
-            ),
+            parts(&t),
             (true, 443, "/live/a/", "index.m3u8", "cdn.example")
         );
         assert_eq!(creds, None);
         let (t, creds) = Target::parse("http://u:p%40s+s@127.0.0.1:8080/x/stream.m3u8").unwrap();
         assert_eq!(
-            (
-                t.tls,
-                t.port,
-                t.dir.as_str(),
-                t.playlist.as_str(),
-                t.authority.as_str()
-            ),
+            parts(&t),
             (false, 8080, "/x/", "stream.m3u8", "127.0.0.1:8080")
         );
         assert_eq!(creds, Some(("u".into(), "p@s+s".into())));
