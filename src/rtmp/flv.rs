@@ -212,18 +212,15 @@ impl VideoConfig {
     /// frame's own delimiters dropped: there is one already).
     pub fn annex_b(&self, key: bool, data: &[u8], out: &mut Vec<u8>) -> Result<(), FlvError> {
         let start = out.len();
-        let (aud, is_aud, is_sps): (&[u8], fn(u8) -> bool, fn(u8) -> bool) = match self.codec {
-            VideoCodec::H264 => (
-                &[0, 0, 0, 1, 0x09, 0xf0],
-                |h| h & 0x1f == 9,
-                |h| h & 0x1f == 7,
-            ),
-            VideoCodec::H265 => (
-                &[0, 0, 0, 1, 0x46, 0x01, 0x50],
-                |h| (h >> 1) & 0x3f == 35,
-                |h| (h >> 1) & 0x3f == 33,
-            ),
+        let h265 = self.codec == VideoCodec::H265;
+        let aud: &[u8] = if h265 {
+            &[0, 0, 0, 1, 0x46, 0x01, 0x50]
+        } else {
+            &[0, 0, 0, 1, 0x09, 0xf0]
         };
+        // NAL unit types of an access unit delimiter and of an SPS.
+        let (aud_type, sps_type) = if h265 { (35, 33) } else { (9, 7) };
+        let nal_type = |h: u8| if h265 { (h >> 1) & 0x3f } else { h & 0x1f };
         out.extend_from_slice(aud);
         let ps_at = out.len();
         let mut has_sps = false;
@@ -241,10 +238,10 @@ impl VideoConfig {
             };
             pos += n;
             let Some(&h) = nal.first() else { continue };
-            if is_aud(h) {
+            if nal_type(h) == aud_type {
                 continue;
             }
-            has_sps |= is_sps(h);
+            has_sps |= nal_type(h) == sps_type;
             out.extend_from_slice(&START);
             out.extend_from_slice(nal);
         }

@@ -216,14 +216,14 @@ impl Session {
         outputs: &mut Vec<Output>,
     ) -> Result<(), SessionError> {
         match msg.type_id {
-            chunk::AUDIO | chunk::VIDEO => {
-                if self.stage == Stage::Publishing && msg.stream_id == STREAM_ID {
-                    outputs.push(Output::Media {
-                        type_id: msg.type_id,
-                        timestamp: msg.timestamp,
-                        payload: msg.payload,
-                    });
-                }
+            chunk::AUDIO | chunk::VIDEO
+                if self.stage == Stage::Publishing && msg.stream_id == STREAM_ID =>
+            {
+                outputs.push(Output::Media {
+                    type_id: msg.type_id,
+                    timestamp: msg.timestamp,
+                    payload: msg.payload,
+                });
             }
             chunk::WINDOW_ACK_SIZE => {
                 let b = msg
@@ -353,11 +353,9 @@ impl Session {
                     key: key.to_owned(),
                 });
             }
-            "FCUnpublish" | "deleteStream" | "closeStream" => {
-                if self.stage == Stage::Publishing {
-                    self.stage = Stage::Ended;
-                    outputs.push(Output::Unpublish);
-                }
+            "FCUnpublish" | "deleteStream" | "closeStream" if self.stage == Stage::Publishing => {
+                self.stage = Stage::Ended;
+                outputs.push(Output::Unpublish);
             }
             // getStreamLength, ping-style `_checkbw`, ...: nothing to answer.
             _ => {}
@@ -592,7 +590,7 @@ pub(crate) mod tests {
             &mut setcs,
         );
         s.feed(&media, &mut reply, &mut out).unwrap();
-        assert!(reply.len() > 0, "an ack after 5000 bytes");
+        assert!(!reply.is_empty(), "an ack after 5000 bytes");
         let mut r = ChunkReader::new(Limits::default());
         let (_, m) = r.read(&reply).unwrap().unwrap();
         assert_eq!(m.unwrap().type_id, chunk::ACK);
