@@ -242,7 +242,8 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: default_config invalid: {e:?}"));
             assert_eq!(Path::new(&cfg.storage.data_dir), p.paths.data_dir, "{name}");
             assert_eq!(
-                cfg.server.listen_addr, "127.0.0.1",
+                cfg.server.listen_addr.to_string(),
+                "127.0.0.1",
                 "{name}: API on loopback"
             );
         }

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -238,7 +238,9 @@ fn load(path: Option<&Path>, budget: config::Budget) -> Result<Config, StartupCo
         origin: origin.clone(),
         errors,
     };
-    let cfg = config::parse_unvalidated(&text).map_err(invalid)?;
+    let value = serde_json::from_str(&text)
+        .map_err(|e| invalid(vec![config::ConfigError::from_json(&e)]))?;
+    let cfg = config::read_value(value).map_err(invalid)?;
     match crate::node::admit(&cfg, budget) {
         Ok(()) => Ok(cfg),
         Err(crate::flow::FlowError::Invalid(errors)) => Err(invalid(errors)),
@@ -272,16 +274,7 @@ async fn serve(
             None
         }
     };
-    let api_addr = match config.server.listen_addr.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, config.server.listen_port),
-        Err(_) => {
-            eprintln!(
-                "quoll: server.listen_addr {:?} is not an IP address",
-                config.server.listen_addr
-            );
-            return ExitCode::FAILURE;
-        }
-    };
+    let api_addr = SocketAddr::new(config.server.listen_addr, config.server.listen_port);
     let listener = match crate::http::bind(api_addr).await {
         Ok(l) => l,
         Err(e) => {

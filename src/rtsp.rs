@@ -19,6 +19,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
+use crate::config::RtspTransport;
 use crate::net::gate::{self, LowWater, MAX_HOLD, RecvGate};
 use crate::net::outbound::{self, OutboundError, Policy};
 use crate::ts::mux::{StreamKind, TsMuxer, to_90k};
@@ -125,7 +126,7 @@ impl Source {
         rtsp_url: &str,
         username: Option<&str>,
         password: Option<&str>,
-        transport: &str,
+        transport: RtspTransport,
     ) -> Result<Source, SourceError> {
         let mut url = Url::parse(rtsp_url).map_err(SourceError::Url)?;
         if url.scheme() != "rtsp" {
@@ -145,7 +146,7 @@ impl Source {
         Ok(Source {
             url,
             creds,
-            udp: transport == "udp",
+            udp: transport == RtspTransport::Udp,
             outbound: None,
         })
     }
@@ -426,11 +427,17 @@ mod tests {
 
     #[test]
     fn credentials_come_from_fields_or_userinfo() {
-        let s = Source::new("rtsp://adm%40x:p%3Aw@cam:554/live", None, None, "tcp").unwrap();
+        let s = Source::new(
+            "rtsp://adm%40x:p%3Aw@cam:554/live",
+            None,
+            None,
+            RtspTransport::Tcp,
+        )
+        .unwrap();
         assert_eq!(s.url.as_str(), "rtsp://cam:554/live");
         let c = s.creds.unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("adm@x", "p:w"));
-        let s = Source::new("rtsp://a:b@cam/x", Some("u"), Some("p"), "udp").unwrap();
+        let s = Source::new("rtsp://a:b@cam/x", Some("u"), Some("p"), RtspTransport::Udp).unwrap();
         let c = s.creds.clone().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
         assert!(s.udp);
@@ -439,15 +446,15 @@ mod tests {
             "Debug shows no password"
         );
         assert!(
-            Source::new("rtsp://cam/x", None, None, "tcp")
+            Source::new("rtsp://cam/x", None, None, RtspTransport::Tcp)
                 .unwrap()
                 .creds
                 .is_none()
         );
-        let e = Source::new("http://cam/x", None, None, "tcp").unwrap_err();
+        let e = Source::new("http://cam/x", None, None, RtspTransport::Tcp).unwrap_err();
         assert_eq!(e, SourceError::Scheme("http".into()));
         assert_eq!(e.to_string(), "rtsp_url: scheme \"http\" is not rtsp");
-        let e = Source::new("cam/x", None, None, "tcp").unwrap_err();
+        let e = Source::new("cam/x", None, None, RtspTransport::Tcp).unwrap_err();
         assert!(matches!(e, SourceError::Url(_)), "{e:?}");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%zz%41"), "%zzA");

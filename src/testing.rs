@@ -33,3 +33,19 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// Fake time for the state machines' tests: `t(ms)` is `ms` milliseconds after an origin
+/// fixed when the clock is made. The machines never read the clock themselves, so a test
+/// states every instant it hands them.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(pub std::time::Instant);
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock(std::time::Instant::now())
+    }
+
+    pub fn t(&self, ms: u64) -> std::time::Instant {
+        self.0 + std::time::Duration::from_millis(ms)
+    }
+}

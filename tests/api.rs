@@ -411,6 +411,49 @@ fn outbound_allow_refuses_literals_by_path_and_names_at_connect() {
         err["error"],
         "flows[0].outputs[1].dest_addr: 2001:db9::1 is not in security.outbound_allow"
     );
+    // A value that does not parse is the reader's now, answered as validation answered it:
+    // same status, code, path and message. A wrong JSON type is still a malformed body.
+    let socket =
+        r#"is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#;
+    let bodies = [
+        (
+            "/api/v1/flows",
+            json!({ "id": "b", "input": { "type": "udp", "bind_addr": "x" }, "outputs": [] }),
+            format!(r#"flows[1].input.bind_addr: "x" {socket}"#),
+        ),
+        (
+            "/api/v1/flows",
+            json!({ "id": "t", "input": { "type": "rtsp", "rtsp_url": "rtsp://127.0.0.2/x",
+                    "transport": "quic" } }),
+            r#"flows[1].input.transport: "quic" is not one of tcp, udp"#.to_string(),
+        ),
+        (
+            "/api/v1/flows/main/outputs",
+            json!({ "type": "udp", "id": "x", "dest_addr": "127.0.0.2:5000", "interface_addr": "eth0" }),
+            r#"flows[0].outputs[1].interface_addr: "eth0" is not an IP address"#.to_string(),
+        ),
+        (
+            "/api/v1/flows",
+            json!({ "id": "n", "input": { "type": "udp", "bind_addr": 5 } }),
+            "invalid JSON body: input.bind_addr: invalid type: integer `5`, expected a string"
+                .to_string(),
+        ),
+    ];
+    for (route, body, want) in bodies {
+        let (code, err) = q.api("POST", route, Some(&body.to_string()));
+        assert_eq!(
+            (code, err["error_code"].as_str()),
+            (400, Some("validation_error")),
+            "{err}"
+        );
+        assert_eq!(err["error"], want.as_str());
+    }
+    let (code, _) = q.api(
+        "POST",
+        "/api/v1/flows/nope/outputs",
+        Some(r#"{"type":"udp","id":"x","dest_addr":"x"}"#),
+    );
+    assert_eq!(code, 404, "an unknown flow is not found, whatever the body");
     assert!(
         std::fs::read(&path).unwrap() == file_before,
         "a refused change was saved"

@@ -430,6 +430,34 @@ fn every_command_action() {
         &fm.command(json!({"type": "create_flow", "flow": {"id": "x"}}), limit),
         "validation_error",
     );
+    // A value that does not parse is the reader's now, answered as validation answered
+    // it: the same code, and the path in the config the change would make.
+    let socket =
+        "is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)";
+    let mut bad_in = udp_flow("d", free_udp_port(), c_out);
+    bad_in["input"]["bind_addr"] = json!("x");
+    let mut bad_out = udp_flow("b", b_in, c_out);
+    bad_out["outputs"][0]["dest_addr"] = json!("y");
+    let iface = json!({"type": "udp", "id": "i", "dest_addr": format!("127.0.0.1:{c_out}"),
+                       "interface_addr": "eth0"});
+    for (action, error) in [
+        (
+            json!({"type": "create_flow", "flow": bad_in}),
+            format!(r#"flows[2].input.bind_addr: "x" {socket}"#),
+        ),
+        (
+            json!({"type": "update_flow", "flow_id": "b", "flow": bad_out}),
+            format!(r#"flows[1].outputs[0].dest_addr: "y" {socket}"#),
+        ),
+        (
+            json!({"type": "add_output", "flow_id": "a", "output": iface}),
+            r#"flows[0].outputs[1].interface_addr: "eth0" is not an IP address"#.to_string(),
+        ),
+    ] {
+        let r = fm.command(action.clone(), limit);
+        failed(&r, "validation_error");
+        assert_eq!(r["payload"]["error"], error.as_str(), "{action}");
+    }
     let d = ok(&fm.command(
         json!({"type": "update_flow", "flow_id": "b", "flow": udp_flow("b", b_in, c_out)}),
         limit,

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::config::{BridgeConfig, BridgeStreamConfig};
+use crate::config::{BridgeConfig, BridgeStreamConfig, BridgeWorker};
 use crate::events::Events;
 use crate::flow::manager::FlowTaps;
 use crate::rtsp;
@@ -164,7 +164,7 @@ impl StreamSpec {
                     url,
                     s.username.as_deref(),
                     s.password.as_deref(),
-                    &s.transport,
+                    s.transport,
                 )
                 .map_err(StreamSpecError::Source)?
                 .with_outbound(outbound),
@@ -173,12 +173,11 @@ impl StreamSpec {
             (None, Some(f)) => SourceSpec::Flow(f.clone()),
             (None, None) => return Err(StreamSpecError::NoSource),
         };
-        let worker = if s.worker == "ffmpeg" {
-            WorkerKind::Ffmpeg {
+        let worker = match s.worker {
+            BridgeWorker::Ffmpeg => WorkerKind::Ffmpeg {
                 video: s.ffmpeg_video.clone(),
-            }
-        } else {
-            WorkerKind::InProcess
+            },
+            BridgeWorker::InProcess => WorkerKind::InProcess,
         };
         Ok(StreamSpec {
             id: s.id.clone(),

@@ -207,7 +207,7 @@ mod tests {
             name: id.into(),
             enabled: true,
             input: InputConfig::Udp(UdpInputConfig {
-                bind_addr: "127.0.0.1:1".into(),
+                bind_addr: "127.0.0.1:1".parse().unwrap(),
                 interface_addr: None,
                 allowed_sources: None,
                 extra: Default::default(),

@@ -18,6 +18,12 @@
 //!   way, its problems being recorded) / always, always, when `Some`.
 //! - `external`: not a key of this object (e.g. a bridge stream's id is its key in
 //!   `streams`), `Default` when read / not written.
+//! - `parsed`, `parsed_default(expr)`, `parsed_opt`: a typed value written as a JSON string
+//!   (`SocketAddr`, `IpAddr`, a mode: see `value.rs`), parsed once by the reader, which
+//!   reports a string that does not parse at the key's path (kind `Invalid`) and reads on
+//!   with a stand-in (the type's, the default, `None`) / written as its canonical text:
+//!   required, with a default, optional (`Option`, written when `Some`); `parsed_list`: an
+//!   `Option<Vec<T>>` of them, each element reported at its index / written when `Some`.
 //! - `custom(read, write)`: `read(&mut Obj, key) -> Option<T>`, `write(&T, &mut Map, key)`.
 //!
 //! `[if f]` after the mode writes the field only when `f(&block)` holds.
@@ -29,6 +35,7 @@ use serde_json::{Map, Value};
 
 use super::error::ConfigError;
 use super::json::Obj;
+use super::value::ConfigValue;
 
 /// A block the macro declared: read from, written to and checked against JSON.
 pub(crate) trait Fields: Sized {
@@ -48,6 +55,11 @@ pub(crate) trait Fields: Sized {
 /// always serialize; `null` stands in should one ever not.
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A typed value ([`ConfigValue`]) as its canonical text.
+pub(crate) fn write_text<T: ConfigValue>(v: &T, m: &mut Map<String, Value>, key: &str) {
+    m.insert(key.into(), Value::String(v.to_text()));
 }
 
 /// Unknown keys go after the known ones; a known key always wins, so a hand-built `extra`
@@ -91,6 +103,18 @@ macro_rules! config_read {
     ($o:ident, $key:expr, external) => {
         Some(Default::default())
     };
+    ($o:ident, $key:expr, parsed) => {
+        $o.parsed($key)
+    };
+    ($o:ident, $key:expr, parsed_default($d:expr)) => {
+        Some($o.parsed_defaulted($key, $d))
+    };
+    ($o:ident, $key:expr, parsed_opt) => {
+        Some($o.parsed_optional($key))
+    };
+    ($o:ident, $key:expr, parsed_list) => {
+        Some($o.parsed_list($key))
+    };
     ($o:ident, $key:expr, custom($read:expr, $write:expr)) => {
         $read(&mut $o, $key)
     };
@@ -131,6 +155,25 @@ macro_rules! config_write {
         }
     };
     ($m:ident, $key:expr, $v:expr, external) => {};
+    ($m:ident, $key:expr, $v:expr, parsed) => {
+        $crate::config::declare::write_text($v, $m, $key)
+    };
+    ($m:ident, $key:expr, $v:expr, parsed_default($d:expr)) => {
+        $crate::config::declare::write_text($v, $m, $key)
+    };
+    ($m:ident, $key:expr, $v:expr, parsed_opt) => {
+        if let Some(v) = $v {
+            $crate::config::declare::write_text(v, $m, $key)
+        }
+    };
+    ($m:ident, $key:expr, $v:expr, parsed_list) => {
+        if let Some(v) = $v {
+            let texts = v
+                .iter()
+                .map(|t| serde_json::Value::String($crate::config::value::ConfigValue::to_text(t)));
+            $m.insert($key.into(), serde_json::Value::Array(texts.collect()));
+        }
+    };
     ($m:ident, $key:expr, $v:expr, custom($read:expr, $write:expr)) => {
         $write($v, $m, $key)
     };
@@ -141,7 +184,16 @@ macro_rules! config_default {
     (default($d:expr)) => {
         $d
     };
+    (parsed_default($d:expr)) => {
+        $d
+    };
     (optional) => {
+        None
+    };
+    (parsed_opt) => {
+        None
+    };
+    (parsed_list) => {
         None
     };
     ($mode:ident $(($($arg:expr),*))?) => {
@@ -251,7 +303,6 @@ pub(crate) use {config_default, config_read, config_struct, config_write};
 #[allow(clippy::ptr_arg)]
 pub(crate) mod check {
     use std::fmt::Display;
-    use std::net::IpAddr;
     use std::ops::RangeInclusive;
 
     use crate::config::error::{ConfigError, ErrorKind, index, quoted};
@@ -307,7 +358,7 @@ pub(crate) mod check {
         }
     }
 
-    /// One of `allowed`: `"x" is not one of tcp, udp`.
+    /// One of `allowed`: `"x" is not one of copy, mpeg1video`.
     pub(crate) fn one_of(
         allowed: &'static [&'static str],
     ) -> impl Fn(&String, &str, &mut Vec<ConfigError>) {
@@ -340,15 +391,6 @@ pub(crate) mod check {
     pub(crate) fn not_zero(v: &u16, path: &str, errors: &mut Errors) {
         if *v == 0 {
             errors.push(ConfigError::new(path, "must not be 0"));
-        }
-    }
-
-    pub(crate) fn ip_addr(v: &String, path: &str, errors: &mut Errors) {
-        if v.parse::<IpAddr>().is_err() {
-            errors.push(ConfigError::new(
-                path,
-                format!("{} is not an IP address", quoted(v)),
-            ));
         }
     }
 

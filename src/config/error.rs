@@ -58,6 +58,39 @@ impl ConfigError {
         Self::of(ErrorKind::Syntax, "$", format!("not valid JSON: {e}"))
     }
 
+    /// A value the reader could not parse into its type (an address, a mode): the reader's
+    /// errors of kind [`ErrorKind::Invalid`]; its others are about the document's shape. A
+    /// body whose only problems are of this kind is well-formed, and is answered like a
+    /// validation failure (the API, manager commands).
+    pub fn is_unparsed(&self) -> bool {
+        self.kind == ErrorKind::Invalid
+    }
+
+    /// The same problem with its path's prefix `from` (a request body's own root, `""` for
+    /// none) replaced by `to`: `input.bind_addr` from `""` to `flows[2]` is
+    /// `flows[2].input.bind_addr`. A path outside `from` is kept.
+    pub fn moved(self, from: &str, to: &str) -> Self {
+        let rest = if from.is_empty() {
+            Some(self.path.as_str())
+        } else {
+            self.path
+                .strip_prefix(from)
+                .and_then(|r| match r.as_bytes().first() {
+                    None => Some(""),
+                    Some(b'.') => Some(&r[1..]),
+                    Some(b'[') => Some(r),
+                    Some(_) => None,
+                })
+        };
+        let path = match rest {
+            None => return self,
+            Some("" | "$") => to.to_string(),
+            Some(r) if r.starts_with('[') => format!("{to}{r}"),
+            Some(r) => child(to, r),
+        };
+        self.at(path)
+    }
+
     /// The same problem at `path` (e.g. under the `config.` of a manager push).
     pub fn at(self, path: impl Into<String>) -> Self {
         ConfigError {

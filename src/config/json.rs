@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::declare::{Fields, put_extra};
 use super::error::{ConfigError, ErrorKind, child, index, kind_of, quoted, shown};
 use super::model::*;
+use super::value::ConfigValue;
 
 /// One JSON object being read: known keys are taken out, the rest is `extra`.
 pub(crate) struct Obj<'e> {
@@ -84,6 +85,85 @@ impl<'e> Obj<'e> {
             None | Some(Value::Null) => None,
             Some(v) => self.convert(key, v),
         }
+    }
+
+    /// A value written as a string and held as its type ([`ConfigValue`]): a wrong JSON
+    /// type is a type error (`None`), a string that does not parse is recorded (kind
+    /// `Invalid`, the path of the key) and its type's stand-in is read instead.
+    fn parse_value<T: ConfigValue>(&mut self, key: &str, v: Value) -> Option<T> {
+        let text: String = self.convert(key, v)?;
+        Some(T::from_text(&text).unwrap_or_else(|message| {
+            self.err(ErrorKind::Invalid, key, message);
+            T::STAND_IN
+        }))
+    }
+
+    /// A required typed value (see `parse_value`). Absent: "missing required field".
+    pub(crate) fn parsed<T: ConfigValue>(&mut self, key: &str) -> Option<T> {
+        match self.map.shift_remove(key) {
+            Some(v) => self.parse_value(key, v),
+            None => {
+                self.err(ErrorKind::Missing, key, "missing required field");
+                None
+            }
+        }
+    }
+
+    /// A typed value with a default: absent, of the wrong type or not parsing, it is
+    /// `default` (the last two recorded).
+    pub(crate) fn parsed_defaulted<T: ConfigValue>(&mut self, key: &str, default: T) -> T {
+        match self.map.shift_remove(key) {
+            Some(v) => match self.convert::<String>(key, v) {
+                Some(text) => T::from_text(&text).unwrap_or_else(|message| {
+                    self.err(ErrorKind::Invalid, key, message);
+                    default
+                }),
+                None => default,
+            },
+            None => default,
+        }
+    }
+
+    /// An optional typed value: absent or `null` is `None`, and so is one of the wrong
+    /// type or not parsing (recorded).
+    pub(crate) fn parsed_optional<T: ConfigValue>(&mut self, key: &str) -> Option<T> {
+        match self.map.shift_remove(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let text: String = self.convert(key, v)?;
+                match T::from_text(&text) {
+                    Ok(t) => Some(t),
+                    Err(message) => {
+                        self.err(ErrorKind::Invalid, key, message);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// An optional array of typed values (see `parse_value`), each element reported at its
+    /// own index; the elements that parse are kept.
+    pub(crate) fn parsed_list<T: ConfigValue>(&mut self, key: &str) -> Option<Vec<T>> {
+        let texts = self.optional_strings(key)?;
+        let p = child(&self.path, key);
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            match T::from_text(text) {
+                Ok(t) => out.push(t),
+                Err(message) => {
+                    self.errors
+                        .push(ConfigError::of(ErrorKind::Invalid, index(&p, i), message))
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether the object still holds `key` with a value other than `null` (a key is
+    /// taken out when its field is read, so this sees the fields not read yet).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
     /// An optional array of strings, each element checked with its own index in the path.
@@ -455,6 +535,24 @@ pub(crate) fn write_bridge_streams(
 ) {
     let streams = streams.iter().map(|s| (s.id.clone(), s.to_value()));
     m.insert(key.into(), Value::Object(streams.collect()));
+}
+
+/// `BridgeStreamConfig.transport`. A camera stream's is read as an RTSP input's; a flow's
+/// stream (`flow_id`, read after this field) has no camera: its transport is neither used
+/// nor written, so a value that does not parse is no problem there (only a wrong JSON type
+/// is), as before it was typed.
+pub(crate) fn stream_transport(o: &mut Obj<'_>, key: &str) -> Option<RtspTransport> {
+    if !o.has("flow_id") {
+        return Some(o.parsed_defaulted(key, RtspTransport::Tcp));
+    }
+    let text = match o.take(key) {
+        Some(v) => o.convert::<String>(key, v),
+        None => None,
+    };
+    Some(
+        text.and_then(|t| RtspTransport::from_text(&t).ok())
+            .unwrap_or_default(),
+    )
 }
 
 /// `SrtConfig.mode`, with the modes named in every message.

@@ -2,7 +2,9 @@
 //!
 //! Every struct keeps the fields it does not know in `extra`, so a config written back (to
 //! disk or to the manager) loses nothing a newer manager or a newer Quoll put there.
-//! Addresses stay strings as the operator wrote them; `validate` parses them.
+//! Addresses and modes are held as their types (`SocketAddr`, `IpAddr`, `RtspTransport`,
+//! …), parsed once by the reader (`value.rs`); the code that runs a config takes them as
+//! they are.
 //!
 //! Each block is declared once with `config_struct!` (`declare.rs`): its fields, their JSON
 //! keys, defaults and own checks; the reader, the writer and `Default` come from that.
@@ -10,14 +12,18 @@
 //! which loses the JSON path of a type error inside an input or output and stops at the
 //! first problem. See `json.rs`.
 
+use std::net::{IpAddr, SocketAddr};
+
 use serde_json::{Map, Value};
 
-use super::declare::{check, config_struct};
+use super::declare::{check, config_struct, write_text};
 use super::error::{ConfigError, ErrorKind};
 use super::json::{
-    bridge_streams, input_field, outputs_field, srt_leg, srt_mode, write_bridge_streams,
-    write_input, write_outputs, write_srt_leg, write_srt_mode,
+    bridge_streams, input_field, outputs_field, srt_leg, srt_mode, stream_transport,
+    write_bridge_streams, write_input, write_outputs, write_srt_leg, write_srt_mode,
 };
+
+pub use super::value::{BridgeWorker, RtspTransport};
 
 pub type Extra = Map<String, Value>;
 
@@ -48,7 +54,7 @@ config_struct! {
     #[derive(Clone, PartialEq)]
     pub struct ServerConfig with Default {
         /// IP address the local HTTP API listens on.
-        listen_addr: String => default(Self::DEFAULT_ADDR.into()) check = check::ip_addr;
+        listen_addr: IpAddr => parsed_default(Self::DEFAULT_ADDR);
         /// TCP port of the local HTTP API.
         listen_port: u16 => default(Self::DEFAULT_PORT) check = check::not_zero;
         /// The bearer token of `/api/v1/*`. Absent: Quoll generates one at first start and
@@ -82,7 +88,7 @@ config_struct! {
 }
 
 impl ServerConfig {
-    pub const DEFAULT_ADDR: &'static str = "127.0.0.1";
+    pub const DEFAULT_ADDR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     pub const DEFAULT_PORT: u16 = 8080;
     /// A browser opens about 6 connections per host, plus one WebSocket per bridge stream
     /// it shows; 256 leaves room for a few dozen operators and viewers, and is far below
@@ -247,12 +253,11 @@ config_struct! {
     #[derive(Debug, Clone, PartialEq)]
     pub struct UdpInputConfig {
         /// `ip:port` to receive on; a multicast group address joins that group.
-        bind_addr: String => required;
+        bind_addr: SocketAddr => parsed;
         /// Local interface address for the multicast join.
-        interface_addr: Option<String> => optional;
+        interface_addr: Option<IpAddr> => parsed_opt;
         /// Source IPs accepted; absent means any.
-        allowed_sources: Option<Vec<String>> => strings
-            check = check::opt(check::each(check::ip_addr));
+        allowed_sources: Option<Vec<IpAddr>> => parsed_list;
     }
 }
 
@@ -298,11 +303,11 @@ config_struct! {
     #[derive(Debug, Clone, PartialEq)]
     pub struct UdpOutputConfig {
         /// `ip:port` to send to (unicast or multicast).
-        dest_addr: String => required;
+        dest_addr: SocketAddr => parsed;
         /// Local `ip:port` to send from; absent means any address, ephemeral port.
-        bind_addr: Option<String> => optional;
+        bind_addr: Option<SocketAddr> => parsed_opt;
         /// Outgoing interface address for multicast.
-        interface_addr: Option<String> => optional;
+        interface_addr: Option<IpAddr> => parsed_opt;
         /// DiffServ code point (0..=63); 46 is EF, the usual class for live video.
         dscp: u8 => default(Self::DEFAULT_DSCP) check = check::range(Self::DSCP_RANGE);
         /// Multicast TTL / hop limit (edge-only field); absent means the sender's default.
@@ -386,9 +391,9 @@ config_struct! {
     pub struct SrtConfig {
         mode: SrtMode => custom(srt_mode, write_srt_mode);
         /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
-        local_addr: String => required;
+        local_addr: SocketAddr => parsed;
         /// `ip:port` of the peer (caller and rendezvous).
-        remote_addr: Option<String> => optional;
+        remote_addr: Option<SocketAddr> => parsed_opt;
         /// SRT latency (TSBPD delay) in milliseconds, both directions.
         latency_ms: u64 => default(Self::DEFAULT_LATENCY_MS)
             check = check::range(Self::LATENCY_MS_RANGE);
@@ -428,10 +433,10 @@ impl SrtConfig {
     pub const WINDOW_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
 
     /// A leg with defaults for everything but mode and address (tests, examples).
-    pub fn new(mode: SrtMode, local_addr: impl Into<String>) -> Self {
+    pub fn new(mode: SrtMode, local_addr: SocketAddr) -> Self {
         SrtConfig {
             mode,
-            local_addr: local_addr.into(),
+            local_addr,
             remote_addr: None,
             latency_ms: Self::DEFAULT_LATENCY_MS,
             peer_idle_timeout_secs: Self::DEFAULT_PEER_IDLE_TIMEOUT_SECS,
@@ -457,8 +462,7 @@ config_struct! {
         /// A secret: removed by `redacted()`.
         password: Option<String> => optional;
         /// `tcp` (interleaved on the RTSP connection, the default) or `udp`.
-        transport: String => default(Self::DEFAULT_TRANSPORT.into())
-            check = check::one_of(Self::TRANSPORTS);
+        transport: RtspTransport => parsed_default(RtspTransport::Tcp);
         /// A connection attempt, or a stream that sends nothing for this long, has failed.
         timeout_secs: u64 => default(Self::DEFAULT_TIMEOUT_SECS)
             check = check::range(Self::TIMEOUT_SECS_RANGE);
@@ -469,8 +473,6 @@ config_struct! {
 }
 
 impl RtspInputConfig {
-    pub const DEFAULT_TRANSPORT: &'static str = "tcp";
-    pub const TRANSPORTS: &'static [&'static str] = &["tcp", "udp"];
     pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
     pub const DEFAULT_RECONNECT_DELAY_SECS: u64 = 5;
     pub const TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
@@ -686,21 +688,23 @@ config_struct! {
         username: Option<String> => optional;
         /// A secret: removed by `redacted()`.
         password: Option<String> => optional;
-        transport: String => default(RtspInputConfig::DEFAULT_TRANSPORT.into())
+        /// Checked for a camera stream only: a flow's stream has no camera (see
+        /// `stream_transport`).
+        transport: RtspTransport => custom(stream_transport, write_text)
             [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
         timeout_secs: u64 => default(RtspInputConfig::DEFAULT_TIMEOUT_SECS)
             [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
         /// Read the TS of this flow instead of a camera.
         flow_id: Option<String> => optional;
         /// `inprocess` (retina + Quoll's remux, the default) or `ffmpeg` (a child process).
-        worker: String => default("inprocess".into());
-        /// For `ffmpeg` workers: `copy` (remux) or `mpeg1video` (transcode for JSMpeg).
+        worker: BridgeWorker => parsed_default(BridgeWorker::InProcess);
+        /// For `ffmpeg` workers: `copy` (remux) or `mpeg1video` (transcode for JSMpeg). A
+        /// string: it is only checked for `ffmpeg` workers (others ignore it).
         ffmpeg_video: String => default("copy".into())
-            [if |s: &BridgeStreamConfig| s.worker == "ffmpeg"];
+            [if |s: &BridgeStreamConfig| s.worker == BridgeWorker::Ffmpeg];
     }
 }
 
 impl BridgeStreamConfig {
-    pub const WORKERS: &'static [&'static str] = &["inprocess", "ffmpeg"];
     pub const FFMPEG_VIDEO: &'static [&'static str] = &["copy", "mpeg1video"];
 }

@@ -812,14 +812,16 @@ fn every_problem_is_reported_in_document_order() {
         v["flows"][1]["input"]["bind_addr"] = json!("0.0.0.0:5000");
         v["storage"] = json!({"event_commit_max_delay_ms": 5000});
     });
+    // The reader's errors (values that do not parse) in document order, then the
+    // validator's in document order.
     assert_eq!(
         e,
         vec![
-            "version: unsupported version 3 (this build reads version 1)",
             r#"server.listen_addr: "nope" is not an IP address"#,
+            r#"flows[0].outputs[1].dest_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            "version: unsupported version 3 (this build reads version 1)",
             r#"flows[0].id: "bad id" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
             "flows[0].outputs[0].dscp: 99 is out of range (0..=63)",
-            r#"flows[0].outputs[1].dest_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
             "flows[0].ring_chunks: 1 is out of range (16..=65536)",
             "flows[1].input.bind_addr: UDP port 5000 on 0.0.0.0 is already bound by flows[0].input.bind_addr (0.0.0.0:5000)",
             "storage.event_commit_max_delay_ms: 5000 is out of range (1..=1000)",
@@ -1238,7 +1240,7 @@ fn rtsp_input_reads_with_spec_defaults_and_validates() {
     .unwrap();
     match &flow.input {
         InputConfig::Rtsp(r) => {
-            assert_eq!(r.transport, "tcp");
+            assert_eq!(r.transport, RtspTransport::Tcp);
             assert_eq!(r.timeout_secs, 10);
             assert_eq!(r.reconnect_delay_secs, 5);
             assert_eq!(r.username, None);
@@ -1257,13 +1259,14 @@ fn rtsp_input_reads_with_spec_defaults_and_validates() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    // The shape error and every value error, in one pass.
+    // The reader's errors (a wrong type, a mode that does not parse), then every value
+    // error, in one pass.
     assert_eq!(
         e,
         vec![
             "flows[0].input.username: invalid type: integer `5`, expected a string",
-            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
             r#"flows[0].input.transport: "sctp" is not one of tcp, udp"#,
+            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
             "flows[0].input.timeout_secs: 0 is out of range (1..=300)",
             "flows[0].input.reconnect_delay_secs: 99999 is out of range (1..=3600)",
         ]
@@ -1277,8 +1280,8 @@ fn rtsp_input_reads_with_spec_defaults_and_validates() {
     assert_eq!(
         e,
         vec![
-            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
             r#"flows[0].input.transport: "sctp" is not one of tcp, udp"#,
+            "flows[0].input.rtsp_url: is not an RTSP URL (expected rtsp://host[:port]/path)",
             "flows[0].input.timeout_secs: 0 is out of range (1..=300)",
             "flows[0].input.reconnect_delay_secs: 99999 is out of range (1..=3600)",
         ]
@@ -1307,12 +1310,13 @@ fn bridge_streams_validate_by_path() {
     assert_eq!(
         e,
         vec![
+            // The reader's: a transport and a worker that do not parse.
+            r#"bridge.streams.w.transport: "quic" is not one of tcp, udp"#,
+            r#"bridge.streams.w.worker: "gst" is not one of inprocess, ffmpeg"#,
             r#"bridge.streams.bad id: "bad id" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
             "bridge.streams.both: has both rtsp_url and flow_id; a stream has one source",
             "bridge.streams.none: needs a source: rtsp_url (a camera) or flow_id (a flow's output)",
             r#"bridge.streams.ghost.flow_id: no flow has id "nope""#,
-            r#"bridge.streams.w.transport: "quic" is not one of tcp, udp"#,
-            r#"bridge.streams.w.worker: "gst" is not one of inprocess, ffmpeg"#,
             r#"bridge.streams.f.ffmpeg_video: "vp9" is not one of copy, mpeg1video"#,
             "bridge.sweep_interval_ms: 0 is out of range (1..=86400000)",
             "bridge.client_queue_chunks: 1 is out of range (16..=8192)",
@@ -1683,4 +1687,139 @@ fn server_cross_field_rule_keeps_document_order() {
             "server.header_timeout_ms: 10 is out of range (100..=3600000)",
         ]
     );
+}
+
+// ---- typed values: parsed once, by the reader ----
+
+/// A value that does not parse is the reader's error: its exact path, the message
+/// validation gave before it was typed, kind `Invalid` (`is_unparsed`).
+#[test]
+fn bad_address_is_reported_by_the_reader_with_its_path() {
+    let mut v = base();
+    v["flows"][0]["input"]["bind_addr"] = json!("nope:5000");
+    let e = Config::from_value(v).unwrap_err();
+    assert_eq!(
+        e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            r#"flows[0].input.bind_addr: "nope:5000" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#
+        ]
+    );
+    assert_eq!(e[0].kind, ErrorKind::Invalid);
+    assert!(e[0].is_unparsed());
+    // A wrong JSON type stays a shape error.
+    let mut v = base();
+    v["flows"][0]["input"]["bind_addr"] = json!(5000);
+    let e = Config::from_value(v).unwrap_err();
+    assert_eq!(e[0].kind, ErrorKind::Type);
+    assert!(!e[0].is_unparsed());
+}
+
+/// Every value of a block that does not parse is reported, and its fields' own checks still
+/// run; the block is left out of the rules between fields (its port conflict waits).
+#[test]
+fn every_bad_field_of_a_block_is_reported() {
+    let e = errs(|v| {
+        let o = &mut v["flows"][0]["outputs"][0];
+        o["dest_addr"] = json!("x");
+        o["bind_addr"] = json!("0.0.0.0:5000"); // would conflict with flows[0]'s input
+        o["interface_addr"] = json!("eth0");
+        o["dscp"] = json!(99);
+        v["flows"][1]["input"]["allowed_sources"] = json!(["10.0.0.1", "ten", "::1"]);
+        v["flows"][1]["id"] = json!("bad id");
+    });
+    assert_eq!(
+        e,
+        [
+            r#"flows[0].outputs[0].dest_addr: "x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            r#"flows[0].outputs[0].interface_addr: "eth0" is not an IP address"#,
+            r#"flows[1].input.allowed_sources[1]: "ten" is not an IP address"#,
+            "flows[0].outputs[0].dscp: 99 is out of range (0..=63)",
+            r#"flows[1].id: "bad id" contains ' '; only letters, digits, '.', '_' and '-' are allowed"#,
+        ]
+    );
+    // Fixed, the output's rules between fields run again.
+    let e = errs(|v| {
+        v["flows"][0]["outputs"][0]["bind_addr"] = json!("0.0.0.0:5000");
+    });
+    assert_eq!(
+        e,
+        [
+            "flows[0].outputs[0].bind_addr: UDP port 5000 on 0.0.0.0 is already bound by flows[0].input.bind_addr (0.0.0.0:5000)"
+        ]
+    );
+}
+
+/// Both legs of an SRT endpoint, and a required address beside an optional one.
+#[test]
+fn srt_addresses_are_parsed_per_leg() {
+    let e = errs(|v| {
+        v["flows"][1]["input"] = json!({"type": "srt", "mode": "caller",
+            "local_addr": "0.0.0.0:0", "remote_addr": "peer:9000", "latency_ms": 70000,
+            "redundancy": {"mode": "listener", "local_addr": "0.0.0.0:x"}});
+    });
+    assert_eq!(
+        e,
+        [
+            r#"flows[1].input.remote_addr: "peer:9000" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            r#"flows[1].input.redundancy.local_addr: "0.0.0.0:x" is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)"#,
+            "flows[1].input.latency_ms: 70000 is out of range (0..=60000)",
+        ]
+    );
+}
+
+/// A valid config written back is the text it was read from, byte for byte: addresses
+/// (IPv6, multicast, scoped to an interface) and modes are written as their canonical text.
+#[test]
+fn typed_values_round_trip_byte_identical() {
+    let text = r#"{"version":1,"server":{"listen_addr":"::","listen_port":8080},"flows":[{"id":"v6","name":"","enabled":true,"input":{"type":"udp","bind_addr":"[ff0e::1]:5000","interface_addr":"::1","allowed_sources":["2001:db8::7","10.0.0.1"]},"outputs":[{"type":"rtp","id":"m4","name":"","dest_addr":"239.1.1.1:5000","bind_addr":"192.168.1.10:0","interface_addr":"192.168.1.10","dscp":46,"ttl":8},{"type":"udp","id":"m6","name":"","dest_addr":"[ff15::abcd]:6000","bind_addr":"[::]:0","interface_addr":"fe80::1","dscp":0}]},{"id":"s","name":"","enabled":true,"input":{"type":"srt","mode":"caller","local_addr":"[::]:0","remote_addr":"[2001:db8::5]:9000","latency_ms":120,"peer_idle_timeout_secs":30,"redundancy":{"mode":"listener","local_addr":"[::]:9001","latency_ms":120,"peer_idle_timeout_secs":30}},"outputs":[]},{"id":"cam","name":"","enabled":true,"input":{"type":"rtsp","rtsp_url":"rtsp://[2001:db8::9]:554/x","transport":"udp","timeout_secs":10,"reconnect_delay_secs":5},"outputs":[]}],"tunnels":[],"storage":{"data_dir":"quoll-data","event_log_max_bytes":16777216,"event_commit_max_delay_ms":50},"bridge":{"streams":{"c":{"rtsp_url":"rtsp://10.0.0.9/x","transport":"udp","timeout_secs":10,"worker":"ffmpeg","ffmpeg_video":"copy"},"f":{"flow_id":"v6","worker":"inprocess"}},"idle_timeout_ms":15000,"sweep_interval_ms":5000,"restart_delay_ms":2000,"max_restarts":5,"max_clients_per_stream":32,"client_queue_chunks":512,"max_client_lags":3,"ffmpeg_path":"ffmpeg","allowed_origins":[]}}"#;
+    let cfg = parse(text).unwrap();
+    let Some(InputConfig::Udp(u)) = cfg.flows.first().map(|f| &f.input) else {
+        panic!("not a udp input")
+    };
+    assert!(u.bind_addr.ip().is_multicast());
+    assert_eq!(cfg.server.listen_addr, std::net::IpAddr::from([0u16; 8]));
+    assert_eq!(
+        cfg.bridge.as_ref().unwrap().streams[0].worker,
+        BridgeWorker::Ffmpeg
+    );
+    let written = cfg.to_value();
+    assert_eq!(written, serde_json::from_str::<Value>(text).unwrap());
+    assert_eq!(written.to_string(), text);
+}
+
+/// A flow's bridge stream has no camera: its transport was never checked, and still is not
+/// (nor written); a camera stream's is.
+#[test]
+fn a_flow_streams_transport_is_not_checked() {
+    let with_bridge = |streams: Value| errs(|v| v["bridge"] = json!({"streams": streams}));
+    assert_eq!(
+        with_bridge(json!({"f": {"flow_id": "f1", "transport": "quic"}})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        with_bridge(json!({"c": {"rtsp_url": "rtsp://a/b", "transport": "quic"}})),
+        [r#"bridge.streams.c.transport: "quic" is not one of tcp, udp"#]
+    );
+}
+
+#[test]
+fn moved_errors_keep_their_place_below_the_new_root() {
+    let e = |p: &str| ConfigError::new(p, "m");
+    assert_eq!(
+        e("input.bind_addr").moved("", "flows[2]").path,
+        "flows[2].input.bind_addr"
+    );
+    assert_eq!(
+        e("flow.input.bind_addr").moved("flow", "flows[0]").path,
+        "flows[0].input.bind_addr"
+    );
+    assert_eq!(
+        e("outputs[1].dest_addr").moved("", "flows[0]").path,
+        "flows[0].outputs[1].dest_addr"
+    );
+    assert_eq!(
+        e("output").moved("output", "flows[0].outputs[3]").path,
+        "flows[0].outputs[3]"
+    );
+    assert_eq!(e("flowx.id").moved("flow", "flows[0]").path, "flowx.id");
 }

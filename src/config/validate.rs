@@ -23,15 +23,24 @@ pub const MAX_ID_LEN: usize = 64;
 /// Check `cfg`; an empty list means it is valid.
 pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     let index: Vec<usize> = (0..cfg.flows.len()).collect();
-    validate_at(cfg, &index)
+    validate_at(cfg, &index, &[])
 }
 
 /// Check `cfg` whose `flows[i]` stood at `flows[flow_index[i]]` of the document (flows that
 /// could not be read were left out), so every path names the document's own index.
-pub fn validate_at(cfg: &Config, flow_index: &[usize]) -> Vec<ConfigError> {
+/// `unparsed` lists the blocks (inputs, outputs, SRT legs, by path) holding a value that did
+/// not parse, read with a stand-in: they are left out of the rules between fields (their
+/// ports, address families, …), which the stand-in would mislead; their fields' own checks
+/// still run.
+pub(crate) fn validate_at(
+    cfg: &Config,
+    flow_index: &[usize],
+    unparsed: &[String],
+) -> Vec<ConfigError> {
     let mut v = Validator {
         errors: Vec::new(),
         flow_index,
+        unparsed,
         outbound: None,
     };
     v.config(cfg);
@@ -47,6 +56,7 @@ struct Bind {
 struct Validator<'i> {
     errors: Vec<ConfigError>,
     flow_index: &'i [usize],
+    unparsed: &'i [String],
     /// `security.outbound_allow` (its valid entries), known before the flows are checked.
     outbound: Option<crate::net::outbound::AllowList>,
 }
@@ -55,6 +65,11 @@ impl Validator<'_> {
     /// `flows[N]` with the document's index of the i-th flow read.
     fn flow_path(&self, i: usize) -> String {
         index("flows", self.flow_index.get(i).copied().unwrap_or(i))
+    }
+
+    /// Whether the block at `path` holds a value that did not parse (see `validate_at`).
+    fn unparsed(&self, path: &str) -> bool {
+        self.unparsed.iter().any(|p| p == path)
     }
 
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -97,19 +112,17 @@ impl Validator<'_> {
             .flows
             .iter()
             .enumerate()
-            .flat_map(|(i, f)| match &f.input {
-                InputConfig::Udp(u) | InputConfig::Rtp(u) => u
-                    .bind_addr
-                    .parse::<SocketAddr>()
-                    .ok()
-                    .map(|addr| Bind {
-                        addr,
-                        path: child(&self.flow_path(i), "input.bind_addr"),
-                    })
-                    .into_iter()
-                    .collect(),
-                InputConfig::Srt(c) => srt_binds(c, &child(&self.flow_path(i), "input")),
-                _ => Vec::new(),
+            .flat_map(|(i, f)| {
+                let path = child(&self.flow_path(i), "input");
+                match &f.input {
+                    InputConfig::Udp(_) | InputConfig::Rtp(_) if self.unparsed(&path) => Vec::new(),
+                    InputConfig::Udp(u) | InputConfig::Rtp(u) => vec![Bind {
+                        addr: u.bind_addr,
+                        path: child(&path, "bind_addr"),
+                    }],
+                    InputConfig::Srt(c) => self.srt_binds(c, &path),
+                    _ => Vec::new(),
+                }
             })
             .collect();
         let mut output_binds: Vec<Bind> = Vec::new();
@@ -226,13 +239,8 @@ impl Validator<'_> {
             match (&s.rtsp_url, &s.flow_id) {
                 (Some(url), None) => {
                     self.rtsp_url(&child(&path, "rtsp_url"), url);
-                    // A camera stream's fields are an RTSP input's, with its checks.
-                    let transport = child(&path, "transport");
-                    check::one_of(RtspInputConfig::TRANSPORTS)(
-                        &s.transport,
-                        &transport,
-                        &mut self.errors,
-                    );
+                    // A camera stream's fields are an RTSP input's, with its checks (its
+                    // transport is the reader's).
                     let timeout = child(&path, "timeout_secs");
                     check::range(RtspInputConfig::TIMEOUT_SECS_RANGE)(
                         &s.timeout_secs,
@@ -247,7 +255,7 @@ impl Validator<'_> {
                             format!("no flow has id {}", quoted(flow)),
                         );
                     }
-                    if s.worker != "inprocess" {
+                    if s.worker != BridgeWorker::InProcess {
                         self.err(
                             child(&path, "worker"),
                             "a flow_id stream is read in-process: worker must be \"inprocess\"",
@@ -263,9 +271,7 @@ impl Validator<'_> {
                     "needs a source: rtsp_url (a camera) or flow_id (a flow's output)",
                 ),
             }
-            let worker = child(&path, "worker");
-            check::one_of(BridgeStreamConfig::WORKERS)(&s.worker, &worker, &mut self.errors);
-            if s.worker == "ffmpeg" {
+            if s.worker == BridgeWorker::Ffmpeg {
                 let video = child(&path, "ffmpeg_video");
                 check::one_of(BridgeStreamConfig::FFMPEG_VIDEO)(
                     &s.ffmpeg_video,
@@ -445,9 +451,9 @@ impl Validator<'_> {
                 return;
             }
         };
-        let bind_path = child(path, "bind_addr");
-        let bind = self.socket_addr(&bind_path, &u.bind_addr);
-        if let Some(b) = bind {
+        if !self.unparsed(path) {
+            let bind_path = child(path, "bind_addr");
+            let b = u.bind_addr;
             if b.port() == 0 {
                 // Port 0 asks the kernel for any free port: nobody could send to it.
                 self.err(
@@ -457,9 +463,9 @@ impl Validator<'_> {
             } else if let Some(other) = earlier_input(input_binds, &bind_path, b) {
                 self.port_taken(bind_path.clone(), b, other);
             }
-        }
-        if let Some(iface) = &u.interface_addr {
-            self.interface(&child(path, "interface_addr"), iface, bind, "bind_addr");
+            if let Some(iface) = u.interface_addr {
+                self.interface(&child(path, "interface_addr"), iface, b, "bind_addr");
+            }
         }
         u.check_fields(path, &mut self.errors);
     }
@@ -475,7 +481,7 @@ impl Validator<'_> {
             OutputKind::Udp(u) | OutputKind::Rtp(u) => u,
             OutputKind::Srt(c) => {
                 self.srt(c, path, true);
-                for b in srt_binds(c, path) {
+                for b in self.srt_binds(c, path) {
                     self.claim_output_bind(b, input_binds, output_binds);
                 }
                 return;
@@ -489,20 +495,16 @@ impl Validator<'_> {
                 return;
             }
         };
-        let dest_path = child(path, "dest_addr");
-        let dest = self.socket_addr(&dest_path, &u.dest_addr);
-        if let Some(d) = dest {
+        if !self.unparsed(path) {
+            let dest_path = child(path, "dest_addr");
+            let d = u.dest_addr;
             if d.port() == 0 {
                 self.err(dest_path.clone(), "port must not be 0");
             }
             self.outbound(&dest_path, d.ip());
-        }
-        if let Some(b) = &u.bind_addr {
-            let bpath = child(path, "bind_addr");
-            if let Some(b) = self.socket_addr(&bpath, b) {
-                if let Some(d) = dest
-                    && d.is_ipv4() != b.is_ipv4()
-                {
+            if let Some(b) = u.bind_addr {
+                let bpath = child(path, "bind_addr");
+                if d.is_ipv4() != b.is_ipv4() {
                     self.err(
                         bpath.clone(),
                         format!(
@@ -521,9 +523,9 @@ impl Validator<'_> {
                     self.claim_output_bind(bind, input_binds, output_binds);
                 }
             }
-        }
-        if let Some(iface) = &u.interface_addr {
-            self.interface(&child(path, "interface_addr"), iface, dest, "dest_addr");
+            if let Some(iface) = u.interface_addr {
+                self.interface(&child(path, "interface_addr"), iface, d, "dest_addr");
+            }
         }
         u.check_fields(path, &mut self.errors);
     }
@@ -566,12 +568,13 @@ impl Validator<'_> {
     }
 
     fn srt_leg(&mut self, c: &SrtConfig, path: &str, output: bool) {
+        if self.unparsed(path) {
+            c.check_fields(path, &mut self.errors);
+            return;
+        }
         let lpath = child(path, "local_addr");
-        let local = self.socket_addr(&lpath, &c.local_addr);
-        if let Some(l) = local
-            && l.port() == 0
-            && c.mode != SrtMode::Caller
-        {
+        let l = c.local_addr;
+        if l.port() == 0 && c.mode != SrtMode::Caller {
             self.err(
                 lpath,
                 format!(
@@ -586,32 +589,29 @@ impl Validator<'_> {
                 self.err(rpath, format!("required in {} mode", c.mode.as_str()))
             }
             (Some(r), _) => {
-                if let Some(r) = self.socket_addr(&rpath, r) {
-                    if r.port() == 0 {
-                        self.err(rpath.clone(), "port must not be 0");
-                    } else if r.ip().is_unspecified() && c.mode != SrtMode::Listener {
-                        self.err(
-                            rpath.clone(),
-                            format!("{r} is not an address to connect to"),
-                        );
-                    }
-                    // A caller connects to it and a rendezvous peer is sent to; a
-                    // listener's remote_addr only filters who may call.
-                    if c.mode != SrtMode::Listener {
-                        self.outbound(&rpath, r.ip());
-                    }
-                    if let Some(l) = local
-                        && l.is_ipv4() != r.is_ipv4()
-                    {
-                        self.err(
-                            rpath,
-                            format!(
-                                "{r} is {} but local_addr {l} is {}",
-                                family(r.ip()),
-                                family(l.ip())
-                            ),
-                        );
-                    }
+                let r = *r;
+                if r.port() == 0 {
+                    self.err(rpath.clone(), "port must not be 0");
+                } else if r.ip().is_unspecified() && c.mode != SrtMode::Listener {
+                    self.err(
+                        rpath.clone(),
+                        format!("{r} is not an address to connect to"),
+                    );
+                }
+                // A caller connects to it and a rendezvous peer is sent to; a listener's
+                // remote_addr only filters who may call.
+                if c.mode != SrtMode::Listener {
+                    self.outbound(&rpath, r.ip());
+                }
+                if l.is_ipv4() != r.is_ipv4() {
+                    self.err(
+                        rpath,
+                        format!(
+                            "{r} is {} but local_addr {l} is {}",
+                            family(r.ip()),
+                            family(l.ip())
+                        ),
+                    );
                 }
             }
             (None, SrtMode::Listener) => {}
@@ -636,7 +636,7 @@ impl Validator<'_> {
 
     /// An SRT input's UDP ports against the inputs before it (and leg 2 against leg 1).
     fn srt_input_binds(&mut self, c: &SrtConfig, path: &str, input_binds: &[Bind]) {
-        for b in srt_binds(c, path) {
+        for b in self.srt_binds(c, path) {
             if let Some(other) = earlier_input(input_binds, &b.path, b.addr) {
                 self.port_taken(b.path.clone(), b.addr, other);
             }
@@ -682,42 +682,37 @@ impl Validator<'_> {
         );
     }
 
-    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
-        match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.err(
-                    path,
-                    format!(
-                        "{} is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)",
-                        quoted(s)
-                    ),
-                );
-                None
-            }
+    /// The interface address must be an IP of the same family as the address it serves:
+    /// an IPv4 group is joined / sent on through an IPv4 interface address.
+    fn interface(&mut self, path: &str, ip: IpAddr, with: SocketAddr, with_name: &str) {
+        if ip.is_ipv4() != with.is_ipv4() {
+            self.err(
+                path,
+                format!(
+                    "{ip} is {} but {with_name} {with} is {}",
+                    family(ip),
+                    family(with.ip())
+                ),
+            );
         }
     }
 
-    /// The interface address must be an IP of the same family as the address it serves:
-    /// an IPv4 group is joined / sent on through an IPv4 interface address.
-    fn interface(&mut self, path: &str, iface: &str, with: Option<SocketAddr>, with_name: &str) {
-        match iface.parse::<IpAddr>() {
-            Err(_) => self.err(path, format!("{} is not an IP address", quoted(iface))),
-            Ok(ip) => {
-                if let Some(w) = with
-                    && ip.is_ipv4() != w.is_ipv4()
-                {
-                    self.err(
-                        path,
-                        format!(
-                            "{ip} is {} but {with_name} {w} is {}",
-                            family(ip),
-                            family(w.ip())
-                        ),
-                    );
-                }
-            }
-        }
+    /// The fixed UDP ports an SRT endpoint binds (its legs' `local_addr`s with a port; a
+    /// leg holding a value that did not parse binds nothing known).
+    fn srt_binds(&self, c: &SrtConfig, path: &str) -> Vec<Bind> {
+        let leg2 = c
+            .redundancy
+            .as_deref()
+            .map(|r| (r, child(path, "redundancy")));
+        std::iter::once((c, path.to_string()))
+            .chain(leg2)
+            .filter(|(_, p)| !self.unparsed(p))
+            .filter(|(l, _)| l.local_addr.port() != 0)
+            .map(|(l, p)| Bind {
+                addr: l.local_addr,
+                path: child(&p, "local_addr"),
+            })
+            .collect()
     }
 }
 
@@ -733,24 +728,6 @@ pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
         out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(out)
-}
-
-/// The fixed UDP ports an SRT endpoint binds (its legs' `local_addr`s with a port).
-fn srt_binds(c: &SrtConfig, path: &str) -> Vec<Bind> {
-    let leg2 = c
-        .redundancy
-        .as_deref()
-        .map(|r| (r, child(path, "redundancy")));
-    std::iter::once((c, path.to_string()))
-        .chain(leg2)
-        .filter_map(|(l, p)| {
-            let addr = l.local_addr.parse::<SocketAddr>().ok()?;
-            (addr.port() != 0).then(|| Bind {
-                addr,
-                path: child(&p, "local_addr"),
-            })
-        })
-        .collect()
 }
 
 /// The input bind listed before `path` (inputs are collected in document order) that

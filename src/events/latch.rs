@@ -164,18 +164,11 @@ impl ConnectionCycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Fake time: `t(ms)` is `ms` milliseconds after a fixed origin.
-    struct Clock(Instant);
-    impl Clock {
-        fn t(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
-    }
+    use crate::testing::Clock;
 
     #[test]
     fn latch_reports_changes_only_with_the_time_held() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut l = Latch::new("ok", c.t(0));
         assert_eq!(l.set("ok", c.t(10)), None);
         assert_eq!(
@@ -198,7 +191,7 @@ mod tests {
 
     #[test]
     fn unreachable_remote_reports_its_first_failure_only() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut cy = ConnectionCycle::new(c.t(0));
         assert_eq!(cy.attempt_failed(c.t(0)), Some(LinkEvent::Failed));
         for i in 1..=50 {
@@ -220,7 +213,7 @@ mod tests {
 
     #[test]
     fn drop_fires_once_then_retries_are_silent_until_connected_again() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut cy = ConnectionCycle::new(c.t(0));
         assert_eq!(
             cy.connected(c.t(5)),
@@ -256,7 +249,7 @@ mod tests {
 
     #[test]
     fn failure_while_up_is_a_drop() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut cy = ConnectionCycle::new(c.t(0));
         cy.connected(c.t(0));
         assert_eq!(
@@ -277,7 +270,7 @@ mod tests {
 
     #[test]
     fn connect_after_first_cycle_failure_then_flap_reports_each_transition() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut cy = ConnectionCycle::new(c.t(0));
         let mut raised = Vec::new();
         // fail, fail, up, down, fail, up, down: Failed, Connected, Lost, Connected, Lost.

@@ -11,7 +11,6 @@
 //!
 //! The viewer token is read-only by construction: nothing but the stream route accepts it.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use hyper::{Request, header};
@@ -98,11 +97,7 @@ impl Access {
             }
             !same
         });
-        let loopback = config
-            .server
-            .listen_addr
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        let loopback = config.server.listen_addr.to_canonical().is_loopback();
         let allowed_origins = config
             .bridge
             .as_ref()
@@ -460,7 +455,7 @@ mod tests {
         );
 
         cfg.server.api_token = None;
-        cfg.server.listen_addr = "0.0.0.0".into();
+        cfg.server.listen_addr = "0.0.0.0".parse().unwrap();
         cfg.bridge = Some(crate::config::BridgeConfig::default());
         let a = Access::load(&cfg, &dir).unwrap();
         assert!(a.viewer_token_required);
@@ -470,7 +465,7 @@ mod tests {
         assert!(a.viewer_token.as_ref().unwrap().matches(file.trim()));
 
         for (addr, required) in [("::1", false), ("::ffff:127.0.0.1", false), ("::", true)] {
-            cfg.server.listen_addr = addr.into();
+            cfg.server.listen_addr = addr.parse().unwrap();
             let a = Access::load(&cfg, &dir).unwrap();
             assert_eq!(a.viewer_token_required, required, "{addr}");
         }

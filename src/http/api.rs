@@ -9,13 +9,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::access::{Access, HealthView};
 use super::guard::Refusal;
-use crate::config::{FlowConfig, OutputConfig};
+use crate::config::{ConfigError, FlowConfig, OutputConfig};
 use crate::flow::{ErrorCode, FlowError};
-use crate::node::{FlowAction, Node};
+use crate::node::{BodySlot, FlowAction, Node};
 
 /// Largest request body accepted: a flow config is a few KiB.
 const MAX_BODY: usize = 1 << 20;
@@ -59,10 +59,12 @@ pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Res
             Err(r) => refused(r, &method, &path),
         },
         (&Method::GET, ["api", "v1", "flows"]) => json(StatusCode::OK, &node.flows().await),
-        (&Method::POST, ["api", "v1", "flows"]) => match body::<FlowConfig>(req).await {
-            Ok(flow) => respond(node.create_flow(flow).await, StatusCode::CREATED),
-            Err(r) => r,
-        },
+        (&Method::POST, ["api", "v1", "flows"]) => {
+            match config_body(node, req, FlowConfig::from_value_at, BodySlot::NewFlow).await {
+                Ok(flow) => respond(node.create_flow(flow).await, StatusCode::CREATED),
+                Err(r) => r,
+            }
+        }
         (&Method::GET, ["api", "v1", "flows", id]) => respond(node.flow(id).await, StatusCode::OK),
         (&Method::DELETE, ["api", "v1", "flows", id]) => match node.delete_flow(id).await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({ "deleted": id })),
@@ -87,7 +89,8 @@ pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Res
         }
         (&Method::POST, ["api", "v1", "flows", id, "outputs"]) => {
             let id = id.to_string();
-            match body::<OutputConfig>(req).await {
+            let slot = BodySlot::NewOutput(&id);
+            match config_body(node, req, OutputConfig::from_value_at, slot).await {
                 Ok(output) => respond(node.add_output(&id, output).await, StatusCode::CREATED),
                 Err(r) => r,
             }
@@ -129,8 +132,45 @@ fn known_path(segments: &[&str]) -> bool {
     )
 }
 
-/// Read and parse a JSON body, or the error response to send instead.
-async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+/// A flow or output body read by the config reader, or the error response to send instead.
+/// Not JSON, or not the shape of one (a wrong JSON type, a missing field): "invalid JSON
+/// body". Only values that did not parse (an address, a mode): the body is well-formed, and
+/// the answer is validation's, at the path it names them by (`Node::unparsed_body`), as
+/// when validation parsed them.
+async fn config_body<T>(
+    node: &Node,
+    req: Request<Incoming>,
+    read: fn(Value, &str) -> Result<T, Vec<ConfigError>>,
+    slot: BodySlot<'_>,
+) -> Result<T, Response<Body>> {
+    let bytes = body(req).await?;
+    let invalid = |message: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {message}"),
+            ErrorCode::ValidationError.as_str(),
+        )
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let errors = match read(value, "") {
+        Ok(t) => return Ok(t),
+        Err(errors) => errors,
+    };
+    if let Some(e) = node.unparsed_body(&errors, "", slot).await {
+        return Err(flow_error(&e));
+    }
+    // The shape problems, as serde reported them when the body was deserialized in one go;
+    // a value that did not parse beside them waits until the shape is right.
+    let shape: Vec<String> = errors
+        .iter()
+        .filter(|e| !e.is_unparsed())
+        .map(ToString::to_string)
+        .collect();
+    Err(invalid(shape.join("; ")))
+}
+
+/// Read a request body, or the error response to send instead.
+async fn body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -149,13 +189,7 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
             });
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            ErrorCode::ValidationError.as_str(),
-        )
-    })
+    Ok(bytes)
 }
 
 /// A request `Access` turned away. Logged at debug only: a scanner knocking must not fill

@@ -36,7 +36,7 @@ impl RtspInput {
             &cfg.rtsp_url,
             cfg.username.as_deref(),
             cfg.password.as_deref(),
-            &cfg.transport,
+            cfg.transport,
         )
         .map_err(|_| InputError::BadConfig {
             field: "rtsp_url",

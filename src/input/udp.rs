@@ -59,32 +59,17 @@ impl TsPath {
 impl UdpInput {
     /// Bind the socket now (joining the multicast group if any).
     pub fn bind(cfg: &UdpInputConfig, rtp: bool) -> Result<Self, InputError> {
-        let bind: SocketAddr = cfg.bind_addr.parse().map_err(|_| InputError::BadConfig {
-            field: "bind_addr",
-            value: cfg.bind_addr.clone(),
-        })?;
-        let interface = parse_ip(cfg.interface_addr.as_deref(), "interface_addr")?;
+        let bind = cfg.bind_addr;
         let allowed = cfg
             .allowed_sources
             .as_ref()
-            .map(|list| {
-                list.iter()
-                    .map(|s| {
-                        s.parse::<IpAddr>()
-                            .map(|ip| ip.to_canonical())
-                            .map_err(|_| InputError::BadConfig {
-                                field: "allowed_sources",
-                                value: s.clone(),
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let socket =
-            crate::net::bind_receiver(bind, interface).map_err(|source| InputError::Bind {
-                addr: cfg.bind_addr.clone(),
+            .map(|list| list.iter().map(|ip| ip.to_canonical()).collect());
+        let socket = crate::net::bind_receiver(bind, cfg.interface_addr).map_err(|source| {
+            InputError::Bind {
+                addr: bind.to_string(),
                 source,
-            })?;
+            }
+        })?;
         Ok(UdpInput {
             socket,
             rtp,
@@ -290,16 +275,6 @@ fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
 /// short batch means recvmmsg met an empty queue.
 fn more_after(got: usize, capacity: usize) -> bool {
     got >= capacity
-}
-
-fn parse_ip(s: Option<&str>, field: &'static str) -> Result<Option<IpAddr>, InputError> {
-    s.map(|s| {
-        s.parse().map_err(|_| InputError::BadConfig {
-            field,
-            value: s.to_owned(),
-        })
-    })
-    .transpose()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::protocol::{self, Action, Field, ToManager};
 use crate::config::{ConfigError, FlowConfig, OutputConfig};
 use crate::events::Event;
 use crate::flow::FlowError;
-use crate::node::{FlowAction, Node, StartFailure};
+use crate::node::{BodySlot, FlowAction, Node, StartFailure};
 
 /// What a command produced, before it is stamped and sent.
 #[derive(Debug)]
@@ -52,6 +52,28 @@ fn err(e: &FlowError) -> Reply {
 
 fn invalid(path: &str, message: &str) -> Reply {
     err(&FlowError::Invalid(vec![ConfigError::new(path, message)]))
+}
+
+/// A flow or output the config reader read from a command, or the answer. Only values that
+/// did not parse: the validation answer at the config's paths (`flows[N]…`), as when
+/// validation parsed them (`Node::unparsed_body`); else the body's problems at its own
+/// paths (`flow.input…`).
+async fn refused_body<T>(
+    node: &Node,
+    read: Result<T, Vec<ConfigError>>,
+    root: &str,
+    slot: BodySlot<'_>,
+) -> Result<T, Reply> {
+    let errors = match read {
+        Ok(t) => return Ok(t),
+        Err(errors) => errors,
+    };
+    if let Some(e) = node.unparsed_body(&errors, root, slot).await {
+        return Err(err(&e));
+    }
+    // A value that did not parse beside a shape problem waits until the shape is right.
+    let shape = errors.into_iter().filter(|e| !e.is_unparsed()).collect();
+    Err(err(&FlowError::Invalid(shape)))
 }
 
 /// A required field of the action, or the `validation_error` that names it.
@@ -125,8 +147,8 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
             }
         }
         Action::CreateFlow { flow } => {
-            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow")
-                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow");
+            let flow = refused_body(node, flow, "flow", BodySlot::NewFlow).await?;
             // All or nothing: a flow that fails to start is not kept, so the failed ack is
             // the whole truth and the manager's retry is a fresh create.
             changed(
@@ -137,8 +159,8 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
         }
         Action::UpdateFlow { flow_id, flow } => {
             let id = required!(flow_id);
-            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow")
-                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            let flow = FlowConfig::from_value_at(required!(flow).into_inner(), "flow");
+            let flow = refused_body(node, flow, "flow", BodySlot::Flow(&id)).await?;
             // All or nothing: on a start failure the previous config is back (and running
             // if it ran).
             changed(
@@ -160,8 +182,8 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
         Action::RestartFlow { flow_id } => lifecycle(required!(flow_id), FlowAction::Restart).await,
         Action::AddOutput { flow_id, output } => {
             let id = required!(flow_id);
-            let output = OutputConfig::from_value_at(required!(output).into_inner(), "output")
-                .map_err(|e| err(&FlowError::Invalid(e)))?;
+            let output = OutputConfig::from_value_at(required!(output).into_inner(), "output");
+            let output = refused_body(node, output, "output", BodySlot::NewOutput(&id)).await?;
             changed(node.add_output(&id, output).await.map(view))
         }
         Action::RemoveOutput { flow_id, output_id } => {

@@ -318,17 +318,10 @@ impl Reconnect {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Clock;
 
     const MS: Duration = Duration::from_millis(1);
     const SEC: Duration = Duration::from_secs(1);
-
-    /// Fake time: `t(ms)` is `ms` milliseconds after a fixed origin.
-    struct Clock(Instant);
-    impl Clock {
-        fn t(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
-    }
 
     /// The SRT callers' values, the machine's most common use.
     fn srt(now: Instant) -> Reconnect {
@@ -384,7 +377,7 @@ mod tests {
 
     #[test]
     fn dials_at_once_then_waits_the_backoff_after_each_failure() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = srt(c.t(0));
         assert_eq!(r.poll(c.t(0)), Next::Connect);
         assert!(r.is_connecting());
@@ -411,7 +404,7 @@ mod tests {
 
     #[test]
     fn the_backoff_restarts_only_after_a_connection_that_lasted_stable_after() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = srt(c.t(0));
         // Four failures: the next wait would be 4 s.
         let mut now = 0;
@@ -440,7 +433,7 @@ mod tests {
     /// per drop, silent retries, "connected" again after each recovery.
     #[test]
     fn events_are_latched_per_connection_cycle() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = srt(c.t(0));
         let mut now = 0;
         let mut raised = Vec::new();
@@ -503,7 +496,7 @@ mod tests {
 
     #[test]
     fn an_attempt_past_its_connect_timeout_is_given_up_and_backs_off() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = Reconnect::new(Backoff::new(SEC, 60 * SEC), 60 * SEC, c.t(0))
             .with_connect_timeout(10 * SEC);
         assert_eq!(r.poll(c.t(0)), Next::Connect);
@@ -529,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_delay_of_the_callers_own_leaves_the_backoff_where_it_was() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = srt(c.t(0));
         r.poll(c.t(0));
         assert_eq!(ms(r.failed(c.t(0), "refused").delay), 250);
@@ -543,7 +536,7 @@ mod tests {
 
     #[test]
     fn a_late_report_while_waiting_changes_nothing() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut r = srt(c.t(0));
         r.poll(c.t(0));
         let d = r.failed(c.t(0), "refused");
@@ -560,7 +553,7 @@ mod tests {
     /// away again for 12 s. Attempts follow the back-off; events are one per transition.
     #[test]
     fn a_shell_loop_against_a_peer_that_comes_and_goes() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let up = |t: u64| (20_000..50_000).contains(&t) || t >= 62_000;
         let mut r = srt(c.t(0));
         let mut now = 0u64;

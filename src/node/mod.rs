@@ -45,6 +45,18 @@ pub fn admit(candidate: &Config, budget: Budget) -> Result<(), FlowError> {
         .map_err(FlowError::LimitExceeded)
 }
 
+/// Where the flow or output of a request body goes in the candidate config (see
+/// [`Node::unparsed_body`]).
+#[derive(Debug, Clone, Copy)]
+pub enum BodySlot<'a> {
+    /// A flow appended to the flows.
+    NewFlow,
+    /// The flow with this id, replaced.
+    Flow(&'a str),
+    /// An output appended to the outputs of the flow with this id.
+    NewOutput(&'a str),
+}
+
 pub struct Node {
     /// The config minus its flows, whose truth is the flow manager.
     base: RefCell<Config>,
@@ -310,6 +322,39 @@ impl Node {
         }
     }
 
+    /// The answer to a flow or output body (API, manager command) whose only problems are
+    /// values that did not parse ([`ConfigError::is_unparsed`]): a well-formed body, so the
+    /// answer is validation's, each problem at the path validation names it by in the
+    /// candidate config (`flows[2].input.bind_addr`), its body path under `root` (`""`,
+    /// `"flow"`, `"output"`) moved there. `None` when any problem is about the body's shape:
+    /// the caller answers that as before. Unknown flows are `NotFound`, as the change itself
+    /// would be.
+    pub async fn unparsed_body(
+        &self,
+        errors: &[ConfigError],
+        root: &str,
+        slot: BodySlot<'_>,
+    ) -> Option<FlowError> {
+        if errors.is_empty() || !errors.iter().all(ConfigError::is_unparsed) {
+            return None;
+        }
+        let configs = self.flows.lock().await.configs();
+        let find = |id: &str| configs.iter().position(|f| f.id == id);
+        let at = match slot {
+            BodySlot::NewFlow => format!("flows[{}]", configs.len()),
+            BodySlot::Flow(id) => match find(id) {
+                Some(i) => format!("flows[{i}]"),
+                None => return Some(FlowError::NotFound(id.to_owned())),
+            },
+            BodySlot::NewOutput(id) => match find(id) {
+                Some(i) => format!("flows[{i}].outputs[{}]", configs[i].outputs.len()),
+                None => return Some(FlowError::NotFound(id.to_owned())),
+            },
+        };
+        let moved = errors.iter().map(|e| e.clone().moved(root, &at)).collect();
+        Some(FlowError::Invalid(moved))
+    }
+
     /// Validate the config that `change` would produce from the current flows.
     fn check(
         &self,
@@ -481,7 +526,7 @@ impl Node {
                 .collect::<Vec<_>>()
         };
         let mut candidate =
-            Config::from_value(merged).map_err(|e| FlowError::Invalid(prefix(e)))?;
+            config::read_value(merged).map_err(|e| FlowError::Invalid(prefix(e)))?;
         match admit(&candidate, self.budget) {
             Err(FlowError::Invalid(errors)) => return Err(FlowError::Invalid(prefix(errors))),
             Err(e) => return Err(e),

@@ -7,7 +7,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::rc::Rc;
 
@@ -35,36 +35,16 @@ struct RtpState {
 
 impl UdpOutput {
     pub fn bind(cfg: &UdpOutputConfig, rtp: bool) -> Result<Self, OutputError> {
-        let dest: SocketAddr = cfg.dest_addr.parse().map_err(|_| OutputError::BadConfig {
-            field: "dest_addr",
-            value: cfg.dest_addr.clone(),
-        })?;
-        let bind = match &cfg.bind_addr {
-            None => None,
-            Some(b) => Some(
-                b.parse::<SocketAddr>()
-                    .map_err(|_| OutputError::BadConfig {
-                        field: "bind_addr",
-                        value: b.clone(),
-                    })?,
-            ),
-        };
-        let interface = match &cfg.interface_addr {
-            None => None,
-            Some(i) => Some(i.parse::<IpAddr>().map_err(|_| OutputError::BadConfig {
-                field: "interface_addr",
-                value: i.clone(),
-            })?),
-        };
+        let dest = cfg.dest_addr;
         let socket = crate::net::bind_sender(
             dest,
-            bind,
-            interface,
+            cfg.bind_addr,
+            cfg.interface_addr,
             cfg.dscp,
             cfg.ttl.unwrap_or(DEFAULT_TTL),
         )
         .map_err(|source| OutputError::Bind {
-            addr: cfg.dest_addr.clone(),
+            addr: dest.to_string(),
             source,
         })?;
         let rtp = rtp.then(|| RtpState {

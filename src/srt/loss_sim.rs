@@ -113,10 +113,12 @@ fn init_settings(mode: SrtMode, latency_ms: u64, sockid: u32) -> ConnInitSetting
             CALLER
         } else {
             LISTENER
-        },
+        }
+        .parse()
+        .unwrap(),
     );
     if mode == SrtMode::Caller {
-        cfg.remote_addr = Some(LISTENER.into());
+        cfg.remote_addr = Some(LISTENER.parse().unwrap());
     }
     cfg.latency_ms = latency_ms;
     let options = Endpoint::parse(&cfg).unwrap().options().unwrap();

@@ -824,6 +824,7 @@ impl LegWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Clock;
 
     /// A raw-TS datagram whose content is unique to `n` (7 packets, PID 0x100, continuous
     /// counters, `n` in the payload).
@@ -1253,7 +1254,7 @@ mod tests {
     }
     #[test]
     fn leg_watch_reports_each_loss_once_and_both_once() {
-        let c = Clock(Instant::now());
+        let c = Clock::new();
         let mut w = LegWatch::new(Duration::from_secs(1));
         let mut ev = Vec::new();
         w.tick(c.t(5_000), &mut ev);
@@ -1283,13 +1284,6 @@ mod tests {
         assert!(ev.is_empty());
         w.tick(c.t(7_100), &mut ev);
         assert_eq!(ev, [LegEvent::LegLost(2), LegEvent::BothLost]);
-    }
-
-    struct Clock(Instant);
-    impl Clock {
-        fn t(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
     }
 
     #[allow(clippy::needless_range_loop)]

@@ -88,7 +88,7 @@ impl SrtError {
     }
 }
 
-/// One leg's parsed addresses.
+/// One leg, with the addresses it runs on.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub mode: SrtMode,
@@ -98,18 +98,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses one leg (its `redundancy` is ignored here).
+    /// One leg (its `redundancy` is ignored here). The addresses are typed already; a
+    /// caller or rendezvous leg without `remote_addr` (a config not validated) is an error.
     pub fn parse(cfg: &SrtConfig) -> Result<Self, SrtError> {
-        let local = cfg.local_addr.parse().map_err(|_| SrtError::BadConfig {
-            field: "local_addr",
-            value: cfg.local_addr.clone(),
-        })?;
-        let remote = match (&cfg.remote_addr, cfg.mode) {
+        let local = cfg.local_addr;
+        let remote = match (cfg.remote_addr, cfg.mode) {
             (_, SrtMode::Listener) => None,
-            (Some(r), _) => Some(r.parse().map_err(|_| SrtError::BadConfig {
-                field: "remote_addr",
-                value: r.clone(),
-            })?),
+            (Some(r), _) => Some(r),
             (None, _) => {
                 return Err(SrtError::BadConfig {
                     field: "remote_addr",
@@ -308,8 +303,8 @@ mod tests {
 
     #[test]
     fn options_map_the_config() {
-        let mut c = SrtConfig::new(SrtMode::Caller, "127.0.0.1:0");
-        c.remote_addr = Some("127.0.0.1:9000".into());
+        let mut c = SrtConfig::new(SrtMode::Caller, "127.0.0.1:0".parse().unwrap());
+        c.remote_addr = Some("127.0.0.1:9000".parse().unwrap());
         c.latency_ms = 300;
         c.peer_idle_timeout_secs = 7;
         c.passphrase = Some("0123456789".into());

@@ -1,0 +1,118 @@
+//! The typed values of the config model: addresses and modes that are written as JSON
+//! strings but held as what they mean ("parse, don't validate"). The reader parses each
+//! once (`json.rs`, `Obj::parsed*`), reporting a value that does not parse at its own path
+//! with the message validation used to give; the writer writes the canonical text back
+//! (`Display` of an address, the mode's name), which is the text of every address and mode
+//! written the usual way, so a valid config round-trips unchanged. The code that runs a
+//! config takes the typed value: nothing parses it a second time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use super::error::quoted;
+
+/// A config value read from a JSON string.
+pub(crate) trait ConfigValue: Sized {
+    /// Stands in for a required value that did not parse, so the rest of its block (and of
+    /// the document) can still be read and checked. A block holding one is left out of the
+    /// rules between fields (`validate.rs`): the stand-in would mislead them.
+    const STAND_IN: Self;
+
+    /// The value, or the complete message (it starts with the quoted text).
+    fn from_text(s: &str) -> Result<Self, String>;
+
+    /// The canonical text, as written back.
+    fn to_text(&self) -> String;
+}
+
+impl ConfigValue for SocketAddr {
+    const STAND_IN: Self = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+    fn from_text(s: &str) -> Result<Self, String> {
+        s.parse().map_err(|_| {
+            format!(
+                "{} is not a socket address (expected ip:port, e.g. 239.1.1.1:5000 or [ff0e::1]:5000)",
+                quoted(s)
+            )
+        })
+    }
+
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for IpAddr {
+    const STAND_IN: Self = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+    fn from_text(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map_err(|_| format!("{} is not an IP address", quoted(s)))
+    }
+
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A closed set of names (`tcp`/`udp`, …): one enum, its names in the messages.
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub enum $name { $( $(#[$vmeta])* $variant, )* }
+
+        impl $name {
+            /// Every value, in the order the messages list them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ConfigValue for $name {
+            const STAND_IN: Self = $name::ALL[0];
+
+            fn from_text(s: &str) -> Result<Self, String> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("{} is not one of {}", quoted(s), names.join(", "))
+                })
+            }
+
+            fn to_text(&self) -> String {
+                self.as_str().to_string()
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// How an RTSP source carries its media (`transport` of an RTSP input or bridge stream).
+    pub enum RtspTransport {
+        /// Interleaved on the RTSP connection (the default).
+        #[default]
+        Tcp = "tcp",
+        Udp = "udp",
+    }
+}
+
+named_enum! {
+    /// What runs a bridge stream (`worker`).
+    pub enum BridgeWorker {
+        /// retina and Quoll's remux, in the process (the default).
+        #[default]
+        InProcess = "inprocess",
+        /// An FFmpeg child process.
+        Ffmpeg = "ffmpeg",
+    }
+}
