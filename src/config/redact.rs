@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::model::{
     BridgeConfig, BridgeStreamConfig, Config, FlowConfig, InputConfig, ManagerConfig, OutputConfig,
-    RtspInputConfig, ServerConfig, SrtConfig,
+    RtmpInputConfig, RtspInputConfig, ServerConfig, SrtConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -125,6 +125,7 @@ redacted_debug! {
     OutputConfig => OutputConfig::to_value,
     SrtConfig => |c| InputConfig::Srt(c.clone()).to_value(),
     RtspInputConfig => |c| InputConfig::Rtsp(c.clone()).to_value(),
+    RtmpInputConfig => |c| InputConfig::Rtmp(c.clone()).to_value(),
     BridgeConfig => BridgeConfig::to_value,
     BridgeStreamConfig => BridgeStreamConfig::to_value,
     ManagerConfig => ManagerConfig::to_value,

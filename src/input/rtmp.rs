@@ -166,16 +166,12 @@ impl RtmpInput {
     /// `app`/`stream_key` on it. A bind failure raises "RTMP server error" and fails the
     /// start.
     pub fn bind(
-        listen_addr: &str,
+        addr: SocketAddr,
         app: &str,
         stream_key: &Secret,
         flow_id: &str,
         events: &Events,
     ) -> Result<Self, InputError> {
-        let addr: SocketAddr = listen_addr.parse().map_err(|_| InputError::BadConfig {
-            field: "listen_addr",
-            value: listen_addr.to_owned(),
-        })?;
         let app = app.trim_matches('/').to_owned();
         let existing = SERVERS.with(|s| s.borrow().get(&addr).and_then(Weak::upgrade));
         let server = match existing {
@@ -188,7 +184,7 @@ impl RtmpInput {
                         &format!("cannot listen on {addr}: {source}"),
                     ));
                     return Err(InputError::Bind {
-                        addr: listen_addr.to_owned(),
+                        addr: addr.to_string(),
                         source,
                     });
                 }

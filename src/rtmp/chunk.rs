@@ -47,8 +47,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message: 16 << 20,
-            budget: 24 << 20,
+            max_message: 8 << 20,
+            budget: 12 << 20,
         }
     }
 }
