@@ -192,14 +192,25 @@ fn a_wrong_key_garbage_and_an_absurd_chunk_size_are_refused_and_counted() {
     require_peers!("ffmpeg");
     let dir = TempDir::new("rtmp-refuse");
     let port = free_tcp_port();
+    // f2's port is taken: its server cannot bind, which is an event and a failed flow.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
     let q = Quoll::start(
         dir.path(),
         &node_config(
             free_tcp_port(),
             &dir.path().join("data"),
-            json!([rtmp_flow("f1", port, "right", json!([]))]),
+            json!([
+                rtmp_flow("f1", port, "right", json!([])),
+                rtmp_flow("f2", taken_port, "other", json!([])),
+            ]),
         ),
     );
+    let e = q.wait_event(
+        "RTMP server error: cannot listen on",
+        Duration::from_secs(10),
+    );
+    assert_eq!(e["flow_id"], "f2", "{e}");
     let out = publish(&format!("rtmp://127.0.0.1:{port}/live/wrong"), 1);
     assert!(!out.status.success(), "a wrong key must be refused");
     q.wait_flow("f1", Duration::from_secs(10), "the refusal counted", |f| {
