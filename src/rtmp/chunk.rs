@@ -44,6 +44,15 @@ pub struct Limits {
     pub budget: usize,
 }
 
+impl Limits {
+    /// Before a publish is accepted a peer is anonymous: commands are small, so it may not
+    /// make the server hold more than this (a few of them fit in 256 KB a connection).
+    pub const ANONYMOUS: Limits = Limits {
+        max_message: 64 * 1024,
+        budget: 128 * 1024,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -165,6 +174,11 @@ impl ChunkReader {
 
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// New limits from now on (messages in progress keep what they hold).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Bytes held by messages in progress.

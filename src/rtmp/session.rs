@@ -93,6 +93,8 @@ pub struct Session {
     stage: Stage,
     handshake: ServerHandshake,
     reader: ChunkReader,
+    /// The reader's limits once a publish is accepted (until then, `Limits::ANONYMOUS`).
+    limits: Limits,
     writer: ChunkWriter,
     /// Bytes not yet consumed (less than one chunk, or part of the handshake).
     pending: Vec<u8>,
@@ -119,12 +121,19 @@ fn status(level: &str, code: &str, description: &str) -> Amf {
 }
 
 impl Session {
-    /// `epoch_ms`: see [`ServerHandshake::new`].
+    /// `limits`: what a publisher's chunk stream may hold once its publish is accepted;
+    /// until then the smaller of them and [`Limits::ANONYMOUS`]. `epoch_ms`: see
+    /// [`ServerHandshake::new`].
     pub fn new(limits: Limits, epoch_ms: u32) -> Self {
+        let anonymous = Limits {
+            max_message: limits.max_message.min(Limits::ANONYMOUS.max_message),
+            budget: limits.budget.min(Limits::ANONYMOUS.budget),
+        };
         Session {
             stage: Stage::Handshake,
             handshake: ServerHandshake::new(epoch_ms),
-            reader: ChunkReader::new(limits),
+            reader: ChunkReader::new(anonymous),
+            limits,
             writer: ChunkWriter::default(),
             pending: Vec::new(),
             app: None,
@@ -386,6 +395,7 @@ impl Session {
             return;
         }
         self.stage = Stage::Publishing;
+        self.reader.set_limits(self.limits);
         let mut begin = vec![0, 0];
         begin.extend_from_slice(&STREAM_ID.to_be_bytes());
         self.writer
@@ -594,6 +604,46 @@ pub(crate) mod tests {
         let mut r = ChunkReader::new(Limits::default());
         let (_, m) = r.read(&reply).unwrap().unwrap();
         assert_eq!(m.unwrap().type_id, chunk::ACK);
+    }
+
+    #[test]
+    fn an_anonymous_peer_gets_small_limits_a_publisher_the_full_ones() {
+        let big = 200 * 1024u32;
+        let video_header = |len: u32| {
+            let mut h = vec![0x06, 0, 0, 0];
+            h.extend_from_slice(&len.to_be_bytes()[1..]);
+            h.extend_from_slice(&[chunk::VIDEO, 1, 0, 0, 0]);
+            h
+        };
+        // Before publishing: a 200 KB message is refused at its header.
+        let mut s = Session::new(Limits::default(), 0);
+        let (mut reply, mut out) = (Vec::new(), Vec::new());
+        let mut wire = client_publish("live", "k", 4096);
+        wire.truncate(1 + 2 * PACKET_SIZE);
+        wire.extend_from_slice(&video_header(big));
+        assert!(matches!(
+            s.feed(&wire, &mut reply, &mut out),
+            Err(SessionError::Chunk(ChunkError::MessageTooLong { .. }))
+        ));
+        // After: accepted.
+        let mut s = Session::new(Limits::default(), 0);
+        s.feed(&client_publish("live", "k", 4096), &mut reply, &mut out)
+            .unwrap();
+        s.accept_publish(&mut reply);
+        out.clear();
+        let mut media = Vec::new();
+        let mut w = ChunkWriter::default();
+        w.set_chunk_size(4096);
+        w.write(
+            6,
+            0,
+            chunk::VIDEO,
+            STREAM_ID,
+            &vec![0x27; big as usize],
+            &mut media,
+        );
+        s.feed(&media, &mut reply, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
