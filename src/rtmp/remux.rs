@@ -21,7 +21,7 @@ use crate::ts::mux::{StreamKind, TsMuxer};
 pub const START_90K: u64 = 90_000;
 /// A new publisher's first DTS: this far after the last one written (one 30 fps frame).
 pub const GAP_90K: u64 = 3_000;
-/// Frames whose DTS steps back more than this (90 kHz) are treated as a clock reset.
+/// 90 kHz ticks in a millisecond.
 const MS_90K: i64 = 90;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,9 @@ impl Remux {
         // out of order).
         self.elapsed_ms += i64::from(ms.wrapping_sub(self.prev_ms) as i32);
         self.prev_ms = ms;
-        let dts = self.base_90k as i64 + self.elapsed_ms.max(0) * MS_90K;
+        // Not clamped at the base: audio a few ms before the first video frame keeps its
+        // place (the base is a second in, so the sum stays positive).
+        let dts = self.base_90k as i64 + self.elapsed_ms * MS_90K;
         dts.max(0) as u64
     }
 
@@ -298,6 +300,8 @@ mod tests {
         r.feed(VIDEO, 1000, &frame(true, 80), &mut out).unwrap();
         r.feed(AUDIO, 1010, &[0xaf, 1, 1, 2, 3], &mut out).unwrap();
         r.feed(VIDEO, 1040, &frame(false, 0), &mut out).unwrap();
+        // Audio a little behind the video keeps its place.
+        r.feed(AUDIO, 1020, &[0xaf, 1, 4], &mut out).unwrap();
         let p = pes_list(&out);
         assert_eq!(
             p,
@@ -305,6 +309,7 @@ mod tests {
                 (0x100, START_90K + 80 * 90, Some(START_90K)),
                 (0x101, START_90K + 10 * 90, None),
                 (0x100, START_90K + 40 * 90, None),
+                (0x101, START_90K + 20 * 90, None),
             ]
         );
     }
