@@ -547,3 +547,157 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shell over real loopback TCP: routing by key on a shared port, a busy flow, the
+    //! port closing with its last flow. (FFmpeg end to end is `tests/rtmp_flow.rs`.)
+    use super::*;
+    use crate::rtmp::amf;
+    use crate::rtmp::chunk::{ChunkReader, ChunkWriter, VIDEO};
+    use crate::rtmp::handshake::PACKET_SIZE;
+    use crate::rtmp::session::STREAM_ID;
+    use crate::rtmp::session::tests::client_publish;
+    use tokio::net::TcpStream;
+
+    struct Flow {
+        stats: Rc<InputStats>,
+        task: JoinHandle<InputError>,
+    }
+
+    fn start(addr: SocketAddr, key: &str, id: &str, events: &Events) -> (Flow, SocketAddr) {
+        let input = RtmpInput::bind(addr, "live", &Secret::new(key), id, events).unwrap();
+        let bound = input.local_addr();
+        let stats = Rc::new(InputStats::default());
+        let task = tokio::task::spawn_local(input.run(
+            Rc::new(FlowRing::new(64)),
+            Rc::new(RefCell::new(TsPath::new())),
+            stats.clone(),
+            Instant::now(),
+        ));
+        (Flow { stats, task }, bound)
+    }
+
+    /// Publishes with `key`; returns the connection and the status code answered.
+    async fn publish(addr: SocketAddr, key: &str) -> (TcpStream, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&client_publish("live", key, 4096))
+            .await
+            .unwrap();
+        let mut r = ChunkReader::new(chunk::Limits::default());
+        let mut buf = Vec::new();
+        let mut skip = 1 + 2 * PACKET_SIZE;
+        loop {
+            let mut b = [0u8; 8192];
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed before onStatus");
+            buf.extend_from_slice(&b[..n]);
+            let k = skip.min(buf.len());
+            buf.drain(..k);
+            skip -= k;
+            while let Some((n, m)) = r.read(&buf).unwrap() {
+                buf.drain(..n);
+                let Some(m) = m else { continue };
+                if m.type_id == chunk::SET_CHUNK_SIZE {
+                    continue; // applied by the reader
+                }
+                let v = amf::decode_all(&m.payload).unwrap_or_default();
+                if v.first().and_then(amf::Amf::as_str) == Some("onStatus") {
+                    let code = v[3].get("code").and_then(amf::Amf::as_str).unwrap();
+                    return (s, code.to_owned());
+                }
+            }
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn flows_share_a_port_publishers_are_routed_by_key_and_the_port_closes_with_the_last() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            let events = Events::in_memory(64);
+            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let (f1, addr) = start(any, "k1", "f1", &events);
+            // Port 0 names the first server: the second flow joins it.
+            let (f2, addr2) = start(any, "k2", "f2", &events);
+            assert_eq!(addr, addr2);
+            assert!(RtmpInput::bind(any, "live", &Secret::new("k1"), "f3", &events).is_err());
+            settle().await;
+
+            let (mut pub2, code) = publish(addr, "k2").await;
+            assert_eq!(code, "NetStream.Publish.Start");
+            // H.264 config and a key frame: TS on f2's ring, nothing on f1's.
+            let mut media = Vec::new();
+            let mut w = ChunkWriter::default();
+            w.write(
+                2,
+                0,
+                chunk::SET_CHUNK_SIZE,
+                0,
+                &4096u32.to_be_bytes(),
+                &mut media,
+            );
+            w.set_chunk_size(4096);
+            let config = [
+                0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 2, 0x67, 0x64, 1, 0, 2, 0x68,
+                0xee,
+            ];
+            w.write(6, 0, VIDEO, STREAM_ID, &config, &mut media);
+            let frame = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0];
+            w.write(6, 40, VIDEO, STREAM_ID, &frame, &mut media);
+            pub2.write_all(&media).await.unwrap();
+            for _ in 0..200 {
+                if f2.stats.packets.get() > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(f2.stats.packets.get() >= 3, "PAT, PMT and the frame");
+            assert_eq!(f1.stats.packets.get(), 0);
+
+            // A second publisher for f2 is refused; a wrong key too; both counted.
+            let (_s, code) = publish(addr, "k2").await;
+            assert_eq!(code, "NetStream.Publish.BadName");
+            let (_s, code) = publish(addr, "nope").await;
+            assert_eq!(code, "NetStream.Publish.BadName");
+            settle().await;
+            assert_eq!(f2.stats.filtered.get(), 2, "busy, and the app matched");
+            assert_eq!(f1.stats.filtered.get(), 1);
+
+            // Stopping f2 disconnects its publisher.
+            f2.task.abort();
+            settle().await;
+            let mut b = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(5), pub2.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            assert_eq!(n, 0, "publisher closed");
+            let msgs: Vec<(Option<String>, String)> = events
+                .snapshot()
+                .into_iter()
+                .map(|r| (r.event.flow_id, r.event.message))
+                .collect();
+            let f2 = Some("f2".to_owned());
+            assert_eq!(
+                msgs,
+                vec![
+                    (f2.clone(), "RTMP publisher connected".to_owned()),
+                    (f2, "RTMP publisher disconnected".to_owned()),
+                ]
+            );
+            // The last flow stops: the port is free again.
+            f1.task.abort();
+            settle().await;
+            std::net::TcpListener::bind(addr).expect("the port is closed with its last flow");
+        });
+    }
+}
