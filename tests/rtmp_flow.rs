@@ -1,7 +1,8 @@
 //! RTMP input end to end with real FFmpeg: a publisher pushes H.264 (with B-frames) and AAC
 //! into a quoll flow, whose UDP output ffprobe decodes; a second publisher continues the
 //! same continuity counters; a wrong key, garbage and an absurd chunk size are refused and
-//! counted while the node keeps running.
+//! counted while the node keeps running; a taken port is a server error. H.265 (which
+//! FFmpeg 5.1 cannot publish) goes through the remuxer as Enhanced RTMP tags.
 
 mod common;
 
@@ -252,4 +253,100 @@ fn a_wrong_key_garbage_and_an_absurd_chunk_size_are_refused_and_counted() {
     );
     q.wait_event("RTMP publisher disconnected", Duration::from_secs(10));
     q.assert_events("RTMP publisher connected", 1);
+}
+
+/// H.265 as Enhanced RTMP sends it (`hvc1`: an hvcC, then length-prefixed frames), which
+/// FFmpeg 5.1 cannot publish: built here from libx265's Annex B (one access unit delimiter
+/// per frame marks the boundaries), remuxed by quoll's `rtmp::remux`, decoded by FFmpeg.
+#[test]
+fn enhanced_rtmp_hevc_remuxes_to_ts_that_decodes() {
+    use quoll::rtmp::chunk::VIDEO;
+    use quoll::rtmp::remux::{Fed, Remux};
+    require_peers!("ffmpeg", "ffprobe");
+    let dir = TempDir::new("rtmp-hevc");
+    let es = dir.path().join("in.hevc");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "2",
+        ])
+        .args(["-c:v", "libx265", "-preset", "ultrafast"])
+        .args(["-x265-params", "aud=1:bframes=0:keyint=25:log-level=error"])
+        .arg(&es)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success());
+    let data = std::fs::read(&es).unwrap();
+    // NAL units of the Annex B stream (start codes of 3 or 4 bytes).
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let nals: Vec<&[u8]> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let end = starts.get(k + 1).map_or(data.len(), |&n| n - 3);
+            let nal = &data[s..end];
+            // A 4-byte start code leaves its leading zero on the previous unit.
+            nal.strip_suffix(&[0]).unwrap_or(nal)
+        })
+        .collect();
+    let kind = |n: &[u8]| (n[0] >> 1) & 0x3f;
+    // hvcC: the 23-byte header (only its version and length size are read), then one array
+    // per parameter set type.
+    let mut hvcc = vec![0u8; 23];
+    hvcc[0] = 1;
+    hvcc[21] = 0x03;
+    let mut arrays = 0;
+    for t in [32u8, 33, 34] {
+        let sets: Vec<&&[u8]> = nals.iter().filter(|n| kind(n) == t).take(1).collect();
+        for s in sets {
+            arrays += 1;
+            hvcc.extend_from_slice(&[0x80 | t, 0, 1]);
+            hvcc.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            hvcc.extend_from_slice(s);
+        }
+    }
+    hvcc[22] = arrays;
+    let mut tag = vec![0x90];
+    tag.extend_from_slice(b"hvc1");
+    tag.extend_from_slice(&hvcc);
+    let mut r = Remux::new();
+    let mut ts = Vec::new();
+    assert_eq!(r.feed(VIDEO, 0, &tag, &mut ts), Ok(Fed::Config));
+    // Access units: from one delimiter (type 35) to the next; parameter sets are left out
+    // as a publisher's frames do (the remuxer puts them back before key frames).
+    let mut frames = 0u32;
+    for au in nals.split(|n| kind(n) == 35).filter(|au| !au.is_empty()) {
+        let key = au.iter().any(|n| (16..=21).contains(&kind(n)));
+        let mut tag = vec![if key { 0x93 } else { 0xa3 }];
+        tag.extend_from_slice(b"hvc1");
+        for n in au.iter().filter(|n| !(32..=34).contains(&kind(n))) {
+            tag.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            tag.extend_from_slice(n);
+        }
+        assert_eq!(r.feed(VIDEO, frames * 40, &tag, &mut ts), Ok(Fed::Frame));
+        frames += 1;
+    }
+    assert_eq!(frames, 50);
+    assert_eq!(cc_errors(&ts), 0);
+    let path = dir.path().join("out.ts");
+    std::fs::write(&path, &ts).unwrap();
+    let (codecs, errors) = ffprobe_ts(&path);
+    assert_eq!(codecs, vec!["hevc"]);
+    assert!(errors.is_empty(), "decode errors:\n{errors}");
+    // ffprobe_ts leaves the last access unit out.
+    assert_eq!(video_frames(&path.with_extension("whole.ts")), 49);
 }
