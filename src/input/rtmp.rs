@@ -427,9 +427,13 @@ async fn connection(
                 bump(&s.malformed, 1);
             }
             tracing::warn!(flow_id = %route.flow_id, %peer, "rtmp publisher disconnected: {why}");
-            route
-                .events
-                .raise(Event::rtmp_publisher_disconnected(&route.flow_id));
+            // A flow that stops says so itself; like the other inputs, its publisher's end
+            // is no event of its own then.
+            if !matches!(end, End::FlowStopped) {
+                route
+                    .events
+                    .raise(Event::rtmp_publisher_disconnected(&route.flow_id));
+            }
         }
         (End::Refused, None) => {}
         (End::Closed, None) => {
@@ -686,13 +690,10 @@ mod tests {
                 .into_iter()
                 .map(|r| (r.event.flow_id, r.event.message))
                 .collect();
-            let f2 = Some("f2".to_owned());
+            // Stopping the flow is not a publisher's disconnection.
             assert_eq!(
                 msgs,
-                vec![
-                    (f2.clone(), "RTMP publisher connected".to_owned()),
-                    (f2, "RTMP publisher disconnected".to_owned()),
-                ]
+                vec![(Some("f2".to_owned()), "RTMP publisher connected".to_owned())]
             );
             // The last flow stops: the port is free again.
             f1.task.abort();
