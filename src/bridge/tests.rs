@@ -8,6 +8,22 @@ use std::time::{Duration, Instant, SystemTime};
 use super::lifecycle::*;
 use crate::events::{Category, Event, Severity};
 
+/// The seed's session snapshot fields (runtime-recovery.txt), in its order.
+const SEED_SNAPSHOT_KEYS: [&str; 12] = [
+    "streamId",
+    "sessionId",
+    "state",
+    "pid",
+    "clientCount",
+    "restartCount",
+    "lastStartedAt",
+    "lastStoppedAt",
+    "lastRestartAt",
+    "lastDataAt",
+    "lastExitCode",
+    "lastExitSignal",
+];
+
 const MS: Duration = Duration::from_millis(1);
 
 fn timing() -> Timing {
@@ -518,20 +534,7 @@ mod session_lifecycle {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let snap = h.session("cam").snapshot(h.now, wall);
         let v = serde_json::to_value(&snap).unwrap();
-        for key in [
-            "streamId",
-            "sessionId",
-            "state",
-            "pid",
-            "clientCount",
-            "restartCount",
-            "lastStartedAt",
-            "lastStoppedAt",
-            "lastRestartAt",
-            "lastDataAt",
-            "lastExitCode",
-            "lastExitSignal",
-        ] {
+        for key in SEED_SNAPSHOT_KEYS {
             assert!(v.get(key).is_some(), "snapshot lacks {key}: {v}");
         }
         assert_eq!(v["state"], "running");
@@ -1405,22 +1408,7 @@ mod health_route {
             // The seed's snapshot fields, and Quoll's two additions (`lastError`, `bytes`).
             assert_eq!(
                 keys(s),
-                keys_of(&[
-                    "streamId",
-                    "sessionId",
-                    "state",
-                    "pid",
-                    "clientCount",
-                    "restartCount",
-                    "lastStartedAt",
-                    "lastStoppedAt",
-                    "lastRestartAt",
-                    "lastDataAt",
-                    "lastExitCode",
-                    "lastExitSignal",
-                    "lastError",
-                    "bytes",
-                ]),
+                keys_of(&[&super::SEED_SNAPSHOT_KEYS[..], &["lastError", "bytes"]].concat()),
                 "{s}"
             );
             assert_eq!(s["streamId"], "cam");

@@ -24,53 +24,11 @@
 //!   with a stand-in (the type's, the default, `None`) / written as its canonical text:
 //!   required, with a default, optional (`Option`, written when `Some`); `parsed_list`: an
 //!   `Option<Vec<T>>` of them, each element reported at its index / written when `Some`.
-//! - `custom(read, write)`: `read(&mut Obj, key) -> Option<T>`, `write(&T, &mut Map, key)`.
+//! - `custom`: the type's own reader and writer ([`Custom`](super::obj::Custom), in `json.rs`).
 //!
 //! `[if f]` after the mode writes the field only when `f(&block)` holds.
 //!
 //! A check is a `Fn(&T, path, &mut Vec<ConfigError>)`; [`check`] holds the usual ones.
-
-use serde::Serialize;
-use serde_json::{Map, Value};
-
-use super::error::ConfigError;
-use super::json::Obj;
-use super::value::ConfigValue;
-
-/// A block the macro declared: read from, written to and checked against JSON.
-pub(crate) trait Fields: Sized {
-    /// Reads the known keys out of `o`; the keys left are `extra`. `None` when a required
-    /// part could not be read (the reason is in `o`'s error list).
-    fn read_fields(o: Obj<'_>) -> Option<Self>;
-    /// Writes the known keys in declaration order, then `extra`.
-    fn write_fields(&self, m: &mut Map<String, Value>);
-
-    /// Reads the block at `path` (an object).
-    fn read_at(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<Self> {
-        Obj::new(v, path, errors).and_then(Self::read_fields)
-    }
-}
-
-/// A known value as JSON. The types declared (strings, numbers, booleans, lists of them)
-/// always serialize; `null` stands in should one ever not.
-pub(crate) fn to_json<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-/// A typed value ([`ConfigValue`]) as its canonical text.
-pub(crate) fn write_text<T: ConfigValue>(v: &T, m: &mut Map<String, Value>, key: &str) {
-    m.insert(key.into(), Value::String(v.to_text()));
-}
-
-/// Unknown keys go after the known ones; a known key always wins, so a hand-built `extra`
-/// that repeats one (say `type`) can never produce a duplicate or contradicting key.
-pub(crate) fn put_extra(m: &mut Map<String, Value>, extra: &super::model::Extra) {
-    for (k, v) in extra {
-        if !m.contains_key(k) {
-            m.insert(k.clone(), v.clone());
-        }
-    }
-}
 
 macro_rules! config_read {
     ($o:ident, $key:expr, required) => {
@@ -115,14 +73,14 @@ macro_rules! config_read {
     ($o:ident, $key:expr, parsed_list) => {
         Some($o.parsed_list($key))
     };
-    ($o:ident, $key:expr, custom($read:expr, $write:expr)) => {
-        $read(&mut $o, $key)
+    ($o:ident, $key:expr, custom) => {
+        $crate::config::obj::Custom::read_field(&mut $o, $key)
     };
 }
 
 macro_rules! config_write {
     ($m:ident, $key:expr, $v:expr, required) => {{
-        $m.insert($key.into(), $crate::config::declare::to_json($v));
+        $m.insert($key.into(), $crate::config::obj::to_json($v));
     }};
     ($m:ident, $key:expr, $v:expr, default($d:expr)) => {
         $crate::config::declare::config_write!($m, $key, $v, required)
@@ -132,7 +90,7 @@ macro_rules! config_write {
     };
     ($m:ident, $key:expr, $v:expr, optional) => {
         if let Some(v) = $v {
-            $m.insert($key.into(), $crate::config::declare::to_json(v));
+            $m.insert($key.into(), $crate::config::obj::to_json(v));
         }
     };
     ($m:ident, $key:expr, $v:expr, strings) => {
@@ -156,14 +114,14 @@ macro_rules! config_write {
     };
     ($m:ident, $key:expr, $v:expr, external) => {};
     ($m:ident, $key:expr, $v:expr, parsed) => {
-        $crate::config::declare::write_text($v, $m, $key)
+        $crate::config::obj::write_text($v, $m, $key)
     };
     ($m:ident, $key:expr, $v:expr, parsed_default($d:expr)) => {
-        $crate::config::declare::write_text($v, $m, $key)
+        $crate::config::obj::write_text($v, $m, $key)
     };
     ($m:ident, $key:expr, $v:expr, parsed_opt) => {
         if let Some(v) = $v {
-            $crate::config::declare::write_text(v, $m, $key)
+            $crate::config::obj::write_text(v, $m, $key)
         }
     };
     ($m:ident, $key:expr, $v:expr, parsed_list) => {
@@ -174,8 +132,8 @@ macro_rules! config_write {
             $m.insert($key.into(), serde_json::Value::Array(texts.collect()));
         }
     };
-    ($m:ident, $key:expr, $v:expr, custom($read:expr, $write:expr)) => {
-        $write($v, $m, $key)
+    ($m:ident, $key:expr, $v:expr, custom) => {
+        $crate::config::obj::Custom::write_field($v, $m, $key)
     };
 }
 
@@ -226,7 +184,7 @@ macro_rules! config_struct {
                     $( $field: $crate::config::declare::config_default!(
                         $mode $(($($arg),*))?
                     ), )*
-                    extra: $crate::config::model::Extra::new(),
+                    extra: $crate::config::obj::Extra::new(),
                 }
             }
         }
@@ -244,11 +202,11 @@ macro_rules! config_struct {
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
             /// The keys this build does not know, kept to be written back.
-            pub extra: $crate::config::model::Extra,
+            pub extra: $crate::config::obj::Extra,
         }
 
-        impl $crate::config::declare::Fields for $name {
-            fn read_fields(mut o: $crate::config::json::Obj<'_>) -> Option<Self> {
+        impl $crate::config::obj::Fields for $name {
+            fn read_fields(mut o: $crate::config::obj::Obj<'_>) -> Option<Self> {
                 $(
                     let $field: Option<$ty> = $crate::config::declare::config_read!(
                         o, stringify!($field), $mode $(($($arg),*))?
@@ -268,7 +226,7 @@ macro_rules! config_struct {
                         );
                     }
                 )*
-                $crate::config::declare::put_extra(m, &self.extra);
+                $crate::config::obj::put_extra(m, &self.extra);
             }
         }
 
@@ -276,7 +234,7 @@ macro_rules! config_struct {
             /// The block as JSON: known keys in declaration order, then `extra`.
             pub fn to_value(&self) -> serde_json::Value {
                 let mut m = serde_json::Map::new();
-                $crate::config::declare::Fields::write_fields(self, &mut m);
+                $crate::config::obj::Fields::write_fields(self, &mut m);
                 serde_json::Value::Object(m)
             }
 
@@ -306,7 +264,6 @@ pub(crate) mod check {
     use std::ops::RangeInclusive;
 
     use crate::config::error::{ConfigError, ErrorKind, index, quoted};
-    use crate::config::model::{SrtConfig, TOKEN_LEN};
 
     type Errors = Vec<ConfigError>;
 
@@ -394,28 +351,6 @@ pub(crate) mod check {
         }
     }
 
-    /// A configured token. The message never repeats it: it is a secret, and a validation
-    /// error is printed and logged.
-    pub(crate) fn token(t: &String, path: &str, errors: &mut Errors) {
-        if !TOKEN_LEN.contains(&t.len()) {
-            errors.push(ConfigError::of(
-                ErrorKind::Range,
-                path,
-                format!(
-                    "must be {} to {} characters long (is {})",
-                    TOKEN_LEN.start(),
-                    TOKEN_LEN.end(),
-                    t.len()
-                ),
-            ));
-        } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            errors.push(ConfigError::new(
-                path,
-                "must be printable ASCII without spaces (it is sent in a header and a URL)",
-            ));
-        }
-    }
-
     /// An entry of `server.allowed_hosts`: a DNS name as a `Host` header carries it,
     /// without a port (any port is accepted) and without wildcards (each name is listed).
     pub(crate) fn host_name(h: &str) -> Result<(), &'static str> {
@@ -455,47 +390,5 @@ pub(crate) mod check {
             return Err(WANT);
         }
         Ok(())
-    }
-
-    /// Counted in characters like the manager does; libsrt counts bytes, so a non-ASCII
-    /// passphrase must also fit 79 bytes. The passphrase itself is never echoed: messages
-    /// end up in logs.
-    pub(crate) fn passphrase(p: &String, path: &str, errors: &mut Errors) {
-        let n = p.chars().count();
-        let r = SrtConfig::PASSPHRASE_LEN;
-        if !r.contains(&n) || p.len() > *r.end() {
-            errors.push(ConfigError::of(
-                ErrorKind::Range,
-                path,
-                format!(
-                    "must be {} to {} characters long (this one has {n})",
-                    r.start(),
-                    r.end()
-                ),
-            ));
-        }
-    }
-
-    pub(crate) fn aes_key_len(k: &u16, path: &str, errors: &mut Errors) {
-        if !SrtConfig::AES_KEY_LENS.contains(k) {
-            errors.push(ConfigError::new(
-                path,
-                format!("{k} is not an AES key length (expected 16, 24 or 32)"),
-            ));
-        }
-    }
-
-    pub(crate) fn stream_id(s: &String, path: &str, errors: &mut Errors) {
-        if s.len() > SrtConfig::MAX_STREAM_ID_LEN {
-            errors.push(ConfigError::of(
-                ErrorKind::Range,
-                path,
-                format!(
-                    "is {} bytes long (at most {})",
-                    s.len(),
-                    SrtConfig::MAX_STREAM_ID_LEN
-                ),
-            ));
-        }
     }
 }

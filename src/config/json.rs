@@ -12,230 +12,13 @@
 //! (without letting `extra` overwrite a known key). The blocks' fields are declared once,
 //! in `model.rs`; the readers and writers here are the ones that are not a list of keys.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::declare::{Fields, put_extra};
-use super::error::{ConfigError, ErrorKind, child, index, kind_of, quoted, shown};
+use super::error::{ConfigError, ErrorKind, child, index, kind_of, quoted};
 use super::model::*;
+use super::obj::{Custom, Fields, Obj, put_extra, write_text};
 use super::value::ConfigValue;
-
-/// One JSON object being read: known keys are taken out, the rest is `extra`.
-pub(crate) struct Obj<'e> {
-    map: Map<String, Value>,
-    pub(crate) path: String,
-    pub(crate) errors: &'e mut Vec<ConfigError>,
-}
-
-impl<'e> Obj<'e> {
-    pub(crate) fn new(v: Value, path: String, errors: &'e mut Vec<ConfigError>) -> Option<Self> {
-        match v {
-            Value::Object(map) => Some(Obj { map, path, errors }),
-            other => {
-                errors.push(ConfigError::of(
-                    ErrorKind::Type,
-                    shown(&path),
-                    format!("expected an object, found {}", kind_of(&other)),
-                ));
-                None
-            }
-        }
-    }
-
-    pub(crate) fn err(&mut self, kind: ErrorKind, key: &str, message: impl Into<String>) {
-        let p = child(&self.path, key);
-        self.errors.push(ConfigError::of(kind, p, message));
-    }
-
-    /// Converts one value; a type error is recorded at `path` and gives `None`.
-    fn convert<T: DeserializeOwned>(&mut self, key: &str, v: Value) -> Option<T> {
-        match serde_json::from_value::<T>(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.err(ErrorKind::Type, key, e.to_string());
-                None
-            }
-        }
-    }
-
-    /// A required field. Absent: "missing required field".
-    pub(crate) fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        match self.map.shift_remove(key) {
-            Some(v) => self.convert(key, v),
-            None => {
-                self.err(ErrorKind::Missing, key, "missing required field");
-                None
-            }
-        }
-    }
-
-    /// A field with a default when absent. A present but wrong value is an error (and the
-    /// default stands in, so reading can go on and find further problems).
-    pub(crate) fn defaulted<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
-        match self.map.shift_remove(key) {
-            Some(v) => self.convert(key, v).unwrap_or(default),
-            None => default,
-        }
-    }
-
-    /// An optional field: absent or `null` is `None`.
-    pub(crate) fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        match self.map.shift_remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => self.convert(key, v),
-        }
-    }
-
-    /// A value written as a string and held as its type ([`ConfigValue`]): a wrong JSON
-    /// type is a type error (`None`), a string that does not parse is recorded (kind
-    /// `Invalid`, the path of the key) and its type's stand-in is read instead.
-    fn parse_value<T: ConfigValue>(&mut self, key: &str, v: Value) -> Option<T> {
-        let text: String = self.convert(key, v)?;
-        Some(T::from_text(&text).unwrap_or_else(|message| {
-            self.err(ErrorKind::Invalid, key, message);
-            T::STAND_IN
-        }))
-    }
-
-    /// A required typed value (see `parse_value`). Absent: "missing required field".
-    pub(crate) fn parsed<T: ConfigValue>(&mut self, key: &str) -> Option<T> {
-        match self.map.shift_remove(key) {
-            Some(v) => self.parse_value(key, v),
-            None => {
-                self.err(ErrorKind::Missing, key, "missing required field");
-                None
-            }
-        }
-    }
-
-    /// A typed value with a default: absent, of the wrong type or not parsing, it is
-    /// `default` (the last two recorded).
-    pub(crate) fn parsed_defaulted<T: ConfigValue>(&mut self, key: &str, default: T) -> T {
-        match self.map.shift_remove(key) {
-            Some(v) => match self.convert::<String>(key, v) {
-                Some(text) => T::from_text(&text).unwrap_or_else(|message| {
-                    self.err(ErrorKind::Invalid, key, message);
-                    default
-                }),
-                None => default,
-            },
-            None => default,
-        }
-    }
-
-    /// An optional typed value: absent or `null` is `None`, and so is one of the wrong
-    /// type or not parsing (recorded).
-    pub(crate) fn parsed_optional<T: ConfigValue>(&mut self, key: &str) -> Option<T> {
-        match self.map.shift_remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let text: String = self.convert(key, v)?;
-                match T::from_text(&text) {
-                    Ok(t) => Some(t),
-                    Err(message) => {
-                        self.err(ErrorKind::Invalid, key, message);
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    /// An optional array of typed values (see `parse_value`), each element reported at its
-    /// own index; the elements that parse are kept.
-    pub(crate) fn parsed_list<T: ConfigValue>(&mut self, key: &str) -> Option<Vec<T>> {
-        let texts = self.optional_strings(key)?;
-        let p = child(&self.path, key);
-        let mut out = Vec::with_capacity(texts.len());
-        for (i, text) in texts.iter().enumerate() {
-            match T::from_text(text) {
-                Ok(t) => out.push(t),
-                Err(message) => {
-                    self.errors
-                        .push(ConfigError::of(ErrorKind::Invalid, index(&p, i), message))
-                }
-            }
-        }
-        Some(out)
-    }
-
-    /// Whether the object still holds `key` with a value other than `null` (a key is
-    /// taken out when its field is read, so this sees the fields not read yet).
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| !v.is_null())
-    }
-
-    /// An optional array of strings, each element checked with its own index in the path.
-    pub(crate) fn optional_strings(&mut self, key: &str) -> Option<Vec<String>> {
-        let p = child(&self.path, key);
-        match self.map.shift_remove(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(s),
-                        other => self.errors.push(ConfigError::of(
-                            ErrorKind::Type,
-                            index(&p, i),
-                            format!("expected a string, found {}", kind_of(&other)),
-                        )),
-                    }
-                }
-                Some(out)
-            }
-            Some(other) => {
-                self.err(
-                    ErrorKind::Type,
-                    key,
-                    format!("expected an array of strings, found {}", kind_of(&other)),
-                );
-                None
-            }
-        }
-    }
-
-    /// A nested block: absent (or `null`, when `null_is_absent`) is its `Default`; one that
-    /// cannot be read stands in the same way, its problems recorded.
-    pub(crate) fn section<T: Fields + Default>(&mut self, key: &str, null_is_absent: bool) -> T {
-        match self.map.shift_remove(key) {
-            None => T::default(),
-            Some(Value::Null) if null_is_absent => T::default(),
-            Some(v) => T::read_at(v, child(&self.path, key), self.errors).unwrap_or_default(),
-        }
-    }
-
-    /// A nested block that may be left out: absent or `null` is `None`, and so is one that
-    /// cannot be read (its problems recorded).
-    pub(crate) fn optional_section<T: Fields>(&mut self, key: &str) -> Option<T> {
-        match self.map.shift_remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => T::read_at(v, child(&self.path, key), self.errors),
-        }
-    }
-
-    /// An array's items; absent is `None`, and so is another JSON type (recorded).
-    pub(crate) fn array(&mut self, key: &str) -> Option<Vec<Value>> {
-        match self.map.shift_remove(key)? {
-            Value::Array(items) => Some(items),
-            other => {
-                let message = format!("expected an array, found {}", kind_of(&other));
-                self.err(ErrorKind::Type, key, message);
-                None
-            }
-        }
-    }
-
-    /// Takes a sub-object's raw value (absent: `None`).
-    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
-        self.map.shift_remove(key)
-    }
-
-    pub(crate) fn rest(self) -> Extra {
-        self.map
-    }
-}
 
 /// Runs a reader over a fresh error list: all problems, or the value.
 fn run<T>(read: impl FnOnce(&mut Vec<ConfigError>) -> Option<T>) -> Result<T, Vec<ConfigError>> {
@@ -347,7 +130,7 @@ fn write_flows(flows: &[FlowConfig], m: &mut Map<String, Value>, key: &str) {
 }
 
 /// `FlowConfig.input`: required, tagged by `type`.
-pub(crate) fn input_field(o: &mut Obj<'_>, key: &str) -> Option<InputConfig> {
+fn input_field(o: &mut Obj<'_>, key: &str) -> Option<InputConfig> {
     match o.take(key) {
         Some(v) => read_input(v, child(&o.path, key), o.errors),
         None => {
@@ -357,15 +140,15 @@ pub(crate) fn input_field(o: &mut Obj<'_>, key: &str) -> Option<InputConfig> {
     }
 }
 
-pub(crate) fn write_input(input: &InputConfig, m: &mut Map<String, Value>, key: &str) {
+fn write_input(input: &InputConfig, m: &mut Map<String, Value>, key: &str) {
     m.insert(key.into(), input.to_value());
 }
 
 /// `FlowConfig.outputs`: absent is none; every output is read (and every problem reported)
 /// even when an earlier one could not be.
-pub(crate) fn outputs_field(o: &mut Obj<'_>, key: &str) -> Option<Vec<OutputConfig>> {
+fn outputs_field(o: &mut Obj<'_>, key: &str) -> Option<Vec<OutputConfig>> {
     let base = child(&o.path, key);
-    let items = match o.map.contains_key(key) {
+    let items = match o.has(key) {
         false => return Some(Vec::new()),
         true => o.array(key)?,
     };
@@ -380,7 +163,7 @@ pub(crate) fn outputs_field(o: &mut Obj<'_>, key: &str) -> Option<Vec<OutputConf
     outputs
 }
 
-pub(crate) fn write_outputs(outputs: &[OutputConfig], m: &mut Map<String, Value>, key: &str) {
+fn write_outputs(outputs: &[OutputConfig], m: &mut Map<String, Value>, key: &str) {
     let outputs = outputs.iter().map(OutputConfig::to_value).collect();
     m.insert(key.into(), Value::Array(outputs));
 }
@@ -496,7 +279,7 @@ fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<
 }
 
 /// `BridgeConfig.streams`: an object keyed by stream id (absent or `null`: none).
-pub(crate) fn bridge_streams(o: &mut Obj<'_>, key: &str) -> Option<Vec<BridgeStreamConfig>> {
+fn bridge_streams(o: &mut Obj<'_>, key: &str) -> Option<Vec<BridgeStreamConfig>> {
     match o.take(key) {
         None | Some(Value::Null) => Some(Vec::new()),
         Some(Value::Object(map)) => {
@@ -527,11 +310,7 @@ pub(crate) fn bridge_streams(o: &mut Obj<'_>, key: &str) -> Option<Vec<BridgeStr
     }
 }
 
-pub(crate) fn write_bridge_streams(
-    streams: &[BridgeStreamConfig],
-    m: &mut Map<String, Value>,
-    key: &str,
-) {
+fn write_bridge_streams(streams: &[BridgeStreamConfig], m: &mut Map<String, Value>, key: &str) {
     let streams = streams.iter().map(|s| (s.id.clone(), s.to_value()));
     m.insert(key.into(), Value::Object(streams.collect()));
 }
@@ -540,7 +319,7 @@ pub(crate) fn write_bridge_streams(
 /// stream (`flow_id`, read after this field) has no camera: its transport is neither used
 /// nor written, so a value that does not parse is no problem there (only a wrong JSON type
 /// is), as before it was typed.
-pub(crate) fn stream_transport(o: &mut Obj<'_>, key: &str) -> Option<RtspTransport> {
+fn stream_transport(o: &mut Obj<'_>, key: &str) -> Option<RtspTransport> {
     if !o.has("flow_id") {
         return Some(o.parsed_defaulted(key, RtspTransport::Tcp));
     }
@@ -555,7 +334,7 @@ pub(crate) fn stream_transport(o: &mut Obj<'_>, key: &str) -> Option<RtspTranspo
 }
 
 /// `SrtConfig.mode`, with the modes named in every message.
-pub(crate) fn srt_mode(o: &mut Obj<'_>, key: &str) -> Option<SrtMode> {
+fn srt_mode(o: &mut Obj<'_>, key: &str) -> Option<SrtMode> {
     let (kind, message) = match o.take(key) {
         Some(Value::String(m)) => match SrtMode::parse(&m) {
             Some(mode) => return Some(mode),
@@ -583,23 +362,48 @@ pub(crate) fn srt_mode(o: &mut Obj<'_>, key: &str) -> Option<SrtMode> {
     None
 }
 
-pub(crate) fn write_srt_mode(mode: &SrtMode, m: &mut Map<String, Value>, key: &str) {
+fn write_srt_mode(mode: &SrtMode, m: &mut Map<String, Value>, key: &str) {
     m.insert(key.into(), mode.as_str().into());
 }
 
 /// `SrtConfig.redundancy`: a second leg, read like the first (a nested `redundancy` inside
 /// it is left to validation to refuse).
-pub(crate) fn srt_leg(o: &mut Obj<'_>, key: &str) -> Option<Option<Box<SrtConfig>>> {
+fn srt_leg(o: &mut Obj<'_>, key: &str) -> Option<Option<Box<SrtConfig>>> {
     match o.take(key) {
         None | Some(Value::Null) => Some(None),
         Some(v) => SrtConfig::read_at(v, child(&o.path, key), o.errors).map(|l| Some(Box::new(l))),
     }
 }
 
-pub(crate) fn write_srt_leg(leg: &Option<Box<SrtConfig>>, m: &mut Map<String, Value>, key: &str) {
+fn write_srt_leg(leg: &Option<Box<SrtConfig>>, m: &mut Map<String, Value>, key: &str) {
     if let Some(leg) = leg {
         m.insert(key.into(), leg.to_value());
     }
+}
+
+/// The `custom` fields of `config_struct!` (model.rs) are read and written by the functions
+/// above.
+macro_rules! custom_fields {
+    ($($ty:ty => $read:ident, $write:path;)*) => {$(
+        impl Custom for $ty {
+            fn read_field(o: &mut Obj<'_>, key: &str) -> Option<Self> {
+                $read(o, key)
+            }
+            fn write_field(&self, m: &mut Map<String, Value>, key: &str) {
+                $write(self, m, key)
+            }
+        }
+    )*};
+}
+
+custom_fields! {
+    InputConfig => input_field, write_input;
+    Vec<OutputConfig> => outputs_field, write_outputs;
+    SrtMode => srt_mode, write_srt_mode;
+    Option<Box<SrtConfig>> => srt_leg, write_srt_leg;
+    Vec<BridgeStreamConfig> => bridge_streams, write_bridge_streams;
+    // Only a bridge stream's `transport` is `custom` (an RTSP input's is `parsed_default`).
+    RtspTransport => stream_transport, write_text;
 }
 
 /// serde support, so other code can embed these types in its own messages. Deserializing

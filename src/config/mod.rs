@@ -6,6 +6,7 @@ mod declare;
 mod error;
 mod json;
 pub mod model;
+mod obj;
 pub mod redact;
 pub mod store;
 pub mod validate;

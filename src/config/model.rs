@@ -14,18 +14,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::declare::{check, config_struct, write_text};
+use super::declare::{check, config_struct};
 use super::error::{ConfigError, ErrorKind};
-use super::json::{
-    bridge_streams, input_field, outputs_field, srt_leg, srt_mode, stream_transport,
-    write_bridge_streams, write_input, write_outputs, write_srt_leg, write_srt_mode,
-};
 
 pub use super::value::{BridgeWorker, RtspTransport};
 
-pub type Extra = Map<String, Value>;
+pub use super::obj::Extra;
 
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -59,7 +55,7 @@ config_struct! {
         listen_port: u16 => default(Self::DEFAULT_PORT) check = check::not_zero;
         /// The bearer token of `/api/v1/*`. Absent: Quoll generates one at first start and
         /// keeps it in `<storage.data_dir>/api-token` (see `http::token`).
-        api_token: Option<String> => optional check = check::opt(check::token);
+        api_token: Option<String> => optional check = check::opt(token);
         /// Host names (besides IP literals and `localhost`) a request's `Host` may name. Any
         /// other name is refused: a DNS-rebinding page would send its own. Edge-only, like
         /// the connection fields below: written only when set, so the manager's view of
@@ -198,8 +194,8 @@ config_struct! {
         id: String => required;
         name: String => default(String::new());
         enabled: bool => default(true);
-        input: InputConfig => custom(input_field, write_input);
-        outputs: Vec<OutputConfig> => custom(outputs_field, write_outputs);
+        input: InputConfig => custom;
+        outputs: Vec<OutputConfig> => custom;
         /// Ring capacity in 7-packet chunks (edge-only field).
         ring_chunks: Option<usize> => optional
             check = check::opt(check::range(Self::RING_CHUNKS_RANGE));
@@ -393,7 +389,7 @@ config_struct! {
     /// redundancy. Field names and defaults follow the manager protocol.
     #[derive(Clone, PartialEq)]
     pub struct SrtConfig {
-        mode: SrtMode => custom(srt_mode, write_srt_mode);
+        mode: SrtMode => custom;
         /// `ip:port` to bind. A listener needs a fixed port; a caller may use port 0 (any).
         local_addr: SocketAddr => parsed;
         /// `ip:port` of the peer (caller and rendezvous).
@@ -405,12 +401,12 @@ config_struct! {
         peer_idle_timeout_secs: u64 => default(Self::DEFAULT_PEER_IDLE_TIMEOUT_SECS)
             check = check::range(Self::PEER_IDLE_TIMEOUT_SECS_RANGE);
         /// AES passphrase, 10 to 79 characters; absent means no encryption.
-        passphrase: Option<String> => optional check = check::opt(check::passphrase);
+        passphrase: Option<String> => optional check = check::opt(passphrase);
         /// AES key length in bytes (16, 24 or 32); absent means 16 (or the peer's, as
         /// listener).
-        aes_key_len: Option<u16> => optional check = check::opt(check::aes_key_len);
+        aes_key_len: Option<u16> => optional check = check::opt(aes_key_len);
         /// SRT stream id sent by a caller (`SRTO_STREAMID`).
-        stream_id: Option<String> => optional check = check::opt(check::stream_id);
+        stream_id: Option<String> => optional check = check::opt(stream_id);
         /// Quoll-only, outputs in listener mode: how many callers may be fed at once.
         max_connections: Option<u32> => optional;
         /// Quoll-only, in an input's `redundancy` leg: how long the 2022-7 merge holds
@@ -419,7 +415,7 @@ config_struct! {
         window_ms: Option<u64> => optional;
         /// The second leg (same fields; a leg has no `redundancy` of its own: a nested one
         /// is read, and refused by validation).
-        redundancy: Option<Box<SrtConfig>> => custom(srt_leg, write_srt_leg);
+        redundancy: Option<Box<SrtConfig>> => custom;
     }
 }
 
@@ -502,7 +498,7 @@ config_struct! {
     #[derive(Clone, PartialEq)]
     pub struct BridgeConfig with Default {
         /// Stream id -> source, in the document's order (a JSON object keyed by stream id).
-        streams: Vec<BridgeStreamConfig> => custom(bridge_streams, write_bridge_streams);
+        streams: Vec<BridgeStreamConfig> => custom;
         /// `STREAM_IDLE_TIMEOUT_MS` overrides it.
         idle_timeout_ms: u64 => default(Self::DEFAULT_IDLE_TIMEOUT_MS)
             check = check::range(Self::MS_RANGE);
@@ -530,7 +526,7 @@ config_struct! {
         /// The read-only token of `/ws/stream/*` (`?token=`). Absent: generated at first
         /// start into `<storage.data_dir>/viewer-token`. Required when the API listens
         /// beyond loopback.
-        viewer_token: Option<String> => optional check = check::opt(check::token);
+        viewer_token: Option<String> => optional check = check::opt(token);
     }
 }
 
@@ -708,7 +704,7 @@ config_struct! {
         password: Option<String> => optional;
         /// Checked for a camera stream only: a flow's stream has no camera (see
         /// `stream_transport`).
-        transport: RtspTransport => custom(stream_transport, write_text)
+        transport: RtspTransport => custom
             [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
         timeout_secs: u64 => default(RtspInputConfig::DEFAULT_TIMEOUT_SECS)
             [if |s: &BridgeStreamConfig| s.rtsp_url.is_some()];
@@ -725,4 +721,74 @@ config_struct! {
 
 impl BridgeStreamConfig {
     pub const FFMPEG_VIDEO: &'static [&'static str] = &["copy", "mpeg1video"];
+}
+
+// The checks of the values only these blocks hold (`check = …` above); the generic ones are
+// `declare::check`.
+
+/// A configured token. The message never repeats it: it is a secret, and a validation
+/// error is printed and logged.
+#[allow(clippy::ptr_arg)] // a check takes `&T`, T the field's type
+fn token(t: &String, path: &str, errors: &mut Vec<ConfigError>) {
+    if !TOKEN_LEN.contains(&t.len()) {
+        errors.push(ConfigError::of(
+            ErrorKind::Range,
+            path,
+            format!(
+                "must be {} to {} characters long (is {})",
+                TOKEN_LEN.start(),
+                TOKEN_LEN.end(),
+                t.len()
+            ),
+        ));
+    } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        errors.push(ConfigError::new(
+            path,
+            "must be printable ASCII without spaces (it is sent in a header and a URL)",
+        ));
+    }
+}
+
+/// Counted in characters like the manager does; libsrt counts bytes, so a non-ASCII
+/// passphrase must also fit 79 bytes. The passphrase itself is never echoed: messages
+/// end up in logs.
+#[allow(clippy::ptr_arg)] // a check takes `&T`, T the field's type
+fn passphrase(p: &String, path: &str, errors: &mut Vec<ConfigError>) {
+    let n = p.chars().count();
+    let r = SrtConfig::PASSPHRASE_LEN;
+    if !r.contains(&n) || p.len() > *r.end() {
+        errors.push(ConfigError::of(
+            ErrorKind::Range,
+            path,
+            format!(
+                "must be {} to {} characters long (this one has {n})",
+                r.start(),
+                r.end()
+            ),
+        ));
+    }
+}
+
+fn aes_key_len(k: &u16, path: &str, errors: &mut Vec<ConfigError>) {
+    if !SrtConfig::AES_KEY_LENS.contains(k) {
+        errors.push(ConfigError::new(
+            path,
+            format!("{k} is not an AES key length (expected 16, 24 or 32)"),
+        ));
+    }
+}
+
+#[allow(clippy::ptr_arg)] // a check takes `&T`, T the field's type
+fn stream_id(s: &String, path: &str, errors: &mut Vec<ConfigError>) {
+    if s.len() > SrtConfig::MAX_STREAM_ID_LEN {
+        errors.push(ConfigError::of(
+            ErrorKind::Range,
+            path,
+            format!(
+                "is {} bytes long (at most {})",
+                s.len(),
+                SrtConfig::MAX_STREAM_ID_LEN
+            ),
+        ));
+    }
 }

@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 use super::error::FlowError;
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
-use crate::input::InputError;
 #[cfg(feature = "rtmp")]
 use crate::input::rtmp::RtmpInput;
 use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
+use crate::input::{Feed, InputError};
 use crate::net::outbound::Policy;
 use crate::output::OutputError;
 use crate::output::srt::SrtOutput;
@@ -471,12 +471,15 @@ fn spawn(
         tasks.push((id, tokio::task::spawn_local(out.run(ring.clone(), stats))));
     }
     let task = {
-        let (ring, ts, stats) = (ring.clone(), flow.ts.clone(), flow.input_stats.clone());
+        let feed = Feed {
+            ring: ring.clone(),
+            ts: flow.ts.clone(),
+            stats: flow.input_stats.clone(),
+            epoch,
+        };
         let (error, events, id) = (flow.error.clone(), events.clone(), flow.config.id.clone());
         tokio::task::spawn_local(async move {
-            let e = input
-                .run(ring, ts, stats, epoch, (events.clone(), id.clone()))
-                .await;
+            let e = input.run(feed, (events.clone(), id.clone())).await;
             tracing::error!(flow_id = %id, "input lost: {e}");
             *error.borrow_mut() = Some(e.to_string());
             events.raise(Event::flow_input_lost(&id, &e.to_string()));
@@ -498,20 +501,13 @@ enum BoundInput {
 }
 
 impl BoundInput {
-    async fn run(
-        self,
-        ring: Rc<FlowRing>,
-        ts: Rc<RefCell<TsPath>>,
-        stats: Rc<InputStats>,
-        epoch: Instant,
-        (events, flow_id): (Events, String),
-    ) -> InputError {
+    async fn run(self, feed: Feed, (events, flow_id): (Events, String)) -> InputError {
         match self {
-            BoundInput::Udp(i) => i.run(ring, ts, stats, epoch).await,
-            BoundInput::Srt(i) => i.run(ring, ts, stats, epoch).await,
-            BoundInput::Rtsp(i) => i.run(ring, ts, stats, epoch, events, flow_id).await,
+            BoundInput::Udp(i) => i.run(feed).await,
+            BoundInput::Srt(i) => i.run(feed).await,
+            BoundInput::Rtsp(i) => i.run(feed, events, flow_id).await,
             #[cfg(feature = "rtmp")]
-            BoundInput::Rtmp(i) => i.run(ring, ts, stats, epoch).await,
+            BoundInput::Rtmp(i) => i.run(feed).await,
         }
     }
 }

@@ -8,8 +8,48 @@ pub mod rtsp;
 pub mod srt;
 pub mod udp;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::stats::{InputStats, bump};
+use crate::ts::ring::FlowRing;
+use udp::TsPath;
+
+/// Where an input's payloads go: through the flow's TS path (chunker, analyzer, packet
+/// count) into its ring, stamped with the receive time since the flow's epoch. Every
+/// input's `run` takes one.
+pub struct Feed {
+    pub ring: Rc<FlowRing>,
+    pub ts: Rc<RefCell<TsPath>>,
+    pub stats: Rc<InputStats>,
+    pub epoch: Instant,
+}
+
+impl Feed {
+    /// A datagram (or access unit) of `len` bytes arrived at `now`: count it.
+    pub fn count(&self, len: usize, now: Instant) {
+        bump(&self.stats.datagrams, 1);
+        bump(&self.stats.bytes, len as u64);
+        self.stats.rate.add(now, len);
+    }
+
+    /// Microseconds from the flow's epoch to `now`, the ring's receive stamp.
+    pub fn recv_us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Into the chunker, the analyzer and the ring.
+    pub fn push(&self, payload: &[u8], now: Instant) {
+        let recv_us = self.recv_us(now);
+        let ring = &self.ring;
+        self.ts
+            .borrow_mut()
+            .split(payload, &self.stats, |chunk| ring.push(chunk, recv_us));
+    }
+}
 
 /// Why an input could not start or stopped.
 #[derive(Debug)]

@@ -29,8 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::InputError;
-use super::udp::TsPath;
+use super::{Feed, InputError};
 use crate::events::{Event, Events};
 use crate::net::listener::{self, Conn, Limits, Listener};
 use crate::rtmp::chunk;
@@ -38,7 +37,6 @@ use crate::rtmp::remux::{Fed, Remux};
 use crate::rtmp::session::{Output, Session};
 use crate::secret::Secret;
 use crate::stats::{InputStats, bump};
-use crate::ts::ring::FlowRing;
 
 /// How often the accept loop looks for accept errors to report.
 const ERROR_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -50,23 +48,15 @@ thread_local! {
     static SERVERS: RefCell<HashMap<SocketAddr, Weak<Server>>> = RefCell::new(HashMap::new());
 }
 
-/// Where a flow's media goes once a publisher is accepted.
-struct Sink {
-    ring: Rc<FlowRing>,
-    ts: Rc<RefCell<TsPath>>,
-    stats: Rc<InputStats>,
-    epoch: Instant,
-}
-
 /// One flow's place on a server.
 struct Route {
     flow_id: String,
     app: String,
     key: Secret,
     events: Events,
-    /// Set when the input task runs.
-    sink: RefCell<Option<Sink>>,
-    /// Stats before `sink` is set are dropped; after, they count here.
+    /// Where the flow's media goes: set when the input task runs (a publisher is taken
+    /// only then).
+    sink: RefCell<Option<Feed>>,
     remux: RefCell<Remux>,
     /// A publisher is on.
     busy: Cell<bool>,
@@ -223,19 +213,8 @@ impl RtmpInput {
     }
 
     /// Takes publishers until the task is dropped (the flow stops).
-    pub async fn run(
-        self,
-        ring: Rc<FlowRing>,
-        ts: Rc<RefCell<TsPath>>,
-        stats: Rc<InputStats>,
-        epoch: Instant,
-    ) -> InputError {
-        *self.reg.route.sink.borrow_mut() = Some(Sink {
-            ring,
-            ts,
-            stats,
-            epoch,
-        });
+    pub async fn run(self, feed: Feed) -> InputError {
+        *self.reg.route.sink.borrow_mut() = Some(feed);
         // The registration lives as long as this future.
         let _reg = self.reg;
         std::future::pending::<InputError>().await
@@ -534,13 +513,7 @@ impl Publisher {
                     }
                 }
                 if !self.out.is_empty() {
-                    let recv_us = Instant::now()
-                        .saturating_duration_since(sink.epoch)
-                        .as_micros() as u64;
-                    let ring = &sink.ring;
-                    sink.ts
-                        .borrow_mut()
-                        .split(&self.out, &sink.stats, |c| ring.push(c, recv_us));
+                    sink.push(&self.out, Instant::now());
                 }
                 if self.out.capacity() > 1 << 20 {
                     self.out = Vec::new();
@@ -557,11 +530,13 @@ mod tests {
     //! The shell over real loopback TCP: routing by key on a shared port, a busy flow, the
     //! port closing with its last flow. (FFmpeg end to end is `tests/rtmp_flow.rs`.)
     use super::*;
+    use crate::input::udp::TsPath;
     use crate::rtmp::amf;
     use crate::rtmp::chunk::{ChunkReader, ChunkWriter, VIDEO};
     use crate::rtmp::handshake::PACKET_SIZE;
     use crate::rtmp::session::STREAM_ID;
     use crate::rtmp::session::tests::client_publish;
+    use crate::ts::ring::FlowRing;
     use tokio::net::TcpStream;
 
     struct Flow {
@@ -573,12 +548,12 @@ mod tests {
         let input = RtmpInput::bind(addr, "live", &Secret::new(key), id, events).unwrap();
         let bound = input.local_addr();
         let stats = Rc::new(InputStats::default());
-        let task = tokio::task::spawn_local(input.run(
-            Rc::new(FlowRing::new(64)),
-            Rc::new(RefCell::new(TsPath::new())),
-            stats.clone(),
-            Instant::now(),
-        ));
+        let task = tokio::task::spawn_local(input.run(Feed {
+            ring: Rc::new(FlowRing::new(64)),
+            ts: Rc::new(RefCell::new(TsPath::new())),
+            stats: stats.clone(),
+            epoch: Instant::now(),
+        }));
         (Flow { stats, task }, bound)
     }
 

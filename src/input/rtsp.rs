@@ -9,18 +9,13 @@
 //! while unreachable, or the drop of a playing stream).
 
 use crate::net::outbound::Policy;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::InputError;
-use super::udp::TsPath;
+use super::{Feed, InputError};
 use crate::config::RtspInputConfig;
 use crate::events::{Event, Events};
 use crate::net::reconnect::{Backoff, Next, Reconnect};
 use crate::rtsp::{self, Source};
-use crate::stats::{InputStats, bump};
-use crate::ts::ring::FlowRing;
 
 pub struct RtspInput {
     source: Source,
@@ -51,15 +46,7 @@ impl RtspInput {
     }
 
     /// Pull, reconnecting, until the task is dropped.
-    pub async fn run(
-        self,
-        ring: Rc<FlowRing>,
-        ts: Rc<RefCell<TsPath>>,
-        stats: Rc<InputStats>,
-        epoch: Instant,
-        events: Events,
-        flow_id: String,
-    ) -> InputError {
+    pub async fn run(self, feed: Feed, events: Events, flow_id: String) -> InputError {
         // A fixed delay (`reconnect_delay_secs`) between attempts, so nothing to restart
         // after a stable connection.
         let backoff = Backoff::fixed(self.reconnect_delay);
@@ -98,12 +85,8 @@ impl RtspInput {
                             continue;
                         }
                         let now = Instant::now();
-                        bump(&stats.datagrams, 1);
-                        bump(&stats.bytes, out.len() as u64);
-                        stats.rate.add(now, out.len());
-                        let recv_us = now.saturating_duration_since(epoch).as_micros() as u64;
-                        ts.borrow_mut()
-                            .split(&out, &stats, |chunk| ring.push(chunk, recv_us));
+                        feed.count(out.len(), now);
+                        feed.push(&out, now);
                     };
                     tracing::warn!(flow_id = %flow_id, url = %url, "rtsp stream lost: {e}");
                     let down = link.disconnected(Instant::now(), &e);

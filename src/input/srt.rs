@@ -20,8 +20,7 @@ use srt_tokio::{SrtListener, SrtSocket};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use super::InputError;
-use super::udp::TsPath;
+use super::{Feed, InputError};
 use crate::config::{SrtConfig, SrtMode};
 use crate::events::latch::{ConnectionCycle, LinkEvent};
 use crate::events::{Event, Events};
@@ -29,8 +28,7 @@ use crate::net::reconnect::Next;
 use crate::rtp;
 use crate::srt::merge::{LegEvent, LegWatch, Merge, Verdict};
 use crate::srt::{self, Endpoint, SrtError};
-use crate::stats::{InputStats, SrtInputSnapshot, SrtLinkSnapshot, bump};
-use crate::ts::ring::FlowRing;
+use crate::stats::{SrtInputSnapshot, SrtLinkSnapshot, bump};
 
 /// How often connection counters are copied into the stats.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -56,10 +54,7 @@ pub struct SrtInput {
 struct Core {
     flow_id: String,
     events: Events,
-    ring: Rc<FlowRing>,
-    ts: Rc<RefCell<TsPath>>,
-    stats: Rc<InputStats>,
-    epoch: Instant,
+    feed: Feed,
     /// Two legs: merge and watch them.
     merge: Option<(Merge, LegWatch)>,
     /// Wakes the merge's release timer when something starts waiting for the other leg.
@@ -72,10 +67,7 @@ impl Core {
     /// A datagram from `leg`, carried by the SRT packet numbered `seq`.
     fn datagram(&mut self, leg: usize, seq: u32, data: Bytes) {
         let now = Instant::now();
-        let stats = &self.stats;
-        bump(&stats.datagrams, 1);
-        bump(&stats.bytes, data.len() as u64);
-        stats.rate.add(now, data.len());
+        self.feed.count(data.len(), now);
         let Some((merge, watch)) = &mut self.merge else {
             let payload = match data.first() {
                 Some(0x47) => &data[..],
@@ -92,7 +84,7 @@ impl Core {
         watch.on_data(leg, now);
         let before = merge.next_deadline();
         if merge.offer(leg, now, seq, data) == Verdict::Malformed {
-            bump(&stats.malformed, 1);
+            bump(&self.feed.stats.malformed, 1);
         }
         let after = merge.next_deadline();
         if after.is_some() && (before.is_none() || after < before) {
@@ -123,14 +115,8 @@ impl Core {
         self.merge.as_ref().and_then(|(m, _)| m.next_deadline())
     }
 
-    /// Into the chunker, the analyzer and the ring.
     fn forward(&self, payload: &[u8], now: Instant) {
-        let stats = &self.stats;
-        let recv_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
-        let ring = &self.ring;
-        self.ts
-            .borrow_mut()
-            .split(payload, stats, |chunk| ring.push(chunk, recv_us));
+        self.feed.push(payload, now);
     }
 
     fn raise(&self, e: Event) {
@@ -211,7 +197,7 @@ impl Core {
             .as_ref()
             .map(|(m, _)| m.stats())
             .unwrap_or_default();
-        self.stats.srt.set(Some(SrtInputSnapshot {
+        self.feed.stats.srt.set(Some(SrtInputSnapshot {
             leg1: self.links[0],
             leg2: self.redundant.then_some(self.links[1]),
             duplicates: m.duplicates,
@@ -244,13 +230,7 @@ impl SrtInput {
     }
 
     /// Runs until the task is dropped; returns only if a listener cannot be set up.
-    pub async fn run(
-        self,
-        ring: Rc<FlowRing>,
-        ts: Rc<RefCell<TsPath>>,
-        stats: Rc<InputStats>,
-        epoch: Instant,
-    ) -> InputError {
+    pub async fn run(self, feed: Feed) -> InputError {
         let redundant = self.legs.len() > 1;
         let window = match (self.legs.first(), self.legs.get(1)) {
             (Some(a), Some(b)) => match b.ep.cfg.window_ms {
@@ -263,10 +243,7 @@ impl SrtInput {
         let core = RefCell::new(Core {
             flow_id: self.flow_id,
             events: self.events,
-            ring,
-            ts,
-            stats,
-            epoch,
+            feed,
             merge: redundant
                 .then(|| (Merge::new(window), LegWatch::new(LegWatch::DEFAULT_TIMEOUT))),
             release: release.clone(),

@@ -5,11 +5,10 @@ use std::io;
 use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::InputError;
 use super::cadence::{self, Cadence};
+use super::{Feed, InputError};
 use crate::config::UdpInputConfig;
 use crate::net::mmsg::{BATCH, RecvBatch};
 use crate::net::wake::{OneShotReadable, Ticker};
@@ -92,13 +91,13 @@ impl UdpInput {
     /// output move a whole interval of datagrams, where waking per datagram cost a context
     /// switch and three syscalls each. A sparse stream stays idle, woken per datagram, which
     /// is then the cheaper way.
-    pub async fn run(
-        self,
-        ring: Rc<FlowRing>,
-        ts: Rc<RefCell<TsPath>>,
-        stats: Rc<InputStats>,
-        epoch: Instant,
-    ) -> InputError {
+    pub async fn run(self, feed: Feed) -> InputError {
+        let Feed {
+            ring,
+            ts,
+            stats,
+            epoch,
+        } = feed;
         let (armed, ticker) =
             match OneShotReadable::new(self.socket.as_fd()).and_then(|a| Ok((a, Ticker::new()?))) {
                 Ok(w) => w,
