@@ -43,6 +43,10 @@ pub mod node;
 pub mod output;
 /// The A/B slot RAUC booted, for `health`.
 pub mod rauc;
+/// RTMP for publishers, sans-IO: handshake, chunk stream, AMF0, the server session, FLV to
+/// MPEG-TS (the `rtmp` feature).
+#[cfg(feature = "rtmp")]
+pub mod rtmp;
 /// RTP for MPEG-TS: header view and writer, receive-side sequence tracking.
 pub mod rtp;
 /// Pulling an RTSP camera with retina and remuxing it to MPEG-TS, no transcoding.

@@ -37,7 +37,7 @@ fn broken_file_lists_every_problem_by_path() {
   "version": 1,
   "server": {"listen_addr": "127.0.0.1", "listen_port": 0},
   "flows": [
-    {"id": "a", "input": {"type": "rtmp", "listen_addr": "0.0.0.0:1935"},
+    {"id": "a", "input": {"type": "whep", "url": "http://x/whep"},
      "outputs": [{"type": "udp", "id": "o", "dest_addr": "x", "dscp": 70}]},
     {"id": "a", "input": {"type": "udp", "bind_addr": "0.0.0.0:5000"}}
   ]
@@ -53,7 +53,7 @@ fn broken_file_lists_every_problem_by_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in [
         "server.listen_port: must not be 0",
-        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
+        r#"flows[0].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt, rtmp, rtsp)"#,
         r#"flows[0].outputs[0].dest_addr: "x" is not a socket address"#,
         "flows[0].outputs[0].dscp: 70 is out of range (0..=63)",
         r#"flows[1].id: "a" is already used by flows[0].id"#,

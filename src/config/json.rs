@@ -176,9 +176,8 @@ impl InputConfig {
             InputConfig::Udp(u) | InputConfig::Rtp(u) => u.write_fields(&mut m),
             InputConfig::Srt(c) => c.write_fields(&mut m),
             InputConfig::Rtsp(r) => r.write_fields(&mut m),
-            InputConfig::Rtmp(x) | InputConfig::Webrtc(x) | InputConfig::Whep(x) => {
-                put_extra(&mut m, x)
-            }
+            InputConfig::Rtmp(r) => r.write_fields(&mut m),
+            InputConfig::Webrtc(x) | InputConfig::Whep(x) => put_extra(&mut m, x),
         }
         Value::Object(m)
     }
@@ -248,7 +247,7 @@ fn read_input(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<I
         "udp" => InputConfig::Udp(UdpInputConfig::read_fields(o)?),
         "rtp" => InputConfig::Rtp(UdpInputConfig::read_fields(o)?),
         "srt" => InputConfig::Srt(SrtConfig::read_fields(o)?),
-        "rtmp" => InputConfig::Rtmp(o.rest()),
+        "rtmp" => InputConfig::Rtmp(RtmpInputConfig::read_fields(o)?),
         "rtsp" => InputConfig::Rtsp(RtspInputConfig::read_fields(o)?),
         "webrtc" => InputConfig::Webrtc(o.rest()),
         "whep" => InputConfig::Whep(o.rest()),

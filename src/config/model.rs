@@ -216,11 +216,12 @@ pub enum InputConfig {
     Udp(UdpInputConfig),
     Rtp(UdpInputConfig),
     Srt(SrtConfig),
+    /// A server RTMP publishers push to (read in every build; run with the `rtmp` feature).
+    Rtmp(RtmpInputConfig),
+    Rtsp(RtspInputConfig),
     /// Input types of the spec that this build does not run yet: kept verbatim (every field
     /// but `type`) so a config holding them round-trips, and refused by validation with a
     /// clear message.
-    Rtmp(Extra),
-    Rtsp(RtspInputConfig),
     Webrtc(Extra),
     Whep(Extra),
 }
@@ -230,6 +231,9 @@ impl InputConfig {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "rtsp", "webrtc", "whep"];
     /// The input types this build can run.
+    #[cfg(feature = "rtmp")]
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "rtmp", "rtsp"];
+    #[cfg(not(feature = "rtmp"))]
     pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "rtsp"];
 
     pub fn type_name(&self) -> &'static str {
@@ -479,6 +483,20 @@ impl SrtConfig {
             redundancy: None,
             extra: Extra::new(),
         }
+    }
+}
+
+config_struct! {
+    /// An RTMP server input: publishers (OBS, FFmpeg, encoders) push `rtmp://host:port/app/key`
+    /// to it. Several flows may share one `listen_addr`, told apart by `app` and `stream_key`.
+    #[derive(Clone, PartialEq)]
+    pub struct RtmpInputConfig {
+        /// `ip:port` (TCP) to listen on; 1935 is RTMP's usual port.
+        listen_addr: SocketAddr => parsed;
+        /// The application name: the first path segment of the publisher's URL.
+        app: String => required;
+        /// A secret (removed by `redacted()`): the last path segment, OBS's "Stream Key".
+        stream_key: String => required;
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::model::{
     BridgeConfig, BridgeStreamConfig, Config, FlowConfig, HlsOutputConfig, InputConfig,
-    ManagerConfig, OutputConfig, RtspInputConfig, ServerConfig, SrtConfig,
+    ManagerConfig, OutputConfig, RtmpInputConfig, RtspInputConfig, ServerConfig, SrtConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -128,6 +128,7 @@ redacted_debug! {
     SrtConfig => |c| InputConfig::Srt(c.clone()).to_value(),
     RtspInputConfig => |c| InputConfig::Rtsp(c.clone()).to_value(),
     HlsOutputConfig => HlsOutputConfig::to_value,
+    RtmpInputConfig => |c| InputConfig::Rtmp(c.clone()).to_value(),
     BridgeConfig => BridgeConfig::to_value,
     BridgeStreamConfig => BridgeStreamConfig::to_value,
     ManagerConfig => ManagerConfig::to_value,

@@ -444,6 +444,7 @@ fn unsupported_types_round_trip_but_do_not_validate() {
     let e = parse(&everything().to_string()).unwrap_err();
     let e: Vec<String> = e.iter().map(ToString::to_string).collect();
     let out = OutputKind::SUPPORTED_TYPES.join(", ");
+    let inputs = InputConfig::SUPPORTED_TYPES.join(", ");
     let mut want = vec![format!(
         r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: {out})"#
     )];
@@ -453,18 +454,60 @@ fn unsupported_types_round_trip_but_do_not_validate() {
             r#"flows[0].outputs[4].type: "hls" is not supported by this build yet (supported: {out})"#
         ));
     }
-    want.extend([
-        format!(
-            r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: {out})"#
-        ),
-        r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
-        r#"flows[4].input.type: "webrtc" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
-        r#"flows[5].input.type: "whep" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#.into(),
-    ]);
+    want.push(format!(
+        r#"flows[0].outputs[5].type: "webrtc" is not supported by this build yet (supported: {out})"#
+    ));
+    if !cfg!(feature = "rtmp") {
+        want.push(format!(
+            r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: {inputs})"#
+        ));
+    }
+    for (i, t) in [(4, "webrtc"), (5, "whep")] {
+        want.push(format!(
+            r#"flows[{i}].input.type: "{t}" is not supported by this build yet (supported: {inputs})"#
+        ));
+    }
     assert_eq!(e, want);
 }
 
 // ---- validation, one rule at a time ----
+
+#[cfg(feature = "rtmp")]
+#[test]
+fn rtmp_input_fields() {
+    let rtmp = |f: Value| {
+        move |v: &mut Value| {
+            let mut i = json!({"type": "rtmp", "listen_addr": "0.0.0.0:1935", "app": "live",
+                               "stream_key": "k1"});
+            for (k, x) in f.as_object().unwrap() {
+                i[k] = x.clone();
+            }
+            v["flows"][0]["input"] = i;
+        }
+    };
+    assert!(errs(rtmp(json!({}))).is_empty());
+    one(
+        rtmp(json!({"listen_addr": "0.0.0.0:0"})),
+        "flows[0].input.listen_addr: port must not be 0 (publishers need a fixed port)",
+    );
+    one(
+        rtmp(json!({"app": "/"})),
+        "flows[0].input.app: must be a non-empty name without spaces or '?'",
+    );
+    one(
+        rtmp(json!({"stream_key": ""})),
+        "flows[0].input.stream_key: must not be empty",
+    );
+    // The key is a secret: never in Debug output or a redacted config.
+    let cfg = parse(&{
+        let mut v = base();
+        rtmp(json!({"stream_key": "hunter2-key"}))(&mut v);
+        v.to_string()
+    })
+    .unwrap();
+    assert!(!format!("{:?}", cfg.flows[0].input).contains("hunter2"));
+    assert!(!cfg.redacted().to_string().contains("hunter2"));
+}
 
 #[test]
 fn version_must_be_1() {
@@ -618,8 +661,11 @@ fn output_id_rules() {
 #[test]
 fn unsupported_input_and_output_types() {
     one(
-        |v| v["flows"][0]["input"] = json!({"type": "rtmp", "listen_addr": "0.0.0.0:1935"}),
-        r#"flows[0].input.type: "rtmp" is not supported by this build yet (supported: udp, rtp, srt, rtsp)"#,
+        |v| v["flows"][0]["input"] = json!({"type": "whep", "url": "http://x/whep"}),
+        &format!(
+            r#"flows[0].input.type: "whep" is not supported by this build yet (supported: {})"#,
+            InputConfig::SUPPORTED_TYPES.join(", ")
+        ),
     );
     one(
         |v| {
@@ -1678,7 +1724,7 @@ fn errors_carry_their_kind() {
         [ErrorKind::Unknown]
     );
     assert_eq!(
-        kinds(|v| v["flows"][0]["input"]["type"] = json!("rtmp")),
+        kinds(|v| v["flows"][0]["input"]["type"] = json!("webrtc")),
         [ErrorKind::Unsupported]
     );
     assert_eq!(

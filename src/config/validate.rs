@@ -293,6 +293,27 @@ impl Validator<'_> {
         }
     }
 
+    /// An RTMP input: a fixed TCP port, a plain app name, a key (TCP: no conflict with the
+    /// UDP binds; flows may share a `listen_addr`, the app and key tell them apart).
+    #[cfg(feature = "rtmp")]
+    fn rtmp_input(&mut self, r: &RtmpInputConfig, path: &str) {
+        if !self.unparsed(path) && r.listen_addr.port() == 0 {
+            self.err(
+                child(path, "listen_addr"),
+                "port must not be 0 (publishers need a fixed port)",
+            );
+        }
+        if r.app.trim_matches('/').is_empty() || r.app.contains(['?', ' ']) {
+            self.err(
+                child(path, "app"),
+                "must be a non-empty name without spaces or '?'",
+            );
+        }
+        if r.stream_key.is_empty() {
+            self.err(child(path, "stream_key"), "must not be empty");
+        }
+    }
+
     fn rtsp_input(&mut self, r: &RtspInputConfig, path: &str) {
         self.rtsp_url(&child(path, "rtsp_url"), &r.rtsp_url);
         r.check_fields(path, &mut self.errors);
@@ -480,6 +501,11 @@ impl Validator<'_> {
             }
             InputConfig::Rtsp(r) => {
                 self.rtsp_input(r, path);
+                return;
+            }
+            #[cfg(feature = "rtmp")]
+            InputConfig::Rtmp(r) => {
+                self.rtmp_input(r, path);
                 return;
             }
             other => {

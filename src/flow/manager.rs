@@ -15,6 +15,8 @@ use super::error::FlowError;
 use crate::config::{FlowConfig, InputConfig, OutputConfig, OutputKind};
 use crate::events::{Event, Events};
 use crate::hls::Published;
+#[cfg(feature = "rtmp")]
+use crate::input::rtmp::RtmpInput;
 use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
@@ -445,6 +447,15 @@ fn spawn(
         InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
         InputConfig::Rtsp(c) => RtspInput::new(c, outbound.clone()).map(BoundInput::Rtsp),
         InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
+        #[cfg(feature = "rtmp")]
+        InputConfig::Rtmp(c) => RtmpInput::bind(
+            c.listen_addr,
+            &c.app,
+            &crate::secret::Secret::new(c.stream_key.as_str()),
+            &cfg.id,
+            events,
+        )
+        .map(BoundInput::Rtmp),
         other => Err(InputError::Unsupported(other.type_name())),
     }
     .map_err(FlowError::InputStart)?;
@@ -499,6 +510,8 @@ enum BoundInput {
     Udp(UdpInput),
     Srt(SrtInput),
     Rtsp(RtspInput),
+    #[cfg(feature = "rtmp")]
+    Rtmp(RtmpInput),
 }
 
 impl BoundInput {
@@ -507,6 +520,8 @@ impl BoundInput {
             BoundInput::Udp(i) => i.run(feed).await,
             BoundInput::Srt(i) => i.run(feed).await,
             BoundInput::Rtsp(i) => i.run(feed, events, flow_id).await,
+            #[cfg(feature = "rtmp")]
+            BoundInput::Rtmp(i) => i.run(feed).await,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! is a start failure the operator sees at once), then runs as one task writing the ring.
 
 pub mod cadence;
+#[cfg(feature = "rtmp")]
+pub mod rtmp;
 pub mod rtsp;
 pub mod srt;
 pub mod udp;

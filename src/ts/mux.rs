@@ -1,5 +1,6 @@
-//! A small MPEG-TS muxer (ISO/IEC 13818-1): PAT and PMT with the MPEG-2 CRC, PES with PTS,
-//! PCR on the first stream, random-access flags on key frames.
+//! A small MPEG-TS muxer (ISO/IEC 13818-1): PAT and PMT with the MPEG-2 CRC, PES with PTS
+//! (and DTS when it differs: B-frames from RTMP), PCR on the first stream, random-access
+//! flags on key frames.
 //!
 //! Pure functions over byte buffers: frames in, whole 188-byte packets appended to a `Vec`.
 //! It never panics on any input (empty frames, huge frames, timestamps anywhere in `u64`),
@@ -69,6 +70,8 @@ pub struct TsMuxer {
     pat_cc: u8,
     pmt_cc: u8,
     last_psi: Option<u64>,
+    /// The PMT's version_number: bumped when [`TsMuxer::set_streams`] changes the program.
+    version: u8,
 }
 
 impl TsMuxer {
@@ -93,7 +96,33 @@ impl TsMuxer {
             pat_cc: 0,
             pmt_cc: 0,
             last_psi: None,
+            version: 0,
         }
+    }
+
+    /// Changes the program to these streams (at most 16), keeping every continuity counter:
+    /// a stream keeps its PID and counter by position, so a source that reconnects with the
+    /// same streams continues the same PIDs seamlessly. A different set bumps the PMT
+    /// version and sends PAT/PMT before the next frame.
+    pub fn set_streams(&mut self, kinds: &[StreamKind]) {
+        let kinds = &kinds[..kinds.len().min(16)];
+        let same = kinds.len() == self.streams.len()
+            && kinds.iter().zip(&self.streams).all(|(k, s)| *k == s.kind);
+        if same {
+            return;
+        }
+        let old = std::mem::take(&mut self.streams);
+        self.streams = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| EsState {
+                kind,
+                pid: FIRST_ES_PID + i as u16,
+                cc: old.get(i).map_or(0, |s| s.cc),
+            })
+            .collect();
+        self.version = (self.version + 1) & 0x1f;
+        self.last_psi = None;
     }
 
     pub fn streams(&self) -> usize {
@@ -121,7 +150,11 @@ impl TsMuxer {
     /// Appends a PAT and a PMT (one packet each).
     pub fn write_psi(&mut self, out: &mut Vec<u8>) {
         let pat = pat_section();
-        let pmt = pmt_section(self.pcr_pid(), self.streams.iter().map(|s| (s.kind, s.pid)));
+        let pmt = pmt_section_version(
+            self.version,
+            self.pcr_pid(),
+            self.streams.iter().map(|s| (s.kind, s.pid)),
+        );
         psi_packet(PAT_PID, &mut self.pat_cc, &pat, out);
         psi_packet(PMT_PID, &mut self.pmt_cc, &pmt, out);
     }
@@ -137,29 +170,94 @@ impl TsMuxer {
         data: &[u8],
         out: &mut Vec<u8>,
     ) {
+        self.write_frame_dts(index, pts, pts, key, data, out);
+    }
+
+    /// [`TsMuxer::write_frame`] with a decoding time: the PES carries a DTS when it differs
+    /// from the PTS (B-frames), and the PCR and the PSI timing follow the DTS, the order in
+    /// which frames arrive.
+    pub fn write_frame_dts(
+        &mut self,
+        index: usize,
+        pts: u64,
+        dts: u64,
+        key: bool,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         if index >= self.streams.len() {
             return;
         }
-        let pts = pts & PTS_MASK;
+        let (pts, dts) = (pts & PTS_MASK, dts & PTS_MASK);
         let is_pcr = index == self.pcr_index();
         if is_pcr {
             let due = match self.last_psi {
                 None => true,
-                Some(last) => key || pts.wrapping_sub(last) & PTS_MASK >= PSI_INTERVAL_90K,
+                Some(last) => key || dts.wrapping_sub(last) & PTS_MASK >= PSI_INTERVAL_90K,
             };
             if due {
                 self.write_psi(out);
-                self.last_psi = Some(pts);
+                self.last_psi = Some(dts);
             }
         } else if self.last_psi.is_none() {
             // Nothing has announced the program yet.
             self.write_psi(out);
         }
         let es = &mut self.streams[index];
-        let pcr = is_pcr.then(|| pts.wrapping_sub(PCR_LEAD_90K) & PTS_MASK);
-        let header = pes_header(es.kind, pts, data.len());
-        write_pes(es.pid, &mut es.cc, &header, data, pcr, key, out);
+        let pcr = is_pcr.then(|| dts.wrapping_sub(PCR_LEAD_90K) & PTS_MASK);
+        if pts == dts {
+            let header = pes_header(es.kind, pts, data.len());
+            write_pes(es.pid, &mut es.cc, &header, data, pcr, key, out);
+        } else {
+            let header = pes_header_dts(es.kind, pts, dts, data.len());
+            write_pes(es.pid, &mut es.cc, &header, data, pcr, key, out);
+        }
     }
+}
+
+/// One 33-bit timestamp in the PES header's 5-byte form, `prefix` in the top nibble.
+fn put_timestamp(dst: &mut [u8], prefix: u8, ts: u64) {
+    let ts = ts & PTS_MASK;
+    dst[0] = (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1;
+    dst[1] = (ts >> 22) as u8;
+    dst[2] = (((ts >> 15) as u8) << 1) | 1;
+    dst[3] = (ts >> 7) as u8;
+    dst[4] = ((ts as u8) << 1) | 1;
+}
+
+/// The PES header for one frame with a PTS and a DTS (19 bytes).
+pub fn pes_header_dts(kind: StreamKind, pts: u64, dts: u64, payload_len: usize) -> [u8; 19] {
+    let mut h = [0u8; 19];
+    h[..3].copy_from_slice(&[0, 0, 1]);
+    h[3] = kind.stream_id();
+    let len = payload_len + 13;
+    let len = if kind.is_video() || len > 0xffff {
+        0
+    } else {
+        len as u16
+    };
+    h[4..6].copy_from_slice(&len.to_be_bytes());
+    h[6] = 0x80;
+    h[7] = 0xc0; // PTS and DTS
+    h[8] = 10;
+    put_timestamp(&mut h[9..14], 0x3, pts);
+    put_timestamp(&mut h[14..19], 0x1, dts);
+    h
+}
+
+/// Reads the DTS back out of a PES header; `None` when it has none (then DTS = PTS).
+pub fn pes_dts(pes: &[u8]) -> Option<u64> {
+    if pes.len() < 19 || pes[..3] != [0, 0, 1] || pes[7] & 0xc0 != 0xc0 {
+        return None;
+    }
+    let p = &pes[14..19];
+    Some(
+        (u64::from(p[0] >> 1) & 0x07) << 30
+            | u64::from(p[1]) << 22
+            | u64::from(p[2] >> 1) << 15
+            | u64::from(p[3]) << 7
+            | u64::from(p[4] >> 1),
+    )
 }
 
 /// The PES header for one frame with a PTS. Video gets PES_packet_length 0 (unbounded, as
@@ -325,9 +423,18 @@ pub fn pat_section() -> Vec<u8> {
 }
 
 pub fn pmt_section(pcr_pid: u16, streams: impl Iterator<Item = (StreamKind, u16)>) -> Vec<u8> {
+    pmt_section_version(0, pcr_pid, streams)
+}
+
+/// The PMT with this version_number (5 bits).
+pub fn pmt_section_version(
+    version: u8,
+    pcr_pid: u16,
+    streams: impl Iterator<Item = (StreamKind, u16)>,
+) -> Vec<u8> {
     let mut s = vec![0x02, 0, 0];
     s.extend_from_slice(&PROGRAM.to_be_bytes());
-    s.extend_from_slice(&[0xc1, 0x00, 0x00]);
+    s.extend_from_slice(&[0xc1 | ((version & 0x1f) << 1), 0x00, 0x00]);
     s.extend_from_slice(&(0xe000 | pcr_pid).to_be_bytes());
     s.extend_from_slice(&[0xf0, 0x00]); // program_info_length 0
     for (kind, pid) in streams {
@@ -467,6 +574,44 @@ mod tests {
         m.write_frame(0, u64::MAX, false, &[], &mut out);
         let (pes, _, _) = demux(&out);
         assert_eq!(pes[&0x100][0].len(), 14);
+    }
+
+    #[test]
+    fn dts_is_written_when_it_differs_and_drives_the_pcr() {
+        let mut m = TsMuxer::new(&[StreamKind::H264]);
+        let mut out = Vec::new();
+        m.write_frame_dts(0, 93_000, 90_000, true, b"idr", &mut out);
+        m.write_frame_dts(0, 93_000, 93_000, false, b"b", &mut out);
+        let (pes, pcrs, _) = demux(&out);
+        let v = &pes[&0x100];
+        assert_eq!(pes_pts(&v[0]), Some(93_000));
+        assert_eq!(pes_dts(&v[0]), Some(90_000));
+        assert_eq!(&v[0][19..], b"idr");
+        assert_eq!(pes_dts(&v[1]), None);
+        assert_eq!(&v[1][14..], b"b");
+        assert_eq!(pcrs[0], (90_000 - PCR_LEAD_90K) * 300);
+    }
+
+    #[test]
+    fn set_streams_keeps_counters_and_bumps_the_pmt_version() {
+        let mut m = TsMuxer::new(&[StreamKind::H264]);
+        let mut out = Vec::new();
+        m.write_frame(0, 0, true, &[1u8; 400], &mut out);
+        m.set_streams(&[StreamKind::H264]);
+        m.write_frame(0, 3000, false, &[1u8; 400], &mut out);
+        m.set_streams(&[StreamKind::H264, StreamKind::AacAdts]);
+        m.write_frame(0, 6000, false, b"v", &mut out);
+        m.write_frame(1, 6000, false, b"a", &mut out);
+        // demux asserts continuous counters on every PID, PSI included.
+        let (pes, _, psi) = demux(&out);
+        assert_eq!(pes[&0x100].len(), 3);
+        assert_eq!(psi, 4, "PSI at the start and after the change");
+        let pmt = out
+            .chunks(PACKET_LEN)
+            .filter(|p| Packet::new(p).unwrap().pid() == PMT_PID)
+            .nth(1)
+            .unwrap();
+        assert_eq!((pmt[5 + 5] >> 1) & 0x1f, 1, "version 1");
     }
 
     proptest! {
