@@ -228,18 +228,7 @@ fn put_timestamp(dst: &mut [u8], prefix: u8, ts: u64) {
 /// The PES header for one frame with a PTS and a DTS (19 bytes).
 pub fn pes_header_dts(kind: StreamKind, pts: u64, dts: u64, payload_len: usize) -> [u8; 19] {
     let mut h = [0u8; 19];
-    h[..3].copy_from_slice(&[0, 0, 1]);
-    h[3] = kind.stream_id();
-    let len = payload_len + 13;
-    let len = if kind.is_video() || len > 0xffff {
-        0
-    } else {
-        len as u16
-    };
-    h[4..6].copy_from_slice(&len.to_be_bytes());
-    h[6] = 0x80;
-    h[7] = 0xc0; // PTS and DTS
-    h[8] = 10;
+    pes_start(&mut h, kind, 0xc0, payload_len);
     put_timestamp(&mut h[9..14], 0x3, pts);
     put_timestamp(&mut h[14..19], 0x1, dts);
     h
@@ -250,39 +239,44 @@ pub fn pes_dts(pes: &[u8]) -> Option<u64> {
     if pes.len() < 19 || pes[..3] != [0, 0, 1] || pes[7] & 0xc0 != 0xc0 {
         return None;
     }
-    let p = &pes[14..19];
-    Some(
-        (u64::from(p[0] >> 1) & 0x07) << 30
-            | u64::from(p[1]) << 22
-            | u64::from(p[2] >> 1) << 15
-            | u64::from(p[3]) << 7
-            | u64::from(p[4] >> 1),
-    )
+    Some(get_timestamp(&pes[14..19]))
 }
 
 /// The PES header for one frame with a PTS. Video gets PES_packet_length 0 (unbounded, as
 /// the standard allows for video in TS); audio its exact length when it fits 16 bits.
 pub fn pes_header(kind: StreamKind, pts: u64, payload_len: usize) -> [u8; 14] {
     let mut h = [0u8; 14];
+    pes_start(&mut h, kind, 0x80, payload_len);
+    put_timestamp(&mut h[9..14], 0x2, pts);
+    h
+}
+
+/// The first 9 bytes of a PES header of `h.len()` bytes: start code, stream id,
+/// PES_packet_length, '10' (not scrambled, no priority, not aligned, no copyright, copy),
+/// the PTS/DTS flags (`0x80` PTS only, `0xc0` both) and the header data length.
+fn pes_start(h: &mut [u8], kind: StreamKind, pts_dts_flags: u8, payload_len: usize) {
     h[..3].copy_from_slice(&[0, 0, 1]);
     h[3] = kind.stream_id();
-    let len = payload_len + 8;
+    // PES_packet_length counts everything after itself.
+    let len = payload_len + h.len() - 6;
     let len = if kind.is_video() || len > 0xffff {
         0
     } else {
         len as u16
     };
     h[4..6].copy_from_slice(&len.to_be_bytes());
-    h[6] = 0x80; // '10', not scrambled, no priority, not aligned, no copyright, copy
-    h[7] = 0x80; // PTS only
-    h[8] = 5;
-    let pts = pts & PTS_MASK;
-    h[9] = 0x21 | (((pts >> 30) as u8 & 0x07) << 1);
-    h[10] = (pts >> 22) as u8;
-    h[11] = (((pts >> 15) as u8) << 1) | 1;
-    h[12] = (pts >> 7) as u8;
-    h[13] = ((pts as u8) << 1) | 1;
-    h
+    h[6] = 0x80;
+    h[7] = pts_dts_flags;
+    h[8] = (h.len() - 9) as u8;
+}
+
+/// A 33-bit timestamp out of its 5-byte PES form.
+fn get_timestamp(p: &[u8]) -> u64 {
+    (u64::from(p[0] >> 1) & 0x07) << 30
+        | u64::from(p[1]) << 22
+        | u64::from(p[2] >> 1) << 15
+        | u64::from(p[3]) << 7
+        | u64::from(p[4] >> 1)
 }
 
 /// Reads the PTS back out of a PES header (for tests and the analyzer's users).
@@ -290,14 +284,7 @@ pub fn pes_pts(pes: &[u8]) -> Option<u64> {
     if pes.len() < 14 || pes[..3] != [0, 0, 1] || pes[7] & 0x80 == 0 {
         return None;
     }
-    let p = &pes[9..14];
-    Some(
-        (u64::from(p[0] >> 1) & 0x07) << 30
-            | u64::from(p[1]) << 22
-            | u64::from(p[2] >> 1) << 15
-            | u64::from(p[3]) << 7
-            | u64::from(p[4] >> 1),
-    )
+    Some(get_timestamp(&pes[9..14]))
 }
 
 /// Splits `header ++ data` into TS packets of `pid`. The first packet has PUSI set and, if
