@@ -219,15 +219,27 @@ fn av() -> Vec<(u8, u16)> {
     vec![(0x1B, VIDEO), (0x0F, AUDIO)]
 }
 
+/// The TS of frames `range` (a key frame every `gop`, `rai`: flagged random access) of a
+/// program with `streams`, and the source to go on with.
+fn frames(
+    streams: &[(u8, u16)],
+    range: std::ops::Range<u64>,
+    gop: u64,
+    rai: bool,
+) -> (Source, Vec<u8>) {
+    let mut src = Source::new(streams);
+    let mut stream = Vec::new();
+    for n in range {
+        stream.extend(src.frame(n, gop, rai));
+    }
+    (src, stream)
+}
+
 #[test]
 fn cuts_at_idr_frames_with_pat_and_pmt_first() {
     let t0 = Instant::now();
-    let mut src = Source::new(&av());
-    let mut stream = Vec::new();
     // Starts mid-GOP: frames before the first IDR (and before the PSI) are dropped.
-    for n in 7..161 {
-        stream.extend(src.frame(n, 25, false));
-    }
+    let (_, stream) = frames(&av(), 7..161, 25, false);
     let mut seg = Segmenter::new(Duration::from_secs(2), 40);
     let out = run(&mut seg, &stream, t0);
     assert_eq!(seg.timing(), Some((VIDEO, Codec::H264)));
@@ -260,11 +272,7 @@ fn cuts_at_idr_frames_with_pat_and_pmt_first() {
 #[test]
 fn sparse_key_frames_make_longer_segments() {
     let t0 = Instant::now();
-    let mut src = Source::new(&av());
-    let mut stream = Vec::new();
-    for n in 0..200 {
-        stream.extend(src.frame(n, 75, false));
-    }
+    let (_, stream) = frames(&av(), 0..200, 75, false);
     let mut seg = Segmenter::new(Duration::from_secs(2), 0);
     let out = run(&mut seg, &stream, t0);
     assert_eq!(out.len(), 2);
@@ -276,11 +284,7 @@ fn sparse_key_frames_make_longer_segments() {
 fn random_access_indicator_alone_marks_a_key_frame() {
     // Video of a type whose pictures are not parsed: only the flag can tell.
     let t0 = Instant::now();
-    let mut src = Source::new(&[(0x10, VIDEO), (0x0F, AUDIO)]);
-    let mut stream = Vec::new();
-    for n in 0..101 {
-        stream.extend(src.frame(n, 25, true));
-    }
+    let (_, stream) = frames(&[(0x10, VIDEO), (0x0F, AUDIO)], 0..101, 25, true);
     let mut seg = Segmenter::new(Duration::from_secs(2), 0);
     let out = run(&mut seg, &stream, t0);
     assert_eq!(seg.timing(), Some((VIDEO, Codec::OtherVideo)));
