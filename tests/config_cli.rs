@@ -4,21 +4,22 @@ mod common;
 
 use std::fs;
 
-fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("quoll-check-{name}-{}.json", std::process::id()));
-    fs::write(&p, text).unwrap();
-    p
-}
-
-#[test]
-fn valid_file_exits_zero() {
-    let path = write_temp("valid", quoll::config::EMBEDDED_DEFAULT);
+/// `quoll check-config` on a file holding `text` (removed afterwards).
+fn check_config(name: &str, text: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("quoll-check-{name}-{}.json", std::process::id()));
+    fs::write(&path, text).unwrap();
     let out = common::quoll()
         .arg("check-config")
         .arg(&path)
         .output()
         .unwrap();
     let _ = fs::remove_file(&path);
+    out
+}
+
+#[test]
+fn valid_file_exits_zero() {
+    let out = check_config("valid", quoll::config::EMBEDDED_DEFAULT);
     assert!(
         out.status.success(),
         "status {:?}, stderr: {}",
@@ -31,7 +32,7 @@ fn valid_file_exits_zero() {
 
 #[test]
 fn broken_file_lists_every_problem_by_path() {
-    let path = write_temp(
+    let out = check_config(
         "broken",
         r#"{
   "version": 1,
@@ -43,12 +44,6 @@ fn broken_file_lists_every_problem_by_path() {
   ]
 }"#,
     );
-    let out = common::quoll()
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = fs::remove_file(&path);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in [
@@ -68,13 +63,7 @@ fn broken_file_lists_every_problem_by_path() {
 
 #[test]
 fn syntax_error_is_reported_not_panicked() {
-    let path = write_temp("syntax", "{\"version\": 1,");
-    let out = common::quoll()
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = fs::remove_file(&path);
+    let out = check_config("syntax", "{\"version\": 1,");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("$: not valid JSON: "), "{stderr}");
