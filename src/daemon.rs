@@ -69,6 +69,7 @@ pub fn run(config_path: Option<PathBuf>, board: Option<Profile>) -> ExitCode {
         }
     };
     // The bridge's recovery variables override config fields: held to the same ranges.
+    #[cfg(feature = "rtsp")]
     if let Err(msg) = crate::bridge::check_env(|k| std::env::var(k).ok()) {
         eprintln!("quoll: {msg}");
         return ExitCode::FAILURE;

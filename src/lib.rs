@@ -12,7 +12,14 @@
 
 /// Board profiles (`board/*.json`): paths, console, watchdog, socket buffers, first config.
 pub mod board;
-/// The RTSP->WebSocket bridge: on-demand camera sessions fanned out to browser clients.
+/// The RTSP->WebSocket bridge: on-demand camera sessions fanned out to browser clients
+/// (the `rtsp` feature).
+#[cfg(feature = "rtsp")]
+pub mod bridge;
+/// A build without the `rtsp` feature has no bridge: only the shapes `/healthz` and
+/// `quoll ctl sessions` report, empty.
+#[cfg(not(feature = "rtsp"))]
+#[path = "bridge/absent.rs"]
 pub mod bridge;
 /// The command line: `quoll run`, `check-config`, `events`, `ctl`, `--version`.
 pub mod cli;
@@ -49,7 +56,9 @@ pub mod rauc;
 pub mod rtmp;
 /// RTP for MPEG-TS: header view and writer, receive-side sequence tracking.
 pub mod rtp;
-/// Pulling an RTSP camera with retina and remuxing it to MPEG-TS, no transcoding.
+/// Pulling an RTSP camera with retina and remuxing it to MPEG-TS, no transcoding (the `rtsp`
+/// feature).
+#[cfg(feature = "rtsp")]
 pub mod rtsp;
 /// Secrets in memory: constant-time comparison and a holder `Debug` cannot print.
 pub mod secret;

@@ -950,6 +950,13 @@ async fn flow_tap(flow_id: String, ctx: WorkerCtx) -> Exit {
 #[cfg(test)]
 mod tests;
 
+/// What a build without the `rtsp` feature reports in its place, held here to the same shape.
+/// (Its `Launcher` stands in for ours there: unused here.)
+#[cfg(test)]
+#[path = "absent.rs"]
+#[allow(dead_code)]
+mod absent;
+
 #[cfg(test)]
 mod shell_tests {
     use super::*;
@@ -975,6 +982,26 @@ mod shell_tests {
         assert_eq!(got, pkts);
         assert_eq!(a.dropped, 3);
         assert!(a.pending.len() < PACKET_LEN);
+    }
+
+    /// The manager reads `/healthz`'s `bridge` block whatever the build: a build without the
+    /// bridge reports the same fields, and with no `bridge` block the same values.
+    #[test]
+    fn absent_bridge_reports_the_same_health_block() {
+        let real = Bridge::with_launcher(
+            None,
+            Default::default(),
+            crate::events::Events::in_memory(16),
+            None,
+            |_| None,
+            Rc::new(real_worker),
+        );
+        assert_eq!(
+            serde_json::to_value(real.health()).unwrap(),
+            serde_json::to_value(absent::BridgeHealth::absent(None)).unwrap()
+        );
+        let none: Vec<absent::SessionSnapshot> = Vec::new();
+        assert_eq!(serde_json::to_value(none).unwrap(), serde_json::json!([]));
     }
 
     #[test]

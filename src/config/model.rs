@@ -231,10 +231,15 @@ impl InputConfig {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "rtsp", "webrtc", "whep"];
     /// The input types this build can run.
-    #[cfg(feature = "rtmp")]
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "rtmp", "rtsp"];
-    #[cfg(not(feature = "rtmp"))]
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "rtsp"];
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &[
+        "udp",
+        "rtp",
+        "srt",
+        #[cfg(feature = "rtmp")]
+        "rtmp",
+        #[cfg(feature = "rtsp")]
+        "rtsp",
+    ];
 
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -462,15 +462,42 @@ fn unsupported_types_round_trip_but_do_not_validate() {
             r#"flows[2].input.type: "rtmp" is not supported by this build yet (supported: {inputs})"#
         ));
     }
+    if !cfg!(feature = "rtsp") {
+        want.push(format!(
+            r#"flows[3].input.type: "rtsp" is not supported by this build yet (supported: {inputs})"#
+        ));
+    }
     for (i, t) in [(4, "webrtc"), (5, "whep")] {
         want.push(format!(
             r#"flows[{i}].input.type: "{t}" is not supported by this build yet (supported: {inputs})"#
         ));
     }
+    if !cfg!(feature = "rtsp") {
+        want.push("bridge.streams: the RTSP bridge is not in this build".to_owned());
+    }
     assert_eq!(e, want);
 }
 
 // ---- validation, one rule at a time ----
+
+/// A build without the `rtsp` feature refuses what it cannot run, where it is written: an
+/// RTSP input by its type, bridge streams as a whole; a bridge block without streams is kept.
+#[cfg(not(feature = "rtsp"))]
+#[test]
+fn rtsp_and_bridge_streams_are_refused_without_the_feature() {
+    let e = errs(|v| v["flows"][1]["input"] = json!({"type": "rtsp", "rtsp_url": "rtsp://a/b"}));
+    assert_eq!(
+        e,
+        [format!(
+            r#"flows[1].input.type: "rtsp" is not supported by this build yet (supported: {})"#,
+            InputConfig::SUPPORTED_TYPES.join(", ")
+        )]
+    );
+    let e = errs(|v| v["bridge"] = json!({"streams": {"c": {"rtsp_url": "rtsp://a/b"}}}));
+    assert_eq!(e, ["bridge.streams: the RTSP bridge is not in this build"]);
+    assert!(errs(|v| v["bridge"] = json!({"streams": {}, "idle_timeout_ms": 9000})).is_empty());
+    assert!(errs(|v| v["bridge"] = json!({})).is_empty());
+}
 
 #[cfg(feature = "rtmp")]
 #[test]
@@ -1330,6 +1357,7 @@ fn with_bridge(bridge: serde_json::Value) -> Vec<String> {
     }
 }
 
+#[cfg(feature = "rtsp")]
 #[test]
 fn rtsp_input_reads_with_spec_defaults_and_validates() {
     let flow: FlowConfig = serde_json::from_value(json!({
@@ -1386,6 +1414,7 @@ fn rtsp_input_reads_with_spec_defaults_and_validates() {
     );
 }
 
+#[cfg(feature = "rtsp")]
 #[test]
 fn bridge_streams_validate_by_path() {
     assert_eq!(
@@ -1431,6 +1460,7 @@ fn bridge_streams_validate_by_path() {
     );
 }
 
+#[cfg(feature = "rtsp")]
 #[test]
 fn rtsp_credentials_are_redacted() {
     let mut v: serde_json::Value = serde_json::from_str(EMBEDDED_DEFAULT).unwrap();
@@ -1676,6 +1706,9 @@ fn outbound_allow_checks_every_destination_written_as_an_address() {
         .len(),
         2
     );
+    if !cfg!(feature = "rtsp") {
+        return;
+    }
     // RTSP: a literal host is checked now (credentials never echoed), a name at connect.
     let rtsp = |url: &str| json!({"type": "rtsp", "rtsp_url": url});
     assert_eq!(
@@ -1867,6 +1900,8 @@ fn srt_addresses_are_parsed_per_leg() {
 
 /// A valid config written back is the text it was read from, byte for byte: addresses
 /// (IPv6, multicast, scoped to an interface) and modes are written as their canonical text.
+/// (It holds an RTSP input and bridge streams: only a build with them validates it.)
+#[cfg(feature = "rtsp")]
 #[test]
 fn typed_values_round_trip_byte_identical() {
     let text = r#"{"version":1,"server":{"listen_addr":"::","listen_port":8080},"flows":[{"id":"v6","name":"","enabled":true,"input":{"type":"udp","bind_addr":"[ff0e::1]:5000","interface_addr":"::1","allowed_sources":["2001:db8::7","10.0.0.1"]},"outputs":[{"type":"rtp","id":"m4","name":"","dest_addr":"239.1.1.1:5000","bind_addr":"192.168.1.10:0","interface_addr":"192.168.1.10","dscp":46,"ttl":8},{"type":"udp","id":"m6","name":"","dest_addr":"[ff15::abcd]:6000","bind_addr":"[::]:0","interface_addr":"fe80::1","dscp":0}]},{"id":"s","name":"","enabled":true,"input":{"type":"srt","mode":"caller","local_addr":"[::]:0","remote_addr":"[2001:db8::5]:9000","latency_ms":120,"peer_idle_timeout_secs":30,"redundancy":{"mode":"listener","local_addr":"[::]:9001","latency_ms":120,"peer_idle_timeout_secs":30}},"outputs":[]},{"id":"cam","name":"","enabled":true,"input":{"type":"rtsp","rtsp_url":"rtsp://[2001:db8::9]:554/x","transport":"udp","timeout_secs":10,"reconnect_delay_secs":5},"outputs":[]}],"tunnels":[],"storage":{"data_dir":"quoll-data","event_log_max_bytes":16777216,"event_commit_max_delay_ms":50},"bridge":{"streams":{"c":{"rtsp_url":"rtsp://10.0.0.9/x","transport":"udp","timeout_secs":10,"worker":"ffmpeg","ffmpeg_video":"copy"},"f":{"flow_id":"v6","worker":"inprocess"}},"idle_timeout_ms":15000,"sweep_interval_ms":5000,"restart_delay_ms":2000,"max_restarts":5,"max_clients_per_stream":32,"client_queue_chunks":512,"max_client_lags":3,"ffmpeg_path":"ffmpeg","allowed_origins":[]}}"#;
@@ -1887,6 +1922,7 @@ fn typed_values_round_trip_byte_identical() {
 
 /// A flow's bridge stream has no camera: its transport was never checked, and still is not
 /// (nor written); a camera stream's is.
+#[cfg(feature = "rtsp")]
 #[test]
 fn a_flow_streams_transport_is_not_checked() {
     let with_bridge = |streams: Value| errs(|v| v["bridge"] = json!({"streams": streams}));

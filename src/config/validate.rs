@@ -13,6 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+#[cfg(feature = "rtsp")]
 use super::declare::check;
 use super::error::{ConfigError, ErrorKind, child, index, quoted};
 use super::model::*;
@@ -222,6 +223,34 @@ impl Validator<'_> {
     }
 
     fn bridge(&mut self, b: &BridgeConfig, cfg: &Config) {
+        #[cfg(feature = "rtsp")]
+        self.bridge_streams(b, cfg);
+        // Without the bridge, a block without streams (its settings, the viewer token) is
+        // kept and checked, so a config round-trips; a stream could never be served.
+        #[cfg(not(feature = "rtsp"))]
+        if !b.streams.is_empty() {
+            self.err_of(
+                ErrorKind::Unsupported,
+                "bridge.streams",
+                "the RTSP bridge is not in this build",
+            );
+        }
+        b.check_fields("bridge", &mut self.errors);
+        if let Some(t) = &b.viewer_token {
+            // The viewer token goes into page URLs and players; the API token must not be
+            // one of them.
+            if cfg.server.api_token.as_deref() == Some(t.as_str()) {
+                self.err(
+                    "bridge.viewer_token",
+                    "must differ from server.api_token (the viewer token grants no API access)",
+                );
+            }
+        }
+    }
+
+    /// The bridge's streams: each one source, a camera's URL or a flow.
+    #[cfg(feature = "rtsp")]
+    fn bridge_streams(&mut self, b: &BridgeConfig, cfg: &Config) {
         if b.streams.len() > BridgeConfig::MAX_STREAMS {
             self.err_of(
                 ErrorKind::Range,
@@ -280,17 +309,6 @@ impl Validator<'_> {
                 );
             }
         }
-        b.check_fields("bridge", &mut self.errors);
-        if let Some(t) = &b.viewer_token {
-            // The viewer token goes into page URLs and players; the API token must not be
-            // one of them.
-            if cfg.server.api_token.as_deref() == Some(t.as_str()) {
-                self.err(
-                    "bridge.viewer_token",
-                    "must differ from server.api_token (the viewer token grants no API access)",
-                );
-            }
-        }
     }
 
     /// An RTMP input: a fixed TCP port, a plain app name, a key (TCP: no conflict with the
@@ -314,6 +332,7 @@ impl Validator<'_> {
         }
     }
 
+    #[cfg(feature = "rtsp")]
     fn rtsp_input(&mut self, r: &RtspInputConfig, path: &str) {
         self.rtsp_url(&child(path, "rtsp_url"), &r.rtsp_url);
         r.check_fields(path, &mut self.errors);
@@ -359,6 +378,7 @@ impl Validator<'_> {
         h.check_fields(path, &mut self.errors);
     }
 
+    #[cfg(feature = "rtsp")]
     fn rtsp_url(&mut self, path: &str, s: &str) {
         match url::Url::parse(s) {
             Ok(u) if u.scheme() == "rtsp" && u.host_str().is_some_and(|h| !h.is_empty()) => {
@@ -499,6 +519,7 @@ impl Validator<'_> {
                 self.srt_input_binds(c, path, input_binds);
                 return;
             }
+            #[cfg(feature = "rtsp")]
             InputConfig::Rtsp(r) => {
                 self.rtsp_input(r, path);
                 return;

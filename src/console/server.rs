@@ -160,7 +160,7 @@ pub async fn answer(node: &Node, request: &str) -> Value {
             None => json!({ "acknowledged": false }),
         },
         "tunnels" => json!(node.config().await.tunnels),
-        "sessions" => json!(node.bridge.snapshots()),
+        "sessions" => json!(node.bridge_sessions()),
         "manager" => {
             let cfg = node.config().await;
             let mut block = cfg.manager.map_or(Value::Null, |m| m.to_value());

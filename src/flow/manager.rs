@@ -17,6 +17,7 @@ use crate::events::{Event, Events};
 use crate::hls::Published;
 #[cfg(feature = "rtmp")]
 use crate::input::rtmp::RtmpInput;
+#[cfg(feature = "rtsp")]
 use crate::input::rtsp::RtspInput;
 use crate::input::srt::SrtInput;
 use crate::input::udp::{TsPath, UdpInput};
@@ -445,6 +446,7 @@ fn spawn(
     let input = match &cfg.input {
         InputConfig::Udp(c) => UdpInput::bind(c, false).map(BoundInput::Udp),
         InputConfig::Rtp(c) => UdpInput::bind(c, true).map(BoundInput::Udp),
+        #[cfg(feature = "rtsp")]
         InputConfig::Rtsp(c) => RtspInput::new(c, outbound.clone()).map(BoundInput::Rtsp),
         InputConfig::Srt(c) => SrtInput::bind(c, &cfg.id, events).map(BoundInput::Srt),
         #[cfg(feature = "rtmp")]
@@ -509,6 +511,7 @@ fn spawn(
 enum BoundInput {
     Udp(UdpInput),
     Srt(SrtInput),
+    #[cfg(feature = "rtsp")]
     Rtsp(RtspInput),
     #[cfg(feature = "rtmp")]
     Rtmp(RtmpInput),
@@ -516,9 +519,13 @@ enum BoundInput {
 
 impl BoundInput {
     async fn run(self, feed: Feed, (events, flow_id): (Events, String)) -> InputError {
+        // Only the RTSP input raises its own events.
+        #[cfg(not(feature = "rtsp"))]
+        let _ = (events, flow_id);
         match self {
             BoundInput::Udp(i) => i.run(feed).await,
             BoundInput::Srt(i) => i.run(feed).await,
+            #[cfg(feature = "rtsp")]
             BoundInput::Rtsp(i) => i.run(feed, events, flow_id).await,
             #[cfg(feature = "rtmp")]
             BoundInput::Rtmp(i) => i.run(feed).await,

@@ -43,6 +43,7 @@ pub async fn handle(node: &Node, access: &Access, req: Request<Incoming>) -> Res
         return refused(r, &method, &path);
     }
     match (&method, segments.as_slice()) {
+        #[cfg(feature = "rtsp")]
         (&Method::GET, ["ws", "stream", id]) => match access.check_viewer(&req) {
             Ok(()) => crate::bridge::ws::handle(node.bridge.clone(), id, req),
             Err(r) => refused(r, &method, &path),

@@ -4,6 +4,7 @@
 pub mod cadence;
 #[cfg(feature = "rtmp")]
 pub mod rtmp;
+#[cfg(feature = "rtsp")]
 pub mod rtsp;
 pub mod srt;
 pub mod udp;

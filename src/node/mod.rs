@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use serde_json::Value;
 
-use crate::bridge::{Bridge, BridgeHealth, SessionSnapshot};
+#[cfg(feature = "rtsp")]
+use crate::bridge::Bridge;
+use crate::bridge::{BridgeHealth, SessionSnapshot};
 use crate::config::{self, Budget, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
 use crate::events::{Event, Events, LogStatus};
 /// The node's errors: every Node call answers with a [`FlowError`], whose [`ErrorCode`] is
@@ -63,9 +65,11 @@ pub struct Node {
     flows: tokio::sync::Mutex<FlowManager>,
     pub events: Events,
     /// The RTSP->WebSocket bridge (no streams when the config has no `bridge`).
+    #[cfg(feature = "rtsp")]
     pub bridge: Rc<Bridge>,
     /// The HLS outputs' live playlists and segments, served under `/hls/` by the API.
     pub hls: crate::hls::Published,
+    #[cfg(feature = "rtsp")]
     bridge_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     config_path: Option<PathBuf>,
     started: Instant,
@@ -190,6 +194,7 @@ impl Node {
                 tracing::error!(flow_id = %id, "flow failed to start: {e}");
             }
         }
+        #[cfg(feature = "rtsp")]
         let bridge = match launcher {
             None => Bridge::new(config.bridge.as_ref(), taps, events.clone(), outbound),
             Some(l) => Bridge::with_launcher(
@@ -201,7 +206,10 @@ impl Node {
                 l,
             ),
         };
+        #[cfg(feature = "rtsp")]
         let bridge_task = tokio::task::spawn_local(bridge.clone().run());
+        #[cfg(not(feature = "rtsp"))]
+        let _ = launcher;
         let boot_slot = Rc::new(RefCell::new(crate::rauc::slot_from_proc_cmdline()));
         if boot_slot.borrow().is_none() {
             // No `rauc.slot=` (EFI boots): ask `rauc status` once, in the background, so a
@@ -218,8 +226,10 @@ impl Node {
             base: RefCell::new(config),
             flows: tokio::sync::Mutex::new(manager),
             events,
+            #[cfg(feature = "rtsp")]
             bridge,
             hls,
+            #[cfg(feature = "rtsp")]
             bridge_task: RefCell::new(Some(bridge_task)),
             config_path,
             started: Instant::now(),
@@ -284,6 +294,23 @@ impl Node {
         }
     }
 
+    /// The bridge's `/healthz` block; without the `rtsp` feature, the empty one.
+    fn bridge_health(&self) -> BridgeHealth {
+        #[cfg(feature = "rtsp")]
+        return self.bridge.health();
+        #[cfg(not(feature = "rtsp"))]
+        BridgeHealth::absent(self.base.borrow().bridge.as_ref())
+    }
+
+    /// Every bridge session's snapshot (`/healthz`, `quoll ctl sessions`); none without the
+    /// `rtsp` feature.
+    pub fn bridge_sessions(&self) -> Vec<SessionSnapshot> {
+        #[cfg(feature = "rtsp")]
+        return self.bridge.snapshots();
+        #[cfg(not(feature = "rtsp"))]
+        Vec::new()
+    }
+
     pub async fn health(&self) -> Health {
         let (active_flows, total_flows) = self.flows.lock().await.counts();
         let event_log = self.events.status();
@@ -297,8 +324,8 @@ impl Node {
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
-            bridge: self.bridge.health(),
-            sessions: self.bridge.snapshots(),
+            bridge: self.bridge_health(),
+            sessions: self.bridge_sessions(),
             manager: self.manager_status().map(|m| {
                 serde_json::json!({
                     "state": m["state"],
@@ -736,10 +763,13 @@ impl Node {
 
     /// Stop every flow (the shutdown path).
     pub async fn shutdown(&self) {
-        if let Some(t) = self.bridge_task.borrow_mut().take() {
-            t.abort();
+        #[cfg(feature = "rtsp")]
+        {
+            if let Some(t) = self.bridge_task.borrow_mut().take() {
+                t.abort();
+            }
+            self.bridge.shutdown().await;
         }
-        self.bridge.shutdown().await;
         self.flows.lock().await.stop_all().await;
     }
 
