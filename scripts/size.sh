@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Stripped size of the quoll release binary: native (rustup toolchain), aarch64 and armv7
-# (Debian's rustc, like scripts/test-all.sh). Prints a markdown table.
-#   scripts/size.sh [--no-build] [--check]
-# --check compares each cross binary with scripts/size-budget (bytes, stripped) and fails
-# when one is over: the budget is the measured size plus at most 15 % headroom, so growth
-# is a decision, not an accident. CROSS_TARGETS (set by scripts/test-all.sh from what
-# scripts/install-deps.sh could install) names the targets; by default, those with a std.
+# (Debian's rustc, like scripts/test-all.sh), each as the full build (default features) and
+# the minimal one (`--no-default-features`: UDP/RTP, SRT, events, manager link, API,
+# console). Prints a markdown table.
+#   scripts/size.sh [--no-build] [--check] [--features]
+# --check compares each cross binary, full and minimal, with scripts/size-budget (bytes,
+# stripped) and fails when one is over: the budget is the measured size plus at most 15 %
+# headroom, so growth is a decision, not an accident. --features also builds aarch64 with
+# each feature alone on top of the minimal build, for the cost table in docs/benchmarks.md.
+# CROSS_TARGETS (set by scripts/test-all.sh from what scripts/install-deps.sh could
+# install) names the targets; by default, those with a std.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
 check=0
+per_feature=0
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
         --check) check=1 ;;
-        *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+        --features) per_feature=1 ;;
+        *) sed -n '2,11p' "$0" >&2; exit 2 ;;
     esac
 done
+# The features of the default set, each measured alone on the minimal build by --features.
+FEATURES=(rtsp rtmp hls)
 
 have_std() { [ -d "$(/usr/bin/rustc --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
 TARGETS=()
@@ -29,6 +37,8 @@ else
     done
 fi
 dir_of() { case "$1" in aarch64-*) echo target-aarch64 ;; armv7-*) echo target-armv7 ;; esac; }
+# The minimal build has a target dir of its own, so neither build undoes the other's.
+min_dir_of() { echo "$(dir_of "$1")-minimal"; }
 strip_of() { case "$1" in aarch64-*) echo aarch64-linux-gnu-strip ;; armv7-*) echo arm-linux-gnueabihf-strip ;; esac; }
 
 if [ "$build" = 1 ]; then
@@ -40,6 +50,9 @@ if [ "$build" = 1 ]; then
         echo "building $t release with /usr/bin/rustc ..." >&2
         RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(dir_of "$t") \
             cargo build --release -q --bin quoll --target "$t" >&2
+        echo "building $t minimal release (--no-default-features) ..." >&2
+        RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(min_dir_of "$t") \
+            cargo build --release -q --bin quoll --no-default-features --target "$t" >&2
     done
 fi
 
@@ -66,22 +79,36 @@ echo "| binary | as built (bytes) | stripped (bytes) | stripped |"
 echo "| --- | ---: | ---: | ---: |"
 [ "$check" = 1 ] || row "x86_64 (native, $(rustc --version | cut -d' ' -f2))" target/release/quoll strip
 for t in "${TARGETS[@]}"; do
-    row "${t%%-*} ($(/usr/bin/rustc --version | cut -d' ' -f2), Debian)" \
-        "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
+    v=$(/usr/bin/rustc --version | cut -d' ' -f2)
+    row "${t%%-*} ($v, Debian)" "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
+    row "${t%%-*} minimal ($v, Debian)" "$(min_dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
 done
+if [ "$per_feature" = 1 ]; then
+    t=aarch64-unknown-linux-gnu
+    for f in "${FEATURES[@]}"; do
+        RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target-aarch64-$f \
+            cargo build --release -q --bin quoll --no-default-features --features "$f" --target "$t" >&2
+        row "aarch64 minimal + $f" "target-aarch64-$f/$t/release/quoll" "$(strip_of "$t")"
+    done
+fi
 
 if [ "$check" = 1 ]; then
     over=0
-    for t in "${TARGETS[@]}"; do
-        budget=$(awk -v t="$t" '$1 == t { print $2 }' scripts/size-budget)
-        [ -n "$budget" ] || { echo "no budget for $t in scripts/size-budget" >&2; over=1; continue; }
-        size=$(stripped_size "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")")
+    check_one() { # check_one NAME BINARY STRIP
+        local budget size
+        budget=$(awk -v t="$1" '$1 == t { print $2 }' scripts/size-budget)
+        [ -n "$budget" ] || { echo "no budget for $1 in scripts/size-budget" >&2; over=1; return; }
+        size=$(stripped_size "$2" "$3")
         if [ "$size" -gt "$budget" ]; then
-            echo "size budget exceeded: $t is $size bytes, budget $budget (scripts/size-budget)" >&2
+            echo "size budget exceeded: $1 is $size bytes, budget $budget (scripts/size-budget)" >&2
             over=1
         else
-            echo "size budget: $t $size <= $budget bytes ($(awk -v s="$size" -v b="$budget" 'BEGIN { printf "%.0f", 100 * s / b }') %)"
+            echo "size budget: $1 $size <= $budget bytes ($(awk -v s="$size" -v b="$budget" 'BEGIN { printf "%.0f", 100 * s / b }') %)"
         fi
+    }
+    for t in "${TARGETS[@]}"; do
+        check_one "$t" "$(dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
+        check_one "$t:minimal" "$(min_dir_of "$t")/$t/release/quoll" "$(strip_of "$t")"
     done
     exit "$over"
 fi
