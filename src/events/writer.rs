@@ -341,9 +341,14 @@ where
     S: Storage,
     F: FnMut() -> Result<(Log<S>, Recovery), LogError>,
 {
-    fn writable<S: Storage>(log: &mut Option<Log<S>>) -> &mut Log<S> {
-        log.as_mut()
-            .expect("the core writes only to a log that opened")
+    // The core writes only to a log that opened; should that ever not hold, the write fails
+    // like a disk error (the records stay in memory, degraded) instead of ending the thread.
+    fn writable<S: Storage>(log: &mut Option<Log<S>>) -> Result<&mut Log<S>, LogError> {
+        log.as_mut().ok_or_else(|| LogError::Io {
+            op: "write",
+            file: "the event log (not open)".into(),
+            source: std::io::Error::other("the event log is not open"),
+        })
     }
     Some(match action {
         Action::Reopen => Outcome::Reopened(open().map(|(l, rec)| {
@@ -352,21 +357,20 @@ where
             (opened, rec)
         })),
         Action::Commit(batch) => {
-            let log = writable(log);
-            let result = log.append(&batch).and_then(|d| log.commit().map(|()| d));
+            let result = writable(log)
+                .and_then(|log| log.append(&batch).and_then(|d| log.commit().map(|()| d)));
             Outcome::Committed(batch, result)
         }
         Action::WriteLossAck(through) => {
-            Outcome::LossAckWritten(writable(log).set_loss_acked(through))
+            Outcome::LossAckWritten(writable(log).and_then(|log| log.set_loss_acked(through)))
         }
-        Action::WriteCursor(seq) => {
-            let log = writable(log);
+        Action::WriteCursor(seq) => Outcome::CursorWritten(writable(log).and_then(|log| {
             let before = log.cursor_on_disk();
-            Outcome::CursorWritten(log.set_acked(seq).map(|()| CursorWritten {
+            log.set_acked(seq).map(|()| CursorWritten {
                 wrote: log.cursor_on_disk() != before,
                 acked: log.acked(),
-            }))
-        }
+            })
+        })),
         Action::Read { after, max, reply } => {
             let disk = match log.as_mut() {
                 Some(l) => match l.read_after(after, max) {
