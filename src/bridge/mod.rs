@@ -257,32 +257,6 @@ struct Counters {
     refused: Cell<u64>,
 }
 
-/// The `bridge` block of `/healthz`.
-#[derive(Debug, Clone, Serialize)]
-pub struct BridgeHealth {
-    pub streams: usize,
-    pub sessions: usize,
-    pub clients: usize,
-    pub restarts: u64,
-    /// Bytes the workers produced.
-    pub bytes: u64,
-    pub bytes_sent: u64,
-    pub frames_sent: u64,
-    pub sessions_created: u64,
-    pub sessions_destroyed: u64,
-    pub unexpected_exits: u64,
-    pub idle_recoveries: u64,
-    pub errored: u64,
-    /// TS chunks slow clients had to skip.
-    pub lagged_chunks: u64,
-    pub slow_disconnects: u64,
-    pub refused_clients: u64,
-    pub idle_timeout_ms: u64,
-    pub sweep_interval_ms: u64,
-    pub restart_delay_ms: u64,
-    pub max_restarts: u32,
-}
-
 pub struct Bridge {
     pub settings: Settings,
     streams: BTreeMap<String, StreamSpec>,
@@ -952,6 +926,10 @@ mod tests;
 
 /// What a build without the `rtsp` feature reports in its place, held here to the same shape.
 /// (Its `Launcher` stands in for ours there: unused here.)
+#[path = "health.rs"]
+mod health;
+pub use health::BridgeHealth;
+
 #[cfg(test)]
 #[path = "absent.rs"]
 #[allow(dead_code)]
