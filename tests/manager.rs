@@ -692,14 +692,14 @@ fn self_signed() -> (Vec<u8>, Vec<u8>) {
 }
 
 fn hex_colons(b: &[u8]) -> String {
-    quoll::manager::tls::fingerprint_hex(b)
+    quoll::net::tls::fingerprint_hex(b)
 }
 
 #[test]
 fn tls_self_signed_manager_is_accepted_with_the_pin() {
     let dir = TempDir::new("mgr-tls-ok");
     let (cert, key) = self_signed();
-    let pin = hex_colons(&quoll::manager::tls::sha256(&cert)).to_lowercase();
+    let pin = hex_colons(&quoll::net::tls::sha256(&cert)).to_lowercase();
     let fm = FakeManager::start(Options {
         tls: Some((cert, key)),
         ..known_node()
@@ -739,7 +739,7 @@ fn tls_self_signed_manager_is_refused_without_the_right_pin() {
     // No pin: webpki verification, which a self-signed certificate fails.
     let unpinned = start("mgr-tls-nopin", json!({}));
     // The right pin but without accept_self_signed_cert: the chain must still verify.
-    let pin = hex_colons(&quoll::manager::tls::sha256(&cert));
+    let pin = hex_colons(&quoll::net::tls::sha256(&cert));
     let chain = start("mgr-tls-chain", json!({"cert_fingerprint": pin}));
     for (_, fm, q) in [&wrong, &unpinned, &chain] {
         fm.expect("a refused TLS handshake", t(30), |s| s.tls_failures >= 1);

@@ -32,8 +32,8 @@ use super::feed::EventFeed;
 use super::link::{Action, Link, Timing};
 use super::outbox::{EVENT_WINDOW, Frame, Outbox};
 use super::protocol::{self, Credentials, ToManager};
-use super::tls;
 use crate::config::{ManagerConfig, ManagerUrl};
+use crate::net::tls;
 use crate::node::Node;
 use crate::secret::Secret;
 
@@ -151,8 +151,10 @@ pub async fn run(
         .cert_fingerprint
         .as_deref()
         .and_then(crate::config::parse_fingerprint);
-    let tls =
-        Arc::new(tls::client_config(pin, cfg.accept_self_signed_cert).map_err(ClientError::Tls)?);
+    let tls = Arc::new(
+        tls::client_config(&tls::ServerTrust::manager(pin, cfg.accept_self_signed_cert))
+            .map_err(ClientError::Tls)?,
+    );
     let creds = match (&cfg.node_id, &cfg.node_secret) {
         (Some(id), Some(secret)) => Credentials::Node {
             id: id.clone(),

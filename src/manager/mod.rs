@@ -15,7 +15,6 @@ pub mod feed;
 pub mod link;
 pub mod outbox;
 pub mod protocol;
-pub mod tls;
 
 pub use client::run;
 pub use feed::{EventFeed, LogFeed};

@@ -6,7 +6,8 @@
 //! a TCP socket that a library owns (the in-process bridge worker's RTSP connection).
 //! [`listener`] puts connection limits on every TCP listener, [`fdlimit`] raises the
 //! descriptor limit they are derived from, [`outbound`] holds where the node may connect.
-//! [`reconnect`] decides when a link that dials out (SRT and RTSP callers, the manager) retries.
+//! [`reconnect`] decides when a link that dials out (SRT and RTSP callers, the manager) retries;
+//! [`tls`] says how a TLS peer it dials is trusted.
 
 pub mod fdlimit;
 pub mod gate;
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod mmsg;
 pub mod outbound;
 pub mod reconnect;
+pub mod tls;
 pub mod wake;
 
 use std::io;

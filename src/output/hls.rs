@@ -507,17 +507,10 @@ enum Connect {
     Failed(String),
 }
 
-/// rustls with the ring provider and the webpki roots, HTTP/1.1 by ALPN.
+/// Public roots (`net::tls`), HTTP/1.1 by ALPN.
 fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = crate::net::tls::client_config(&crate::net::tls::ServerTrust::WebPki)
+        .expect("ring supports the default protocol versions and the webpki roots parse");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config
 }
