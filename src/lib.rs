@@ -78,3 +78,6 @@ mod testing;
 pub mod time;
 /// MPEG-TS: packet views, chunking, continuity and PSI analysis, and the flow ring.
 pub mod ts;
+/// Tunnels to other edges over QUIC, through a relay or directly: the config's UUID in every
+/// build, the engine with the `tunnels` feature.
+pub mod tunnel;

@@ -542,7 +542,7 @@ fn every_command_action() {
     );
 
     // The relay protocol's tunnel object, secrets included.
-    let tunnel = json!({"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+    let tunnel = json!({"id": "5c0c1a2e-0000-4000-8000-00000000aa01", "name": "uplink", "enabled": true, "protocol": "udp",
         "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
         "relay_addr": "192.0.2.1:4433", "tunnel_encryption_key": "ab".repeat(32),
         "tunnel_bind_secret": "cd".repeat(32)});
@@ -572,7 +572,7 @@ fn every_command_action() {
     let c = fm.command(json!({"type": "get_config"}), limit);
     assert_eq!(
         c["payload"]["tunnels"],
-        json!([{"id": "t-1", "name": "uplink", "enabled": true, "protocol": "udp",
+        json!([{"id": "5c0c1a2e-0000-4000-8000-00000000aa01", "name": "uplink", "enabled": true, "protocol": "udp",
             "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
             "relay_addr": "192.0.2.1:4433"}])
     );
@@ -581,9 +581,9 @@ fn every_command_action() {
     let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": shown}), limit)).clone();
     assert_eq!(d["unchanged"], true);
     fm.expect("the tunnel in stats", limit, |s| {
-        s.of_type("stats")
-            .last()
-            .is_some_and(|r| r.msg["payload"]["tunnels"][0]["id"] == "t-1")
+        s.of_type("stats").last().is_some_and(|r| {
+            r.msg["payload"]["tunnels"][0]["id"] == "5c0c1a2e-0000-4000-8000-00000000aa01"
+        })
     });
     let saved = read_json(&dir.path().join("config.json"));
     assert_eq!(
@@ -591,9 +591,15 @@ fn every_command_action() {
         "ab".repeat(32)
     );
     assert_eq!(saved["tunnels"][0]["tunnel_bind_secret"], "cd".repeat(32));
-    ok(&fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit));
+    ok(&fm.command(
+        json!({"type": "delete_tunnel", "tunnel_id": "5c0c1a2e-0000-4000-8000-00000000aa01"}),
+        limit,
+    ));
     failed(
-        &fm.command(json!({"type": "delete_tunnel", "tunnel_id": "t-1"}), limit),
+        &fm.command(
+            json!({"type": "delete_tunnel", "tunnel_id": "5c0c1a2e-0000-4000-8000-00000000aa01"}),
+            limit,
+        ),
         "not_found",
     );
     failed(

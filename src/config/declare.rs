@@ -373,6 +373,48 @@ pub(crate) mod check {
         Ok(())
     }
 
+    /// A UUID in its usual text form, 8-4-4-4-12 hex digits (a tunnel's `id`).
+    pub(crate) fn uuid(v: &str) -> Result<(), &'static str> {
+        match crate::tunnel::uuid_bytes(v) {
+            Some(_) => Ok(()),
+            None => Err("is not a UUID (8-4-4-4-12 hex digits)"),
+        }
+    }
+
+    /// `host:port` with a port (a relay or a direct peer; a name is resolved when dialled).
+    pub(crate) fn host_port(v: &str) -> Result<(), &'static str> {
+        const WANT: &str = "is not host:port (e.g. relay.example.com:4433 or [2001:db8::1]:4433)";
+        let Some((host, port)) = v.rsplit_once(':') else {
+            return Err(WANT);
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host_ok = host.parse::<std::net::IpAddr>().is_ok() || host_name(host).is_ok();
+        match port.parse::<u16>() {
+            Ok(p) if p != 0 && host_ok => Ok(()),
+            _ => Err(WANT),
+        }
+    }
+
+    /// 64 hex digits (a 32-byte key or secret as the manager writes it).
+    pub(crate) fn hex_key(v: &str) -> Result<(), &'static str> {
+        if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(())
+        } else {
+            Err("is not 64 hex digits")
+        }
+    }
+
+    /// A SHA-256 fingerprint: 64 hex digits, colons allowed.
+    pub(crate) fn fingerprint(v: &str) -> Result<(), &'static str> {
+        match crate::config::parse_fingerprint(v) {
+            Some(_) => Ok(()),
+            None => Err("is not a SHA-256 fingerprint (64 hex digits, colons allowed)"),
+        }
+    }
+
     /// An entry of `bridge.allowed_origins`: an origin as browsers send it in `Origin`,
     /// `http://host[:port]` or `https://host[:port]`, nothing after the authority.
     pub(crate) fn origin(o: &str) -> Result<(), &'static str> {

@@ -48,7 +48,8 @@ impl Config {
         m.insert("version".into(), self.version.into());
         m.insert("server".into(), self.server.to_value());
         write_flows(&self.flows, &mut m, "flows");
-        m.insert("tunnels".into(), Value::Array(self.tunnels.clone()));
+        let tunnels = self.tunnels.iter().map(TunnelConfig::to_value).collect();
+        m.insert("tunnels".into(), Value::Array(tunnels));
         m.insert("storage".into(), self.storage.to_value());
         if let Some(v) = &self.manager {
             m.insert("manager".into(), v.to_value());
@@ -62,6 +63,9 @@ impl Config {
         }
         if let Some(s) = &self.security {
             m.insert("security".into(), s.to_value());
+        }
+        if !self.tunnel_tls.is_empty() {
+            m.insert("tunnel_tls".into(), self.tunnel_tls.to_value());
         }
         put_extra(&mut m, &self.extra);
         Value::Object(m)
@@ -92,7 +96,13 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
             }
         }
     }
-    let tunnels = o.defaulted::<Vec<Value>>("tunnels", Vec::new());
+    let mut tunnels = Vec::new();
+    if let Some(items) = o.array("tunnels") {
+        for (i, item) in items.into_iter().enumerate() {
+            tunnels.extend(TunnelConfig::read_at(item, index("tunnels", i), o.errors));
+        }
+    }
+    let tunnel_tls = o.section("tunnel_tls", true);
     let storage = o.section("storage", false);
     let manager = o.optional_section("manager");
     let bridge = o.optional_section("bridge");
@@ -105,6 +115,7 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
             server,
             flows,
             tunnels,
+            tunnel_tls,
             storage,
             manager,
             bridge,
@@ -114,6 +125,13 @@ pub(crate) fn read_partial(v: Value, errors: &mut Vec<ConfigError>) -> Option<Pa
         },
         flow_index,
     })
+}
+
+impl TunnelConfig {
+    /// Reads one tunnel object (a `create_tunnel` push) with its problems at `path`.
+    pub fn from_value_at(v: Value, path: &str) -> Result<TunnelConfig, Vec<ConfigError>> {
+        run(|errors| TunnelConfig::read_at(v, path.to_owned(), errors))
+    }
 }
 
 impl FlowConfig {

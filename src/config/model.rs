@@ -14,12 +14,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde_json::Value;
-
 use super::declare::{check, config_struct};
 use super::error::{ConfigError, ErrorKind};
 
-pub use super::value::{BridgeWorker, RtspTransport};
+pub use super::value::{BridgeWorker, RtspTransport, TunnelDirection, TunnelMode, TunnelProtocol};
 
 pub use super::obj::Extra;
 
@@ -29,8 +27,10 @@ pub struct Config {
     pub version: u32,
     pub server: ServerConfig,
     pub flows: Vec<FlowConfig>,
-    /// Relay tunnels, owned by the tunnel code; kept as JSON here.
-    pub tunnels: Vec<Value>,
+    /// Tunnels to other edges (`shared/spec/relay-protocol.md`), manager-owned.
+    pub tunnels: Vec<TunnelConfig>,
+    /// How this edge trusts relays and direct peers (edge-owned, kept across `update_config`).
+    pub tunnel_tls: TunnelTlsConfig,
     pub storage: StorageConfig,
     /// The manager link (URLs, credentials, TLS pin); absent means no manager.
     pub manager: Option<ManagerConfig>,
@@ -830,5 +830,87 @@ fn stream_id(s: &String, path: &str, errors: &mut Vec<ConfigError>) {
                 SrtConfig::MAX_STREAM_ID_LEN
             ),
         ));
+    }
+}
+
+config_struct! {
+    /// One tunnel (`tunnels[]`): the object `create_tunnel` pushes, field for field as
+    /// `shared/spec/relay-protocol.md` writes it. The secrets (`tunnel_encryption_key`,
+    /// `tunnel_bind_secret`, `tunnel_psk`) are removed by `redacted()`.
+    #[derive(Clone, PartialEq)]
+    pub struct TunnelConfig {
+        /// A UUID: its 16 raw bytes prefix every datagram.
+        id: String => required check = check::string(check::uuid);
+        name: String => default(String::new());
+        /// A disabled tunnel is kept but not run.
+        enabled: bool => default(true);
+        protocol: TunnelProtocol => parsed;
+        mode: TunnelMode => parsed;
+        direction: TunnelDirection => parsed;
+        /// `egress`: where local traffic is read (UDP bound, TCP listened on); `ingress`:
+        /// where the tunnel's traffic is delivered (UDP sent to, TCP dialled).
+        local_addr: SocketAddr => parsed;
+        /// Relay mode: the relay's `host:port` (UDP, QUIC; 4433 is the usual port).
+        relay_addr: Option<String> => optional check = check::opt(check::string(check::host_port));
+        /// Relay mode: the relays in order of preference, the second one for failover; when
+        /// set it takes the place of `relay_addr`.
+        relay_addrs: Vec<String> => list_if_any
+            check = check::each(check::string(check::host_port));
+        /// Direct mode, `egress`: the listening peer's `host:port`.
+        peer_addr: Option<String> => optional check = check::opt(check::string(check::host_port));
+        /// Direct mode, `ingress`: the UDP address this edge's QUIC server listens on.
+        direct_listen_addr: Option<SocketAddr> => parsed_opt;
+        /// 64 hex digits: the ChaCha20-Poly1305 key of the data plane.
+        tunnel_encryption_key: Option<String> => optional
+            check = check::opt(check::string(check::hex_key));
+        /// 64 hex characters: the HMAC key of the relay bind token (used as text, not decoded).
+        tunnel_bind_secret: Option<String> => optional
+            check = check::opt(check::string(check::hex_key));
+        /// Direct mode: 64 hex characters, the HMAC key of the peer's authentication token.
+        tunnel_psk: Option<String> => optional check = check::opt(check::string(check::hex_key));
+    }
+}
+
+impl TunnelConfig {
+    /// At most a primary and a backup relay.
+    pub const MAX_RELAYS: usize = 2;
+
+    /// The relays to try, in order: `relay_addrs` when set, else `relay_addr`.
+    pub fn relays(&self) -> Vec<&str> {
+        if self.relay_addrs.is_empty() {
+            self.relay_addr.iter().map(String::as_str).collect()
+        } else {
+            self.relay_addrs.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+config_struct! {
+    /// `tunnel_tls`: how relays and direct peers are trusted. A certificate is accepted when
+    /// its SHA-256 is one of `cert_fingerprints`, or when it chains to a public root and names
+    /// the host. `insecure_skip_verify` accepts any, with a warning event each time a tunnel
+    /// starts.
+    #[derive(Clone, PartialEq, Debug)]
+    pub struct TunnelTlsConfig with Default {
+        /// SHA-256 of the relay's (or direct peer's) leaf certificate, hex, colons optional.
+        cert_fingerprints: Vec<String> => list_if_any
+            check = check::each(check::string(check::fingerprint));
+        insecure_skip_verify: bool => default(false) [if |t: &TunnelTlsConfig| t.insecure_skip_verify];
+    }
+}
+
+impl TunnelTlsConfig {
+    /// The trust rule for `net::tls`.
+    pub fn trust(&self) -> crate::net::tls::ServerTrust {
+        let pins = self
+            .cert_fingerprints
+            .iter()
+            .filter_map(|f| super::parse_fingerprint(f))
+            .collect();
+        crate::net::tls::ServerTrust::pins_or_webpki(pins, self.insecure_skip_verify)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cert_fingerprints.is_empty() && !self.insecure_skip_verify
     }
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::model::{
     BridgeConfig, BridgeStreamConfig, Config, FlowConfig, HlsOutputConfig, InputConfig,
     ManagerConfig, OutputConfig, RtmpInputConfig, RtspInputConfig, ServerConfig, SrtConfig,
+    TunnelConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -80,8 +81,8 @@ const TUNNEL_SECRET_KEYS: &[&str] = &["key"];
 /// relay protocol's tunnel object carries `tunnel_bind_secret` and `tunnel_encryption_key`,
 /// and a newer manager will add more of the same kind.
 const SECRET_SUFFIXES: &[&str] = &["_secret", "_token", "_password", "_passphrase"];
-/// Suffixes that make a key a secret inside `tunnels` (`tunnel_encryption_key`).
-const TUNNEL_SECRET_SUFFIXES: &[&str] = &["_key"];
+/// Suffixes that make a key a secret inside `tunnels` (`tunnel_encryption_key`, `tunnel_psk`).
+const TUNNEL_SECRET_SUFFIXES: &[&str] = &["_key", "_psk"];
 
 /// Whether the value under `key` is a secret (`in_tunnel`: somewhere inside `tunnels`).
 pub fn is_secret_key(key: &str, in_tunnel: bool) -> bool {
@@ -132,6 +133,11 @@ redacted_debug! {
     BridgeConfig => BridgeConfig::to_value,
     BridgeStreamConfig => BridgeStreamConfig::to_value,
     ManagerConfig => ManagerConfig::to_value,
+    TunnelConfig => |t| {
+        let mut v = t.to_value();
+        redact_tunnel(&mut v);
+        v
+    },
 }
 
 /// Removes secrets from a config document (or any part of one) in place. A top-level

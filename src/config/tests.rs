@@ -357,7 +357,12 @@ fn everything() -> Value {
              "input": {"type": "whep", "whep_url": "https://w/e", "video_only": true},
              "outputs": []}
         ],
-        "tunnels": [{"id": "t1", "key": "secret-key", "relay": "r:1"}],
+        "tunnels": [{"id": "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a6", "name": "t1", "enabled": true,
+                     "protocol": "udp", "mode": "relay", "direction": "egress",
+                     "local_addr": "0.0.0.0:9000", "relay_addr": "relay.example:4433",
+                     "tunnel_encryption_key": "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0",
+                     "tunnel_bind_secret": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
+                     "key": "secret-key", "relay": "r:1"}],
         "storage": {"data_dir": "/var/lib/quoll", "event_log_max_bytes": 2097152,
                     "event_commit_max_delay_ms": 10, "compress": true},
         "manager": {"enabled": true, "urls": ["wss://m:8443/ws/node"],
@@ -984,8 +989,13 @@ fn redaction_removes_every_secret_and_keeps_the_rest() {
             "{secret} survived redaction: {text}"
         );
     }
-    // Tunnel `key` goes; everything else stays.
-    assert_eq!(r["tunnels"][0], json!({"id": "t1", "relay": "r:1"}));
+    // Tunnel keys and secrets go; everything else stays.
+    assert_eq!(
+        r["tunnels"][0],
+        json!({"id": "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a6", "name": "t1", "enabled": true,
+               "protocol": "udp", "mode": "relay", "direction": "egress",
+               "local_addr": "0.0.0.0:9000", "relay_addr": "relay.example:4433", "relay": "r:1"})
+    );
     assert_eq!(
         r["manager"],
         json!({"enabled": true, "urls": ["wss://m:8443/ws/node"], "node_id": "nid",

@@ -140,6 +140,19 @@ impl Validator<'_> {
         if let Some(b) = &cfg.bridge {
             self.bridge(b, cfg);
         }
+        let mut tunnel_ids: Vec<&str> = Vec::new();
+        for (i, t) in cfg.tunnels.iter().enumerate() {
+            let path = index("tunnels", i);
+            if tunnel_ids.contains(&t.id.as_str()) {
+                self.err(
+                    child(&path, "id"),
+                    format!("duplicate tunnel id {}", quoted(&t.id)),
+                );
+            }
+            tunnel_ids.push(&t.id);
+            self.tunnel(t, &path);
+        }
+        cfg.tunnel_tls.check_fields("tunnel_tls", &mut self.errors);
         for (i, why) in allow_errors.unwrap_or_default() {
             self.err(index("security.outbound_allow", i), why.to_string());
         }
@@ -218,6 +231,60 @@ impl Validator<'_> {
                 ErrorKind::Range,
                 "manager.protocol_version",
                 "must be at least 1",
+            );
+        }
+    }
+
+    /// The fields each mode needs (`shared/spec/relay-protocol.md`).
+    fn tunnel(&mut self, t: &TunnelConfig, path: &str) {
+        t.check_fields(path, &mut self.errors);
+        let mut need = |key: &str, present: bool, why: &str| {
+            if !present {
+                self.err_of(
+                    ErrorKind::Missing,
+                    child(path, key),
+                    format!("required {why}"),
+                );
+            }
+        };
+        need(
+            "tunnel_encryption_key",
+            t.tunnel_encryption_key.is_some(),
+            "(the data plane's key)",
+        );
+        match (t.mode, t.direction) {
+            (TunnelMode::Relay, _) => {
+                need("relay_addr", !t.relays().is_empty(), "in relay mode");
+                need(
+                    "tunnel_bind_secret",
+                    t.tunnel_bind_secret.is_some(),
+                    "in relay mode",
+                );
+            }
+            (TunnelMode::Direct, dir) => {
+                need("tunnel_psk", t.tunnel_psk.is_some(), "in direct mode");
+                match dir {
+                    TunnelDirection::Ingress => need(
+                        "direct_listen_addr",
+                        t.direct_listen_addr.is_some(),
+                        "in direct mode on the ingress edge (it listens)",
+                    ),
+                    TunnelDirection::Egress => need(
+                        "peer_addr",
+                        t.peer_addr.is_some(),
+                        "in direct mode on the egress edge (it dials)",
+                    ),
+                }
+            }
+        }
+        if t.relay_addrs.len() > TunnelConfig::MAX_RELAYS {
+            self.err_of(
+                ErrorKind::Range,
+                child(path, "relay_addrs"),
+                format!(
+                    "at most {} relays (a primary and a backup)",
+                    TunnelConfig::MAX_RELAYS
+                ),
             );
         }
     }

@@ -79,6 +79,13 @@ macro_rules! named_enum {
             }
         }
 
+        /// As its config text (status reports carry the mode a thing runs in).
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
         impl ConfigValue for $name {
             const STAND_IN: Self = $name::ALL[0];
 
@@ -114,5 +121,33 @@ named_enum! {
         InProcess = "inprocess",
         /// An FFmpeg child process.
         Ffmpeg = "ffmpeg",
+    }
+}
+
+named_enum! {
+    /// What a tunnel carries (`protocol`): UDP datagrams or TCP connections.
+    pub enum TunnelProtocol {
+        #[default]
+        Udp = "udp",
+        Tcp = "tcp",
+    }
+}
+
+named_enum! {
+    /// How a tunnel reaches its peer (`mode`): through a relay, or one edge dials the other.
+    pub enum TunnelMode {
+        #[default]
+        Relay = "relay",
+        Direct = "direct",
+    }
+}
+
+named_enum! {
+    /// The edge's own role (`direction`): `egress` reads local traffic at `local_addr` and
+    /// sends it into the tunnel; `ingress` delivers what comes out of it to `local_addr`.
+    pub enum TunnelDirection {
+        #[default]
+        Egress = "egress",
+        Ingress = "ingress",
     }
 }

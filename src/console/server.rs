@@ -159,7 +159,7 @@ pub async fn answer(node: &Node, request: &str) -> Value {
             }),
             None => json!({ "acknowledged": false }),
         },
-        "tunnels" => json!(node.config().await.tunnels),
+        "tunnels" => json!(node.tunnel_status()),
         "sessions" => json!(node.bridge_sessions()),
         "manager" => {
             let cfg = node.config().await;

@@ -336,16 +336,25 @@ pub fn events(list: &Value, style: &Style) -> Vec<String> {
         .collect()
 }
 
-/// Tunnels as configured (id, name, relay).
+/// Each tunnel: id, name, what it carries and how, its state and its counters.
 pub fn tunnels(list: &Value, style: &Style) -> Vec<String> {
     one_line_each(list, "no tunnels", style, |t| {
+        let s = &t["stats"];
         format!(
-            "{}  {}  {}",
+            "{}  {}  {} {} {}  {}  {}  in {} pkts {} bps  out {} pkts {} bps  replays {}  auth failures {}",
             str_of(t, "id"),
             str_of(t, "name"),
-            t.get("state")
-                .and_then(Value::as_str)
-                .unwrap_or("configured")
+            str_of(t, "protocol"),
+            str_of(t, "mode"),
+            str_of(t, "direction"),
+            str_of(t, "state"),
+            t.get("remote").and_then(Value::as_str).unwrap_or("-"),
+            u64_of(s, "packets_in"),
+            u64_of(s, "bitrate_in_bps"),
+            u64_of(s, "packets_out"),
+            u64_of(s, "bitrate_out_bps"),
+            u64_of(s, "replays_dropped"),
+            u64_of(s, "auth_failures"),
         )
     })
 }

@@ -520,20 +520,8 @@ impl Shell {
             }
         }
         crate::config::redact_value(&mut v);
-        v["tunnels"] = self
-            .node
-            .tunnels()
-            .iter()
-            .map(|t| {
-                json!({
-                    "id": t.get("id").cloned().unwrap_or(Value::Null),
-                    "name": t.get("name").cloned().unwrap_or(Value::Null),
-                    // Stored, not running: this build has no tunnel engine.
-                    "state": "stopped",
-                    "stats": { "bitrate_in_bps": 0u64, "bitrate_out_bps": 0u64 },
-                })
-            })
-            .collect();
+        // `stats` serialized every tunnel's status in the shape the manager reads (`state`,
+        // `stats.bitrate_in_bps` / `bitrate_out_bps`).
         v
     }
 }

@@ -17,12 +17,15 @@ use serde_json::Value;
 #[cfg(feature = "rtsp")]
 use crate::bridge::Bridge;
 use crate::bridge::{BridgeHealth, SessionSnapshot};
-use crate::config::{self, Budget, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig};
+use crate::config::{
+    self, Budget, Config, ConfigError, FlowConfig, ManagerConfig, OutputConfig, TunnelConfig,
+};
 use crate::events::{Event, Events, LogStatus};
 /// The node's errors: every Node call answers with a [`FlowError`], whose [`ErrorCode`] is
 /// the `error_code` of the API and of the manager's `command_ack`.
 pub use crate::flow::{ErrorCode, FlowError};
 use crate::flow::{FlowManager, FlowView};
+use crate::tunnel::status::TunnelStatus;
 
 /// The top-level config keys the manager reads and pushes (`shared/spec/manager-protocol.md`,
 /// "Config shape"); every other top-level block is the edge's own.
@@ -83,6 +86,9 @@ pub struct Node {
     manager_status: RefCell<Option<Value>>,
     /// The API listener's connection counters (`net::listener`), once it runs.
     listener: RefCell<Option<crate::net::listener::SharedAdmission>>,
+    /// The tunnels the config names, running (with the `tunnels` feature) or reported
+    /// `"stopped"`.
+    tunnels: crate::tunnel::Tunnels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,12 +152,14 @@ pub struct Health {
     /// The API listener's connections: open, caps, admitted, refused, accept errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_connections: Option<crate::net::listener::AdmissionStats>,
+    /// Every tunnel's state and counters.
+    pub tunnels: Vec<TunnelStatus>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub flows: Vec<FlowView>,
-    pub tunnels: Vec<serde_json::Value>,
+    pub tunnels: Vec<TunnelStatus>,
     pub uptime_secs: u64,
     pub active_flows: usize,
     pub total_flows: usize,
@@ -222,7 +230,14 @@ impl Node {
                 }
             });
         }
+        let tunnels = crate::tunnel::Tunnels::new(crate::tunnel::TunnelContext {
+            events: events.clone(),
+            data_dir: PathBuf::from(&config.storage.data_dir),
+            edge_id: edge_id(&config),
+        });
+        tunnels.apply(&config.tunnels, &config.tunnel_tls);
         Rc::new(Node {
+            tunnels,
             base: RefCell::new(config),
             flows: tokio::sync::Mutex::new(manager),
             events,
@@ -338,7 +353,20 @@ impl Node {
                 .borrow()
                 .as_ref()
                 .map(|a| crate::net::listener::lock(a).stats()),
+            tunnels: self.tunnel_status(),
         }
+    }
+
+    /// Every tunnel's state and counters.
+    pub fn tunnel_status(&self) -> Vec<TunnelStatus> {
+        self.tunnels.status(Instant::now())
+    }
+
+    /// Runs the config's tunnels as they now are: new ones start, changed ones restart,
+    /// removed or disabled ones stop, the others are not touched.
+    fn apply_tunnels(&self) {
+        let base = self.base.borrow();
+        self.tunnels.apply(&base.tunnels, &base.tunnel_tls);
     }
 
     pub async fn stats(&self) -> Stats {
@@ -346,7 +374,7 @@ impl Node {
         let (active_flows, total_flows) = flows.counts();
         Stats {
             flows: flows.views(),
-            tunnels: Vec::new(),
+            tunnels: self.tunnel_status(),
             uptime_secs: self.uptime_secs(),
             active_flows,
             total_flows,
@@ -615,14 +643,15 @@ impl Node {
             || candidate.bridge != current.bridge
             || candidate.version != current.version;
         *self.base.borrow_mut() = candidate;
+        self.apply_tunnels();
         if diff.changed {
             self.persist(&flows)?;
         }
         Ok(diff)
     }
 
-    /// Stored tunnel configs (the tunnel engine comes later).
-    pub fn tunnels(&self) -> Vec<Value> {
+    /// The tunnels of the config, running or not.
+    pub fn tunnels(&self) -> Vec<TunnelConfig> {
         self.base.borrow().tunnels.clone()
     }
 
@@ -639,35 +668,43 @@ impl Node {
                 )]));
             }
         };
-        if !tunnel.is_object() {
-            return Err(FlowError::Invalid(vec![ConfigError::new(
-                "tunnel",
-                "expected an object",
-            )]));
-        }
         let flows = self.flows.lock().await;
-        {
-            let mut base = self.base.borrow_mut();
-            let existing = base.tunnels.iter().position(|t| t["id"] == id.as_str());
-            match existing {
-                Some(i) => {
-                    config::restore_secrets_in_tunnel(&mut tunnel, &base.tunnels[i]);
-                    // Compared as values, not as text: key order carries no meaning (a
-                    // manager may serialize its fields in another order than the file has
-                    // them), and JSON objects compare equal whatever their key order.
-                    // The tunnel holds its shared key, but this is no secret check:
-                    // only the authenticated manager can push a tunnel, it sent that key
-                    // itself, and it may replace it outright; the time the comparison
-                    // takes tells it nothing it does not have. So no constant time.
-                    if tunnel == base.tunnels[i] {
-                        return Ok(false);
-                    }
-                    base.tunnels[i] = tunnel;
-                }
-                None => base.tunnels.push(tunnel),
-            }
+        let mut candidate = self.base.borrow().clone();
+        let existing = candidate.tunnels.iter().position(|t| t.id == id);
+        if let Some(i) = existing {
+            config::restore_secrets_in_tunnel(&mut tunnel, &candidate.tunnels[i].to_value());
         }
+        let tunnel = TunnelConfig::from_value_at(tunnel, "tunnel").map_err(FlowError::Invalid)?;
+        let at = match existing {
+            // The tunnel holds its shared key, but this is no secret check: only the
+            // authenticated manager can push a tunnel, it sent that key itself, and it may
+            // replace it outright. So no constant time.
+            Some(i) if candidate.tunnels[i] == tunnel => return Ok(false),
+            Some(i) => {
+                candidate.tunnels[i] = tunnel;
+                i
+            }
+            None => {
+                candidate.tunnels.push(tunnel);
+                candidate.tunnels.len() - 1
+            }
+        };
+        // Only this tunnel's problems, at the push's own path.
+        let prefix = format!("tunnels[{at}]");
+        let errors: Vec<ConfigError> = config::validate(&candidate)
+            .into_iter()
+            .filter_map(|mut e| {
+                let rest = e.path.strip_prefix(&prefix)?;
+                e.path = format!("tunnel{rest}");
+                Some(e)
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(FlowError::Invalid(errors));
+        }
+        *self.base.borrow_mut() = candidate;
         self.persist(&flows)?;
+        self.apply_tunnels();
         Ok(true)
     }
 
@@ -676,12 +713,14 @@ impl Node {
         {
             let mut base = self.base.borrow_mut();
             let before = base.tunnels.len();
-            base.tunnels.retain(|t| t["id"] != id);
+            base.tunnels.retain(|t| t.id != id);
             if base.tunnels.len() == before {
                 return Err(FlowError::TunnelNotFound(id.to_owned()));
             }
         }
-        self.persist(&flows)
+        self.persist(&flows)?;
+        self.apply_tunnels();
+        Ok(())
     }
 
     pub fn manager_config(&self) -> Option<ManagerConfig> {
@@ -770,6 +809,7 @@ impl Node {
             }
             self.bridge.shutdown().await;
         }
+        self.tunnels.stop_all().await;
         self.flows.lock().await.stop_all().await;
     }
 
@@ -792,4 +832,18 @@ impl Node {
             FlowError::Persist(error)
         })
     }
+}
+
+/// The edge's name on a relay (`identify`, at most 64 characters): the manager's node id,
+/// else the host name.
+fn edge_id(config: &Config) -> String {
+    let id = config
+        .manager
+        .as_ref()
+        .and_then(|m| m.node_id.clone())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "quoll".to_owned());
+    id.chars().take(64).collect()
 }
