@@ -1967,3 +1967,113 @@ fn moved_errors_keep_their_place_below_the_new_root() {
     );
     assert_eq!(e("flowx.id").moved("flow", "flows[0]").path, "flowx.id");
 }
+
+/// A relay tunnel as the manager pushes it.
+fn relay_tunnel() -> Value {
+    json!({"id": "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a6", "name": "t", "protocol": "udp",
+           "mode": "relay", "direction": "egress", "local_addr": "127.0.0.1:9000",
+           "relay_addr": "relay.example.com:4433", "tunnel_encryption_key": "ab".repeat(32),
+           "tunnel_bind_secret": "cd".repeat(32)})
+}
+
+#[test]
+fn tunnels_need_what_their_mode_uses() {
+    assert_eq!(errs(|v| v["tunnels"] = json!([relay_tunnel()])), Vec::<String>::new());
+    let direct_in = json!({"mode": "direct", "direction": "ingress", "relay_addr": null,
+                           "tunnel_bind_secret": null});
+    let cases = [
+        (
+            json!({"relay_addr": null}),
+            vec!["tunnels[0].relay_addr: required in relay mode"],
+        ),
+        (
+            json!({"tunnel_bind_secret": null, "tunnel_encryption_key": null}),
+            vec![
+                "tunnels[0].tunnel_encryption_key: required (the data plane's key)",
+                "tunnels[0].tunnel_bind_secret: required in relay mode",
+            ],
+        ),
+        (
+            direct_in,
+            vec![
+                "tunnels[0].tunnel_psk: required in direct mode",
+                "tunnels[0].direct_listen_addr: required in direct mode on the ingress edge (it listens)",
+            ],
+        ),
+        (
+            json!({"mode": "direct", "tunnel_psk": "ef".repeat(32)}),
+            vec!["tunnels[0].peer_addr: required in direct mode on the egress edge (it dials)"],
+        ),
+        (
+            json!({"id": "t-1", "tunnel_encryption_key": "xy".repeat(32),
+                   "relay_addr": "relay.example.com"}),
+            vec![
+                r#"tunnels[0].id: "t-1" is not a UUID (8-4-4-4-12 hex digits)"#,
+                r#"tunnels[0].relay_addr: "relay.example.com" is not host:port (e.g. relay.example.com:4433 or [2001:db8::1]:4433)"#,
+                r#"tunnels[0].tunnel_encryption_key: "xyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxy" is not 64 hex digits"#,
+            ],
+        ),
+        (
+            json!({"relay_addrs": ["[::1]:4433", "10.0.0.1:4433", "r3:4433"]}),
+            vec!["tunnels[0].relay_addrs: at most 2 relays (a primary and a backup)"],
+        ),
+        (
+            json!({"protocol": "sctp"}),
+            vec![r#"tunnels[0].protocol: "sctp" is not one of udp, tcp"#],
+        ),
+    ];
+    for (change, want) in cases {
+        let mut t = relay_tunnel();
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                t.as_object_mut().unwrap().remove(k);
+            } else {
+                t[k] = v.clone();
+            }
+        }
+        assert_eq!(errs(|v| v["tunnels"] = json!([t])), want, "{change}");
+    }
+    let twice = json!([relay_tunnel(), relay_tunnel()]);
+    assert_eq!(
+        errs(|v| v["tunnels"] = twice),
+        vec![r#"tunnels[1].id: duplicate tunnel id "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a6""#]
+    );
+}
+
+#[test]
+fn tunnel_tls_is_checked_kept_and_gives_the_trust_rule() {
+    one(
+        |v| v["tunnel_tls"] = json!({"cert_fingerprints": ["AB:CD"]}),
+        r#"tunnel_tls.cert_fingerprints[0]: "AB:CD" is not a SHA-256 fingerprint (64 hex digits, colons allowed)"#,
+    );
+    let fp = "ab".repeat(32);
+    let mut v = base();
+    v["tunnel_tls"] = json!({"cert_fingerprints": [fp]});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.to_value()["tunnel_tls"], json!({"cert_fingerprints": [fp]}));
+    assert_eq!(
+        cfg.tunnel_tls.trust(),
+        crate::net::tls::ServerTrust::PinOrWebPki(vec![[0xab; 32]])
+    );
+    // Absent: not written back, public roots only.
+    let cfg = parse(&base().to_string()).unwrap();
+    assert!(cfg.to_value().get("tunnel_tls").is_none());
+    assert_eq!(cfg.tunnel_tls.trust(), crate::net::tls::ServerTrust::WebPki);
+    v["tunnel_tls"] = json!({"insecure_skip_verify": true});
+    let cfg = parse(&v.to_string()).unwrap();
+    assert_eq!(cfg.tunnel_tls.trust(), crate::net::tls::ServerTrust::Insecure);
+}
+
+#[test]
+fn tunnel_secrets_never_leave_in_redacted_output_or_debug() {
+    let mut t = relay_tunnel();
+    t["tunnel_psk"] = "ef".repeat(32).into();
+    let mut v = base();
+    v["tunnels"] = json!([t]);
+    let cfg = parse(&v.to_string()).unwrap();
+    let shown = format!("{} {:?} {:?}", cfg.redacted(), cfg, cfg.tunnels[0]);
+    for secret in ["ab".repeat(32), "cd".repeat(32), "ef".repeat(32)] {
+        assert!(!shown.contains(&secret), "{shown}");
+    }
+    assert!(shown.contains("relay.example.com:4433"));
+}
