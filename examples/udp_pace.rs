@@ -9,6 +9,11 @@
 //!     Binds every ADDR, prints `ready`, counts datagrams until IDLE_MS pass without one
 //!     (after the first) or MAX_SECS in all, then prints one
 //!     `recv addr=A packets=N bytes=B` line per ADDR.
+//! udp_pace send --stamp … / udp_pace recv --stamp …
+//!     The sender writes its wall clock (ns since the Unix epoch, big-endian) into the last 8
+//!     bytes of each datagram (the payload of its last TS packet); the receiver, on the same
+//!     host, adds `lat_p50_us=… lat_p99_us=… lat_max_us=…` to its line: the one-way latency
+//!     through whatever sits in between.
 //! ```
 //!
 //! Pacing is by bytes: datagram i leaves no earlier than start + bytes_before_i * 8 / rate,
@@ -24,10 +29,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 const SOCKET_BUFFER: usize = 8 << 20;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let stamp = args.iter().any(|a| a == "--stamp");
+    args.retain(|a| a != "--stamp");
     let result = match args.first().map(String::as_str) {
-        Some("send") if args.len() == 5 || args.len() == 6 => send(&args[1..]),
-        Some("recv") if args.len() >= 4 => recv(&args[1..]),
+        Some("send") if args.len() == 5 || args.len() == 6 => send(&args[1..], stamp),
+        Some("recv") if args.len() >= 4 => recv(&args[1..], stamp),
         _ => Err(
             "usage: udp_pace send FILE DEST RATE_MBIT SECONDS [DATAGRAM_BYTES]\n       \
              udp_pace recv IDLE_MS MAX_SECS ADDR..."
@@ -56,7 +63,13 @@ fn udp_socket(addr: SocketAddr) -> Result<Socket, String> {
     Ok(sock)
 }
 
-fn send(args: &[String]) -> Result<(), String> {
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn send(args: &[String], stamp: bool) -> Result<(), String> {
     let data = std::fs::read(&args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
     let dest: SocketAddr = parse("DEST", &args[1])?;
     let rate_mbit: f64 = parse("RATE_MBIT", &args[2])?;
@@ -86,6 +99,7 @@ fn send(args: &[String]) -> Result<(), String> {
     let start = Instant::now();
     let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
     let mut i = 0usize;
+    let mut stamped = vec![0u8; size];
     loop {
         let due = Duration::from_nanos((bytes as f64 * ns_per_byte) as u64);
         if due >= end {
@@ -95,8 +109,13 @@ fn send(args: &[String]) -> Result<(), String> {
         if due > now {
             std::thread::sleep(due - now);
         }
-        let chunk = chunks[i];
+        let mut chunk = chunks[i];
         i = (i + 1) % chunks.len();
+        if stamp {
+            stamped.copy_from_slice(chunk);
+            stamped[size - 8..].copy_from_slice(&wall_ns().to_be_bytes());
+            chunk = &stamped;
+        }
         match sock.send(chunk) {
             Ok(_) => {}
             // e.g. ECONNREFUSED from an ICMP of an earlier datagram: count and go on.
@@ -113,7 +132,7 @@ fn send(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn recv(args: &[String]) -> Result<(), String> {
+fn recv(args: &[String], stamp: bool) -> Result<(), String> {
     let idle = Duration::from_millis(parse("IDLE_MS", &args[0])?);
     let max = Duration::from_secs_f64(parse("MAX_SECS", &args[1])?);
     let mut socks = Vec::new();
@@ -136,9 +155,14 @@ fn recv(args: &[String]) -> Result<(), String> {
                 let mut buf = vec![0u8; 65536];
                 let (mut packets, mut bytes) = (0u64, 0u64);
                 let mut last: Option<Instant> = None;
+                let mut lat_us: Vec<u64> = Vec::new();
                 loop {
                     match sock.recv(&mut buf) {
                         Ok(n) => {
+                            if stamp && n >= 8 {
+                                let sent = u64::from_be_bytes(buf[n - 8..n].try_into().unwrap());
+                                lat_us.push(wall_ns().saturating_sub(sent) / 1000);
+                            }
                             packets += 1;
                             bytes += n as u64;
                             last = Some(Instant::now());
@@ -153,13 +177,24 @@ fn recv(args: &[String]) -> Result<(), String> {
                         break;
                     }
                 }
-                (name, packets, bytes)
+                (name, packets, bytes, lat_us)
             })
         })
         .collect();
     for t in threads {
-        let (name, packets, bytes) = t.join().map_err(|_| "receiver thread panicked")?;
-        println!("recv addr={name} packets={packets} bytes={bytes}");
+        let (name, packets, bytes, mut lat) = t.join().map_err(|_| "receiver thread panicked")?;
+        let mut line = format!("recv addr={name} packets={packets} bytes={bytes}");
+        if !lat.is_empty() {
+            lat.sort_unstable();
+            let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+            line += &format!(
+                " lat_p50_us={} lat_p99_us={} lat_max_us={}",
+                at(0.5),
+                at(0.99),
+                lat[lat.len() - 1]
+            );
+        }
+        println!("{line}");
     }
     Ok(())
 }

@@ -1978,7 +1978,10 @@ fn relay_tunnel() -> Value {
 
 #[test]
 fn tunnels_need_what_their_mode_uses() {
-    assert_eq!(errs(|v| v["tunnels"] = json!([relay_tunnel()])), Vec::<String>::new());
+    assert_eq!(
+        errs(|v| v["tunnels"] = json!([relay_tunnel()])),
+        Vec::<String>::new()
+    );
     let direct_in = json!({"mode": "direct", "direction": "ingress", "relay_addr": null,
                            "tunnel_bind_secret": null});
     let cases = [
@@ -2050,7 +2053,10 @@ fn tunnel_tls_is_checked_kept_and_gives_the_trust_rule() {
     let mut v = base();
     v["tunnel_tls"] = json!({"cert_fingerprints": [fp]});
     let cfg = parse(&v.to_string()).unwrap();
-    assert_eq!(cfg.to_value()["tunnel_tls"], json!({"cert_fingerprints": [fp]}));
+    assert_eq!(
+        cfg.to_value()["tunnel_tls"],
+        json!({"cert_fingerprints": [fp]})
+    );
     assert_eq!(
         cfg.tunnel_tls.trust(),
         crate::net::tls::ServerTrust::PinOrWebPki(vec![[0xab; 32]])
@@ -2061,7 +2067,10 @@ fn tunnel_tls_is_checked_kept_and_gives_the_trust_rule() {
     assert_eq!(cfg.tunnel_tls.trust(), crate::net::tls::ServerTrust::WebPki);
     v["tunnel_tls"] = json!({"insecure_skip_verify": true});
     let cfg = parse(&v.to_string()).unwrap();
-    assert_eq!(cfg.tunnel_tls.trust(), crate::net::tls::ServerTrust::Insecure);
+    assert_eq!(
+        cfg.tunnel_tls.trust(),
+        crate::net::tls::ServerTrust::Insecure
+    );
 }
 
 #[test]
