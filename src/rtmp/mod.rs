@@ -12,6 +12,7 @@ pub mod amf;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
+pub mod mux;
 pub mod remux;
 pub mod session;
 
