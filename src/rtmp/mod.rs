@@ -13,6 +13,7 @@ pub mod chunk;
 pub mod flv;
 pub mod handshake;
 pub mod mux;
+pub mod publish;
 pub mod remux;
 pub mod session;
 

@@ -317,7 +317,9 @@ impl FlvMux {
         }
         if Some(pid) == self.pmt_pid {
             let mut sections = Vec::new();
-            let _ = self.pmt.push(payload, p.pusi(), |s| sections.push(s.to_vec()));
+            let _ = self
+                .pmt
+                .push(payload, p.pusi(), |s| sections.push(s.to_vec()));
             for s in sections {
                 self.pmt_section(&s, notices);
             }
@@ -508,7 +510,13 @@ impl FlvMux {
         });
     }
 
-    fn audio_frames(&mut self, pts: i64, es: &[u8], tags: &mut Vec<Tag>, dropped: &mut Vec<Dropped>) {
+    fn audio_frames(
+        &mut self,
+        pts: i64,
+        es: &[u8],
+        tags: &mut Vec<Tag>,
+        dropped: &mut Vec<Dropped>,
+    ) {
         // With video, audio waits for it: the receiver's recording starts at a picture.
         if self.video.is_some() && self.sent_avc.is_none() {
             return;
@@ -528,10 +536,12 @@ impl FlvMux {
             let profile = h[2] >> 6;
             let rate_index = (h[2] >> 2) & 0x0f;
             let channels = ((h[2] & 1) << 2) | (h[3] >> 6);
-            let len = (usize::from(h[3] & 3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+            let len =
+                (usize::from(h[3] & 3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
             let (Some(&rate), Some(frame)) = (
                 AAC_RATES.get(usize::from(rate_index)),
-                rest.get(header_len..len.max(header_len)).filter(|_| len <= rest.len()),
+                rest.get(header_len..len.max(header_len))
+                    .filter(|_| len <= rest.len()),
             ) else {
                 dropped.push(Dropped::BadAdts);
                 return;
@@ -615,14 +625,21 @@ mod tests {
         let mut input = vec![(9u8, 0u32, avc_seq()), (8, 0, vec![0xaf, 0, 0x12, 0x10])];
         for i in 0..10u32 {
             let key = i % 5 == 0;
-            let slice: &[u8] = if key { &[0x65, 0x88, i as u8 + 1] } else { &[0x41, 0x9a, i as u8 + 1] };
+            let slice: &[u8] = if key {
+                &[0x65, 0x88, i as u8 + 1]
+            } else {
+                &[0x41, 0x9a, i as u8 + 1]
+            };
             input.push((9, 1000 + i * 40, video_tag(key, 80, &[slice])));
             let mut a = vec![0xaf, 1];
             a.extend_from_slice(&aac);
             input.push((8, 1000 + i * 40, a));
         }
         let (tags, notices, dropped) = run(&ts_of(&input));
-        assert!(notices.is_empty() && dropped.is_empty(), "{notices:?} {dropped:?}");
+        assert!(
+            notices.is_empty() && dropped.is_empty(),
+            "{notices:?} {dropped:?}"
+        );
         let video: Vec<&Tag> = tags.iter().filter(|t| t.type_id == VIDEO).collect();
         // The sequence header first, then every frame but the last (its PES ends only when
         // the next one starts).
@@ -636,7 +653,11 @@ mod tests {
         for (i, t) in video[1..].iter().enumerate() {
             assert_eq!(t.timestamp, i as u32 * 40, "timestamps from the first DTS");
             assert_eq!(t.body[0] >> 4 == 1, i % 5 == 0, "key flag of frame {i}");
-            assert_eq!(&t.body[1..5], &[1, 0, 0, 80], "NALU tag, composition time 80 ms");
+            assert_eq!(
+                &t.body[1..5],
+                &[1, 0, 0, 80],
+                "NALU tag, composition time 80 ms"
+            );
             // The NAL units: parameter sets in-band before key frames, no AUD.
             let mut nals = Vec::new();
             let mut d = &t.body[5..];
@@ -664,7 +685,10 @@ mod tests {
         // The sequence headers precede the media of their kind.
         let first_audio = tags.iter().position(|t| t.type_id == AUDIO).unwrap();
         let first_video = tags.iter().position(|t| t.type_id == VIDEO).unwrap();
-        assert!(first_video < first_audio, "audio waits for the first picture");
+        assert!(
+            first_video < first_audio,
+            "audio waits for the first picture"
+        );
     }
 
     #[test]
@@ -718,7 +742,11 @@ mod tests {
         use crate::ts::mux;
         let mut out = Vec::new();
         let mut packet = |pid: u16, pusi: bool, cc: u8, payload: &[u8]| {
-            let mut p = vec![0x47, (pid >> 8) as u8 | if pusi { 0x40 } else { 0 }, pid as u8];
+            let mut p = vec![
+                0x47,
+                (pid >> 8) as u8 | if pusi { 0x40 } else { 0 },
+                pid as u8,
+            ];
             let stuff = 184 - payload.len();
             if stuff == 0 {
                 p.push(0x10 | cc);
@@ -777,16 +805,28 @@ mod tests {
         let idr: Vec<u8> = [&[0, 0, 0, 1][..], SPS, &[0, 0, 1], PPS, &[0, 0, 1, 0x65, 7]].concat();
         let mut ts = hand_ts(
             &[(0x1b, 0x100), (0x24, 0x101), (0x03, 0x102), (0x1b, 0x103)],
-            &[(0x100, 9000, 9000, idr.clone()), (0x101, 0, 0, vec![1, 2, 3])],
+            &[
+                (0x100, 9000, 9000, idr.clone()),
+                (0x101, 0, 0, vec![1, 2, 3]),
+            ],
         );
         ts.extend(ts.clone());
         let (tags, notices, _) = run(&ts);
         assert_eq!(
             notices,
             vec![
-                Notice::Unsupported { pid: 0x101, kind: "h265" },
-                Notice::Unsupported { pid: 0x102, kind: "mpeg-audio" },
-                Notice::Extra { pid: 0x103, kind: "h264" },
+                Notice::Unsupported {
+                    pid: 0x101,
+                    kind: "h265"
+                },
+                Notice::Unsupported {
+                    pid: 0x102,
+                    kind: "mpeg-audio"
+                },
+                Notice::Extra {
+                    pid: 0x103,
+                    kind: "h264"
+                },
             ]
         );
         assert!(tags.iter().all(|t| t.type_id == VIDEO));
@@ -799,8 +839,18 @@ mod tests {
         let top = (1u64 << 33) - 1800; // 20 ms before the wrap
         let pes = vec![
             (0x100, top + 3600, top, idr),
-            (0x100, (top + 3600 + 3600) % (1 << 33), (top + 3600) % (1 << 33), p.clone()),
-            (0x100, (top + 7200 + 3600) % (1 << 33), (top + 7200) % (1 << 33), p.clone()),
+            (
+                0x100,
+                (top + 3600 + 3600) % (1 << 33),
+                (top + 3600) % (1 << 33),
+                p.clone(),
+            ),
+            (
+                0x100,
+                (top + 7200 + 3600) % (1 << 33),
+                (top + 7200) % (1 << 33),
+                p.clone(),
+            ),
             (0x100, 0, 0, p), // ends the previous PES
         ];
         let (tags, _, _) = run(&hand_ts(&[(0x1b, 0x100)], &pes));
@@ -811,7 +861,11 @@ mod tests {
             .collect();
         assert_eq!(
             frames,
-            vec![(0, &[0, 0, 40][..]), (40, &[0, 0, 40][..]), (80, &[0, 0, 40][..])]
+            vec![
+                (0, &[0, 0, 40][..]),
+                (40, &[0, 0, 40][..]),
+                (80, &[0, 0, 40][..])
+            ]
         );
     }
 
@@ -845,7 +899,10 @@ mod tests {
         // Bad ADTS and broken PES headers.
         let ts = hand_ts(
             &[(0x0f, 0x101)],
-            &[(0x101, 0, 0, vec![0xff, 0xf1, 0x50, 0x80, 0xff, 0xff, 0xfc]), (0x101, 0, 0, vec![1])],
+            &[
+                (0x101, 0, 0, vec![0xff, 0xf1, 0x50, 0x80, 0xff, 0xff, 0xfc]),
+                (0x101, 0, 0, vec![1]),
+            ],
         );
         let (tags, _, dropped) = run(&ts);
         assert!(tags.is_empty());
@@ -854,7 +911,9 @@ mod tests {
 
     #[test]
     fn nal_units_split_on_3_and_4_byte_start_codes() {
-        let es = [0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x67, 1, 0, 0, 0, 0, 1, 0x65, 2, 0];
+        let es = [
+            0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x67, 1, 0, 0, 0, 0, 1, 0x65, 2, 0,
+        ];
         assert_eq!(
             nal_units(&es),
             vec![&[9, 0xf0][..], &[0x67, 1][..], &[0x65, 2][..]]
