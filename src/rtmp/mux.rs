@@ -262,6 +262,18 @@ impl FlvMux {
         self.wait_key = true;
     }
 
+    /// Packets were lost on the way in (the output fell a ring behind): PES in progress are
+    /// dropped and video resumes at the next key frame; the timeline and what the receiver
+    /// was sent go on.
+    pub fn gap(&mut self) {
+        for p in [&mut self.video, &mut self.audio].into_iter().flatten() {
+            p.buf.clear();
+            p.active = false;
+            p.last_cc = None;
+        }
+        self.wait_key = true;
+    }
+
     /// The PMT named an H.264 stream (then audio alone is not started before video).
     pub fn has_video(&self) -> bool {
         self.video.is_some()

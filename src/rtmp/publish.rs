@@ -660,6 +660,6 @@ mod tests {
         let mut out = Vec::new();
         p.media(chunk::VIDEO, 0, &[1, 2, 3], &mut out);
         assert!(out.is_empty());
-        assert_eq!(format!("{:?}", target("sekrit")).contains("sekrit"), false);
+        assert!(!format!("{:?}", target("sekrit")).contains("sekrit"));
     }
 }
