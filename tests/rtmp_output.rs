@@ -334,3 +334,28 @@ fn rtmps_is_verified_a_pinned_self_signed_ingest_is_trusted_and_an_unpinned_one_
     );
     assert_key_hidden(&q);
 }
+
+#[test]
+fn a_destination_outbound_allow_refuses_ends_the_output_with_an_event_that_hides_the_key() {
+    let dir = TempDir::new("rtmp-out-denied");
+    let mut cfg = node_config(
+        free_tcp_port(),
+        &dir.path().join("data"),
+        json!([flow(
+            free_udp_port(),
+            json!([{ "type": "rtmp", "id": "push",
+            "url": format!("rtmp://localhost:1935/live/{KEY}") }])
+        )]),
+    );
+    // A name is checked when it is resolved: localhost is outside the list.
+    cfg["security"] = json!({ "outbound_allow": ["10.99.0.0/16"] });
+    let q = Quoll::start_with_env(dir.path(), &cfg, &[("QUOLL_LOG", "debug")]);
+    let e = q.wait_event(
+        "Output 'push' failed to start on flow 'f1'",
+        Duration::from_secs(10),
+    );
+    let text = e.to_string();
+    assert!(text.contains("rtmp://localhost:1935/live/***"), "{text}");
+    assert!(text.contains("outbound_allow"), "{text}");
+    assert_key_hidden(&q);
+}
