@@ -1,6 +1,7 @@
 //! RTMP push output end to end with real FFmpeg: quoll takes a UDP TS from ffmpeg (libx264
 //! with B-frames, AAC) and pushes it by RTMP to `ffmpeg -listen 1`, whose FLV recording
-//! must decode with ffprobe (video and audio frames counted). RTMPS goes through a TLS
+//! must decode with ffprobe (video and audio frames counted); when that listener has gone,
+//! quoll reconnects to the next one. RTMPS goes through a TLS
 //! terminator on loopback (FFmpeg cannot listen on rtmps) with a self-signed certificate
 //! made here: pinned by `cert_fingerprint` the push succeeds, without the pin it is refused
 //! and counted as a certificate error. The stream key never shows in the log (at debug),
@@ -201,8 +202,23 @@ fn pushes_to_ffmpeg_listening_and_the_recording_decodes() {
         f["config"]["outputs"][0]["url"],
         json!(format!("rtmp://127.0.0.1:{rtmp_port}/live/***"))
     );
-    // The recording ended: the server closed, quoll says so and retries (quietly).
+    // The recording ended: the server closed, quoll says so and retries; a new listener on
+    // the same port gets a fresh publish (sequence headers again, from a key frame).
     q.wait_log("/live/*** lost:", 1, 0, Duration::from_secs(10));
+    let rec2 = dir.path().join("rec2.flv");
+    let mut listener = rtmp_listener(rtmp_port, &rec2, 2);
+    listener.wait_exit(
+        Duration::from_secs(40),
+        "the second ffmpeg -listen (2 s recorded)",
+    );
+    let (v, a) = (frames(&rec2, "v"), frames(&rec2, "a"));
+    assert!(
+        v >= 30 && a >= 60,
+        "{v} video and {a} audio frames after the reconnect"
+    );
+    let f = q.flow("f1");
+    let o = output(&f, "push");
+    assert!(o["rtmp"]["reconnects"].as_u64() >= Some(1), "{o}");
     assert_key_hidden(&q);
 }
 
