@@ -369,9 +369,6 @@ impl Validator<'_> {
                 ),
             );
         }
-        if r.stream_key.as_deref() == Some("") {
-            self.err(child(path, "stream_key"), "must not be empty");
-        }
         r.check_fields(path, &mut self.errors);
     }
 

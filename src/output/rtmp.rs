@@ -109,11 +109,21 @@ impl Endpoint {
             .ok_or(UrlError::NoHost)?
             .to_owned();
         let port = u.port().unwrap_or(default_port);
-        let path = u.path();
-        let path = path.strip_prefix('/').unwrap_or(path).trim_end_matches('/');
+        // App and key as written: the URL parser would percent-encode some characters of a
+        // key, and the server compares the key byte for byte.
+        let after_scheme = &url[url.find("://").map_or(0, |i| i + 3)..];
+        let raw = after_scheme
+            .find('/')
+            .map_or("", |i| &after_scheme[i + 1..]);
+        let raw = raw.split('#').next().unwrap_or("");
+        let (path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (raw, None),
+        };
+        let path = path.trim_end_matches('/');
         let (app, key) = match stream_key {
             Some(k) => {
-                if u.query().is_some() {
+                if query.is_some() {
                     return Err(UrlError::QueryWithStreamKey);
                 }
                 (path.to_owned(), k.to_owned())
@@ -124,7 +134,7 @@ impl Endpoint {
                 } else {
                     UrlError::NoKey
                 })?;
-                let key = match u.query() {
+                let key = match query {
                     Some(q) => format!("{last}?{q}"),
                     None => last.to_owned(),
                 };
@@ -240,6 +250,8 @@ impl RtmpOutput {
         );
         let mut mux = FlvMux::new();
         loop {
+            // The machine is polled only between attempts and given no deadline (the
+            // attempt's timeout is the shell's, below): it says dial now or wait.
             if let Next::Wait(until) = link.poll(Instant::now()) {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
@@ -485,6 +497,9 @@ mod tests {
         let e = Endpoint::parse("rtmp://[::1]:1936/a/b/key", None).unwrap();
         assert_eq!((e.host.as_str(), e.port), ("[::1]", 1936));
         assert_eq!(e.target.app, "a/b");
+        // The key byte for byte, as the server will compare it.
+        let e = Endpoint::parse("rtmp://h/app/k{1}|x^", None).unwrap();
+        assert_eq!(e.target.key, "k{1}|x^");
         // The manager's form: the key apart.
         let e = Endpoint::parse("rtmps://ingest.example/app/", Some("k1")).unwrap();
         assert_eq!(

@@ -378,7 +378,6 @@ impl Publisher {
                 }
                 if code == "NetStream.Publish.Start" && self.stage == Stage::PublishSent {
                     self.stage = Stage::Publishing;
-                    self.reader.set_limits(Limits::ANONYMOUS);
                     self.metadata(out);
                 }
             }
