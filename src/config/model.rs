@@ -360,14 +360,27 @@ config_struct! {
     pub struct RtmpOutputConfig {
         /// `rtmp(s)://host[:port]/app/key`: the last path segment (and any query) is the
         /// stream key, a secret (`redacted()` shows it as `***`). With `stream_key`, the URL
-        /// ends at the app (`rtmp://host/app`, OBS's "Server").
-        url: String => required;
-        /// The stream key apart from the URL (the manager's form); a secret, removed by
-        /// `redacted()`.
+        /// ends at the app (`rtmp://host/app`, OBS's "Server"). Validation wants this or
+        /// `dest_url`.
+        url: Option<String> => optional;
+        /// The manager's name for `url` (its form is `dest_url` + `stream_key`); masked the
+        /// same way.
+        dest_url: Option<String> => optional;
+        /// The stream key apart from the URL; a secret, removed by `redacted()`.
         stream_key: Option<String> => optional;
         /// `rtmps`: SHA-256 of the server's leaf certificate (hex, colons optional), trusted
         /// instead of a public chain (a private ingest with a self-signed certificate).
         cert_fingerprint: Option<String> => optional;
+    }
+}
+
+impl RtmpOutputConfig {
+    /// `url`, else `dest_url` (validation makes sure there is exactly one).
+    pub fn push_url(&self) -> &str {
+        self.url
+            .as_deref()
+            .or(self.dest_url.as_deref())
+            .unwrap_or("")
     }
 }
 

@@ -186,10 +186,12 @@ fn walk(v: &mut Value, in_tunnel: bool) {
     match v {
         Value::Object(map) => {
             map.retain(|k, _| !is_secret_key(k, in_tunnel));
-            if is_rtmp(map)
-                && let Some(Value::String(u)) = map.get_mut("url")
-            {
-                *u = redact_rtmp_url(u);
+            if is_rtmp(map) {
+                for key in RTMP_URL_KEYS {
+                    if let Some(Value::String(u)) = map.get_mut(*key) {
+                        *u = redact_rtmp_url(u);
+                    }
+                }
             }
             for (k, child) in map.iter_mut() {
                 if URL_KEYS.contains(&k.as_str())
@@ -218,22 +220,29 @@ pub fn restore_secrets_in_tunnel(pushed: &mut Value, local: &Value) {
     restore(pushed, local, true);
 }
 
-/// An RTMP output's object (its `url` holds a stream key).
+/// An RTMP output's URL keys: their last path segment may be the stream key.
+const RTMP_URL_KEYS: &[&str] = &["url", "dest_url"];
+
+/// An RTMP output's object (an input has no URL).
 fn is_rtmp(map: &serde_json::Map<String, Value>) -> bool {
-    map.get("type").and_then(Value::as_str) == Some("rtmp") && map.contains_key("url")
+    map.get("type").and_then(Value::as_str) == Some("rtmp")
+        && RTMP_URL_KEYS.iter().any(|k| map.contains_key(*k))
 }
 
 fn restore(pushed: &mut Value, local: &Value, in_tunnel: bool) {
     match (pushed, local) {
         (Value::Object(p), Value::Object(l)) => {
             // A masked RTMP URL that names the same place as the local one gets its key back.
-            if is_rtmp(p)
-                && let (Some(Value::String(pu)), Some(Value::String(lu))) =
-                    (p.get("url"), l.get("url"))
-                && pu != lu
-                && *pu == redact_rtmp_url(lu)
-            {
-                p.insert("url".into(), Value::String(lu.clone()));
+            if is_rtmp(p) {
+                for key in RTMP_URL_KEYS {
+                    if let (Some(Value::String(pu)), Some(Value::String(lu))) =
+                        (p.get(*key), l.get(*key))
+                        && pu != lu
+                        && *pu == redact_rtmp_url(lu)
+                    {
+                        p.insert((*key).into(), Value::String(lu.clone()));
+                    }
+                }
             }
             for (k, lv) in l {
                 let secret = is_secret_key(k, in_tunnel);

@@ -333,9 +333,8 @@ fn everything() -> Value {
                 {"type": "rtp", "id": "r1", "name": "B", "dest_addr": "[ff0e::1]:5004", "dscp": 46,
                  "ssrc": 1234},
                 srt_out,
-                {"type": "rtmp", "id": "rtmp-out", "name": "YT", "url": "rtmp://a/live",
-                 "stream_key": "k", "dest_url": "rtmp://a/live", "reconnect_delay_secs": 5,
-                 "max_reconnect_attempts": 3},
+                {"type": "rtmp", "id": "rtmp-out", "name": "YT", "dest_url": "rtmp://a/live",
+                 "stream_key": "k", "reconnect_delay_secs": 5, "max_reconnect_attempts": 3},
                 {"type": "hls", "id": "hls-out", "name": "H", "ingest_url": "https://h/x",
                  "segment_duration_ms": 2000, "playlist_size": 6, "program_date_time": false,
                  "max_segments": 5, "auth_token": "t"},
@@ -561,6 +560,29 @@ fn rtmp_output_fields_and_the_key_never_shows() {
         .is_empty()
     );
     assert!(errs(rtmp(json!({"url": "rtmp://h/app", "stream_key": "k"}))).is_empty());
+    // The manager's form.
+    let manager_form = |v: &mut Value| {
+        v["flows"][0]["outputs"] = json!([{"type": "rtmp", "id": "push",
+            "dest_url": "rtmp://h/app", "stream_key": "k", "reconnect_delay_secs": 5}]);
+    };
+    assert!(errs(manager_form).is_empty());
+    one(
+        |v: &mut Value| {
+            rtmp(json!({}))(v);
+            v["flows"][0]["outputs"][0]["dest_url"] = json!("rtmp://h/app");
+        },
+        "flows[0].outputs[0].dest_url: url and dest_url both given: keep one",
+    );
+    one(
+        |v: &mut Value| {
+            rtmp(json!({}))(v);
+            v["flows"][0]["outputs"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("url");
+        },
+        "flows[0].outputs[0].url: required (rtmp(s)://host[:port]/app/key, or dest_url with stream_key)",
+    );
     one(
         rtmp(json!({"url": "rtmp://h/app"})),
         "flows[0].outputs[0].url: has no stream key: expected rtmp(s)://host[:port]/app/key, or the key in stream_key",
@@ -628,6 +650,22 @@ fn rtmp_output_fields_and_the_key_never_shows() {
         cfg.redacted()["flows"][0]["outputs"][0]["url"],
         json!("rtmp://h/live")
     );
+    // A key in `dest_url` is masked too, and restored.
+    let cfg = parse(&{
+        let mut v = base();
+        v["flows"][0]["outputs"] = json!([{"type": "rtmp", "id": "push",
+            "dest_url": "rtmp://h/live/hunter2-key"}]);
+        v.to_string()
+    })
+    .unwrap();
+    let red = cfg.redacted();
+    assert_eq!(
+        red["flows"][0]["outputs"][0]["dest_url"],
+        json!("rtmp://h/live/***")
+    );
+    let mut pushed = red;
+    restore_secrets(&mut pushed, &cfg.to_value());
+    assert_eq!(pushed, cfg.to_value());
 }
 
 #[test]

@@ -343,8 +343,25 @@ impl Validator<'_> {
     /// and a certificate pin only where there is TLS.
     #[cfg(feature = "rtmp")]
     fn rtmp_output(&mut self, r: &RtmpOutputConfig, path: &str) {
-        let upath = child(path, "url");
-        match crate::output::rtmp::Endpoint::parse(&r.url, r.stream_key.as_deref()) {
+        let (upath, url) = match (&r.url, &r.dest_url) {
+            (Some(u), None) => (child(path, "url"), u),
+            (None, Some(u)) => (child(path, "dest_url"), u),
+            (Some(_), Some(_)) => {
+                self.err(
+                    child(path, "dest_url"),
+                    "url and dest_url both given: keep one",
+                );
+                return;
+            }
+            (None, None) => {
+                self.err(
+                    child(path, "url"),
+                    "required (rtmp(s)://host[:port]/app/key, or dest_url with stream_key)",
+                );
+                return;
+            }
+        };
+        match crate::output::rtmp::Endpoint::parse(url, r.stream_key.as_deref()) {
             Ok(ep) => {
                 if let Ok(ip) = ep.host.trim_matches(['[', ']']).parse::<IpAddr>() {
                     self.outbound(&upath, ip);

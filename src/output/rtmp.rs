@@ -197,10 +197,10 @@ impl RtmpOutput {
         events: &Events,
         outbound: Policy,
     ) -> Result<Self, OutputError> {
-        let ep = Endpoint::parse(&cfg.url, cfg.stream_key.as_deref()).map_err(|_| {
+        let ep = Endpoint::parse(cfg.push_url(), cfg.stream_key.as_deref()).map_err(|_| {
             OutputError::BadConfig {
                 field: "url",
-                value: redact_rtmp_url(&cfg.url),
+                value: redact_rtmp_url(cfg.push_url()),
             }
         })?;
         let pins = match &cfg.cert_fingerprint {
@@ -535,7 +535,8 @@ mod tests {
     fn bind_errors_show_the_url_with_its_key_masked() {
         let events = Events::in_memory(16);
         let cfg = |url: &str, fp: Option<&str>| RtmpOutputConfig {
-            url: url.into(),
+            url: Some(url.into()),
+            dest_url: None,
             stream_key: None,
             cert_fingerprint: fp.map(str::to_owned),
             extra: Default::default(),
