@@ -489,8 +489,11 @@ impl FlvMux {
         if self.wait_key && !key {
             return;
         }
-        let config = (self.sent_avc.as_ref() != Some(&(sps.clone(), pps.clone())))
-            .then(|| (sps.clone(), pps.clone()));
+        let sent = self
+            .sent_avc
+            .as_ref()
+            .is_some_and(|(s, p)| s == sps && p == pps);
+        let config = (!sent).then(|| (sps.clone(), pps.clone()));
         self.wait_key = false;
         let ts = self.ms(dts);
         if let Some((sps, pps)) = config {
