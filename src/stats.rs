@@ -82,6 +82,27 @@ pub struct OutputStats {
     pub send_errors: Cell<u64>,
     /// SRT outputs only, refreshed about once a second.
     pub srt: Cell<Option<SrtOutputSnapshot>>,
+    /// RTMP outputs only.
+    pub rtmp: Cell<Option<RtmpOutputSnapshot>>,
+}
+
+/// What an RTMP push output adds to the output stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RtmpOutputSnapshot {
+    /// Publishing right now.
+    pub connected: bool,
+    /// Publishes started since the output started.
+    pub connects: u64,
+    /// Of those, the ones after the first.
+    pub reconnects: u64,
+    /// Attempts that did not reach a publish (refused, unreachable, timed out, TLS).
+    pub failed_attempts: u64,
+    /// Of those, the ones whose server certificate did not verify (trust or pin).
+    pub certificate_errors: u64,
+    /// Elementary streams left out: not H.264 or AAC, or a second one of a kind.
+    pub unsupported_streams: u64,
+    /// PES packets dropped: broken, over-long, or cut by lost TS packets.
+    pub dropped_frames: u64,
 }
 
 /// One SRT connection's (or leg's) counters, from srt-tokio's statistics.
@@ -182,6 +203,8 @@ pub struct OutputSnapshot {
     pub send_errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srt: Option<SrtOutputSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp: Option<RtmpOutputSnapshot>,
 }
 
 impl OutputStats {
@@ -196,6 +219,7 @@ impl OutputStats {
             dropped: self.dropped.get(),
             send_errors: self.send_errors.get(),
             srt: self.srt.get(),
+            rtmp: self.rtmp.get(),
         }
     }
 }

@@ -217,7 +217,8 @@ impl OutputConfig {
             OutputKind::Udp(u) | OutputKind::Rtp(u) => u.write_fields(&mut m),
             OutputKind::Srt(c) => c.write_fields(&mut m),
             OutputKind::Hls(c) => c.write_fields(&mut m),
-            OutputKind::Rtmp(x) | OutputKind::Webrtc(x) => put_extra(&mut m, x),
+            OutputKind::Rtmp(c) => c.write_fields(&mut m),
+            OutputKind::Webrtc(x) => put_extra(&mut m, x),
         }
         Value::Object(m)
     }
@@ -283,7 +284,7 @@ fn read_output(v: Value, path: String, errors: &mut Vec<ConfigError>) -> Option<
         "udp" => OutputKind::Udp(UdpOutputConfig::read_fields(o)?),
         "rtp" => OutputKind::Rtp(UdpOutputConfig::read_fields(o)?),
         "srt" => OutputKind::Srt(SrtConfig::read_fields(o)?),
-        "rtmp" => OutputKind::Rtmp(o.rest()),
+        "rtmp" => OutputKind::Rtmp(RtmpOutputConfig::read_fields(o)?),
         "hls" => OutputKind::Hls(HlsOutputConfig::read_fields(o)?),
         "webrtc" => OutputKind::Webrtc(o.rest()),
         _ => return None,

@@ -16,8 +16,8 @@ pub use budget::{Budget, LimitError};
 pub use error::{ConfigError, ErrorKind};
 pub use model::*;
 pub use redact::{
-    SECRET_KEYS, is_secret_key, redact_tunnel, redact_userinfo, redact_value, restore_secrets,
-    restore_secrets_in_tunnel, strip_url_password,
+    SECRET_KEYS, is_secret_key, redact_rtmp_url, redact_tunnel, redact_userinfo, redact_value,
+    restore_secrets, restore_secrets_in_tunnel, strip_url_password,
 };
 pub use store::{ConfigFile, LoadError, SaveError};
 pub use validate::{parse_fingerprint, validate};

@@ -279,8 +279,8 @@ pub enum OutputKind {
     Udp(UdpOutputConfig),
     Rtp(UdpOutputConfig),
     Srt(SrtConfig),
-    /// Output types of the spec that this build does not run yet; see `InputConfig::Rtmp`.
-    Rtmp(Extra),
+    /// An RTMP(S) push (read in every build; run with the `rtmp` feature).
+    Rtmp(RtmpOutputConfig),
     /// HLS pushed by HTTP PUT (feature `hls`; without it, refused like the types above).
     Hls(HlsOutputConfig),
     Webrtc(Extra),
@@ -291,10 +291,15 @@ impl OutputKind {
     pub const KNOWN_TYPES: &'static [&'static str] =
         &["udp", "rtp", "srt", "rtmp", "hls", "webrtc"];
     /// The output types this build can run.
-    #[cfg(feature = "hls")]
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt", "hls"];
-    #[cfg(not(feature = "hls"))]
-    pub const SUPPORTED_TYPES: &'static [&'static str] = &["udp", "rtp", "srt"];
+    pub const SUPPORTED_TYPES: &'static [&'static str] = &[
+        "udp",
+        "rtp",
+        "srt",
+        #[cfg(feature = "rtmp")]
+        "rtmp",
+        #[cfg(feature = "hls")]
+        "hls",
+    ];
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -345,6 +350,37 @@ config_struct! {
         password: Option<String> => optional;
         /// `EXT-X-PROGRAM-DATE-TIME` on every segment.
         program_date_time: bool => default(false);
+    }
+}
+
+config_struct! {
+    /// An `rtmp` output: the flow's H.264 and AAC remuxed to FLV and pushed to an RTMP(S)
+    /// server (docs/rtmp.md).
+    #[derive(Clone, PartialEq)]
+    pub struct RtmpOutputConfig {
+        /// `rtmp(s)://host[:port]/app/key`: the last path segment (and any query) is the
+        /// stream key, a secret (`redacted()` shows it as `***`). With `stream_key`, the URL
+        /// ends at the app (`rtmp://host/app`, OBS's "Server"). Validation wants this or
+        /// `dest_url`.
+        url: Option<String> => optional;
+        /// The manager's name for `url` (its form is `dest_url` + `stream_key`); masked the
+        /// same way.
+        dest_url: Option<String> => optional;
+        /// The stream key apart from the URL; a secret, removed by `redacted()`.
+        stream_key: Option<String> => optional;
+        /// `rtmps`: SHA-256 of the server's leaf certificate (hex, colons optional), trusted
+        /// instead of a public chain (a private ingest with a self-signed certificate).
+        cert_fingerprint: Option<String> => optional;
+    }
+}
+
+impl RtmpOutputConfig {
+    /// `url`, else `dest_url` (validation makes sure there is exactly one).
+    pub fn push_url(&self) -> &str {
+        self.url
+            .as_deref()
+            .or(self.dest_url.as_deref())
+            .unwrap_or("")
     }
 }
 

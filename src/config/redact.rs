@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::model::{
     BridgeConfig, BridgeStreamConfig, Config, FlowConfig, HlsOutputConfig, InputConfig,
-    ManagerConfig, OutputConfig, RtmpInputConfig, RtspInputConfig, ServerConfig, SrtConfig,
-    TunnelConfig,
+    ManagerConfig, OutputConfig, RtmpInputConfig, RtmpOutputConfig, RtspInputConfig, ServerConfig,
+    SrtConfig, TunnelConfig,
 };
 
 /// Keys whose value is a secret wherever they appear in the document, at any depth,
@@ -43,6 +43,39 @@ pub fn strip_url_password(s: &str) -> String {
         }
         _ => s.to_string(),
     }
+}
+
+/// An RTMP push URL with its stream key masked: `rtmp://host/app/KEY?q` ->
+/// `rtmp://host/app/***` (the key is the last path segment and any query; a password in
+/// the userinfo goes too). A URL that ends at the app (`rtmp://host/app`, the key given
+/// apart) is unchanged. Masked rather than removed, unlike other secrets: the URL without
+/// its key still says where the output pushes; `restore_secrets` puts the real URL back
+/// when a masked one comes back from the manager.
+pub fn redact_rtmp_url(s: &str) -> String {
+    let Some(i) = s.find("://") else {
+        // Not a URL: it could be anything, the key included.
+        return "***".to_owned();
+    };
+    let rest = &s[i + 3..];
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash + 1..]),
+        None => (rest.split('?').next().unwrap_or(rest), ""),
+    };
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let (path, query) = match path.find('?') {
+        Some(q) => (&path[..q], true),
+        None => (path, false),
+    };
+    let path = path.trim_end_matches('/');
+    let shown = match path.rfind('/') {
+        Some(last) => format!("{}/***", &path[..last]),
+        None if query => format!("{path}?***"),
+        None => path.to_owned(),
+    };
+    format!("{}{authority}/{shown}", &s[..i + 3])
 }
 
 /// Every `scheme://userinfo@` in `text` becomes `scheme://***@`: for log lines, which may
@@ -130,6 +163,7 @@ redacted_debug! {
     RtspInputConfig => |c| InputConfig::Rtsp(c.clone()).to_value(),
     HlsOutputConfig => HlsOutputConfig::to_value,
     RtmpInputConfig => |c| InputConfig::Rtmp(c.clone()).to_value(),
+    RtmpOutputConfig => RtmpOutputConfig::to_value,
     BridgeConfig => BridgeConfig::to_value,
     BridgeStreamConfig => BridgeStreamConfig::to_value,
     ManagerConfig => ManagerConfig::to_value,
@@ -157,6 +191,13 @@ fn walk(v: &mut Value, in_tunnel: bool) {
     match v {
         Value::Object(map) => {
             map.retain(|k, _| !is_secret_key(k, in_tunnel));
+            if is_rtmp(map) {
+                for key in RTMP_URL_KEYS {
+                    if let Some(Value::String(u)) = map.get_mut(*key) {
+                        *u = redact_rtmp_url(u);
+                    }
+                }
+            }
             for (k, child) in map.iter_mut() {
                 if URL_KEYS.contains(&k.as_str())
                     && let Value::String(u) = child
@@ -184,9 +225,30 @@ pub fn restore_secrets_in_tunnel(pushed: &mut Value, local: &Value) {
     restore(pushed, local, true);
 }
 
+/// An RTMP output's URL keys: their last path segment may be the stream key.
+const RTMP_URL_KEYS: &[&str] = &["url", "dest_url"];
+
+/// An RTMP output's object (an input has no URL).
+fn is_rtmp(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("type").and_then(Value::as_str) == Some("rtmp")
+        && RTMP_URL_KEYS.iter().any(|k| map.contains_key(*k))
+}
+
 fn restore(pushed: &mut Value, local: &Value, in_tunnel: bool) {
     match (pushed, local) {
         (Value::Object(p), Value::Object(l)) => {
+            // A masked RTMP URL that names the same place as the local one gets its key back.
+            if is_rtmp(p) {
+                for key in RTMP_URL_KEYS {
+                    if let (Some(Value::String(pu)), Some(Value::String(lu))) =
+                        (p.get(*key), l.get(*key))
+                        && pu != lu
+                        && *pu == redact_rtmp_url(lu)
+                    {
+                        p.insert((*key).into(), Value::String(lu.clone()));
+                    }
+                }
+            }
             for (k, lv) in l {
                 let secret = is_secret_key(k, in_tunnel);
                 match p.get_mut(k) {

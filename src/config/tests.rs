@@ -450,9 +450,13 @@ fn unsupported_types_round_trip_but_do_not_validate() {
     let e: Vec<String> = e.iter().map(ToString::to_string).collect();
     let out = OutputKind::SUPPORTED_TYPES.join(", ");
     let inputs = InputConfig::SUPPORTED_TYPES.join(", ");
-    let mut want = vec![format!(
-        r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: {out})"#
-    )];
+    let mut want = Vec::new();
+    // The `rtmp` feature runs the rtmp output (its extra keys are kept, like any block's).
+    if !cfg!(feature = "rtmp") {
+        want.push(format!(
+            r#"flows[0].outputs[3].type: "rtmp" is not supported by this build yet (supported: {out})"#
+        ));
+    }
     // The `hls` feature runs the hls output (its extra keys are kept, like any block's).
     if !cfg!(feature = "hls") {
         want.push(format!(
@@ -539,6 +543,134 @@ fn rtmp_input_fields() {
     .unwrap();
     assert!(!format!("{:?}", cfg.flows[0].input).contains("hunter2"));
     assert!(!cfg.redacted().to_string().contains("hunter2"));
+}
+
+#[cfg(feature = "rtmp")]
+#[test]
+fn rtmp_output_fields_and_the_key_never_shows() {
+    let rtmp = |f: Value| {
+        move |v: &mut Value| {
+            let mut o = json!({"type": "rtmp", "id": "push", "url": "rtmp://10.0.0.5/live/k1"});
+            for (k, x) in f.as_object().unwrap() {
+                o[k] = x.clone();
+            }
+            v["flows"][0]["outputs"] = json!([o]);
+        }
+    };
+    assert!(errs(rtmp(json!({}))).is_empty());
+    assert!(
+        errs(rtmp(
+            json!({"url": "rtmps://h:4443/app/k", "cert_fingerprint": "ab".repeat(32)})
+        ))
+        .is_empty()
+    );
+    assert!(errs(rtmp(json!({"url": "rtmp://h/app", "stream_key": "k"}))).is_empty());
+    // The manager's form.
+    let manager_form = |v: &mut Value| {
+        v["flows"][0]["outputs"] = json!([{"type": "rtmp", "id": "push",
+            "dest_url": "rtmp://h/app", "stream_key": "k", "reconnect_delay_secs": 5}]);
+    };
+    assert!(errs(manager_form).is_empty());
+    one(
+        |v: &mut Value| {
+            rtmp(json!({}))(v);
+            v["flows"][0]["outputs"][0]["dest_url"] = json!("rtmp://h/app");
+        },
+        "flows[0].outputs[0].dest_url: url and dest_url both given: keep one",
+    );
+    one(
+        |v: &mut Value| {
+            rtmp(json!({}))(v);
+            v["flows"][0]["outputs"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("url");
+        },
+        "flows[0].outputs[0].url: required (rtmp(s)://host[:port]/app/key, or dest_url with stream_key)",
+    );
+    one(
+        rtmp(json!({"url": "rtmp://h/app"})),
+        "flows[0].outputs[0].url: has no stream key: expected rtmp(s)://host[:port]/app/key, or the key in stream_key",
+    );
+    one(
+        rtmp(json!({"url": "srt://h/app/k"})),
+        r#"flows[0].outputs[0].url: scheme "srt" is not rtmp or rtmps (expected rtmp(s)://host[:port]/app/key)"#,
+    );
+    one(
+        rtmp(json!({"cert_fingerprint": "ab".repeat(32)})),
+        "flows[0].outputs[0].cert_fingerprint: only for an rtmps:// url (plain RTMP has no certificate)",
+    );
+    one(
+        rtmp(json!({"url": "rtmps://h/a/k", "cert_fingerprint": "zz"})),
+        r#"flows[0].outputs[0].cert_fingerprint: "zz" is not a SHA-256 fingerprint (64 hex digits, colons allowed)"#,
+    );
+    one(
+        |v: &mut Value| {
+            rtmp(json!({}))(v);
+            v["security"] = json!({"outbound_allow": ["192.168.0.0/16"]});
+        },
+        "flows[0].outputs[0].url: 10.0.0.5 is not in security.outbound_allow",
+    );
+    // The key is a secret: masked in the URL of a redacted config (get_config), absent
+    // from Debug, and a masked URL pushed back gets its key again.
+    let cfg = parse(&{
+        let mut v = base();
+        rtmp(json!({"url": "rtmps://u:pw@ingest.example/live/hunter2-key?tok=s3"}))(&mut v);
+        v["flows"][0]["outputs"][0]["cert_fingerprint"] = json!("ab".repeat(32));
+        v.to_string()
+    })
+    .unwrap();
+    let red = cfg.redacted();
+    let text = red.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3") && !text.contains("pw"),
+        "{text}"
+    );
+    assert_eq!(
+        red["flows"][0]["outputs"][0]["url"],
+        json!("rtmps://***@ingest.example/live/***")
+    );
+    assert!(!format!("{:?}", cfg.flows[0].outputs[0]).contains("hunter2"));
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+    let mut pushed = red.clone();
+    restore_secrets(&mut pushed, &cfg.to_value());
+    assert_eq!(pushed, cfg.to_value(), "the real URL is restored");
+    // A URL the manager changed is its own.
+    let mut pushed = red;
+    pushed["flows"][0]["outputs"][0]["url"] = json!("rtmp://other/live/new-key");
+    restore_secrets(&mut pushed, &cfg.to_value());
+    assert_eq!(
+        pushed["flows"][0]["outputs"][0]["url"],
+        json!("rtmp://other/live/new-key")
+    );
+    // The key apart (the manager's form) is removed like any secret.
+    let cfg = parse(&{
+        let mut v = base();
+        rtmp(json!({"url": "rtmp://h/live", "stream_key": "hunter2-key"}))(&mut v);
+        v.to_string()
+    })
+    .unwrap();
+    assert!(!cfg.redacted().to_string().contains("hunter2"));
+    assert_eq!(
+        cfg.redacted()["flows"][0]["outputs"][0]["url"],
+        json!("rtmp://h/live")
+    );
+    // A key in `dest_url` is masked too, and restored.
+    let cfg = parse(&{
+        let mut v = base();
+        v["flows"][0]["outputs"] = json!([{"type": "rtmp", "id": "push",
+            "dest_url": "rtmp://h/live/hunter2-key"}]);
+        v.to_string()
+    })
+    .unwrap();
+    let red = cfg.redacted();
+    assert_eq!(
+        red["flows"][0]["outputs"][0]["dest_url"],
+        json!("rtmp://h/live/***")
+    );
+    let mut pushed = red;
+    restore_secrets(&mut pushed, &cfg.to_value());
+    assert_eq!(pushed, cfg.to_value());
 }
 
 #[test]

@@ -405,6 +405,57 @@ impl Validator<'_> {
         r.check_fields(path, &mut self.errors);
     }
 
+    /// An RTMP push: a URL with an app and a key (never echoed: the key is a secret), an
+    /// address host allowed by `security.outbound_allow` (a name is checked when resolved),
+    /// and a certificate pin only where there is TLS.
+    #[cfg(feature = "rtmp")]
+    fn rtmp_output(&mut self, r: &RtmpOutputConfig, path: &str) {
+        let (upath, url) = match (&r.url, &r.dest_url) {
+            (Some(u), None) => (child(path, "url"), u),
+            (None, Some(u)) => (child(path, "dest_url"), u),
+            (Some(_), Some(_)) => {
+                self.err(
+                    child(path, "dest_url"),
+                    "url and dest_url both given: keep one",
+                );
+                return;
+            }
+            (None, None) => {
+                self.err(
+                    child(path, "url"),
+                    "required (rtmp(s)://host[:port]/app/key, or dest_url with stream_key)",
+                );
+                return;
+            }
+        };
+        match crate::output::rtmp::Endpoint::parse(url, r.stream_key.as_deref()) {
+            Ok(ep) => {
+                if let Ok(ip) = ep.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                    self.outbound(&upath, ip);
+                }
+                if r.cert_fingerprint.is_some() && !ep.tls {
+                    self.err(
+                        child(path, "cert_fingerprint"),
+                        "only for an rtmps:// url (plain RTMP has no certificate)",
+                    );
+                }
+            }
+            Err(e) => self.err(upath, e.to_string()),
+        }
+        if let Some(fp) = &r.cert_fingerprint
+            && parse_fingerprint(fp).is_none()
+        {
+            self.err(
+                child(path, "cert_fingerprint"),
+                format!(
+                    "{} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                    quoted(fp)
+                ),
+            );
+        }
+        r.check_fields(path, &mut self.errors);
+    }
+
     #[cfg(feature = "hls")]
     fn hls_output(&mut self, h: &HlsOutputConfig, path: &str) {
         let upath = child(path, "ingest_url");
@@ -643,6 +694,11 @@ impl Validator<'_> {
             #[cfg(feature = "hls")]
             OutputKind::Hls(h) => {
                 self.hls_output(h, path);
+                return;
+            }
+            #[cfg(feature = "rtmp")]
+            OutputKind::Rtmp(r) => {
+                self.rtmp_output(r, path);
                 return;
             }
             other => {

@@ -538,6 +538,8 @@ enum BoundOutput {
     Srt(SrtOutput),
     #[cfg(feature = "hls")]
     Hls(Box<crate::output::hls::HlsOutput>),
+    #[cfg(feature = "rtmp")]
+    Rtmp(Box<crate::output::rtmp::RtmpOutput>),
 }
 
 /// What outputs that connect out need from the manager: `security.outbound_allow`, and
@@ -551,6 +553,8 @@ impl BoundOutput {
             BoundOutput::Srt(o) => o.run(ring, stats).await,
             #[cfg(feature = "hls")]
             BoundOutput::Hls(o) => o.run(ring, stats).await,
+            #[cfg(feature = "rtmp")]
+            BoundOutput::Rtmp(o) => o.run(ring, stats).await,
         }
     }
 }
@@ -561,7 +565,7 @@ fn bind_output(
     events: &Events,
     ctx: &OutputContext,
 ) -> Result<BoundOutput, OutputError> {
-    #[cfg(not(feature = "hls"))]
+    #[cfg(not(any(feature = "hls", feature = "rtmp")))]
     let _ = ctx;
     match &o.kind {
         OutputKind::Udp(c) => UdpOutput::bind(c, false).map(BoundOutput::Udp),
@@ -577,6 +581,11 @@ fn bind_output(
             ctx.1.clone(),
         )
         .map(|o| BoundOutput::Hls(Box::new(o))),
+        #[cfg(feature = "rtmp")]
+        OutputKind::Rtmp(c) => {
+            crate::output::rtmp::RtmpOutput::bind(c, flow_id, &o.id, events, ctx.0.clone())
+                .map(|o| BoundOutput::Rtmp(Box::new(o)))
+        }
         other => Err(OutputError::Unsupported(other.type_name())),
     }
 }

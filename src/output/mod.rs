@@ -3,6 +3,8 @@
 
 #[cfg(feature = "hls")]
 pub mod hls;
+#[cfg(feature = "rtmp")]
+pub mod rtmp;
 pub mod srt;
 pub mod udp;
 

@@ -1,4 +1,5 @@
-//! The server side of the RTMP handshake: C0+C1 in, S0+S1+S2 out, C2 in.
+//! The RTMP handshake. Server side: C0+C1 in, S0+S1+S2 out, C2 in. Client side (the push
+//! output): C0+C1 out, S0+S1 in, C2 out, S2 in.
 //!
 //! The simple handshake: S1 is a time, four zero bytes and random filler, S2 echoes C1. The
 //! zero bytes where a "version" would be tell a client that this server does not do the
@@ -124,9 +125,119 @@ impl ServerHandshake {
     }
 }
 
+/// The client side of the simple handshake: C1 is a time, four zero bytes (no digest
+/// handshake asked for) and filler; C2 echoes S1. S2 is read and not checked: servers
+/// differ in what they put there, and nothing here is authenticated (RTMPS is).
+#[derive(Debug)]
+pub struct ClientHandshake {
+    state: ClientState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// C0C1 sent; waiting for S0 and S1.
+    S0S1,
+    /// C2 sent; waiting for S2.
+    S2,
+    Done,
+}
+
+impl ClientHandshake {
+    /// Appends C0 and C1 to `out`. `epoch_ms` is C1's time and seeds its filler.
+    pub fn start(epoch_ms: u32, out: &mut Vec<u8>) -> Self {
+        out.reserve(1 + PACKET_SIZE);
+        out.push(VERSION);
+        out.extend_from_slice(&epoch_ms.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let mut x = u64::from(epoch_ms) | 0x2545_f491_4f6c_dd1d;
+        for _ in 0..(PACKET_SIZE - 8) / 8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        ClientHandshake {
+            state: ClientState::S0S1,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == ClientState::Done
+    }
+
+    /// Consumes what it can of `input` (whole S0+S1, then whole S2), appending C2 to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, HandshakeError> {
+        let mut consumed = 0;
+        if self.state == ClientState::S0S1 {
+            let Some(&version) = input.first() else {
+                return Ok(Progress {
+                    consumed,
+                    done: false,
+                });
+            };
+            if version != VERSION {
+                return Err(HandshakeError::Version(version));
+            }
+            let Some(s1) = input.get(1..1 + PACKET_SIZE) else {
+                return Ok(Progress {
+                    consumed,
+                    done: false,
+                });
+            };
+            out.extend_from_slice(s1);
+            consumed = 1 + PACKET_SIZE;
+            self.state = ClientState::S2;
+        }
+        if self.state == ClientState::S2 {
+            if input.len() - consumed < PACKET_SIZE {
+                return Ok(Progress {
+                    consumed,
+                    done: false,
+                });
+            }
+            consumed += PACKET_SIZE;
+            self.state = ClientState::Done;
+        }
+        Ok(Progress {
+            consumed,
+            done: self.state == ClientState::Done,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_and_server_complete_each_other() {
+        let mut c_out = Vec::new();
+        let mut client = ClientHandshake::start(7, &mut c_out);
+        assert_eq!(c_out.len(), 1 + PACKET_SIZE);
+        assert_eq!(&c_out[5..9], &[0; 4]);
+        let mut server = ServerHandshake::new(9);
+        let mut s_out = Vec::new();
+        let p = server.feed(&c_out, &mut s_out).unwrap();
+        assert!(!p.done);
+        c_out.clear();
+        // The server's answer in pieces.
+        let mut buf = Vec::new();
+        for piece in s_out.chunks(333) {
+            buf.extend_from_slice(piece);
+            let p = client.feed(&buf, &mut c_out).unwrap();
+            buf.drain(..p.consumed);
+        }
+        assert!(client.is_done());
+        assert_eq!(c_out.len(), PACKET_SIZE, "C2");
+        assert_eq!(&c_out[..], &s_out[1..1 + PACKET_SIZE], "C2 echoes S1");
+        assert!(server.feed(&c_out, &mut Vec::new()).unwrap().done);
+        // Not RTMP back (an HTTP server, a TLS alert): refused at the first byte.
+        let mut c = ClientHandshake::start(0, &mut Vec::new());
+        assert_eq!(
+            c.feed(b"HTTP/1.1 400", &mut Vec::new()),
+            Err(HandshakeError::Version(b'H'))
+        );
+    }
 
     #[test]
     fn simple_handshake_in_any_split() {
