@@ -375,3 +375,29 @@ fn a_destination_outbound_allow_refuses_ends_the_output_with_an_event_that_hides
     assert!(text.contains("outbound_allow"), "{text}");
     assert_key_hidden(&q);
 }
+
+#[test]
+fn an_output_gives_up_after_max_reconnect_attempts() {
+    let dir = TempDir::new("rtmp-out-gives-up");
+    // Nothing listens on the port: every attempt is refused at once.
+    let cfg = node_config(
+        free_tcp_port(),
+        &dir.path().join("data"),
+        json!([flow(
+            free_udp_port(),
+            json!([{ "type": "rtmp", "id": "push",
+                "dest_url": format!("rtmp://127.0.0.1:{}/live", free_tcp_port()),
+                "stream_key": KEY, "reconnect_delay_secs": 1, "max_reconnect_attempts": 2 }])
+        )]),
+    );
+    let q = Quoll::start(dir.path(), &cfg);
+    let e = q.wait_event(
+        "Output 'push' failed to start on flow 'f1'",
+        Duration::from_secs(20),
+    );
+    let text = e.to_string();
+    assert!(text.contains("gave up after 2 failed attempts"), "{text}");
+    let f = q.flow("f1");
+    assert_eq!(output(&f, "push")["rtmp"]["failed_attempts"], 2, "{f}");
+    assert_key_hidden(&q);
+}

@@ -371,10 +371,24 @@ config_struct! {
         /// `rtmps`: SHA-256 of the server's leaf certificate (hex, colons optional), trusted
         /// instead of a public chain (a private ingest with a self-signed certificate).
         cert_fingerprint: Option<String> => optional;
+        /// The wait before the first retry; it doubles up to [`Self::RETRY_MAX_SECS`] (or
+        /// stays at this value when that is longer).
+        reconnect_delay_secs: u64 => default(Self::DEFAULT_RECONNECT_DELAY_SECS)
+            check = check::range(Self::RECONNECT_DELAY_SECS_RANGE);
+        /// Failed attempts in a row after which the output gives up (the flow's "failed to
+        /// start" event); absent: it retries for ever.
+        max_reconnect_attempts: Option<u32> => optional
+            check = check::opt(check::range(1..=u32::MAX));
     }
 }
 
 impl RtmpOutputConfig {
+    /// The manager's default.
+    pub const DEFAULT_RECONNECT_DELAY_SECS: u64 = 5;
+    pub const RECONNECT_DELAY_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+    /// The longest wait the doubling reaches.
+    pub const RETRY_MAX_SECS: u64 = 30;
+
     /// `url`, else `dest_url` (validation makes sure there is exactly one).
     pub fn push_url(&self) -> &str {
         self.url

@@ -2218,3 +2218,32 @@ fn tunnel_secrets_never_leave_in_redacted_output_or_debug() {
     }
     assert!(shown.contains("relay.example.com:4433"));
 }
+
+#[cfg(feature = "rtmp")]
+#[test]
+fn rtmp_output_retry_settings_are_checked() {
+    let push = |extra: Value| {
+        move |v: &mut Value| {
+            let mut o = json!({"type": "rtmp", "id": "push", "dest_url": "rtmp://h/app",
+                               "stream_key": "k"});
+            for (k, x) in extra.as_object().unwrap() {
+                o[k] = x.clone();
+            }
+            v["flows"][0]["outputs"] = json!([o]);
+        }
+    };
+    assert!(
+        errs(push(
+            json!({"reconnect_delay_secs": 30, "max_reconnect_attempts": 3})
+        ))
+        .is_empty()
+    );
+    one(
+        push(json!({"reconnect_delay_secs": 0})),
+        "flows[0].outputs[0].reconnect_delay_secs: 0 is out of range (1..=3600)",
+    );
+    one(
+        push(json!({"max_reconnect_attempts": 0})),
+        "flows[0].outputs[0].max_reconnect_attempts: 0 is out of range (1..=4294967295)",
+    );
+}

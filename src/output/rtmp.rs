@@ -40,9 +40,7 @@ use crate::ts::ring::{FlowRing, Read};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server that takes none of our bytes for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// A connection that lasted this long restarts the back-off from [`RETRY_MIN`].
+/// A connection that lasted this long restarts the back-off from `reconnect_delay_secs`.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 const READ_SIZE: usize = 16 * 1024;
 pub const RTMP_PORT: u16 = 1935;
@@ -186,6 +184,10 @@ pub struct RtmpOutput {
     output_id: String,
     events: Events,
     outbound: Policy,
+    /// The first retry's wait, and the longest one.
+    retry: (Duration, Duration),
+    /// Give up after this many failed attempts in a row.
+    max_attempts: Option<u32>,
 }
 
 impl RtmpOutput {
@@ -233,6 +235,14 @@ impl RtmpOutput {
             output_id: output_id.to_owned(),
             events: events.clone(),
             outbound,
+            retry: (
+                Duration::from_secs(cfg.reconnect_delay_secs),
+                Duration::from_secs(
+                    cfg.reconnect_delay_secs
+                        .max(RtmpOutputConfig::RETRY_MAX_SECS),
+                ),
+            ),
+            max_attempts: cfg.max_reconnect_attempts,
         })
     }
 
@@ -244,7 +254,7 @@ impl RtmpOutput {
         stats.rtmp.set(Some(snap));
         let seed = crate::time::unix_millis(SystemTime::now());
         let mut link = Reconnect::new(
-            Backoff::new(RETRY_MIN, RETRY_MAX).with_jitter(seed),
+            Backoff::new(self.retry.0, self.retry.1).with_jitter(seed),
             STABLE_AFTER,
             Instant::now(),
         );
@@ -280,6 +290,17 @@ impl RtmpOutput {
                     snap.failed_attempts += 1;
                     stats.rtmp.set(Some(snap));
                     let down = link.failed(Instant::now(), &msg);
+                    if self
+                        .max_attempts
+                        .is_some_and(|max| link.failed_attempts() >= max)
+                    {
+                        let e = format!(
+                            "{shown}: gave up after {} failed attempts in a row: {msg}",
+                            link.failed_attempts()
+                        );
+                        self.events.raise(Event::output_start_failed(flow, out, &e));
+                        return;
+                    }
                     if down.event == Some(LinkEvent::Failed) {
                         tracing::warn!(flow_id = %flow, output_id = %out,
                             "RTMP push to {shown} failed: {msg} (retrying, quietly)");
@@ -539,6 +560,8 @@ mod tests {
             dest_url: None,
             stream_key: None,
             cert_fingerprint: fp.map(str::to_owned),
+            reconnect_delay_secs: RtmpOutputConfig::DEFAULT_RECONNECT_DELAY_SECS,
+            max_reconnect_attempts: None,
             extra: Default::default(),
         };
         let e = RtmpOutput::bind(&cfg("rtmp://h/app?sekrit", None), "f", "o", &events, None)
