@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use crate::events::Events;
 
 pub mod status;
+#[cfg(feature = "tunnels")]
+pub mod token;
+#[cfg(feature = "tunnels")]
+pub mod wire;
 
 #[path = "absent.rs"]
 mod registry;
