@@ -38,6 +38,17 @@
 //! `replays_dropped` counter shows it). In a TCP stream QUIC already delivers in order,
 //! once: [`ChunkDecoder`] requires strictly increasing counters, so a replayed or reordered
 //! chunk (only a man in the middle could make one) breaks the stream.
+//!
+//! One [`Opener`] per tunnel for the tunnel's whole life (not one per connection): a fresh
+//! window would take back datagrams recorded before a reconnection.
+//!
+//! ## Reflections
+//! Both directions share the key, so a relay could hand an edge its own datagrams or TCP
+//! chunks back, and they would open. An opener made by [`pair`] (or told the salt with
+//! [`Opener::with_own_salt`]) refuses nonces that end with its own sealer's salt. What the
+//! spec's framing cannot prevent (it authenticates no direction, stream or position) is a
+//! relay moving a TCP stream's chunks into another stream of the same tunnel; the strictly
+//! increasing counters within a stream limit that to chunks newer than the stream's last.
 
 use std::fmt;
 
@@ -73,6 +84,20 @@ pub fn key_from_hex(text: &str) -> Option<[u8; 32]> {
         *byte = (hi << 4 | lo) as u8;
     }
     Some(key)
+}
+
+/// The sealer and opener of one edge's end of a tunnel, the opener refusing the sealer's
+/// own datagrams and chunks (see "Reflections" in the module docs).
+pub fn pair(
+    key: &[u8; 32],
+    tunnel: [u8; 16],
+    start_counter: u64,
+    salt: [u8; 4],
+) -> (Sealer, Opener) {
+    (
+        Sealer::new(key, tunnel, start_counter, salt),
+        Opener::new(key, tunnel).with_own_salt(salt),
+    )
 }
 
 fn aead_key(key: &[u8; 32]) -> LessSafeKey {
@@ -251,6 +276,8 @@ pub struct Opener {
     key: LessSafeKey,
     tunnel: [u8; 16],
     window: ReplayWindow,
+    /// This edge's own sealer's salt: a nonce that ends with it is a reflection.
+    own_salt: Option<[u8; 4]>,
 }
 
 impl fmt::Debug for Opener {
@@ -267,7 +294,15 @@ impl Opener {
             key: aead_key(key),
             tunnel,
             window: ReplayWindow::new(),
+            own_salt: None,
         }
+    }
+
+    /// Refuse what carries `salt`, this edge's own [`Sealer`]'s, as [`OpenError::Forged`]
+    /// (it is not the peer's): see "Reflections" in the module docs.
+    pub fn with_own_salt(mut self, salt: [u8; 4]) -> Opener {
+        self.own_salt = Some(salt);
+        self
     }
 
     /// The payload of `datagram`, decrypted in place (the returned slice lies inside it).
@@ -295,6 +330,9 @@ impl Opener {
             return Err(OpenError::Short);
         }
         let (nonce, body) = sealed.split_at_mut(NONCE_BYTES);
+        if self.own_salt.is_some_and(|own| nonce[8..] == own) {
+            return Err(OpenError::Forged);
+        }
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenError::Short)?;
         match self.key.open_in_place(nonce, Aad::empty(), body) {
             Ok(plain) => Ok(plain),
@@ -636,6 +674,28 @@ mod tests {
         forged[16..24].copy_from_slice(&(START + 1_000_000).to_be_bytes());
         assert_eq!(o.open(&mut forged), Err(OpenError::Forged));
         assert!(o.open(&mut d0.clone()).is_ok());
+    }
+
+    #[test]
+    fn an_edges_own_datagrams_and_chunks_reflected_back_are_refused() {
+        let (mut ours, mut our_opener) = super::pair(&KEY, TUNNEL, START, [1, 2, 3, 4]);
+        let (mut peer, _) = super::pair(&KEY, TUNNEL, START, [5, 6, 7, 8]);
+        let mine = sealed(&mut ours, b"to the peer");
+        assert_eq!(our_opener.open(&mut mine.clone()), Err(OpenError::Forged));
+        // The peer's own opener takes it, and ours takes the peer's.
+        let (_, mut peer_opener) = super::pair(&KEY, TUNNEL, START, [5, 6, 7, 8]);
+        assert!(peer_opener.open(&mut mine.clone()).is_ok());
+        assert!(our_opener.open(&mut sealed(&mut peer, b"back")).is_ok());
+        // TCP chunks the same.
+        let mut d = ChunkDecoder::new();
+        d.push(&chunks(&mut ours, &[b"echo?"]));
+        assert_eq!(
+            d.next_chunk(&our_opener),
+            Err(ChunkError::Open(OpenError::Forged))
+        );
+        let mut d = ChunkDecoder::new();
+        d.push(&chunks(&mut peer, &[b"echo!"]));
+        assert_eq!(d.next_chunk(&our_opener).unwrap().unwrap(), b"echo!");
     }
 
     #[test]
