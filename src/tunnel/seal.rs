@@ -71,6 +71,13 @@ pub const MAX_CHUNK_LEN: usize = NONCE_BYTES + MAX_CHUNK_PAYLOAD + TAG_LEN;
 /// Counters tracked below the highest one seen.
 pub const REPLAY_WINDOW: u64 = 2048;
 
+/// The first counter of a [`Sealer`] made at wall-clock time `wall` (the caller reads the
+/// clock): microseconds since the Unix epoch, 0 for a clock set before it.
+pub fn counter_start(wall: std::time::SystemTime) -> u64 {
+    wall.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The 32-byte key from the config's 64 hex digits (either case); `None` for anything else.
 pub fn key_from_hex(text: &str) -> Option<[u8; 32]> {
     let b = text.as_bytes();
@@ -506,6 +513,20 @@ mod tests {
         let mut out = Vec::new();
         s.seal(payload, &mut out);
         out
+    }
+
+    #[test]
+    fn the_counter_starts_at_the_wall_clock_in_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        assert_eq!(counter_start(t), 1_780_000_000_123_456);
+        assert_eq!(counter_start(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        // A later start is above every counter an earlier sealer used at under 1 per µs.
+        let mut s = Sealer::new(&KEY, TUNNEL, counter_start(t), [0; 4]);
+        for _ in 0..1000 {
+            sealed(&mut s, b"");
+        }
+        assert!(counter_start(t + Duration::from_millis(2)) > s.counter());
     }
 
     #[test]
