@@ -556,6 +556,20 @@ mod tests {
         assert_eq!(s.counter(), START + 2);
     }
 
+    /// A known answer computed with python3's `cryptography` (ChaCha20Poly1305(KEY)
+    /// .encrypt(counter_be8 + salt, b"known answer", None), prefixed with the UUID and nonce)
+    /// when this test was written.
+    #[test]
+    fn a_datagram_matches_an_independent_implementation() {
+        let (mut s, mut o) = pair();
+        let d = sealed(&mut s, b"known answer");
+        let expected = "a6a6a6a6a6a6a6a6a6a6a6a6a6a6a6a6000652e68bb3400001020304\
+                        237fbf95abcbf57eedebcf5876f3354df9c55fb02a29e9b675506188";
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+        assert_eq!(o.open(&mut d.clone()).unwrap(), b"known answer");
+    }
+
     /// Independently of our own sealer: ring's open of the spec's framing with a nonce we
     /// build by hand gives the payload back.
     #[test]
