@@ -12,7 +12,19 @@ use std::path::PathBuf;
 
 use crate::events::Events;
 
+#[cfg(feature = "tunnels")]
+pub mod direct_session;
+#[cfg(feature = "tunnels")]
+pub mod failover;
+#[cfg(feature = "tunnels")]
+pub mod relay_session;
+#[cfg(feature = "tunnels")]
+pub mod seal;
 pub mod status;
+#[cfg(feature = "tunnels")]
+pub mod token;
+#[cfg(feature = "tunnels")]
+pub mod wire;
 
 #[path = "absent.rs"]
 mod registry;
