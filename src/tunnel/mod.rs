@@ -18,6 +18,11 @@ pub mod token;
 #[cfg(feature = "tunnels")]
 pub mod wire;
 
+#[cfg(feature = "tunnels")]
+pub mod cert;
+#[cfg(feature = "tunnels")]
+pub mod quic;
+
 #[path = "absent.rs"]
 mod registry;
 
