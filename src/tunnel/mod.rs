@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use crate::events::Events;
 
+#[cfg(feature = "tunnels")]
+pub mod seal;
 pub mod status;
 #[cfg(feature = "tunnels")]
 pub mod token;
