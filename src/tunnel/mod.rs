@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use crate::events::Events;
 
 #[cfg(feature = "tunnels")]
+pub mod direct_session;
+#[cfg(feature = "tunnels")]
 pub mod relay_session;
 #[cfg(feature = "tunnels")]
 pub mod seal;
