@@ -15,6 +15,8 @@ use crate::events::Events;
 #[cfg(feature = "tunnels")]
 pub mod direct_session;
 #[cfg(feature = "tunnels")]
+pub mod failover;
+#[cfg(feature = "tunnels")]
 pub mod relay_session;
 #[cfg(feature = "tunnels")]
 pub mod seal;
