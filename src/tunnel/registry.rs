@@ -1,0 +1,485 @@
+//! The tunnels of a node, running (the build with the `tunnels` feature): one task per
+//! enabled tunnel (`run.rs`), started, replaced and stopped by [`Tunnels::apply`].
+//!
+//! `apply` diffs by id against what runs: a tunnel whose config and `tunnel_tls` are the same
+//! is not touched (the manager re-pushes its tunnels on every connect, and that must not
+//! bounce traffic); a changed one is stopped and started again; a removed or disabled one is
+//! stopped ("Tunnel '{name}' stopped"); a new one started ("Tunnel '{name}' started").
+//!
+//! A replacement waits for the task it replaces to end before binding anything, so the new
+//! task can take the same `local_addr` or `direct_listen_addr`. A stopped task is told to
+//! stop (it unbinds from the relay and closes its connection) and given
+//! [`STOP_GRACE`] to do it before it is aborted.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::TunnelContext;
+use super::run::{self, Shared};
+use super::status::TunnelStatus;
+use crate::config::{TunnelConfig, TunnelTlsConfig};
+use crate::events::Event;
+
+/// How long a stopping tunnel has to unbind and close before its task is aborted.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+pub struct Tunnels {
+    ctx: TunnelContext,
+    /// In the config's order, disabled ones included (reported stopped).
+    entries: RefCell<Vec<Entry>>,
+}
+
+struct Entry {
+    config: TunnelConfig,
+    tls: TunnelTlsConfig,
+    /// `None`: disabled, not running.
+    running: Option<Running>,
+}
+
+/// One tunnel's task and what is shared with it.
+struct Running {
+    shared: Rc<Shared>,
+    stop: watch::Sender<bool>,
+    /// Ends once the task has ended; a replacement waits on it.
+    done: Rc<Done>,
+}
+
+/// The end of a tunnel's task, awaitable by several: the one that replaces it and
+/// `stop_all`.
+pub(super) struct Done {
+    handle: RefCell<Option<JoinHandle<()>>>,
+    ended: watch::Sender<bool>,
+}
+
+impl Done {
+    /// Wait for the task to end, aborting it after `grace`.
+    pub(super) async fn wait(&self, grace: Duration) {
+        let mut ended = self.ended.subscribe();
+        let finished = tokio::time::timeout(grace, ended.wait_for(|e| *e)).await;
+        let handle = if finished.is_err() {
+            self.handle.borrow_mut().take()
+        } else {
+            None
+        };
+        if let Some(h) = handle {
+            tracing::debug!("tunnel task did not stop in time: aborted");
+            h.abort();
+            // The abort takes effect at the task's next poll; wait for it so whatever it
+            // held (sockets) is dropped before the caller goes on.
+            let _ = h.await;
+            self.ended.send_replace(true);
+        }
+    }
+}
+
+impl Tunnels {
+    pub fn new(ctx: TunnelContext) -> Tunnels {
+        Tunnels {
+            ctx,
+            entries: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Run `tunnels` as they now are; see the module doc. Call from inside the `LocalSet`.
+    pub fn apply(&self, tunnels: &[TunnelConfig], tls: &TunnelTlsConfig) {
+        let mut old = std::mem::take(&mut *self.entries.borrow_mut());
+        let mut next = Vec::with_capacity(tunnels.len());
+        for config in tunnels {
+            let prev = old
+                .iter()
+                .position(|e| e.config.id == config.id)
+                .map(|i| old.remove(i));
+            next.push(self.next_entry(prev, config, tls));
+        }
+        // What is left was removed from the config.
+        for entry in old {
+            if let Some(running) = entry.running {
+                self.stop(&entry.config, running);
+            }
+        }
+        *self.entries.borrow_mut() = next;
+    }
+
+    fn next_entry(
+        &self,
+        prev: Option<Entry>,
+        config: &TunnelConfig,
+        tls: &TunnelTlsConfig,
+    ) -> Entry {
+        let mut previous = None;
+        if let Some(prev) = prev {
+            let same = prev.config == *config && prev.tls == *tls;
+            match prev.running {
+                Some(running) if same => {
+                    return Entry {
+                        running: Some(running),
+                        ..prev
+                    };
+                }
+                Some(running) => previous = Some(self.stop(&prev.config, running)),
+                None if same => return prev,
+                None => {}
+            }
+        }
+        let running = config.enabled.then(|| self.start(config, tls, previous));
+        Entry {
+            config: config.clone(),
+            tls: tls.clone(),
+            running,
+        }
+    }
+
+    fn start(
+        &self,
+        config: &TunnelConfig,
+        tls: &TunnelTlsConfig,
+        previous: Option<Rc<Done>>,
+    ) -> Running {
+        let events = &self.ctx.events;
+        events.raise(Event::tunnel_started(&config.id, &config.name));
+        if tls.insecure_skip_verify {
+            events.raise(Event::tunnel_tls_insecure(&config.id, &config.name));
+        }
+        let shared = Rc::new(Shared::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let (ended, _) = watch::channel(false);
+        let done = Rc::new(Done {
+            handle: RefCell::new(None),
+            ended,
+        });
+        let task = run::Task {
+            ctx: self.ctx.clone(),
+            config: config.clone(),
+            tls: tls.clone(),
+            shared: shared.clone(),
+            stop: stop_rx,
+        };
+        let done_in_task = done.clone();
+        let handle = tokio::task::spawn_local(async move {
+            if let Some(previous) = previous {
+                previous.wait(STOP_GRACE).await;
+            }
+            task.run().await;
+            done_in_task.ended.send_replace(true);
+        });
+        *done.handle.borrow_mut() = Some(handle);
+        Running { shared, stop, done }
+    }
+
+    /// Tell the task to stop and report it; the returned end is for whoever waits on it.
+    fn stop(&self, config: &TunnelConfig, running: Running) -> Rc<Done> {
+        running.stop.send_replace(true);
+        self.ctx
+            .events
+            .raise(Event::tunnel_stopped(&config.id, &config.name));
+        running.done
+    }
+
+    /// Each tunnel's state and counters, in the config's order.
+    pub fn status(&self, now: Instant) -> Vec<TunnelStatus> {
+        self.entries
+            .borrow()
+            .iter()
+            .map(|e| match &e.running {
+                Some(r) => r.shared.status(&e.config, now),
+                None => TunnelStatus::stopped(&e.config),
+            })
+            .collect()
+    }
+
+    /// Stop every tunnel (the node is shutting down) and wait for their tasks to end.
+    pub async fn stop_all(&self) {
+        let entries = std::mem::take(&mut *self.entries.borrow_mut());
+        let mut ending = Vec::new();
+        for entry in entries {
+            if let Some(running) = entry.running {
+                ending.push(self.stop(&entry.config, running));
+            }
+        }
+        for done in ending {
+            done.wait(STOP_GRACE).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::events::Events;
+    use crate::tunnel::cert;
+    use crate::tunnel::status::TunnelState;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const SECRET: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    fn id(n: u8) -> String {
+        format!("0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5{n:02x}")
+    }
+
+    fn tunnel(v: Value) -> TunnelConfig {
+        TunnelConfig::from_value_at(v, "t").unwrap()
+    }
+
+    /// A relay-mode tunnel whose relay is a closed loopback port: it only retries.
+    fn relay_tunnel(n: u8, name: &str) -> TunnelConfig {
+        tunnel(json!({
+            "id": id(n), "name": name, "protocol": "udp", "mode": "relay",
+            "direction": "ingress", "local_addr": "127.0.0.1:9",
+            "relay_addr": "127.0.0.1:9", "tunnel_encryption_key": KEY,
+            "tunnel_bind_secret": SECRET,
+        }))
+    }
+
+    fn ctx(events: &Events, dir: PathBuf) -> TunnelContext {
+        TunnelContext {
+            events: events.clone(),
+            data_dir: dir,
+            edge_id: "edge-test".into(),
+        }
+    }
+
+    /// The tunnel events raised so far, as (message, tunnel id).
+    fn tunnel_events(events: &Events) -> Vec<(String, String)> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.event.category == crate::events::Category::Tunnel)
+            .map(|r| (r.event.message, r.event.flow_id.unwrap_or_default()))
+            .collect()
+    }
+
+    fn local<F: Future>(f: F) -> F::Output {
+        let rt = crate::testing::rt();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    #[test]
+    fn apply_diffs_by_id() {
+        local(async {
+            let events = Events::in_memory(256);
+            let tunnels = Tunnels::new(ctx(&events, std::env::temp_dir()));
+            let tls = TunnelTlsConfig::default();
+            let (a, b) = (relay_tunnel(1, "a"), relay_tunnel(2, "b"));
+            let started = |n: &str, i: u8| (format!("Tunnel '{n}' started"), id(i));
+            let stopped = |n: &str, i: u8| (format!("Tunnel '{n}' stopped"), id(i));
+
+            tunnels.apply(&[a.clone(), b.clone()], &tls);
+            assert_eq!(tunnel_events(&events), [started("a", 1), started("b", 2)]);
+            let shared_a = tunnels.entries.borrow()[0]
+                .running
+                .as_ref()
+                .unwrap()
+                .shared
+                .clone();
+
+            // The same again: nothing restarts.
+            tokio::task::yield_now().await;
+            tunnels.apply(&[a.clone(), b.clone()], &tls);
+            assert_eq!(tunnel_events(&events).len(), 2);
+            let same = tunnels.entries.borrow()[0]
+                .running
+                .as_ref()
+                .unwrap()
+                .shared
+                .clone();
+            assert!(
+                Rc::ptr_eq(&shared_a, &same),
+                "an unchanged tunnel keeps its task"
+            );
+
+            // Changed: stopped, then started again.
+            let mut a2 = a.clone();
+            a2.name = "a2".into();
+            tunnels.apply(&[a2.clone(), b.clone()], &tls);
+            assert_eq!(
+                tunnel_events(&events)[2..],
+                [stopped("a", 1), started("a2", 1)]
+            );
+
+            // Removed: stopped. Disabled: stopped and reported so.
+            let mut b_off = b.clone();
+            b_off.enabled = false;
+            tunnels.apply(&[b_off.clone()], &tls);
+            // In the new config's order, then what was removed.
+            assert_eq!(
+                tunnel_events(&events)[4..],
+                [stopped("b", 2), stopped("a2", 1)]
+            );
+            let status = tunnels.status(Instant::now());
+            assert_eq!(status.len(), 1);
+            assert_eq!(status[0].state, TunnelState::Stopped);
+            assert!(!status[0].enabled);
+
+            // A disabled tunnel re-pushed unchanged stays quiet; enabling it starts it.
+            tunnels.apply(&[b_off.clone()], &tls);
+            assert_eq!(tunnel_events(&events).len(), 6);
+            tunnels.apply(std::slice::from_ref(&b), &tls);
+            assert_eq!(tunnel_events(&events)[6..], [started("b", 2)]);
+
+            // Another trust restarts every tunnel, and insecure says so at each start.
+            let insecure = TunnelTlsConfig {
+                insecure_skip_verify: true,
+                ..TunnelTlsConfig::default()
+            };
+            tunnels.apply(std::slice::from_ref(&b), &insecure);
+            let ev = tunnel_events(&events);
+            assert_eq!(ev[7..9], [stopped("b", 2), started("b", 2)]);
+            assert_eq!(
+                ev[9..],
+                [(Event::tunnel_tls_insecure(&id(2), "b").message, id(2))]
+            );
+            assert_ne!(
+                tunnels.status(Instant::now())[0].state,
+                TunnelState::Stopped
+            );
+
+            tunnels.stop_all().await;
+            assert_eq!(tunnel_events(&events)[10..], [stopped("b", 2)]);
+            assert!(tunnels.status(Instant::now()).is_empty());
+        });
+    }
+
+    #[test]
+    fn a_local_addr_in_use_fails_the_tunnel() {
+        local(async {
+            let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let events = Events::in_memory(64);
+            let tunnels = Tunnels::new(ctx(&events, std::env::temp_dir()));
+            let mut t = relay_tunnel(3, "busy");
+            t.direction = crate::config::TunnelDirection::Egress;
+            t.local_addr = taken.local_addr().unwrap();
+            tunnels.apply(&[t], &TunnelTlsConfig::default());
+            let done = tunnels.entries.borrow()[0]
+                .running
+                .as_ref()
+                .unwrap()
+                .done
+                .clone();
+            done.wait(Duration::from_secs(5)).await;
+            let ev = tunnel_events(&events);
+            assert!(
+                ev[1]
+                    .0
+                    .starts_with("Tunnel 'busy' failed: cannot use local_addr"),
+                "{ev:?}"
+            );
+            let status = &tunnels.status(Instant::now())[0];
+            assert_eq!(status.state, TunnelState::Stopped);
+            assert!(status.last_error.is_some());
+        });
+    }
+
+    fn free_udp_port() -> SocketAddr {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// Two registries on loopback, one tunnel in direct mode between them: the egress edge
+    /// pins the ingress edge's certificate, and UDP datagrams come out byte for byte.
+    #[test]
+    fn direct_mode_carries_udp_byte_exact_on_loopback() {
+        local(async {
+            let dir = cert::tests::Dir::new("direct-loopback");
+            let ingress_dir = dir.0.join("ingress");
+            let server_cert = cert::load_or_create(&ingress_dir).unwrap();
+            let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let listen = free_udp_port();
+            let entry = free_udp_port();
+            let psk = "ab".repeat(32);
+            let base = json!({
+                "id": id(9), "name": "direct", "protocol": "udp", "mode": "direct",
+                "tunnel_encryption_key": KEY, "tunnel_psk": psk,
+            });
+            let mut ingress = base.clone();
+            ingress["direction"] = "ingress".into();
+            ingress["local_addr"] = receiver.local_addr().unwrap().to_string().into();
+            ingress["direct_listen_addr"] = listen.to_string().into();
+            let mut egress = base;
+            egress["direction"] = "egress".into();
+            egress["local_addr"] = entry.to_string().into();
+            egress["peer_addr"] = listen.to_string().into();
+            let pinned = TunnelTlsConfig {
+                cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&server_cert.fingerprint)],
+                ..TunnelTlsConfig::default()
+            };
+
+            let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
+            let edge_in = Tunnels::new(ctx(&ev_in, ingress_dir));
+            let edge_out = Tunnels::new(ctx(&ev_out, dir.0.join("egress")));
+            edge_in.apply(&[tunnel(ingress)], &TunnelTlsConfig::default());
+            edge_out.apply(&[tunnel(egress)], &pinned);
+
+            let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            // Datagrams sent before both ends are up are dropped: probe until one arrives.
+            let up = tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    sender.send_to(b"probe", entry).await.unwrap();
+                    let got =
+                        tokio::time::timeout(Duration::from_millis(100), receiver.recv(&mut buf))
+                            .await;
+                    if let Ok(Ok(n)) = got {
+                        assert_eq!(&buf[..n], b"probe");
+                        break;
+                    }
+                }
+            })
+            .await;
+            assert!(
+                up.is_ok(),
+                "no datagram through the tunnel: {:?}",
+                tunnel_events(&ev_out)
+            );
+            // Probes still in flight.
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(200), receiver.recv(&mut buf)).await
+            {
+            }
+
+            let sent: Vec<Vec<u8>> = (0..200u32)
+                .map(|i| {
+                    let len = 1 + (i as usize * 37) % 1200;
+                    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+                })
+                .collect();
+            for d in &sent {
+                sender.send_to(d, entry).await.unwrap();
+                // One at a time: the test is about bytes, not about loss under load.
+                let n = tokio::time::timeout(Duration::from_secs(5), receiver.recv(&mut buf))
+                    .await
+                    .expect("datagram delivered")
+                    .unwrap();
+                assert_eq!(&buf[..n], &d[..]);
+            }
+
+            let now = Instant::now();
+            let (s_in, s_out) = (&edge_in.status(now)[0], &edge_out.status(now)[0]);
+            assert_eq!(s_in.state, TunnelState::Ready);
+            assert_eq!(s_out.state, TunnelState::Ready);
+            assert!(s_out.stats.packets_out >= 201, "{s_out:?}");
+            assert_eq!(s_in.stats.packets_in, s_out.stats.packets_out);
+            let bytes: usize = sent.iter().map(Vec::len).sum();
+            assert!(s_in.stats.bytes_in >= bytes as u64);
+            assert_eq!(s_in.stats.replays_dropped + s_in.stats.auth_failures, 0);
+            let connected = Event::tunnel_connected(&id(9)).message;
+            for ev in [&ev_in, &ev_out] {
+                assert!(tunnel_events(ev).iter().any(|(m, _)| *m == connected));
+            }
+
+            edge_out.stop_all().await;
+            edge_in.stop_all().await;
+        });
+    }
+}
