@@ -33,10 +33,14 @@ use crate::events::latch::LinkEvent;
 const CLOSE_OK: VarInt = VarInt::from_u32(0);
 /// Close code for a connection that failed to authenticate.
 const CLOSE_AUTH: VarInt = VarInt::from_u32(1);
-/// Accepted connections authenticating at once; more wait in quinn's queue.
+/// Accepted connections authenticating at once; more are refused.
 const AUTHENTICATING_MAX: usize = 8;
-/// How long a stopping server waits for its connections to close.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a stopping end gives its last frames and its close to leave.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// A replaced tunnel's task has ended when its replacement starts, but quinn's endpoint
+/// driver may hold `direct_listen_addr` a moment longer: so many tries, this far apart.
+const BIND_TRIES: u32 = 20;
+const BIND_RETRY: Duration = Duration::from_millis(50);
 
 /// The `ingress` edge: listen, authenticate, serve; until stopped.
 pub async fn serve(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
@@ -50,7 +54,19 @@ pub async fn serve(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
         .ok_or(Fatal::Config("tunnel_psk is required in direct mode"))?;
     let cert = cert::load_or_create(&task.ctx.data_dir).map_err(Fatal::Cert)?;
     let server = quic::direct_server(&cert).map_err(Fatal::Quic)?;
-    let endpoint = quic::server_endpoint(server, listen).map_err(Fatal::Quic)?;
+    let mut tries = 0;
+    let endpoint = loop {
+        match quic::server_endpoint(server.clone(), listen) {
+            Ok(e) => break e,
+            Err(quic::QuicError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse && tries < BIND_TRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(BIND_RETRY).await;
+            }
+            Err(e) => return Err(Fatal::Quic(e)),
+        }
+    };
     tracing::info!(tunnel = %task.config.id, %listen, "direct tunnel listening");
     let result = serve_on(task, plane, &endpoint, psk).await;
     endpoint.close(CLOSE_OK, b"tunnel stopped");
@@ -132,6 +148,11 @@ async fn serve_on(
                     // Only a closed endpoint stops accepting, and only this task closes it.
                     return Ok(());
                 };
+                if authenticating.live() >= AUTHENTICATING_MAX {
+                    tracing::debug!(remote = %incoming.remote_address(), "too many peers authenticating: refused");
+                    incoming.refuse();
+                    continue;
+                }
                 let tx = auth_tx.clone();
                 let psk = psk.clone();
                 let id = id.clone();
@@ -141,11 +162,12 @@ async fn serve_on(
                         Ok(cur) => {
                             let _ = tx.send(cur).await;
                         }
-                        Err(AuthFailure { remote, reason, counted }) => {
+                        Err(AuthFailure { remote, reason, counted: true }) => {
                             tracing::warn!(%remote, reason, "direct tunnel peer refused");
-                            if counted {
-                                bump(&shared.counters.auth_failures, 1);
-                            }
+                            bump(&shared.counters.auth_failures, 1);
+                        }
+                        Err(AuthFailure { remote, reason, counted: false }) => {
+                            tracing::debug!(%remote, reason, "direct tunnel handshake failed");
                         }
                     }
                 });

@@ -467,7 +467,11 @@ mod tests {
             let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
             let edge_in = Tunnels::new(ctx(&ev_in, ingress_dir));
             let edge_out = Tunnels::new(ctx(&ev_out, dir.0.join("egress")));
-            edge_in.apply(&[tunnel(ingress)], &TunnelTlsConfig::default());
+            let ingress_config = tunnel(ingress);
+            edge_in.apply(
+                std::slice::from_ref(&ingress_config),
+                &TunnelTlsConfig::default(),
+            );
             edge_out.apply(&[tunnel(egress)], &pinned);
 
             let sent = carry_udp(&receiver, entry, &ev_out).await;
@@ -483,6 +487,18 @@ mod tests {
             for ev in [&ev_in, &ev_out] {
                 assert!(tunnel_events(ev).iter().any(|(m, _)| *m == connected));
             }
+
+            // The listening edge restarts its tunnel (a changed config): the new task takes
+            // the same listen address, and the dialling edge finds it again by itself.
+            let mut renamed = ingress_config.clone();
+            renamed.name = "direct-2".into();
+            edge_in.apply(&[renamed], &TunnelTlsConfig::default());
+            carry_udp(&receiver, entry, &ev_out).await;
+            let ev = tunnel_events(&ev_out);
+            let count = |m: &str| ev.iter().filter(|(e, _)| e.starts_with(m)).count();
+            assert_eq!(count("Tunnel connected"), 2, "{ev:?}");
+            assert_eq!(count("Tunnel disconnected"), 1, "{ev:?}");
+            assert_eq!(edge_out.status(Instant::now())[0].stats.reconnects, 1);
 
             edge_out.stop_all().await;
             edge_in.stop_all().await;

@@ -44,8 +44,9 @@ pub enum Outcome {
 /// Close code of a connection the edge ends.
 const CLOSE_OK: VarInt = VarInt::from_u32(0);
 
-/// How long a stopping tunnel waits for its close to reach the relay.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a stopping tunnel gives its unbind, then its close, to leave: together within
+/// the registry's `STOP_GRACE`.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
 
 /// The relay-mode task: dial, converse, carry, and again, until stopped.
 pub async fn run(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
@@ -312,6 +313,6 @@ async fn flush_and_close(
         let _ = send.stopped().await;
         Ok::<(), quinn::WriteError>(())
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), flush).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, flush).await;
     conn.close(CLOSE_OK, b"tunnel stopped");
 }

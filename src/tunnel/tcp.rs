@@ -51,6 +51,12 @@ impl Streams {
         while self.0.try_join_next().is_some() {}
         self.0.spawn_local(f);
     }
+
+    /// Tasks still running.
+    pub fn live(&mut self) -> usize {
+        while self.0.try_join_next().is_some() {}
+        self.0.len()
+    }
 }
 
 /// The `egress` edge: each TCP connection accepted on `listener` becomes a QUIC stream of
