@@ -69,10 +69,12 @@ pub async fn egress(
 ) -> ConnectionError {
     let mut header = Vec::new();
     wire::encode(&StreamHeader::tcp(&plane.tunnel_id), &mut header);
+    let closed = conn.closed();
+    tokio::pin!(closed);
     loop {
         let (tcp, from) = tokio::select! {
             biased;
-            e = conn.closed() => return e,
+            e = &mut closed => return e,
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(e) => {

@@ -66,10 +66,13 @@ impl UdpEgress {
         sealer: &mut Sealer,
         counters: &TunnelCounters,
     ) -> ConnectionError {
+        // Made once: a fresh `closed()` per datagram would lock the connection each time.
+        let closed = conn.closed();
+        tokio::pin!(closed);
         loop {
             let n = tokio::select! {
                 biased;
-                e = conn.closed() => return e,
+                e = &mut closed => return e,
                 r = self.socket.recv_from(&mut self.read) => match r {
                     Ok((n, _from)) => n,
                     Err(e) => {
