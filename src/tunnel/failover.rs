@@ -471,4 +471,171 @@ mod tests {
         assert_eq!(f.relay_index(), 0);
         assert_eq!(f.last_error(), Some("refused"));
     }
+
+    /// The failover and the relay session driven together by a shell loop on fake time,
+    /// against two relays and a peer: relay 0 is unreachable for the first 30 s, the peer
+    /// binds only at 25 s, relay 1 restarts at 60 s (down for 1 s). The tunnel waits on
+    /// relay 1, leaves it after 10 s for relay 0 (refused), backs off, comes back, is ready
+    /// when the peer binds, and after relay 1's restart is ready again at once on relay 0.
+    #[test]
+    fn a_shell_loop_over_two_relays_and_a_late_peer() {
+        use crate::config::{TunnelDirection, TunnelProtocol};
+        use crate::tunnel::relay_session::{
+            RelaySession, SessionEvent, SessionParams, SessionState,
+        };
+        use crate::tunnel::wire::RelayMsg;
+
+        const TID: &str = "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a6";
+        const END: u64 = 70_000;
+        let c = Clock::new();
+        let ms = |t: Instant| (t - c.t(0)).as_millis() as u64;
+        let relay_up = |r: usize, now: u64| match r {
+            0 => now >= 30_000,
+            _ => !(60_000..61_000).contains(&now),
+        };
+        let peer_bound = |now: u64| now >= 25_000;
+        let scripted = [25_000u64, 60_000];
+
+        let mut f = Failover::new(2, c.t(0));
+        // The session in progress and its relay.
+        let mut session: Option<(RelaySession, usize)> = None;
+        let mut log: Vec<(u64, String)> = Vec::new();
+        let mut dials: Vec<(u64, usize)> = Vec::new();
+        let mut now = 0u64;
+        // One round of the shell: what the session says, answered as a relay would.
+        fn pump(s: &mut RelaySession, now: Instant, peer: bool, out: &mut Vec<SessionEvent>) {
+            while let Some(m) = s.poll_transmit() {
+                let answer = match m {
+                    RelayMsg::Hello { .. } => Some(RelayMsg::HelloAck {
+                        protocol_version: 2,
+                        software_version: "stand-in".into(),
+                    }),
+                    RelayMsg::TunnelBind { tunnel_id, .. } if peer => {
+                        Some(RelayMsg::TunnelReady { tunnel_id })
+                    }
+                    RelayMsg::TunnelBind { tunnel_id, .. } => {
+                        Some(RelayMsg::TunnelWaiting { tunnel_id })
+                    }
+                    _ => None,
+                };
+                if let Some(a) = answer {
+                    s.handle_control(a, now);
+                }
+            }
+            out.extend(std::iter::from_fn(|| s.poll_event()));
+        }
+        while now < END {
+            let t = c.t(now);
+            let mut events = Vec::new();
+            // The world changes: the peer binds (a notification), relay 1 restarts.
+            if let Some((s, r)) = &mut session {
+                if now == 25_000 && s.state() == SessionState::Waiting {
+                    s.handle_notification(
+                        RelayMsg::TunnelReady {
+                            tunnel_id: TID.into(),
+                        },
+                        t,
+                    );
+                }
+                if !relay_up(*r, now) {
+                    let ev = if s.state() == SessionState::Ready {
+                        f.disconnected(t, "connection lost")
+                    } else {
+                        f.failed(t, "connection lost")
+                    };
+                    log.extend(ev.map(|e| (now, format!("{e:?}"))));
+                    session = None;
+                }
+            }
+            if let Some((s, _)) = &mut session {
+                s.handle_timeout(t);
+                pump(s, t, peer_bound(now), &mut events);
+            }
+            for e in events {
+                match e {
+                    SessionEvent::Ready => {
+                        log.extend(f.ready(t).map(|e| (now, format!("{e:?}"))));
+                    }
+                    SessionEvent::WaitedTooLong if f.switch_on_wait() => {
+                        session = None;
+                        log.extend(
+                            f.failed(t, "peer not bound")
+                                .map(|e| (now, format!("{e:?}"))),
+                        );
+                    }
+                    SessionEvent::Waiting | SessionEvent::WaitedTooLong => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            // Dial as often as the failover says at this instant.
+            while let FailoverNext::Dial { relay_index } = f.poll(t) {
+                dials.push((now, relay_index));
+                if !relay_up(relay_index, now) {
+                    log.extend(f.failed(t, "refused").map(|e| (now, format!("{e:?}"))));
+                    continue;
+                }
+                f.connected(t);
+                let params = SessionParams {
+                    tunnel_id: TID.into(),
+                    direction: TunnelDirection::Egress,
+                    protocol: TunnelProtocol::Udp,
+                    bind_token: "00".repeat(32),
+                    edge_id: "edge".into(),
+                    software_version: "test".into(),
+                };
+                let mut s = RelaySession::new(params, t);
+                s.handle_connected(t);
+                let mut events = Vec::new();
+                pump(&mut s, t, peer_bound(now), &mut events);
+                if events.contains(&SessionEvent::Ready) {
+                    log.extend(f.ready(t).map(|e| (now, format!("{e:?}"))));
+                }
+                session = Some((s, relay_index));
+            }
+            // The next instant anything happens.
+            let next = [
+                f.poll_timeout(),
+                session.as_ref().and_then(|(s, _)| s.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .map(ms)
+            .chain(scripted.iter().copied().filter(|&x| x > now))
+            .chain([END])
+            .min()
+            .unwrap();
+            assert!(next > now, "time moves on ({now})");
+            now = next;
+        }
+        // Relay 0 refuses, relay 1 has no peer for 10 s: a full cycle, 1 s of back-off; the
+        // same again, 2 s; the third time on relay 1 the peer binds (25 s). Relay 1
+        // restarts at 60 s: relay 0, at once (it is up by then, and so is the peer).
+        assert_eq!(
+            dials,
+            [
+                (0, 0),
+                (0, 1),
+                (11_000, 0),
+                (11_000, 1),
+                (23_000, 0),
+                (23_000, 1),
+                (60_000, 0),
+            ]
+        );
+        let kinds: Vec<(u64, &str)> = log
+            .iter()
+            .map(|(t, e)| (*t, e.split([' ', '{']).next().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, "Failed"),
+                (25_000, "Connected"),
+                (60_000, "Lost"),
+                (60_000, "Connected")
+            ]
+        );
+        assert!(f.is_ready());
+        assert_eq!(f.relay_index(), 0);
+    }
 }

@@ -38,6 +38,17 @@
 //! `replays_dropped` counter shows it). In a TCP stream QUIC already delivers in order,
 //! once: [`ChunkDecoder`] requires strictly increasing counters, so a replayed or reordered
 //! chunk (only a man in the middle could make one) breaks the stream.
+//!
+//! One [`Opener`] per tunnel for the tunnel's whole life (not one per connection): a fresh
+//! window would take back datagrams recorded before a reconnection.
+//!
+//! ## Reflections
+//! Both directions share the key, so a relay could hand an edge its own datagrams or TCP
+//! chunks back, and they would open. An opener made by [`pair`] (or told the salt with
+//! [`Opener::with_own_salt`]) refuses nonces that end with its own sealer's salt. What the
+//! spec's framing cannot prevent (it authenticates no direction, stream or position) is a
+//! relay moving a TCP stream's chunks into another stream of the same tunnel; the strictly
+//! increasing counters within a stream limit that to chunks newer than the stream's last.
 
 use std::fmt;
 
@@ -60,6 +71,13 @@ pub const MAX_CHUNK_LEN: usize = NONCE_BYTES + MAX_CHUNK_PAYLOAD + TAG_LEN;
 /// Counters tracked below the highest one seen.
 pub const REPLAY_WINDOW: u64 = 2048;
 
+/// The first counter of a [`Sealer`] made at wall-clock time `wall` (the caller reads the
+/// clock): microseconds since the Unix epoch, 0 for a clock set before it.
+pub fn counter_start(wall: std::time::SystemTime) -> u64 {
+    wall.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The 32-byte key from the config's 64 hex digits (either case); `None` for anything else.
 pub fn key_from_hex(text: &str) -> Option<[u8; 32]> {
     let b = text.as_bytes();
@@ -73,6 +91,20 @@ pub fn key_from_hex(text: &str) -> Option<[u8; 32]> {
         *byte = (hi << 4 | lo) as u8;
     }
     Some(key)
+}
+
+/// The sealer and opener of one edge's end of a tunnel, the opener refusing the sealer's
+/// own datagrams and chunks (see "Reflections" in the module docs).
+pub fn pair(
+    key: &[u8; 32],
+    tunnel: [u8; 16],
+    start_counter: u64,
+    salt: [u8; 4],
+) -> (Sealer, Opener) {
+    (
+        Sealer::new(key, tunnel, start_counter, salt),
+        Opener::new(key, tunnel).with_own_salt(salt),
+    )
 }
 
 fn aead_key(key: &[u8; 32]) -> LessSafeKey {
@@ -251,6 +283,8 @@ pub struct Opener {
     key: LessSafeKey,
     tunnel: [u8; 16],
     window: ReplayWindow,
+    /// This edge's own sealer's salt: a nonce that ends with it is a reflection.
+    own_salt: Option<[u8; 4]>,
 }
 
 impl fmt::Debug for Opener {
@@ -267,7 +301,15 @@ impl Opener {
             key: aead_key(key),
             tunnel,
             window: ReplayWindow::new(),
+            own_salt: None,
         }
+    }
+
+    /// Refuse what carries `salt`, this edge's own [`Sealer`]'s, as [`OpenError::Forged`]
+    /// (it is not the peer's): see "Reflections" in the module docs.
+    pub fn with_own_salt(mut self, salt: [u8; 4]) -> Opener {
+        self.own_salt = Some(salt);
+        self
     }
 
     /// The payload of `datagram`, decrypted in place (the returned slice lies inside it).
@@ -295,6 +337,9 @@ impl Opener {
             return Err(OpenError::Short);
         }
         let (nonce, body) = sealed.split_at_mut(NONCE_BYTES);
+        if self.own_salt.is_some_and(|own| nonce[8..] == own) {
+            return Err(OpenError::Forged);
+        }
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenError::Short)?;
         match self.key.open_in_place(nonce, Aad::empty(), body) {
             Ok(plain) => Ok(plain),
@@ -471,6 +516,20 @@ mod tests {
     }
 
     #[test]
+    fn the_counter_starts_at_the_wall_clock_in_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        assert_eq!(counter_start(t), 1_780_000_000_123_456);
+        assert_eq!(counter_start(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        // A later start is above every counter an earlier sealer used at under 1 per µs.
+        let mut s = Sealer::new(&KEY, TUNNEL, counter_start(t), [0; 4]);
+        for _ in 0..1000 {
+            sealed(&mut s, b"");
+        }
+        assert!(counter_start(t + Duration::from_millis(2)) > s.counter());
+    }
+
+    #[test]
     fn key_from_hex_takes_64_digits() {
         let k = key_from_hex(&"0A".repeat(32)).unwrap();
         assert_eq!(k, [10; 32]);
@@ -495,6 +554,20 @@ mod tests {
         assert_eq!(&e[16..24], (START + 1).to_be_bytes());
         assert_eq!(o.open(&mut e).unwrap(), b"");
         assert_eq!(s.counter(), START + 2);
+    }
+
+    /// A known answer computed with python3's `cryptography` (ChaCha20Poly1305(KEY)
+    /// .encrypt(counter_be8 + salt, b"known answer", None), prefixed with the UUID and nonce)
+    /// when this test was written.
+    #[test]
+    fn a_datagram_matches_an_independent_implementation() {
+        let (mut s, mut o) = pair();
+        let d = sealed(&mut s, b"known answer");
+        let expected = "a6a6a6a6a6a6a6a6a6a6a6a6a6a6a6a6000652e68bb3400001020304\
+                        237fbf95abcbf57eedebcf5876f3354df9c55fb02a29e9b675506188";
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+        assert_eq!(o.open(&mut d.clone()).unwrap(), b"known answer");
     }
 
     /// Independently of our own sealer: ring's open of the spec's framing with a nonce we
@@ -636,6 +709,28 @@ mod tests {
         forged[16..24].copy_from_slice(&(START + 1_000_000).to_be_bytes());
         assert_eq!(o.open(&mut forged), Err(OpenError::Forged));
         assert!(o.open(&mut d0.clone()).is_ok());
+    }
+
+    #[test]
+    fn an_edges_own_datagrams_and_chunks_reflected_back_are_refused() {
+        let (mut ours, mut our_opener) = super::pair(&KEY, TUNNEL, START, [1, 2, 3, 4]);
+        let (mut peer, _) = super::pair(&KEY, TUNNEL, START, [5, 6, 7, 8]);
+        let mine = sealed(&mut ours, b"to the peer");
+        assert_eq!(our_opener.open(&mut mine.clone()), Err(OpenError::Forged));
+        // The peer's own opener takes it, and ours takes the peer's.
+        let (_, mut peer_opener) = super::pair(&KEY, TUNNEL, START, [5, 6, 7, 8]);
+        assert!(peer_opener.open(&mut mine.clone()).is_ok());
+        assert!(our_opener.open(&mut sealed(&mut peer, b"back")).is_ok());
+        // TCP chunks the same.
+        let mut d = ChunkDecoder::new();
+        d.push(&chunks(&mut ours, &[b"echo?"]));
+        assert_eq!(
+            d.next_chunk(&our_opener),
+            Err(ChunkError::Open(OpenError::Forged))
+        );
+        let mut d = ChunkDecoder::new();
+        d.push(&chunks(&mut peer, &[b"echo!"]));
+        assert_eq!(d.next_chunk(&our_opener).unwrap().unwrap(), b"echo!");
     }
 
     #[test]
