@@ -11,14 +11,14 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use quinn::{Connection, ConnectionError, RecvStream, SendStream};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::TunnelContext;
-use super::seal::{Opener, Sealer, key_from_hex};
+use super::seal::{self, Opener, Sealer, key_from_hex};
 use super::status::{TunnelCounters, TunnelState, TunnelStatus};
 use super::tcp::{self, Streams, TcpPlane};
 use super::udp::{UdpEgress, UdpIngress};
@@ -138,8 +138,6 @@ impl Task {
 pub struct Plane {
     pub shared: Rc<Shared>,
     local: Local,
-    /// TCP tunnels: what every stream shares.
-    tcp: TcpPlane,
 }
 
 /// One direction per edge: UDP sends with a sealer or delivers with an opener.
@@ -147,15 +145,9 @@ enum Local {
     // Boxed: the key schedule and the replay window are most of the bytes.
     UdpEgress(UdpEgress, Box<Sealer>),
     UdpIngress(UdpIngress, Box<Opener>),
-    TcpEgress(TcpListener),
-    TcpIngress(SocketAddr),
-}
-
-/// Counter start of a new sealer: the wall clock in microseconds (see `seal.rs`).
-fn clock_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    /// TCP: the listener, or the address to dial; and what every stream shares.
+    TcpEgress(TcpListener, TcpPlane),
+    TcpIngress(SocketAddr, TcpPlane),
 }
 
 fn random_salt() -> [u8; 4] {
@@ -177,30 +169,38 @@ impl Plane {
             .ok_or(Fatal::Config("tunnel_encryption_key must be 64 hex digits"))?;
         let addr = config.local_addr;
         let local_err = |error| Fatal::Local { addr, error };
-        let sealer = || Sealer::new(&key, uuid, clock_micros(), random_salt());
+        // One sealer per edge and tunnel, for the task's life; its opener refuses what
+        // carries the sealer's own salt (a relay reflecting our traffic back).
+        let (sealer, opener) = seal::pair(
+            &key,
+            uuid,
+            seal::counter_start(SystemTime::now()),
+            random_salt(),
+        );
+        let tcp_plane = |sealer, opener| TcpPlane {
+            tunnel_id: config.id.clone(),
+            sealer: Rc::new(RefCell::new(sealer)),
+            opener: Rc::new(opener),
+            shared: shared.clone(),
+        };
         let local = match (config.protocol, config.direction) {
-            (TunnelProtocol::Udp, TunnelDirection::Egress) => Local::UdpEgress(
-                UdpEgress::bind(addr).map_err(local_err)?,
-                Box::new(sealer()),
-            ),
-            (TunnelProtocol::Udp, TunnelDirection::Ingress) => Local::UdpIngress(
-                UdpIngress::bind(addr).map_err(local_err)?,
-                Box::new(Opener::new(&key, uuid)),
-            ),
+            (TunnelProtocol::Udp, TunnelDirection::Egress) => {
+                Local::UdpEgress(UdpEgress::bind(addr).map_err(local_err)?, Box::new(sealer))
+            }
+            (TunnelProtocol::Udp, TunnelDirection::Ingress) => {
+                Local::UdpIngress(UdpIngress::bind(addr).map_err(local_err)?, Box::new(opener))
+            }
             (TunnelProtocol::Tcp, TunnelDirection::Egress) => {
                 let l = std::net::TcpListener::bind(addr).map_err(local_err)?;
                 l.set_nonblocking(true).map_err(local_err)?;
-                Local::TcpEgress(TcpListener::from_std(l).map_err(local_err)?)
+                let l = TcpListener::from_std(l).map_err(local_err)?;
+                Local::TcpEgress(l, tcp_plane(sealer, opener))
             }
-            (TunnelProtocol::Tcp, TunnelDirection::Ingress) => Local::TcpIngress(addr),
+            (TunnelProtocol::Tcp, TunnelDirection::Ingress) => {
+                Local::TcpIngress(addr, tcp_plane(sealer, opener))
+            }
         };
-        let tcp = TcpPlane {
-            tunnel_id: config.id.clone(),
-            sealer: Rc::new(RefCell::new(sealer())),
-            opener: Rc::new(Opener::new(&key, uuid)),
-            shared: shared.clone(),
-        };
-        Ok(Plane { shared, local, tcp })
+        Ok(Plane { shared, local })
     }
 
     /// Both ends just came up: forget what queued locally while they were not.
@@ -224,8 +224,8 @@ impl Plane {
         match &mut self.local {
             Local::UdpEgress(udp, sealer) => udp.run(conn, sealer, counters).await,
             Local::UdpIngress(udp, opener) => udp.run(conn, opener, counters).await,
-            Local::TcpEgress(listener) => tcp::egress(listener, conn, &self.tcp, streams).await,
-            Local::TcpIngress(_) => conn.closed().await,
+            Local::TcpEgress(listener, tcp) => tcp::egress(listener, conn, tcp, streams).await,
+            Local::TcpIngress(..) => conn.closed().await,
         }
     }
 
@@ -238,8 +238,8 @@ impl Plane {
         mut recv: RecvStream,
         streams: &mut Streams,
     ) {
-        match self.local {
-            Local::TcpIngress(addr) => tcp::ingress(header, addr, send, recv, &self.tcp, streams),
+        match &self.local {
+            Local::TcpIngress(addr, tcp) => tcp::ingress(header, *addr, send, recv, tcp, streams),
             _ => {
                 tracing::debug!("TCP stream on a tunnel that does not accept them: reset");
                 let _ = send.reset(quinn::VarInt::from_u32(1));
