@@ -10,7 +10,7 @@
 //! its own `Bytes`; it is opened in a reused buffer.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -36,9 +36,10 @@ pub struct UdpEgress {
 }
 
 impl UdpEgress {
+    /// Bound like a flow's UDP input (`net::bind_receiver`: a large receive buffer, and a
+    /// multicast `local_addr` joins its group).
     pub fn bind(local: SocketAddr) -> io::Result<UdpEgress> {
-        let socket = std::net::UdpSocket::bind(local)?;
-        socket.set_nonblocking(true)?;
+        let socket = crate::net::bind_receiver(local, None)?;
         Ok(UdpEgress {
             socket: UdpSocket::from_std(socket)?,
             read: vec![0; MAX_UDP],
@@ -106,22 +107,22 @@ impl UdpEgress {
 }
 
 /// The `ingress` edge's side: delivers to `local_addr` from an ephemeral socket.
+///
+/// The socket is a plain non-blocking one, not registered with tokio, like a flow's UDP
+/// output (`net::bind_sender` says why: a registered UDP socket wakes the runtime after each
+/// send). Its 4 MiB send buffer is full only if the host cannot keep up; a datagram that
+/// finds it full is dropped, as the network would.
 pub struct UdpIngress {
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
     dest: SocketAddr,
     open: Vec<u8>,
 }
 
 impl UdpIngress {
+    /// TTL 1 for a multicast `local_addr`: the tunnel delivers to the edge's own LAN.
     pub fn bind(dest: SocketAddr) -> io::Result<UdpIngress> {
-        let any = match dest {
-            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-        };
-        let socket = std::net::UdpSocket::bind(any)?;
-        socket.set_nonblocking(true)?;
         Ok(UdpIngress {
-            socket: UdpSocket::from_std(socket)?,
+            socket: crate::net::bind_sender(dest, None, None, 0, 1)?,
             dest,
             open: Vec::with_capacity(MAX_UDP + DATAGRAM_OVERHEAD),
         })
@@ -145,7 +146,7 @@ impl UdpIngress {
             match opener.open(&mut self.open) {
                 Ok(payload) => {
                     counters.add_in(Instant::now(), payload.len());
-                    if let Err(e) = self.socket.send_to(payload, self.dest).await {
+                    if let Err(e) = self.socket.send_to(payload, self.dest) {
                         tracing::debug!(error = %e, dest = %self.dest, "tunnel UDP delivery");
                     }
                 }
