@@ -123,12 +123,35 @@ pub fn client_endpoint(remote: SocketAddr) -> Result<Endpoint, QuicError> {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
-    Endpoint::client(addr).map_err(|error| QuicError::Bind { addr, error })
+    endpoint(addr, None)
 }
 
 /// A server endpoint on `addr` (the direct-mode ingress edge).
 pub fn server_endpoint(config: ServerConfig, addr: SocketAddr) -> Result<Endpoint, QuicError> {
-    Endpoint::server(config, addr).map_err(|error| QuicError::Bind { addr, error })
+    endpoint(addr, Some(config))
+}
+
+/// UDP buffers of the endpoint's socket: quinn leaves the kernel's default (some 200 KiB),
+/// which a burst of a 20 Mbit/s stream and its acknowledgements can fill while the task is
+/// busy; the flows' sockets ask for the same (`net`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn endpoint(addr: SocketAddr, server: Option<ServerConfig>) -> Result<Endpoint, QuicError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |error| QuicError::Bind { addr, error };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
+    // The kernel caps them (`net.core.rmem_max`, `wmem_max`); a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into()).map_err(bind)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind)
 }
 
 #[cfg(test)]
