@@ -175,7 +175,11 @@ async fn serve_on(
             step = step(current.as_mut(), plane) => match step {
                 Step::Continue => {}
                 Step::Ended(reason) => {
-                    let up = current.take().map(|c| c.since.elapsed());
+                    let up = current.take().map(|c| {
+                        // Gone already, or only its control stream: either way it is over.
+                        c.conn.close(CLOSE_OK, b"ended");
+                        c.since.elapsed()
+                    });
                     tracing::info!(tunnel = %id, reason, up_secs = ?up.map(|d| d.as_secs()), "direct tunnel connection ended");
                     shared.set_remote(None);
                     shared.set_error(&reason);
