@@ -37,6 +37,8 @@ mod relay;
 #[cfg(feature = "tunnels")]
 mod run;
 #[cfg(feature = "tunnels")]
+mod shared;
+#[cfg(feature = "tunnels")]
 mod tcp;
 #[cfg(feature = "tunnels")]
 mod udp;

@@ -19,8 +19,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TunnelContext;
-use super::run::{self, Shared};
+use super::run;
+use super::shared::Shared;
 use super::status::TunnelStatus;
+use crate::config::TunnelMode;
 use crate::config::{TunnelConfig, TunnelTlsConfig};
 use crate::events::Event;
 
@@ -151,7 +153,7 @@ impl Tunnels {
             handle: RefCell::new(None),
             ended,
         });
-        let task = run::Task {
+        let mut task = run::Task {
             ctx: self.ctx.clone(),
             config: config.clone(),
             tls: tls.clone(),
@@ -163,7 +165,14 @@ impl Tunnels {
             if let Some(previous) = previous {
                 previous.wait(STOP_GRACE).await;
             }
-            task.run().await;
+            let result = match task.start() {
+                Ok(mut plane) => match task.config.mode {
+                    TunnelMode::Relay => super::relay::run(&mut task, &mut plane).await,
+                    TunnelMode::Direct => super::direct::run(&mut task, &mut plane).await,
+                },
+                Err(e) => Err(e),
+            };
+            task.finish(result);
             done_in_task.ended.send_replace(true);
         });
         *done.handle.borrow_mut() = Some(handle);

@@ -17,9 +17,10 @@ use super::failover::{Failover, FailoverNext};
 use super::quic;
 use super::relay_session::{RelaySession, SessionEvent, SessionParams};
 use super::run::{
-    Fatal, Incoming, Plane, Shared, Task, connection_reason, dial, is_stream_header, sleep_until,
+    Fatal, Incoming, Plane, Task, connection_reason, dial, is_stream_header, sleep_until,
     write_frame,
 };
+use super::shared::Shared;
 use super::status::{TunnelState, bump};
 use super::tcp::Streams;
 use super::token::bind_token;

@@ -4,10 +4,11 @@
 //! error ("Tunnel '{name}' failed: {error}"): something retrying cannot fix, such as a
 //! `local_addr` already taken.
 //!
-//! What the task reports is in [`Shared`]: the state, the address in use, the last error and
-//! the counters, read by `Tunnels::status`.
+//! What the task reports is in `Shared` (`shared.rs`): the state, the address in use, the
+//! last error and the counters, read by `Tunnels::status`. The registry runs the task by
+//! mode (`relay::run`, `direct::run`) between [`Task::start`] and [`Task::finish`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,53 +20,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::TunnelContext;
 use super::seal::{self, Opener, Sealer, key_from_hex};
-use super::status::{TunnelCounters, TunnelState, TunnelStatus};
+use super::shared::Shared;
+use super::status::TunnelState;
 use super::tcp::{self, Streams, TcpPlane};
 use super::udp::{UdpEgress, UdpIngress};
 use super::wire::FrameDecoder;
-use crate::config::{TunnelConfig, TunnelDirection, TunnelMode, TunnelProtocol, TunnelTlsConfig};
+use crate::config::{TunnelConfig, TunnelDirection, TunnelProtocol, TunnelTlsConfig};
 use crate::events::Event;
-
-/// What a tunnel's task shares with the registry.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub counters: TunnelCounters,
-    state: Cell<Option<TunnelState>>,
-    remote: RefCell<Option<String>>,
-    last_error: RefCell<Option<String>>,
-}
-
-impl Shared {
-    pub fn new() -> Shared {
-        Shared::default()
-    }
-
-    pub fn state(&self) -> TunnelState {
-        self.state.get().unwrap_or(TunnelState::Connecting)
-    }
-
-    pub fn set_state(&self, state: TunnelState) {
-        self.state.set(Some(state));
-    }
-
-    pub fn set_remote(&self, remote: Option<String>) {
-        *self.remote.borrow_mut() = remote;
-    }
-
-    pub fn set_error(&self, error: impl fmt::Display) {
-        *self.last_error.borrow_mut() = Some(error.to_string());
-    }
-
-    pub fn status(&self, config: &TunnelConfig, now: Instant) -> TunnelStatus {
-        TunnelStatus {
-            state: self.state(),
-            remote: self.remote.borrow().clone(),
-            last_error: self.last_error.borrow().clone(),
-            stats: self.counters.snapshot(now),
-            ..TunnelStatus::stopped(config)
-        }
-    }
-}
 
 /// Why a tunnel's task gave up.
 #[derive(Debug)]
@@ -104,16 +65,15 @@ pub struct Task {
 }
 
 impl Task {
-    pub async fn run(mut self) {
-        let shared = self.shared.clone();
-        shared.set_state(TunnelState::Connecting);
-        let result = match Plane::new(&self.config, shared.clone()) {
-            Ok(mut plane) => match self.config.mode {
-                TunnelMode::Relay => super::relay::run(&mut self, &mut plane).await,
-                TunnelMode::Direct => super::direct::run(&mut self, &mut plane).await,
-            },
-            Err(e) => Err(e),
-        };
+    /// The task's local side, bound now: an error here is fatal ([`Task::finish`] it).
+    pub fn start(&self) -> Result<Plane, Fatal> {
+        self.shared.set_state(TunnelState::Connecting);
+        Plane::new(&self.config, self.shared.clone())
+    }
+
+    /// The task is over: stopped, or failed ("Tunnel '{name}' failed: {error}").
+    pub fn finish(&self, result: Result<(), Fatal>) {
+        let shared = &self.shared;
         shared.set_remote(None);
         shared.set_state(TunnelState::Stopped);
         if let Err(e) = result {

@@ -20,8 +20,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::run::Shared;
 use super::seal::{ChunkDecoder, ChunkError, MAX_CHUNK_PAYLOAD, OpenError, Opener, Sealer};
+use super::shared::Shared;
 use super::status::bump;
 use super::wire::{self, StreamHeader};
 
