@@ -553,7 +553,8 @@ fn every_command_action() {
             d["unchanged"].as_bool(),
             d["running"].as_bool()
         ),
-        (Some(true), Some(false), Some(false))
+        // Running where the build has the tunnel engine.
+        (Some(true), Some(false), Some(cfg!(feature = "tunnels")))
     );
     // The manager re-pushes its tunnels on every connect: idempotent.
     let d = ok(&fm.command(json!({"type": "create_tunnel", "tunnel": tunnel}), limit)).clone();

@@ -370,6 +370,13 @@ catalog! {
     tunnel_bind_rejected(tunnel_id: &str, reason: &str)
         => Critical Tunnel in tunnel_id "Tunnel bind rejected by relay: {reason}"
         seed ["{tunnel_id}", "{reason}"];
+    /// Quoll's own, not in the seed (the spec asks for it: `tunnel_tls.insecure_skip_verify`
+    /// "must say so loudly (a warning event each time a tunnel starts)"); the catalog test
+    /// keeps it out of the seed's rows.
+    tunnel_tls_insecure(tunnel_id: &str, name: &str)
+        => Warning Tunnel in tunnel_id
+            "Tunnel '{name}' started without certificate verification (insecure_skip_verify)"
+        seed ["{tunnel_id}", "{name}"];
 
     // ---- manager ----------------------------------------------------------------------
 

@@ -197,9 +197,9 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
             match node.create_tunnel(tunnel).await.map_err(|e| err(&e))? {
                 true => {
                     node.events.raise(Event::config_updated());
-                    Ok(Reply::Ok(Some(tunnel_data(id, false))))
+                    Ok(Reply::Ok(Some(tunnel_data(node, id, false))))
                 }
-                false => Ok(Reply::Ok(Some(tunnel_data(id, true)))),
+                false => Ok(Reply::Ok(Some(tunnel_data(node, id, true)))),
             }
         }
         Action::DeleteTunnel { tunnel_id } => {
@@ -217,15 +217,24 @@ async fn run(node: &Node, action: Action) -> Result<Reply, Reply> {
     }
 }
 
-/// The truth about a stored tunnel: this build keeps its config but has no tunnel engine.
-fn tunnel_data(id: Value, unchanged: bool) -> Value {
-    json!({
+/// The truth about a stored tunnel: `running` when its task runs (it is enabled, this build
+/// has the tunnel engine, and it has not failed for good, say on a `local_addr` in use).
+fn tunnel_data(node: &Node, id: Value, unchanged: bool) -> Value {
+    let running = id.as_str().is_some_and(|id| {
+        node.tunnel_status()
+            .iter()
+            .any(|t| t.id == id && t.state != crate::tunnel::status::TunnelState::Stopped)
+    });
+    let mut data = json!({
         "tunnel_id": id,
         "stored": true,
         "unchanged": unchanged,
-        "running": false,
-        "note": "tunnel config stored; this build has no tunnel engine yet",
-    })
+        "running": running,
+    });
+    if !cfg!(feature = "tunnels") {
+        data["note"] = "tunnel config stored; this build has no tunnel engine".into();
+    }
+    data
 }
 
 #[cfg(test)]

@@ -26,6 +26,26 @@ pub mod token;
 #[cfg(feature = "tunnels")]
 pub mod wire;
 
+#[cfg(feature = "tunnels")]
+pub mod cert;
+#[cfg(feature = "tunnels")]
+mod direct;
+#[cfg(feature = "tunnels")]
+pub mod quic;
+#[cfg(feature = "tunnels")]
+mod relay;
+#[cfg(feature = "tunnels")]
+mod run;
+#[cfg(feature = "tunnels")]
+mod shared;
+#[cfg(feature = "tunnels")]
+mod tcp;
+#[cfg(feature = "tunnels")]
+mod udp;
+
+#[cfg(feature = "tunnels")]
+mod registry;
+#[cfg(not(feature = "tunnels"))]
 #[path = "absent.rs"]
 mod registry;
 
