@@ -1,8 +1,8 @@
 //! Tunnels between two quoll processes on loopback, through the stand-in relay
 //! (`tests/fake_relay`, written from `shared/spec/relay-protocol.md`) or directly: UDP byte
 //! for byte (also as a flow's output and another flow's input), TCP echo with half-close,
-//! bind rejection, relay restart, failover to the second relay, and a forged and a replayed
-//! datagram that never reach the receiver.
+//! bind rejection, the relay restarting, failover to the second relay, and a forged and a
+//! replayed datagram that never reach the receiver.
 
 mod common;
 mod fake_relay;
@@ -96,11 +96,11 @@ impl Edge {
     }
 }
 
-/// `n` datagrams of varied sizes and contents, each one unique.
+/// `n` datagrams of varied sizes up to a 7-packet TS datagram's, each one unique.
 fn datagrams(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            let len = 1 + (i * 97) % 1400;
+            let len = 1 + (i * 97) % 1316;
             (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
         })
         .collect()
@@ -129,6 +129,20 @@ fn carry(to: SocketAddr, sent: &[Vec<u8>], rx: &UdpSocket) -> Vec<Vec<u8>> {
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.sort();
     v
+}
+
+/// `got == want`, reported as counts (the datagrams themselves are too long to print).
+#[track_caller]
+fn assert_same(got: Vec<Vec<u8>>, want: Vec<Vec<u8>>, what: &str) {
+    if got != want {
+        let missing = want.iter().filter(|d| !got.contains(d)).count();
+        let extra = got.iter().filter(|d| !want.contains(d)).count();
+        panic!(
+            "{what}: {} datagrams received of {} sent, {missing} missing, {extra} not sent",
+            got.len(),
+            want.len()
+        );
+    }
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -238,8 +252,11 @@ fn udp_direct_mode_with_a_pinned_peer() {
         vec![],
         json!({}),
     );
-    let pem = std::fs::read_to_string(b.q.data_dir.join("tunnel-cert.pem"))
-        .expect("the direct-mode server keeps its certificate in the data dir");
+    // Made when the tunnel starts, just after the daemon says it is ready.
+    let pem = poll(LIMIT, || {
+        std::fs::read_to_string(b.q.data_dir.join("tunnel-cert.pem")).ok()
+    })
+    .expect("the direct-mode server keeps its certificate in the data dir");
     let a = edge(
         "tun-direct-a",
         vec![tunnel(
@@ -256,7 +273,7 @@ fn udp_direct_mode_with_a_pinned_peer() {
     a.wait_state("ready");
     b.wait_state("ready");
     let sent = datagrams(200);
-    assert_eq!(carry(local(a_tunnel), &sent, &rx), sorted(sent));
+    assert_same(carry(local(a_tunnel), &sent, &rx), sorted(sent), "carried");
 
     // The other edge with a wrong PSK is refused, and nothing it sends arrives.
     drop(a);
@@ -423,51 +440,56 @@ fn bind_rejection_is_raised_once_and_not_retried_in_a_loop() {
     assert_eq!(severity, "critical");
 }
 
-#[test]
-fn relay_restart_and_failover_to_the_second_relay() {
-    let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e05";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
-    let backup = FakeRelay::start(Options {
-        binds: binds(id),
-        cert: Some(relay.cert.clone()),
-        ..Options::default()
-    });
+/// Two edges with a UDP tunnel through `relays`, bound and ready: (egress, ingress, the
+/// egress's local port, the ingress's receiving socket).
+fn udp_pair(tag: &str, id: &str, relays: &[&FakeRelay]) -> (Edge, Edge, u16, UdpSocket) {
     let (rx, rx_port) = udp_receiver();
     let a_port = free_udp_port();
     let a = edge(
-        "tun-restart-a",
+        &format!("{tag}-a"),
         vec![tunnel(
             id,
             "egress",
             "udp",
             local(a_port),
-            relay_mode(&[&relay, &backup]),
+            relay_mode(relays),
         )],
         vec![],
-        pinned(&relay),
+        pinned(relays[0]),
     );
     let b = edge(
-        "tun-restart-b",
+        &format!("{tag}-b"),
         vec![tunnel(
             id,
             "ingress",
             "udp",
             local(rx_port),
-            relay_mode(&[&relay, &backup]),
+            relay_mode(relays),
         )],
         vec![],
-        pinned(&relay),
+        pinned(relays[0]),
     );
     a.wait_state("ready");
     b.wait_state("ready");
-    let sent = datagrams(50);
-    assert_eq!(carry(local(a_port), &sent, &rx), sorted(sent.clone()));
-    assert_eq!(backup.state().connections, 0, "the primary is preferred");
+    (a, b, a_port, rx)
+}
 
-    // The primary restarts on the same port: both edges come back through it.
+#[test]
+fn a_tunnel_survives_the_relay_restarting() {
+    let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e05";
+    let relay = FakeRelay::start(Options {
+        binds: binds(id),
+        ..Options::default()
+    });
+    let (a, b, a_port, rx) = udp_pair("tun-restart", id, &[&relay]);
+    let sent = datagrams(50);
+    assert_same(
+        carry(local(a_port), &sent, &rx),
+        sorted(sent),
+        "before the restart",
+    );
+
+    // The relay restarts on the same port with the same certificate.
     let (port, cert) = (relay.addr.port(), relay.cert.clone());
     relay.stop();
     for e in [&a, &b] {
@@ -481,22 +503,93 @@ fn relay_restart_and_failover_to_the_second_relay() {
     a.wait_state("ready");
     b.wait_state("ready");
     let sent = datagrams(60);
-    assert_eq!(carry(local(a_port), &sent, &rx), sorted(sent));
+    assert_same(
+        carry(local(a_port), &sent, &rx),
+        sorted(sent),
+        "after the restart",
+    );
+    for e in [&a, &b] {
+        e.q.wait_events("Tunnel connected to relay", 2, LIMIT);
+        e.q.assert_events("Tunnel disconnected from relay", 1);
+    }
+    assert!(relay.state().violations.is_empty());
+}
 
-    // The primary goes away for good: the edges fail over to the backup.
-    relay.stop();
-    backup.expect(
-        "both edges bound on the backup",
-        Duration::from_secs(60),
-        |s| s.bound.len() >= 2,
+#[test]
+fn a_tunnel_survives_the_peer_restarting() {
+    let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e08";
+    let relay = FakeRelay::start(Options {
+        binds: binds(id),
+        ..Options::default()
+    });
+    let (a, b, a_port, rx) = udp_pair("tun-peer", id, &[&relay]);
+    let rx_port = rx.local_addr().unwrap().port();
+    b.q.stop();
+    // A clean stop unbinds: the relay tells the other edge why.
+    a.q.wait_event("Tunnel peer disconnected: peer unbound", LIMIT);
+    a.wait_state("waiting");
+    let b = edge(
+        "tun-peer-b2",
+        vec![tunnel(
+            id,
+            "ingress",
+            "udp",
+            local(rx_port),
+            relay_mode(&[&relay]),
+        )],
+        vec![],
+        pinned(&relay),
     );
     a.wait_state("ready");
     b.wait_state("ready");
+    let sent = datagrams(40);
+    assert_same(
+        carry(local(a_port), &sent, &rx),
+        sorted(sent),
+        "to the restarted peer",
+    );
+    assert!(relay.state().violations.is_empty());
+}
+
+#[test]
+fn the_edges_fail_over_to_the_second_relay() {
+    let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e07";
+    let primary = FakeRelay::start(Options {
+        binds: binds(id),
+        ..Options::default()
+    });
+    let backup = FakeRelay::start(Options {
+        binds: binds(id),
+        cert: Some(primary.cert.clone()),
+        ..Options::default()
+    });
+    let (a, b, a_port, rx) = udp_pair("tun-failover", id, &[&primary, &backup]);
+    assert_eq!(backup.state().connections, 0, "the primary is tried first");
+    let sent = datagrams(50);
+    assert_same(
+        carry(local(a_port), &sent, &rx),
+        sorted(sent),
+        "through the primary",
+    );
+
+    // The primary goes away for good: the edges move to the backup.
+    primary.stop();
+    backup.expect("both edges bound on the backup", LIMIT, |s| {
+        s.bound.len() >= 2
+    });
+    a.wait_state("ready");
+    b.wait_state("ready");
     let sent = datagrams(70);
-    assert_eq!(carry(local(a_port), &sent, &rx), sorted(sent));
+    assert_same(
+        carry(local(a_port), &sent, &rx),
+        sorted(sent),
+        "through the backup",
+    );
     for e in [&a, &b] {
-        assert!(e.q.count_events("Tunnel connected to relay") >= 3);
+        e.q.wait_events("Tunnel connected to relay", 2, LIMIT);
+        assert_eq!(e.status()["remote"], backup.addr.to_string());
     }
+    assert!(backup.state().violations.is_empty());
 }
 
 #[test]
@@ -535,7 +628,7 @@ fn forged_and_replayed_datagrams_are_dropped_and_counted() {
     a.wait_state("ready");
     b.wait_state("ready");
     let sent = datagrams(10);
-    assert_eq!(carry(local(a_port), &sent, &rx), sorted(sent));
+    assert_same(carry(local(a_port), &sent, &rx), sorted(sent), "carried");
 
     relay.replay_last(id);
     poll(LIMIT, || (b.counter("replays_dropped") == 1).then_some(()))
@@ -548,5 +641,11 @@ fn forged_and_replayed_datagrams_are_dropped_and_counted() {
     tx.send_to(b"after", local(a_port)).unwrap();
     let got = receive_until(&rx, LIMIT, |g| !g.is_empty());
     assert_eq!(got, vec![b"after".to_vec()]);
+    assert_eq!(b.counter("packets_in"), 11);
+
+    // A datagram larger than a 1 500-byte path carries is dropped at the sender, and said so.
+    tx.send_to(&[0x47; 1450], local(a_port)).unwrap();
+    poll(LIMIT, || (a.counter("send_dropped") == 1).then_some(()))
+        .expect("the oversize datagram is counted");
     assert_eq!(b.counter("packets_in"), 11);
 }

@@ -375,7 +375,7 @@ pub(crate) mod check {
 
     /// A UUID in its usual text form, 8-4-4-4-12 hex digits (a tunnel's `id`).
     pub(crate) fn uuid(v: &str) -> Result<(), &'static str> {
-        match crate::tunnel::uuid_bytes(v) {
+        match crate::config::uuid_bytes(v) {
             Some(_) => Ok(()),
             None => Err("is not a UUID (8-4-4-4-12 hex digits)"),
         }

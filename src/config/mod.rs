@@ -21,6 +21,7 @@ pub use redact::{
 };
 pub use store::{ConfigFile, LoadError, SaveError};
 pub use validate::{parse_fingerprint, validate};
+pub use value::uuid_bytes;
 
 /// The config `quoll run` uses when no `--config` is given: loopback only, works on a fresh
 /// machine.

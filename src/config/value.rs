@@ -151,3 +151,43 @@ named_enum! {
         Ingress = "ingress",
     }
 }
+
+/// The 16 raw bytes of a UUID written 8-4-4-4-12 in hex (either case): the prefix of every
+/// tunnel datagram. `None` for anything else.
+pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let b = text.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut digits = b.iter().filter(|&&c| c != b'-');
+    for byte in &mut out {
+        let hi = (*digits.next()? as char).to_digit(16)?;
+        let lo = (*digits.next()? as char).to_digit(16)?;
+        *byte = (hi << 4 | lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_bytes;
+
+    #[test]
+    fn uuid_text_to_bytes() {
+        let id = "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5A6";
+        let b = uuid_bytes(id).unwrap();
+        assert_eq!(b[0], 0x01);
+        assert_eq!(b[15], 0xa6);
+        for bad in [
+            "",
+            "0192f3a45b6c7d8e9fa0b1c2d3e4f5a6",
+            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a",
+            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5ag",
+            "0192f3a4+5b6c-7d8e-9fa0-b1c2d3e4f5a6",
+            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4-5a6",
+        ] {
+            assert_eq!(uuid_bytes(bad), None, "{bad}");
+        }
+    }
+}

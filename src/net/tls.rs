@@ -189,7 +189,7 @@ impl ServerCertVerifier for PinnedVerifier {
             // A fingerprint is public: logging it helps the operator fix a rotated cert.
             tracing::warn!(
                 presented = %fingerprint_hex(&sha256(end_entity.as_ref())),
-                "server certificate matches no configured fingerprint"
+                "server certificate does not match cert_fingerprint(s)"
             );
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

@@ -51,6 +51,10 @@ mod registry;
 
 pub use registry::Tunnels;
 
+/// Below both `config` (which checks a tunnel's `id`) and the engine (which prefixes every
+/// datagram with it).
+pub use crate::config::uuid_bytes;
+
 /// What every tunnel of a node shares.
 #[derive(Clone)]
 pub struct TunnelContext {
@@ -60,44 +64,4 @@ pub struct TunnelContext {
     /// The edge's name on the relay (`identify`): the manager's node id, else the host name;
     /// at most 64 characters.
     pub edge_id: String,
-}
-
-/// The 16 raw bytes of a UUID written 8-4-4-4-12 in hex (either case): the prefix of every
-/// tunnel datagram. `None` for anything else.
-pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
-    let b = text.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    let mut digits = b.iter().filter(|&&c| c != b'-');
-    for byte in &mut out {
-        let hi = (*digits.next()? as char).to_digit(16)?;
-        let lo = (*digits.next()? as char).to_digit(16)?;
-        *byte = (hi << 4 | lo) as u8;
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuid_text_to_bytes() {
-        let id = "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5A6";
-        let b = uuid_bytes(id).unwrap();
-        assert_eq!(b[0], 0x01);
-        assert_eq!(b[15], 0xa6);
-        for bad in [
-            "",
-            "0192f3a45b6c7d8e9fa0b1c2d3e4f5a6",
-            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5a",
-            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4f5ag",
-            "0192f3a4+5b6c-7d8e-9fa0-b1c2d3e4f5a6",
-            "0192f3a4-5b6c-7d8e-9fa0-b1c2d3e4-5a6",
-        ] {
-            assert_eq!(uuid_bytes(bad), None, "{bad}");
-        }
-    }
 }

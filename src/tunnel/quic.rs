@@ -64,6 +64,14 @@ impl fmt::Display for QuicError {
 impl std::error::Error for QuicError {}
 
 /// The transport both ends use.
+/// The UDP payload size a connection starts with: what a 1 500-byte Ethernet path carries
+/// (IPv6 headers included). quinn's default, 1 200, leaves a datagram about 1 150 bytes, less
+/// than one 7-packet TS datagram (1 316 + 44 bytes of tunnel framing): until MTU discovery
+/// had raised it, every datagram of a stream right after a (re)connect would be dropped. A
+/// path narrower than this loses packets, which quinn's black-hole detection notices and
+/// answers by falling back to 1 200.
+pub const INITIAL_MTU: u16 = 1452;
+
 pub fn transport() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE))
@@ -73,7 +81,8 @@ pub fn transport() -> Arc<TransportConfig> {
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
-        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .initial_mtu(INITIAL_MTU);
     Arc::new(t)
 }
 
