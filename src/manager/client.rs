@@ -484,6 +484,12 @@ impl Shell {
             "ok"
         };
         let ob = self.outbox.borrow().counters.clone();
+        let active_tunnels = h
+            .tunnels
+            .iter()
+            .filter(|t| t.state == crate::tunnel::status::TunnelState::Ready)
+            .count();
+        let tunnels = &h.tunnels;
         json!({
             "status": status,
             "version": h.version,
@@ -491,7 +497,9 @@ impl Shell {
             "active_flows": h.active_flows,
             "total_flows": h.total_flows,
             "error_flows": errored,
-            "tunnels": self.node.tunnels().len(),
+            // Each tunnel's state and counters, as in `stats`, and how many are ready.
+            "tunnels": tunnels,
+            "active_tunnels": active_tunnels,
             "event_queue_depth": self.feed.depth(),
             "event_log": if durable { "durable" } else { "memory" },
             "memory": memory(),
