@@ -173,3 +173,64 @@ fn the_descriptor_limit_is_raised_to_the_hard_limit() {
     );
     drop(q);
 }
+
+/// An RTMP input's listener takes its caps from the `server` block too, not the defaults
+/// (64 per source, a 10 s handshake time): over `max_connections_per_ip` a publisher is
+/// closed at once, and one that never completes the handshake is closed after
+/// `header_timeout_ms`.
+#[test]
+#[cfg(feature = "rtmp")]
+fn the_rtmp_listener_takes_the_server_caps() {
+    let dir = TempDir::new("listener-caps-rtmp");
+    let rtmp_port = free_tcp_port();
+    let header_ms = 1500 * scale();
+    let cfg = json!({
+        "version": 1,
+        "server": { "listen_addr": "127.0.0.1", "listen_port": free_tcp_port(),
+                    "max_connections": 8, "max_connections_per_ip": 2,
+                    "header_timeout_ms": header_ms },
+        "storage": { "data_dir": dir.path().join("data") },
+        "flows": [{
+            "id": "studio", "name": "studio", "enabled": true,
+            "input": { "type": "rtmp", "listen_addr": format!("127.0.0.1:{rtmp_port}"),
+                       "app": "live", "stream_key": "k" },
+            "outputs": [{ "type": "udp", "id": "o", "dest_addr": "127.0.0.1:9" }]
+        }]
+    });
+    let q = Quoll::start(dir.path(), &cfg);
+    common::wait_for(Duration::from_secs(10), "the RTMP port", || {
+        TcpStream::connect(("127.0.0.1", rtmp_port)).ok()
+    });
+
+    // Two silent publishers (no handshake byte) fill the source's share; a third is closed
+    // at once, long before the handshake time could have closed it.
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| connect_from("127.0.0.2", rtmp_port))
+        .collect();
+    let mut third = connect_from("127.0.0.2", rtmp_port);
+    assert!(
+        closed_within(&mut third, Duration::from_millis(header_ms / 2)),
+        "over server.max_connections_per_ip, yet kept"
+    );
+    // Another source has its own share.
+    let mut other = connect_from("127.0.0.3", rtmp_port);
+    // The handshake time is the server's header_timeout_ms, not the 10 s default.
+    for s in held.iter_mut().chain(std::iter::once(&mut other)) {
+        assert!(
+            closed_within(s, Duration::from_millis(header_ms + 3000)),
+            "a silent publisher outlived header_timeout_ms"
+        );
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(header_ms - 300),
+        "closed after {waited:?}: before the handshake time"
+    );
+    let (status, log) = q.terminate();
+    assert!(status.success());
+    assert!(
+        log.contains("connection refused: over server.max_connections_per_ip"),
+        "{log}"
+    );
+}

@@ -10,6 +10,10 @@
 //! (`board/*.json`, `limits`); the `limits` block overrides them field by field. How the
 //! board numbers were derived is in docs/security.md.
 //!
+//! The memory budget (`max_ring_bytes`) counts each flow's ring and, for every `hls` output,
+//! the segments it keeps in memory ([`hls_bytes`]): those are the two allocations that grow
+//! with the config rather than with the process.
+//!
 //! Every configured flow counts, running or not: starting a stopped flow is a lifecycle
 //! action that must never be refused, so the memory it will take is reserved when it is
 //! configured.
@@ -18,7 +22,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::model::{Config, FlowConfig, LimitsConfig};
+use super::model::{Config, FlowConfig, HlsOutputConfig, LimitsConfig, OutputKind};
 use crate::ts::ring::SLOT_BYTES;
 
 /// The limits in force: a board's defaults with the config's overrides applied.
@@ -68,23 +72,28 @@ impl Budget {
                 });
             }
         }
+        let memory = |f: &FlowConfig| ring_bytes(f).saturating_add(flow_hls_bytes(f));
         let mut total: u64 = 0;
         for (i, f) in flows.iter().enumerate() {
-            let bytes = ring_bytes(f);
-            total = total.saturating_add(bytes);
+            total = total.saturating_add(memory(f));
             if total > self.max_ring_bytes {
                 // Named on the flow that tips it over: on a create that is the new flow.
                 return Err(LimitError::RingBytes {
                     flow: i,
-                    flow_bytes: bytes,
-                    total: flows.iter().map(ring_bytes).fold(0, u64::saturating_add),
+                    flow_bytes: ring_bytes(f),
+                    hls_bytes: flow_hls_bytes(f),
+                    total: flows.iter().map(memory).fold(0, u64::saturating_add),
                     max: self.max_ring_bytes,
                 });
             }
         }
         Ok(Usage {
             flows: flows.len(),
-            ring_bytes: total,
+            ring_bytes: flows.iter().map(ring_bytes).fold(0, u64::saturating_add),
+            hls_bytes: flows
+                .iter()
+                .map(flow_hls_bytes)
+                .fold(0, u64::saturating_add),
         })
     }
 }
@@ -94,12 +103,44 @@ impl Budget {
 pub struct Usage {
     pub flows: usize,
     pub ring_bytes: u64,
+    /// The HLS outputs' segments ([`hls_bytes`]); with `ring_bytes`, what
+    /// `max_ring_bytes` bounds.
+    pub hls_bytes: u64,
 }
 
 /// The memory one flow's ring takes once it runs.
 pub fn ring_bytes(flow: &FlowConfig) -> u64 {
     let chunks = flow.ring_chunks.unwrap_or(FlowConfig::DEFAULT_RING_CHUNKS);
     (chunks as u64).saturating_mul(SLOT_BYTES as u64)
+}
+
+/// The bitrate an `hls` output's memory is reserved for: 20 Mbit/s, the flow rate the
+/// benchmarks and the board budgets are sized on. A stream above it still runs (its segments
+/// are bounded by `hls::segmenter::MAX_SEGMENT_BYTES`); the budget then under-counts it in
+/// proportion.
+pub const HLS_BUDGET_BITS_PER_SECOND: u64 = 20_000_000;
+
+/// The memory an `hls` output keeps once it runs: `playlist_size` finished segments (the
+/// window the API serves; the upload queue holds at most as many, the newest, sharing the
+/// same buffers), one more whose PUT is in flight after sliding out of both, and the one the
+/// segmenter is filling; each `segment_duration_ms` at [`HLS_BUDGET_BITS_PER_SECOND`].
+pub fn hls_bytes(hls: &HlsOutputConfig) -> u64 {
+    let segment = hls
+        .segment_duration_ms
+        .saturating_mul(HLS_BUDGET_BITS_PER_SECOND / 8)
+        / 1000;
+    segment.saturating_mul(u64::from(hls.playlist_size) + 2)
+}
+
+/// Every `hls` output of `flow` ([`hls_bytes`]).
+pub fn flow_hls_bytes(flow: &FlowConfig) -> u64 {
+    flow.outputs
+        .iter()
+        .map(|o| match &o.kind {
+            OutputKind::Hls(h) => hls_bytes(h),
+            _ => 0,
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// The check of a whole config against `board`'s budget (its `limits` applied).
@@ -122,10 +163,13 @@ pub enum LimitError {
         max: usize,
     },
     RingBytes {
-        /// Index of the flow whose ring takes the total over.
+        /// Index of the flow whose ring (and HLS segments) take the total over.
         flow: usize,
+        /// That flow's ring.
         flow_bytes: u64,
-        /// Every flow's ring added up.
+        /// That flow's HLS outputs' segments ([`hls_bytes`]).
+        hls_bytes: u64,
+        /// Every flow's ring and HLS segments added up.
         total: u64,
         max: u64,
     },
@@ -139,6 +183,11 @@ impl LimitError {
         match self {
             LimitError::Flows { .. } => "flows".into(),
             LimitError::Outputs { flow, .. } => format!("flows[{flow}].outputs"),
+            LimitError::RingBytes {
+                flow, hls_bytes, ..
+            } if *hls_bytes > 0 => {
+                format!("flows[{flow}].outputs")
+            }
             LimitError::RingBytes { flow, .. } => format!("flows[{flow}].ring_chunks"),
         }
     }
@@ -172,6 +221,7 @@ impl fmt::Display for LimitError {
             ),
             LimitError::RingBytes {
                 flow_bytes,
+                hls_bytes: 0,
                 total,
                 max,
                 ..
@@ -181,6 +231,22 @@ impl fmt::Display for LimitError {
                  ({key}); this flow's ring is {flow_bytes} bytes ({SLOT_BYTES} per chunk)",
                 mib(total),
                 mib(max)
+            ),
+            LimitError::RingBytes {
+                flow_bytes,
+                hls_bytes,
+                total,
+                max,
+                ..
+            } => write!(
+                f,
+                "{path}: the flows' rings and HLS segments would take {total} bytes ({}), \
+                 at most {max} ({}) ({key}); this flow's ring is {flow_bytes} bytes and its \
+                 HLS outputs' segments {hls_bytes} bytes ((playlist_size + 2) × \
+                 segment_duration_ms at {} Mbit/s)",
+                mib(total),
+                mib(max),
+                HLS_BUDGET_BITS_PER_SECOND / 1_000_000
             ),
         }
     }
@@ -230,7 +296,76 @@ mod tests {
         let u = SMALL.check(&flows).unwrap();
         assert_eq!(u.flows, 2);
         assert_eq!(u.ring_bytes, (1024 + 16) * SLOT_BYTES as u64);
+        assert_eq!(u.hls_bytes, 0);
         assert_eq!(SMALL.check(&[]).unwrap().ring_bytes, 0);
+    }
+
+    fn with_hls(mut f: FlowConfig, outputs: &str) -> FlowConfig {
+        let json = format!(
+            r#"{{"flows":[{{"id":"x","input":{{"type":"udp","bind_addr":"127.0.0.1:1"}},
+                "outputs":{outputs}}}]}}"#
+        );
+        f.outputs = crate::config::parse_unvalidated(&json).unwrap().flows[0]
+            .outputs
+            .clone();
+        f
+    }
+
+    /// An HLS output's segments count against the memory budget: the window it serves
+    /// (`playlist_size`), the one in flight and the one being filled, at 20 Mbit/s.
+    #[test]
+    fn hls_segments_count_against_the_memory_budget() {
+        let defaults = with_hls(
+            flow("a", Some(16), 0),
+            r#"[{"type":"hls","id":"h","ingest_url":"http://127.0.0.1:1/live/"},
+                {"type":"udp","id":"u","dest_addr":"127.0.0.1:2"}]"#,
+        );
+        // 2 s at 2.5 MB/s = 5 MB a segment, 6 + 2 of them.
+        let one = 8 * 5_000_000;
+        assert_eq!(flow_hls_bytes(&defaults), one);
+        let tuned = with_hls(
+            flow("b", Some(16), 0),
+            r#"[{"type":"hls","id":"h","ingest_url":"http://127.0.0.1:1/live/",
+                 "segment_duration_ms":1000,"playlist_size":3},
+                {"type":"hls","id":"i","ingest_url":"http://127.0.0.1:1/b/"}]"#,
+        );
+        assert_eq!(flow_hls_bytes(&tuned), 5 * 2_500_000 + one);
+        let rings = 32 * SLOT_BYTES as u64;
+        let big = Budget {
+            max_ring_bytes: 1 << 30,
+            ..SMALL
+        };
+        let u = big.check(&[defaults.clone(), tuned.clone()]).unwrap();
+        assert_eq!((u.ring_bytes, u.hls_bytes), (rings, 2 * one + 12_500_000));
+
+        // 64 MiB (a Pi 4) holds one default HLS output, not two.
+        let pi4 = Budget {
+            max_ring_bytes: 64 << 20,
+            ..big
+        };
+        assert!(pi4.check(std::slice::from_ref(&defaults)).is_ok());
+        let e = pi4.check(&[defaults.clone(), defaults]).unwrap_err();
+        assert_eq!(
+            e,
+            LimitError::RingBytes {
+                flow: 1,
+                flow_bytes: 16 * SLOT_BYTES as u64,
+                hls_bytes: one,
+                total: 2 * (one + 16 * SLOT_BYTES as u64),
+                max: 64 << 20,
+            }
+        );
+        assert_eq!(e.path(), "flows[1].outputs");
+        assert!(
+            e.to_string().contains("rings and HLS segments")
+                && e.to_string()
+                    .contains("its HLS outputs' segments 40000000 bytes"),
+            "{e}"
+        );
+        // Without HLS the message and path stay the ring's.
+        let e = SMALL.check(&[flow("c", Some(65_536), 0)]).unwrap_err();
+        assert_eq!(e.path(), "flows[0].ring_chunks");
+        assert!(!e.to_string().contains("HLS"), "{e}");
     }
 
     #[test]
@@ -277,6 +412,7 @@ mod tests {
             LimitError::RingBytes {
                 flow: 0,
                 flow_bytes: bytes,
+                hls_bytes: 0,
                 total: bytes,
                 max: 4 << 20
             }

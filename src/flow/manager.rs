@@ -179,6 +179,8 @@ pub struct FlowManager {
     outbound: Policy,
     /// The live windows of the HLS outputs, served by the API.
     hls: Published,
+    /// Caps and timeouts of the TCP listeners inputs open (RTMP), from the `server` block.
+    listener_limits: crate::net::listener::Limits,
 }
 
 impl FlowManager {
@@ -195,12 +197,19 @@ impl FlowManager {
             epoch: Instant::now(),
             outbound: None,
             hls: Published::default(),
+            listener_limits: crate::net::listener::Limits::default(),
         }
     }
 
     /// Where flows may connect (`security.outbound_allow`); flows started from now on use it.
     pub fn set_outbound(&mut self, policy: Policy) {
         self.outbound = policy;
+    }
+
+    /// The caps of the listeners inputs open (an RTMP server's port), as the API listener's:
+    /// flows started from now on use them.
+    pub fn set_listener_limits(&mut self, limits: crate::net::listener::Limits) {
+        self.listener_limits = limits;
     }
 
     /// Where the HLS outputs publish their live playlists (the API's `/hls/` reads it).
@@ -264,11 +273,12 @@ impl FlowManager {
         let epoch = self.epoch;
         let outbound = self.outbound.clone();
         let hls = self.hls.clone();
+        let limits = self.listener_limits;
         let flow = self.find(id)?;
         if flow.run.is_some() {
             return Ok(());
         }
-        match spawn(flow, &events, epoch, outbound, &hls) {
+        match spawn(flow, &events, epoch, outbound, &hls, limits) {
             Ok(run) => {
                 self.taps
                     .borrow_mut()
@@ -435,12 +445,14 @@ async fn settle() {
 
 /// Bind every socket of the flow first, then spawn its tasks: a flow either starts whole or
 /// not at all, and a bind failure never leaves half a flow running.
+#[cfg_attr(not(feature = "rtmp"), allow(unused_variables))]
 fn spawn(
     flow: &mut Flow,
     events: &Events,
     epoch: Instant,
     outbound: Policy,
     hls: &Published,
+    listener_limits: crate::net::listener::Limits,
 ) -> Result<Running, FlowError> {
     let cfg = &flow.config;
     let input = match &cfg.input {
@@ -456,6 +468,7 @@ fn spawn(
             &crate::secret::Secret::new(c.stream_key.as_str()),
             &cfg.id,
             events,
+            listener_limits,
         )
         .map(BoundInput::Rtmp),
         other => Err(InputError::Unsupported(other.type_name())),

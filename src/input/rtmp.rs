@@ -1,7 +1,8 @@
 //! The `rtmp` flow input: a listening server publishers (OBS, FFmpeg, encoders) push to.
 //!
 //! The protocol is `crate::rtmp`'s sans-IO [`Session`]; this is its shell: a TCP listener
-//! with the API listener's caps and timeouts (`net::listener`), one task per connection
+//! with the API listener's caps and timeouts from the `server` block (`net::listener`;
+//! `FlowManager::set_listener_limits`), one task per connection
 //! that reads, feeds the session, writes its replies, and hands media to the flow's
 //! [`Remux`] and from there, as TS, to the flow's chunker, analyzer and ring.
 //!
@@ -154,19 +155,21 @@ pub struct RtmpInput {
 impl RtmpInput {
     /// Binds `listen_addr` (or joins the server another flow bound there) and claims
     /// `app`/`stream_key` on it. A bind failure raises "RTMP server error" and fails the
-    /// start.
+    /// start. A server started here takes `limits` (the `server` block's, as the API
+    /// listener); one joined keeps those it started with.
     pub fn bind(
         addr: SocketAddr,
         app: &str,
         stream_key: &Secret,
         flow_id: &str,
         events: &Events,
+        limits: Limits,
     ) -> Result<Self, InputError> {
         let app = app.trim_matches('/').to_owned();
         let existing = SERVERS.with(|s| s.borrow().get(&addr).and_then(Weak::upgrade));
         let server = match existing {
             Some(s) => s,
-            None => match start_server(addr) {
+            None => match start_server(addr, limits) {
                 Ok(s) => s,
                 Err(source) => {
                     events.raise(Event::rtmp_server_error(
@@ -221,7 +224,7 @@ impl RtmpInput {
     }
 }
 
-fn start_server(addr: SocketAddr) -> std::io::Result<Rc<Server>> {
+fn start_server(addr: SocketAddr, limits: Limits) -> std::io::Result<Rc<Server>> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let tcp = tokio::net::TcpListener::from_std(std_listener)?;
@@ -233,7 +236,7 @@ fn start_server(addr: SocketAddr) -> std::io::Result<Rc<Server>> {
         shutdown: Rc::new(Notify::new()),
         started: Instant::now(),
     });
-    let listener = Listener::alone(tcp, "rtmp", Limits::default());
+    let listener = Listener::alone(tcp, "rtmp", limits);
     let task = tokio::task::spawn_local(accept_loop(listener, Rc::downgrade(&server)));
     *server.accept.borrow_mut() = Some(task);
     SERVERS.with(|s| {
@@ -545,7 +548,15 @@ mod tests {
     }
 
     fn start(addr: SocketAddr, key: &str, id: &str, events: &Events) -> (Flow, SocketAddr) {
-        let input = RtmpInput::bind(addr, "live", &Secret::new(key), id, events).unwrap();
+        let input = RtmpInput::bind(
+            addr,
+            "live",
+            &Secret::new(key),
+            id,
+            events,
+            Limits::default(),
+        )
+        .unwrap();
         let bound = input.local_addr();
         let stats = Rc::new(InputStats::default());
         let task = tokio::task::spawn_local(input.run(Feed {
@@ -608,7 +619,17 @@ mod tests {
             // Port 0 names the first server: the second flow joins it.
             let (f2, addr2) = start(any, "k2", "f2", &events);
             assert_eq!(addr, addr2);
-            assert!(RtmpInput::bind(any, "live", &Secret::new("k1"), "f3", &events).is_err());
+            assert!(
+                RtmpInput::bind(
+                    any,
+                    "live",
+                    &Secret::new("k1"),
+                    "f3",
+                    &events,
+                    Limits::default()
+                )
+                .is_err()
+            );
             settle().await;
 
             let (mut pub2, code) = publish(addr, "k2").await;

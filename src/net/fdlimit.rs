@@ -8,7 +8,7 @@
 //! own soft limit up to it without privileges), and the listeners' connection caps are
 //! derived so that a reserve always stays free for everything else (`net::listener`).
 //!
-//! The only `unsafe` of this concern lives here: two libc calls on a plain struct.
+//! The only `unsafe` of this concern lives here: three libc calls on a plain struct.
 
 // Wraps syscalls (see the module doc): one of the few modules where `unsafe` may be.
 #![allow(unsafe_code)]
@@ -62,6 +62,20 @@ pub fn raise_nofile() -> io::Result<FdLimit> {
 }
 
 /// `rlim_t` is 64 bits on the 64-bit targets and 32 on armv7: a cast that is a no-op here.
+/// The soft RLIMIT_NOFILE now (after [`raise_nofile`], what it left); unlimited when it
+/// cannot be read.
+pub fn soft_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return u64::MAX;
+    }
+    wide(lim.rlim_cur)
+}
+
 #[allow(clippy::unnecessary_cast)]
 fn wide(v: libc::rlim_t) -> u64 {
     v as u64

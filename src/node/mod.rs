@@ -195,6 +195,16 @@ impl Node {
             .and_then(|s| s.outbound_allow.as_deref());
         let outbound = crate::net::outbound::AllowList::from_entries(allow);
         manager.set_outbound(outbound.clone());
+        // Listeners flows open (RTMP) take the API listener's caps, the same way
+        // (daemon.rs): the `server` block, within the descriptors the budget leaves.
+        let budget = crate::board::budget(board.as_deref()).with_overrides(&config.limits);
+        let reserve = crate::net::fdlimit::reserve(budget.max_flows, budget.max_outputs_per_flow);
+        let (limits, _) = crate::net::listener::Limits::from_server(
+            &config.server,
+            crate::net::fdlimit::soft_nofile(),
+            reserve,
+        );
+        manager.set_listener_limits(limits);
         let hls = manager.hls_published();
         for flow in flows {
             let id = flow.id.clone();
