@@ -428,7 +428,7 @@ impl Validator<'_> {
                 return;
             }
         };
-        match crate::output::rtmp::Endpoint::parse(url, r.stream_key.as_deref()) {
+        match crate::rtmp::url::Endpoint::parse(url, r.stream_key.as_deref()) {
             Ok(ep) => {
                 if let Ok(ip) = ep.host.trim_matches(['[', ']']).parse::<IpAddr>() {
                     self.outbound(&upath, ip);

@@ -7,7 +7,8 @@
 //! side of one connection: bytes in, replies and media out), [`flv`] (audio/video tag bodies
 //! to Annex B and ADTS) and [`remux`] (media messages to TS through `ts::mux`). The async
 //! shell is `input::rtmp`. The other direction, for the push output (`output::rtmp`):
-//! [`mux`] (TS to FLV tags) and [`publish`] (the client side of a publish). Written here
+//! [`mux`] (TS to FLV tags), [`publish`] (the client side of a publish) and [`url`] (where a
+//! push goes, also read by config validation). Written here
 //! rather than taken from a crate: see docs/rtmp.md.
 
 pub mod amf;
@@ -18,6 +19,7 @@ pub mod mux;
 pub mod publish;
 pub mod remux;
 pub mod session;
+pub mod url;
 
 #[cfg(test)]
 mod props {
