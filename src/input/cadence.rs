@@ -33,6 +33,14 @@ const HYSTERESIS: u32 = 4;
 /// Weight of the newest tick in the rate estimate: 1/SMOOTHING.
 const SMOOTHING: f64 = 4.0;
 
+/// Whether a socket woken by a datagram should switch to draining on the ticker: when more
+/// than one was already waiting, or the previous wake-up was less than a starting period
+/// ago. In both cases datagrams come faster than the ticker would wake, so ticking costs less.
+/// (The UDP input's rule, and the UDP tunnel egress's.)
+pub fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
+    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < START_PERIOD))
+}
+
 #[derive(Debug)]
 pub struct Cadence {
     period: Duration,

@@ -5,9 +5,9 @@ use std::io;
 use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::cadence::{self, Cadence};
+use super::cadence::{Cadence, go_busy};
 use super::{Feed, InputError};
 use crate::config::UdpInputConfig;
 use crate::net::mmsg::{BATCH, RecvBatch};
@@ -84,7 +84,7 @@ impl UdpInput {
     ///
     /// Two modes. Idle: the socket is armed ([`OneShotReadable`]) and the task sleeps until
     /// a datagram arrives, which is forwarded at once. Busy, once datagrams come faster than
-    /// one per [`cadence::START_PERIOD`]: the socket is disarmed and drained every period
+    /// one per [`START_PERIOD`](super::cadence::START_PERIOD): the socket is disarmed and drained every period
     /// ([`Cadence`]: 1 to 10 ms, following the stream's rate) with as few `recvmmsg` calls as
     /// it takes, until a tick finds it empty and the input goes idle again. While busy,
     /// arrivals wake nobody: one wake-up, one `recvmmsg` and one send per
@@ -263,13 +263,6 @@ impl UdpInput {
     }
 }
 
-/// Whether an input woken by a datagram should switch to draining on the ticker: when more
-/// than one was already waiting, or the previous wake-up was less than a starting period
-/// ago. In both cases datagrams come faster than the ticker would wake, so ticking costs less.
-fn go_busy(got: usize, since_last_wake: Option<Duration>) -> bool {
-    got > 1 || (got == 1 && since_last_wake.is_some_and(|g| g < cadence::START_PERIOD))
-}
-
 /// Whether a socket may still hold datagrams after a batch of `got` out of `capacity`: a
 /// short batch means recvmmsg met an empty queue.
 fn more_after(got: usize, capacity: usize) -> bool {
@@ -279,6 +272,7 @@ fn more_after(got: usize, capacity: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::cadence;
 
     #[test]
     fn busy_mode_only_when_datagrams_come_faster_than_the_ticker() {
