@@ -25,7 +25,7 @@ for a in "$@"; do
     esac
 done
 # The features of the default set, each measured alone on the minimal build by --features.
-FEATURES=(rtsp rtmp hls)
+FEATURES=(rtsp rtmp hls tunnels)
 
 have_std() { [ -d "$(/usr/bin/rustc --print sysroot 2>/dev/null)/lib/rustlib/$1/lib" ]; }
 TARGETS=()
