@@ -169,10 +169,7 @@ fn ts_datagrams(n: usize) -> Vec<Vec<u8>> {
 #[test]
 fn udp_through_the_relay_carries_a_flow_byte_for_byte() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e01";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let relay = relay_for(id);
     // Site A: a flow's UDP output feeds the tunnel's egress address.
     let (rx, rx_port) = udp_receiver();
     let (a_in, a_tunnel, b_tunnel) = (free_udp_port(), free_udp_port(), free_udp_port());
@@ -337,10 +334,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[test]
 fn tcp_echo_through_the_relay_with_half_close() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e03";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let relay = relay_for(id);
     // The service behind site B: echoes what it reads, then closes after the client's end.
     let echo = TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_addr = echo.local_addr().unwrap();
@@ -413,10 +407,7 @@ fn tcp_echo_through_the_relay_with_half_close() {
 #[test]
 fn bind_rejection_is_raised_once_and_not_retried_in_a_loop() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e04";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let relay = relay_for(id);
     let mut t = tunnel(
         id,
         "egress",
@@ -440,35 +431,27 @@ fn bind_rejection_is_raised_once_and_not_retried_in_a_loop() {
     assert_eq!(severity, "critical");
 }
 
+/// A relay that knows tunnel `id`'s two bind tokens.
+fn relay_for(id: &str) -> FakeRelay {
+    FakeRelay::start(Options {
+        binds: binds(id),
+        ..Options::default()
+    })
+}
+
+/// An edge with one UDP relay-mode tunnel through `relays` (trusting the first's certificate).
+fn udp_edge(tag: &str, id: &str, direction: &str, port: u16, relays: &[&FakeRelay]) -> Edge {
+    let t = tunnel(id, direction, "udp", local(port), relay_mode(relays));
+    edge(tag, vec![t], vec![], pinned(relays[0]))
+}
+
 /// Two edges with a UDP tunnel through `relays`, bound and ready: (egress, ingress, the
 /// egress's local port, the ingress's receiving socket).
 fn udp_pair(tag: &str, id: &str, relays: &[&FakeRelay]) -> (Edge, Edge, u16, UdpSocket) {
     let (rx, rx_port) = udp_receiver();
     let a_port = free_udp_port();
-    let a = edge(
-        &format!("{tag}-a"),
-        vec![tunnel(
-            id,
-            "egress",
-            "udp",
-            local(a_port),
-            relay_mode(relays),
-        )],
-        vec![],
-        pinned(relays[0]),
-    );
-    let b = edge(
-        &format!("{tag}-b"),
-        vec![tunnel(
-            id,
-            "ingress",
-            "udp",
-            local(rx_port),
-            relay_mode(relays),
-        )],
-        vec![],
-        pinned(relays[0]),
-    );
+    let a = udp_edge(&format!("{tag}-a"), id, "egress", a_port, relays);
+    let b = udp_edge(&format!("{tag}-b"), id, "ingress", rx_port, relays);
     a.wait_state("ready");
     b.wait_state("ready");
     (a, b, a_port, rx)
@@ -477,10 +460,7 @@ fn udp_pair(tag: &str, id: &str, relays: &[&FakeRelay]) -> (Edge, Edge, u16, Udp
 #[test]
 fn a_tunnel_survives_the_relay_restarting() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e05";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let relay = relay_for(id);
     let (a, b, a_port, rx) = udp_pair("tun-restart", id, &[&relay]);
     let sent = datagrams(50);
     assert_same(
@@ -518,28 +498,14 @@ fn a_tunnel_survives_the_relay_restarting() {
 #[test]
 fn a_tunnel_survives_the_peer_restarting() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e08";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let relay = relay_for(id);
     let (a, b, a_port, rx) = udp_pair("tun-peer", id, &[&relay]);
     let rx_port = rx.local_addr().unwrap().port();
     b.q.stop();
     // A clean stop unbinds: the relay tells the other edge why.
     a.q.wait_event("Tunnel peer disconnected: peer unbound", LIMIT);
     a.wait_state("waiting");
-    let b = edge(
-        "tun-peer-b2",
-        vec![tunnel(
-            id,
-            "ingress",
-            "udp",
-            local(rx_port),
-            relay_mode(&[&relay]),
-        )],
-        vec![],
-        pinned(&relay),
-    );
+    let b = udp_edge("tun-peer-b2", id, "ingress", rx_port, &[&relay]);
     a.wait_state("ready");
     b.wait_state("ready");
     let sent = datagrams(40);
@@ -554,10 +520,7 @@ fn a_tunnel_survives_the_peer_restarting() {
 #[test]
 fn the_edges_fail_over_to_the_second_relay() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e07";
-    let primary = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
+    let primary = relay_for(id);
     let backup = FakeRelay::start(Options {
         binds: binds(id),
         cert: Some(primary.cert.clone()),
@@ -595,38 +558,8 @@ fn the_edges_fail_over_to_the_second_relay() {
 #[test]
 fn forged_and_replayed_datagrams_are_dropped_and_counted() {
     let id = "6f1d6c1e-0a6b-4c1e-9d3e-2a1b3c4d5e06";
-    let relay = FakeRelay::start(Options {
-        binds: binds(id),
-        ..Options::default()
-    });
-    let (rx, rx_port) = udp_receiver();
-    let a_port = free_udp_port();
-    let a = edge(
-        "tun-mitm-a",
-        vec![tunnel(
-            id,
-            "egress",
-            "udp",
-            local(a_port),
-            relay_mode(&[&relay]),
-        )],
-        vec![],
-        pinned(&relay),
-    );
-    let b = edge(
-        "tun-mitm-b",
-        vec![tunnel(
-            id,
-            "ingress",
-            "udp",
-            local(rx_port),
-            relay_mode(&[&relay]),
-        )],
-        vec![],
-        pinned(&relay),
-    );
-    a.wait_state("ready");
-    b.wait_state("ready");
+    let relay = relay_for(id);
+    let (a, b, a_port, rx) = udp_pair("tun-mitm", id, &[&relay]);
     let sent = datagrams(10);
     assert_same(carry(local(a_port), &sent, &rx), sorted(sent), "carried");
 
