@@ -2,38 +2,18 @@
 //! sockets) allocates nothing per packet in steady state. Measured with a counting global
 //! allocator over 105 056 TS packets, in one process, on loopback.
 
-// A counting global allocator is an `unsafe impl GlobalAlloc`.
+// The counting global allocator (tests/support) is an `unsafe impl GlobalAlloc`.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
 use std::time::Duration;
 
 use quoll::config::FlowConfig;
 use quoll::events::Events;
 use quoll::flow::FlowManager;
 use tokio::net::UdpSocket;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const WARMUP: u32 = 2_000;
 const MEASURED: u32 = 15_008; // x 7 packets = 105 056 TS packets; a multiple of BATCH
@@ -85,11 +65,11 @@ fn steady_state_forwarding_allocates_nothing_per_packet() {
         let mut bufs = ([0u8; 1316], vec![0u8; 2048]);
         let socks = (&tx, &udp_rx, &rtp_rx);
         pump(socks, dest, &mut bufs, 0, WARMUP).await;
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = counting_alloc::allocations();
         // Nothing but the pump between the two reads: anything else the test itself does
         // there (an env lookup allocates its OsString) would be counted against the flow.
         pump(socks, dest, &mut bufs, WARMUP, MEASURED).await;
-        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        let allocs = counting_alloc::allocations() - before;
 
         let views = flows.views();
         let v = &views[0];

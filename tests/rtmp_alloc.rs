@@ -6,40 +6,20 @@
 //! stays a small fraction of an allocation per TS packet, not one or more per packet.
 //! Its own binary: the counter is process-wide, so no other test may run beside it.
 
-// A counting global allocator is an `unsafe impl GlobalAlloc`.
+// The counting global allocator (tests/support) is an `unsafe impl GlobalAlloc`.
 #![allow(unsafe_code)]
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quoll::config::FlowConfig;
 use quoll::events::Events;
 use quoll::flow::FlowManager;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// At most one allocation per this many TS packets out (measured: see the printed line).
 const PACKETS_PER_ALLOCATION: u64 = 4;
@@ -88,7 +68,7 @@ fn the_rtmp_input_allocates_per_message_not_per_packet() {
         loop {
             let now = tokio::time::Instant::now();
             if before.is_none() && now >= start + Duration::from_secs(2) && bytes > 0 {
-                before = Some((ALLOCS.load(Ordering::Relaxed), bytes));
+                before = Some((counting_alloc::allocations(), bytes));
             }
             if now >= start + Duration::from_secs(6) {
                 break;
@@ -98,7 +78,7 @@ fn the_rtmp_input_allocates_per_message_not_per_packet() {
                 bytes += n as u64;
             }
         }
-        let allocs_after = ALLOCS.load(Ordering::Relaxed);
+        let allocs_after = counting_alloc::allocations();
         let (allocs_before, bytes_before) = before.expect("no TS came out in the first 2 s");
         let _ = publisher.kill();
         let _ = publisher.wait();

@@ -76,16 +76,7 @@ impl ServerHandshake {
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, HandshakeError> {
         let mut consumed = 0;
         if self.state == State::C0C1 {
-            let Some(&version) = input.first() else {
-                return Ok(Progress {
-                    consumed,
-                    done: false,
-                });
-            };
-            if version != VERSION {
-                return Err(HandshakeError::Version(version));
-            }
-            let Some(c1) = input.get(1..1 + PACKET_SIZE) else {
+            let Some(c1) = version_and_packet(input)? else {
                 return Ok(Progress {
                     consumed,
                     done: false,
@@ -93,16 +84,7 @@ impl ServerHandshake {
             };
             out.reserve(1 + 2 * PACKET_SIZE);
             out.push(VERSION);
-            // S1: time, zero, filler.
-            out.extend_from_slice(&self.epoch_ms.to_be_bytes());
-            out.extend_from_slice(&[0; 4]);
-            let mut x = u64::from(self.epoch_ms) | 0x9e37_79b9_7f4a_7c15;
-            for _ in 0..(PACKET_SIZE - 8) / 8 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+            put_first_packet(self.epoch_ms, 0x9e37_79b9_7f4a_7c15, out);
             // S2: C1 echoed.
             out.extend_from_slice(c1);
             consumed = 1 + PACKET_SIZE;
@@ -147,15 +129,7 @@ impl ClientHandshake {
     pub fn start(epoch_ms: u32, out: &mut Vec<u8>) -> Self {
         out.reserve(1 + PACKET_SIZE);
         out.push(VERSION);
-        out.extend_from_slice(&epoch_ms.to_be_bytes());
-        out.extend_from_slice(&[0; 4]);
-        let mut x = u64::from(epoch_ms) | 0x2545_f491_4f6c_dd1d;
-        for _ in 0..(PACKET_SIZE - 8) / 8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        put_first_packet(epoch_ms, 0x2545_f491_4f6c_dd1d, out);
         ClientHandshake {
             state: ClientState::S0S1,
         }
@@ -169,16 +143,7 @@ impl ClientHandshake {
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, HandshakeError> {
         let mut consumed = 0;
         if self.state == ClientState::S0S1 {
-            let Some(&version) = input.first() else {
-                return Ok(Progress {
-                    consumed,
-                    done: false,
-                });
-            };
-            if version != VERSION {
-                return Err(HandshakeError::Version(version));
-            }
-            let Some(s1) = input.get(1..1 + PACKET_SIZE) else {
+            let Some(s1) = version_and_packet(input)? else {
                 return Ok(Progress {
                     consumed,
                     done: false,
@@ -202,6 +167,29 @@ impl ClientHandshake {
             consumed,
             done: self.state == ClientState::Done,
         })
+    }
+}
+
+/// C0+C1 (or S0+S1) at the start of `input`: the version checked, then the whole packet, or
+/// `None` while it has not all arrived.
+fn version_and_packet(input: &[u8]) -> Result<Option<&[u8]>, HandshakeError> {
+    match input.first() {
+        None => Ok(None),
+        Some(&v) if v != VERSION => Err(HandshakeError::Version(v)),
+        Some(_) => Ok(input.get(1..1 + PACKET_SIZE)),
+    }
+}
+
+/// C1 or S1: the time, four zero bytes (no digest handshake) and xorshift filler from `seed`.
+fn put_first_packet(epoch_ms: u32, seed: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&epoch_ms.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let mut x = u64::from(epoch_ms) | seed;
+    for _ in 0..(PACKET_SIZE - 8) / 8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
     }
 }
 
