@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -110,19 +110,12 @@ impl State {
     }
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
+#[path = "../support/watched.rs"]
+mod watched;
+
+type Shared = watched::Watched<State>;
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.lock());
-        self.changed.notify_all();
-    }
     fn violation(&self, v: String) {
         eprintln!("fake manager: VIOLATION {v}");
         self.update(|s| s.violations.push(v));
@@ -151,15 +144,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl FakeManager {
     pub fn start(opts: Options) -> FakeManager {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                tokens: opts.tokens.clone(),
-                nodes: opts.nodes.clone(),
-                open: true,
-                ..State::default()
-            }),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(State {
+            tokens: opts.tokens.clone(),
+            nodes: opts.nodes.clone(),
+            open: true,
+            ..State::default()
+        }));
         let socket = tokio_socket(opts.port, opts.small_rcvbuf).expect("bind the fake manager");
         let port = socket.local_addr().unwrap().port();
         let (ctl, rx) = mpsc::unbounded_channel();
@@ -197,24 +187,8 @@ impl FakeManager {
     }
 
     /// Wait until `cond` holds, up to `limit`; false if it never did.
-    pub fn wait(&self, limit: Duration, mut cond: impl FnMut(&State) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut s = self.shared.lock();
-        loop {
-            if cond(&s) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            s = self
-                .shared
-                .changed
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+    pub fn wait(&self, limit: Duration, cond: impl FnMut(&State) -> bool) -> bool {
+        self.shared.wait(limit, cond)
     }
 
     /// Like `wait`, but panics with the state on timeout.
@@ -440,7 +414,7 @@ async fn connection(
         s.connections += 1;
         s.connections - 1
     };
-    shared.changed.notify_all();
+    shared.notify();
     let (mut sink, mut stream) = ws.split();
 
     // The first frame: auth, within 10 s of the upgrade.
@@ -608,7 +582,7 @@ fn check_auth(shared: &Shared, text: &str) -> Option<Value> {
         json!({"type": "auth_error", "message": msg})
     });
     drop(s);
-    shared.changed.notify_all();
+    shared.notify();
     Some(reply)
 }
 
@@ -870,10 +844,7 @@ fn rfc3339_parser_agrees_with_quoll() {
 
 #[test]
 fn messages_the_manager_drops_are_violations_and_not_recorded() {
-    let shared = Shared {
-        state: Mutex::new(State::default()),
-        changed: Condvar::new(),
-    };
+    let shared = Shared::new(State::default());
     check_message(&shared, 0, r#"{"type":"pong","payload":{}}"#);
     check_message(
         &shared,

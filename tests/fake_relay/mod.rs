@@ -26,8 +26,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -87,21 +87,10 @@ impl State {
     }
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
+#[path = "../support/watched.rs"]
+mod watched;
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.lock());
-        self.changed.notify_all();
-    }
-}
+type Shared = watched::Watched<State>;
 
 enum Ctl {
     /// Send the last datagram seen on this tunnel again, to its receiver.
@@ -127,10 +116,7 @@ impl FakeRelay {
                 .expect("generate the relay certificate");
             (c.cert.der().to_vec(), c.signing_key.serialize_der())
         });
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(State::default()));
         let socket = std::net::UdpSocket::bind(("127.0.0.1", opts.port)).expect("bind the relay");
         let addr = socket.local_addr().unwrap();
         let (ctl, rx) = mpsc::unbounded_channel();
@@ -170,24 +156,8 @@ impl FakeRelay {
     }
 
     /// Wait until `cond` holds, up to `limit`; false if it never did.
-    pub fn wait(&self, limit: Duration, mut cond: impl FnMut(&State) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut s = self.shared.lock();
-        loop {
-            if cond(&s) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            s = self
-                .shared
-                .changed
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+    pub fn wait(&self, limit: Duration, cond: impl FnMut(&State) -> bool) -> bool {
+        self.shared.wait(limit, cond)
     }
 
     /// Like `wait`, but panics with the state on timeout.
