@@ -466,26 +466,63 @@ fn relay_pair(
     (tunnel(ingress), tunnel(egress))
 }
 
+/// Two edges with a UDP tunnel through the stand-in relay (pinned), started.
+struct RelayEdges {
+    relay: fake_relay::Relay,
+    relay_addr: SocketAddr,
+    /// Where the ingress edge delivers.
+    receiver: tokio::net::UdpSocket,
+    /// The egress edge's local address.
+    entry: SocketAddr,
+    ev_in: Events,
+    ev_out: Events,
+    edge_in: Tunnels,
+    edge_out: Tunnels,
+}
+
+/// `mitm`: the relay also replays and forges each datagram it forwards.
+async fn relay_edges(mitm: bool) -> RelayEdges {
+    let relay = fake_relay::start(SECRET, mitm);
+    let relay_addr = relay.endpoint.local_addr().unwrap();
+    let pinned = TunnelTlsConfig {
+        cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&relay.fingerprint)],
+        ..TunnelTlsConfig::default()
+    };
+    let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let entry = free_udp_port();
+    let (ingress, egress) = relay_pair(relay_addr, SECRET, receiver.local_addr().unwrap(), entry);
+    let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
+    let edge_in = Tunnels::new(ctx(&ev_in, std::env::temp_dir()));
+    let edge_out = Tunnels::new(ctx(&ev_out, std::env::temp_dir()));
+    edge_in.apply(&[ingress], &pinned);
+    edge_out.apply(&[egress], &pinned);
+    RelayEdges {
+        relay,
+        relay_addr,
+        receiver,
+        entry,
+        ev_in,
+        ev_out,
+        edge_in,
+        edge_out,
+    }
+}
+
 /// Relay mode on loopback: both ends bind through the stand-in, the first learns of the
 /// second on a relay-opened stream, and UDP comes out byte for byte.
 #[test]
 fn relay_mode_carries_udp_byte_exact_on_loopback() {
     local(async {
-        let relay = fake_relay::start(SECRET, false);
-        let relay_addr = relay.endpoint.local_addr().unwrap();
-        let pinned = TunnelTlsConfig {
-            cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&relay.fingerprint)],
-            ..TunnelTlsConfig::default()
-        };
-        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let entry = free_udp_port();
-        let (ingress, egress) =
-            relay_pair(relay_addr, SECRET, receiver.local_addr().unwrap(), entry);
-        let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
-        let edge_in = Tunnels::new(ctx(&ev_in, std::env::temp_dir()));
-        let edge_out = Tunnels::new(ctx(&ev_out, std::env::temp_dir()));
-        edge_in.apply(&[ingress], &pinned);
-        edge_out.apply(&[egress], &pinned);
+        let RelayEdges {
+            relay,
+            relay_addr,
+            receiver,
+            entry,
+            ev_in,
+            ev_out,
+            edge_in,
+            edge_out,
+        } = relay_edges(false).await;
 
         let sent = carry_udp(&receiver, entry, &ev_out).await;
 
@@ -638,21 +675,15 @@ fn direct_mode_carries_tcp_with_half_close() {
 #[test]
 fn replayed_and_forged_datagrams_are_counted_and_never_delivered() {
     local(async {
-        let relay = fake_relay::start(SECRET, true);
-        let relay_addr = relay.endpoint.local_addr().unwrap();
-        let pinned = TunnelTlsConfig {
-            cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&relay.fingerprint)],
-            ..TunnelTlsConfig::default()
-        };
-        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let entry = free_udp_port();
-        let (ingress, egress) =
-            relay_pair(relay_addr, SECRET, receiver.local_addr().unwrap(), entry);
-        let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
-        let edge_in = Tunnels::new(ctx(&ev_in, std::env::temp_dir()));
-        let edge_out = Tunnels::new(ctx(&ev_out, std::env::temp_dir()));
-        edge_in.apply(&[ingress], &pinned);
-        edge_out.apply(&[egress], &pinned);
+        let RelayEdges {
+            relay,
+            receiver,
+            entry,
+            ev_out,
+            edge_in,
+            edge_out,
+            ..
+        } = relay_edges(true).await;
 
         // Each datagram comes out once, in order (carry_udp checks every one).
         carry_udp(&receiver, entry, &ev_out).await;
