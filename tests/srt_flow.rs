@@ -501,16 +501,20 @@ fn redundant_input_survives_one_sender_killed_mid_stream() {
 
 /// 2022-7 with holes: leg 1 leads (SRT latency 60 ms) over a lossy path (5 % loss each way,
 /// 30 ms each way), so SRT cannot repair everything in time and drops packets as too late:
-/// leg 1 has holes. Leg 2 lags (latency 200 ms) on a clean path. The merge holds what
+/// leg 1 has holes. Leg 2 lags (latency 500 ms) on a clean path. The merge holds what
 /// follows each hole until leg 2's copy arrives (the default window: 100 ms plus the
-/// 140 ms latency difference) and the output is the source, byte for byte, in order.
+/// 440 ms latency difference) and the output is the source, byte for byte, in order.
+/// Leg 2's lag is wide on purpose: each leg's delivery clock starts from its first packet,
+/// and a 200 ms leg 2 (140 ms ahead on paper) once delivered first for the whole run when
+/// the native suite loaded the machine (CI, 2026-12-06: leg 1 dropped 39, none filled, the
+/// output still exact), which tests the scheduler, not the merge.
 #[test]
 fn redundant_input_fills_the_leading_legs_holes_from_the_other_leg() {
     require_peers!(FFMPEG, SLT);
     let [leg1, leg2, in1, in2] = [(); 4].map(|_| free_udp_port());
     let input = redundant(
         srt_listener(leg1).with(json!({"latency_ms": 60})),
-        srt_listener(leg2).with(json!({"latency_ms": 200})),
+        srt_listener(leg2).with(json!({"latency_ms": 500})),
     );
     let s = Scenario::new("srt-redundancy-holes", input)
         .source(5)
@@ -518,7 +522,7 @@ fn redundant_input_fills_the_leading_legs_holes_from_the_other_leg() {
         .start();
     let proxy = LossyProxy::start(leg1, 50, Duration::from_millis(30));
     let _a = slt_caller_from_udp(in1, proxy.port, "&latency=60");
-    let _b = slt_caller_from_udp(in2, leg2, "&latency=200");
+    let _b = slt_caller_from_udp(in2, leg2, "&latency=500");
     wait_both_legs(&s.q, SECS(15));
     let reference = s.send_udp(&[in1, in2]);
     let out = receive_bytes(&s.rx().sock, reference.len(), SECS(10));
