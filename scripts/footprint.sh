@@ -28,7 +28,7 @@ echo "building release binaries ..." >&2
 cargo build --release -q --bin quoll
 cargo build --release -q --example udp_pace
 if [ "$QEMU" = 1 ]; then
-    RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target-aarch64 \
+    RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target-aarch64-release \
         cargo build --release -q --bin quoll --target aarch64-unknown-linux-gnu
 fi
 PACE=target/release/examples/udp_pace
@@ -95,7 +95,7 @@ echo "| run | idle RSS MiB | loaded RSS MiB | peak RSS MiB | idle threads | load
 echo "| --- | ---: | ---: | ---: | --- | --- |"
 measure native "$PWD/target/release/quoll"
 if [ "$QEMU" = 1 ]; then
-    measure qemu-aarch64 qemu-aarch64 "$PWD/target-aarch64/aarch64-unknown-linux-gnu/release/quoll"
+    measure qemu-aarch64 qemu-aarch64 "$PWD/target-aarch64-release/aarch64-unknown-linux-gnu/release/quoll"
 fi
 echo
 echo "Under qemu-user, RSS includes the emulator and its translated code, and qemu adds one"

@@ -30,6 +30,14 @@ section() {
     return "$rc"
 }
 
+# kill_tree PID — PID and everything it started (cargo leaves its rustc children running).
+kill_tree() {
+    local c kids
+    kids=$(pgrep -P "$1" 2>/dev/null || true)
+    kill "$1" 2>/dev/null || true
+    for c in $kids; do kill_tree "$c"; done
+}
+
 print_timings() {
     printf '\n==> timings\n'
     local line

@@ -3,25 +3,30 @@
 # (Debian's rustc, like scripts/test-all.sh), each as the full build (default features) and
 # the minimal one (`--no-default-features`: UDP/RTP, SRT, events, manager link, API,
 # console). Prints a markdown table.
-#   scripts/size.sh [--no-build] [--check] [--features]
+#   scripts/size.sh [--no-build | --build-only] [--check] [--features]
 # --check compares each cross binary (and aarch64's minimal one) with scripts/size-budget
 # (bytes, stripped) and fails when one is over: the budget is the measured size plus at most 15 %
 # headroom, so growth is a decision, not an accident. --features also builds aarch64 with
 # each feature alone on top of the minimal build, for the cost table in docs/benchmarks.md.
+# --build-only builds the cross binaries and stops: scripts/test-all.sh runs it in the
+# background at nice 19 while the tests run, then `--no-build --check`.
 # CROSS_TARGETS (set by scripts/test-all.sh from what scripts/install-deps.sh could
 # install) names the targets; by default, those with a std.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 build=1
+build_only=0
 check=0
 per_feature=0
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
+        --build-only) build_only=1 ;;
         --check) check=1 ;;
         --features) per_feature=1 ;;
-        *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,13p' "$0" >&2; exit 2 ;;
     esac
 done
 # The features of the default set, each measured alone on the minimal build by --features.
@@ -36,35 +41,43 @@ else
         if have_std "$t"; then TARGETS+=("$t"); else echo "no std for $t under /usr/bin/rustc: skipped" >&2; fi
     done
 fi
-dir_of() { case "$1" in aarch64-*) echo target-aarch64 ;; armv7-*) echo target-armv7 ;; esac; }
-# The minimal build has a target dir of its own and runs beside the full one: each ends in a
-# single-threaded fat-LTO link, so on two cores the pair takes the time of the longer one
-# (sharing one target dir and building one after the other took half as long again). Only
-# aarch64, the main board class, has a minimal budget.
-min_dir_of() { echo "$(dir_of "$1")-minimal"; }
+# Release builds have target dirs of their own (the qemu tests' debug builds are in
+# target-ARCH), so they can run while those are built and tested. Every build runs beside
+# the others: each ends in a single-threaded fat-LTO link, so on two cores side by side takes
+# the time of the longest (sharing one target dir and building one after the other took half
+# as long again). Only aarch64, the main board class, has a minimal budget.
+dir_of() { case "$1" in aarch64-*) echo target-aarch64-release ;; armv7-*) echo target-armv7-release ;; esac; }
+min_dir_of() { case "$1" in aarch64-*) echo target-aarch64-minimal ;; armv7-*) echo target-armv7-minimal ;; esac; }
 min_bin_of() { echo "$(min_dir_of "$1")/$1/release/quoll"; }
 has_minimal() { case "$1" in aarch64-*) true ;; *) false ;; esac; }
 strip_of() { case "$1" in aarch64-*) echo aarch64-linux-gnu-strip ;; armv7-*) echo arm-linux-gnueabihf-strip ;; esac; }
 
 if [ "$build" = 1 ]; then
-    if [ "$check" = 0 ]; then
+    if [ "$check" = 0 ] && [ "$build_only" = 0 ]; then
         echo "building native release ..." >&2
         cargo build --release -q --bin quoll >&2
     fi
+    pids=()
+    # Stopped with this script (scripts/test-all.sh ends a background run it no longer needs).
+    trap 'for p in "${pids[@]}"; do kill_tree "$p"; done' TERM INT
     for t in "${TARGETS[@]}"; do
-        minimal=
-        if has_minimal "$t"; then
-            echo "building $t minimal release (--no-default-features), in the background ..." >&2
-            RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(min_dir_of "$t") \
-                cargo build --release -q --bin quoll --no-default-features --target "$t" >&2 &
-            minimal=$!
-        fi
         echo "building $t release with /usr/bin/rustc ..." >&2
         RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(dir_of "$t") \
-            cargo build --release -q --bin quoll --target "$t" >&2
-        [ -z "$minimal" ] || wait "$minimal"
+            cargo build --release -q --bin quoll --target "$t" >&2 &
+        pids+=($!)
+        if has_minimal "$t"; then
+            echo "building $t minimal release (--no-default-features) ..." >&2
+            RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(min_dir_of "$t") \
+                cargo build --release -q --bin quoll --no-default-features --target "$t" >&2 &
+            pids+=($!)
+        fi
     done
+    failed=0
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    trap - TERM INT
+    [ "$failed" = 0 ] || { echo "a release build failed (its error is above)" >&2; exit 1; }
 fi
+[ "$build_only" = 0 ] || exit 0
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

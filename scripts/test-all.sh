@@ -14,7 +14,8 @@
 #                  of the run then say)
 #   CROSS_TARGET   a single target (overrides CROSS_TARGETS)
 #   CROSS_RUSTC    rustc that has those targets' std (default /usr/bin/rustc, Debian's)
-#   SIZE_CHECK=0   skip the release builds of the size budget check
+#   SIZE_CHECK=0   skip the release builds of the size budget check (they run in the
+#                  background from the start, see start_size_build)
 #   TEST_RUNNER    nextest | cargo-test (default: nextest when installed)
 #   QUOLL_REQUIRE_PEERS=1  tests needing ffmpeg/srt-live-transmit fail instead of skipping
 set -euo pipefail
@@ -72,8 +73,31 @@ CROSS_TIMEOUT=${CROSS_TIMEOUT:-1800}
 FEATURES=(--features test-util)
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+size_build= # the background release builds of the size budget, while they run
+trap '[ -z "$size_build" ] || kill_tree "$size_build"; rm -rf "$logs"' EXIT
 failed=0
+
+# The size budget's release builds (fat LTO, 3 binaries) cost as much CPU as a qemu run, and
+# the test sections leave a core idle much of the time (peers and timeouts run in real time:
+# the qemu runs keep the two cores ~60 % busy). So the builds start with the run, at nice 19,
+# and take what the tests leave: a nice-0 task that wakes preempts them at once, so the tests
+# see an idle machine's scheduling. The size section then waits for what is left.
+start_size_build() {
+    [ "$do_cross" = 1 ] && [ "${SIZE_CHECK:-1}" = 1 ] || return 0
+    echo "size budget: the release builds start now, at nice 19, in the background"
+    size_t0=$(date +%s)
+    nice -n 19 scripts/size.sh --build-only >"$logs/size-build.log" 2>&1 &
+    size_build=$!
+}
+size_check() {
+    local rc=0
+    wait "$size_build" || rc=$?
+    size_build=
+    cat "$logs/size-build.log"
+    echo "release builds: $(( $(date +%s) - size_t0 )) s from their start in the background"
+    [ "$rc" = 0 ] || { echo "the release builds failed (exit $rc)" >&2; return 1; }
+    scripts/size.sh --no-build --check
+}
 
 run_tests() { # run_tests LOG PROFILE [cargo args...]
     local log=$1 profile=$2 to=$3
@@ -119,6 +143,7 @@ cross_tests() {
 }
 
 echo "test runner: $TEST_RUNNER; QUOLL_REQUIRE_PEERS=${QUOLL_REQUIRE_PEERS:-unset}"
+start_size_build
 if [ "$do_native" = 1 ]; then
     section "fmt" cargo fmt --all --check || failed=1
     section "yocto layer lint (oelint-adv)" scripts/lint-yocto.sh || failed=1
@@ -143,7 +168,7 @@ if [ "$do_cross" = 1 ]; then
         fi
     done
     if [ "${SIZE_CHECK:-1}" = 1 ]; then
-        section "size budget (stripped release binaries)" scripts/size.sh --check || failed=1
+        section "size budget (stripped release binaries)" size_check || failed=1
     fi
 fi
 
