@@ -384,16 +384,13 @@ pub(crate) mod check {
     /// `host:port` with a port (a relay or a direct peer; a name is resolved when dialled).
     pub(crate) fn host_port(v: &str) -> Result<(), &'static str> {
         const WANT: &str = "is not host:port (e.g. relay.example.com:4433 or [2001:db8::1]:4433)";
-        let Some((host, port)) = v.rsplit_once(':') else {
-            return Err(WANT);
-        };
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let host_ok = host.parse::<std::net::IpAddr>().is_ok() || host_name(host).is_ok();
-        match port.parse::<u16>() {
-            Ok(p) if p != 0 && host_ok => Ok(()),
+        match crate::net::outbound::split_host_port(v) {
+            Some((host, port))
+                if port != 0
+                    && (host.parse::<std::net::IpAddr>().is_ok() || host_name(host).is_ok()) =>
+            {
+                Ok(())
+            }
             _ => Err(WANT),
         }
     }

@@ -2175,6 +2175,49 @@ fn tunnels_need_what_their_mode_uses() {
     );
 }
 
+/// Relays and direct peers written as addresses, and the ingress edge's delivery address,
+/// are destinations: `security.outbound_allow` holds them (a name is checked when dialled).
+#[test]
+fn tunnel_addresses_are_held_to_outbound_allow() {
+    // The tunnel's problems only (the base config's flows send to loopback and multicast).
+    let with_allow = |t: Value| -> Vec<String> {
+        errs(|v| {
+            v["security"] = json!({"outbound_allow": ["10.0.0.0/8"]});
+            v["tunnels"] = json!([t]);
+        })
+        .into_iter()
+        .filter(|e| e.starts_with("tunnels"))
+        .collect()
+    };
+    let mut relays = relay_tunnel();
+    relays["relay_addrs"] = json!(["10.0.0.1:4433", "192.0.2.1:4433"]);
+    assert_eq!(
+        with_allow(relays),
+        vec!["tunnels[0].relay_addrs[1]: 192.0.2.1 is not in security.outbound_allow"]
+    );
+    // A name passes here; the egress edge's local_addr is where it reads, not a destination.
+    assert_eq!(with_allow(relay_tunnel()), Vec::<String>::new());
+    let mut ingress = relay_tunnel();
+    ingress["direction"] = json!("ingress");
+    ingress["relay_addr"] = json!("[2001:db8::1]:4433");
+    assert_eq!(
+        with_allow(ingress),
+        vec![
+            "tunnels[0].relay_addr: 2001:db8::1 is not in security.outbound_allow",
+            "tunnels[0].local_addr: 127.0.0.1 is not in security.outbound_allow",
+        ]
+    );
+    let mut direct = relay_tunnel();
+    direct["mode"] = json!("direct");
+    direct["peer_addr"] = json!("198.51.100.4:4433");
+    direct["tunnel_psk"] = json!("ef".repeat(32));
+    direct.as_object_mut().unwrap().remove("relay_addr");
+    assert_eq!(
+        with_allow(direct),
+        vec!["tunnels[0].peer_addr: 198.51.100.4 is not in security.outbound_allow"]
+    );
+}
+
 #[test]
 fn tunnel_tls_is_checked_kept_and_gives_the_trust_rule() {
     one(

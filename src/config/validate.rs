@@ -17,6 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::declare::check;
 use super::error::{ConfigError, ErrorKind, child, index, quoted};
 use super::model::*;
+use crate::net::outbound::split_host_port;
 
 /// Longest flow or output id: ids end up in URLs, file names and event messages.
 pub const MAX_ID_LEN: usize = 64;
@@ -276,6 +277,24 @@ impl Validator<'_> {
                     ),
                 }
             }
+        }
+        // Where the tunnel dials (relays, the direct peer) and, on the ingress edge, where it
+        // delivers: written as addresses, they must be in `security.outbound_allow` (a name
+        // is checked when dialled).
+        let dialled = t
+            .relay_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (index(&child(path, "relay_addrs"), i), a))
+            .chain(t.relay_addr.iter().map(|a| (child(path, "relay_addr"), a)))
+            .chain(t.peer_addr.iter().map(|a| (child(path, "peer_addr"), a)));
+        for (at, host_port) in dialled {
+            if let Some(ip) = split_host_port(host_port).and_then(|(h, _)| h.parse().ok()) {
+                self.outbound(&at, ip);
+            }
+        }
+        if t.direction == TunnelDirection::Ingress {
+            self.outbound(&child(path, "local_addr"), t.local_addr.ip());
         }
         if t.relay_addrs.len() > TunnelConfig::MAX_RELAYS {
             self.err_of(

@@ -219,6 +219,17 @@ impl fmt::Display for OutboundError {
 
 impl std::error::Error for OutboundError {}
 
+/// `host:port` (a name, an IPv4 address, or an IPv6 one in brackets) as its host, without
+/// brackets, and port; `None` without a port.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse().ok()?))
+}
+
 /// The address to connect to for `host:port` under `policy`: a literal address is checked,
 /// a name is resolved and the first permitted address returned. Without a policy a literal
 /// is returned as is and a name resolved as the system would.
@@ -264,6 +275,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn host_port_splits_names_and_both_families() {
+        assert_eq!(
+            split_host_port("relay.example:4433"),
+            Some(("relay.example", 4433))
+        );
+        assert_eq!(split_host_port("10.0.0.1:9"), Some(("10.0.0.1", 9)));
+        assert_eq!(
+            split_host_port("[2001:db8::1]:4433"),
+            Some(("2001:db8::1", 4433))
+        );
+        assert_eq!(split_host_port("relay.example"), None);
+        assert_eq!(split_host_port("relay:99999"), None);
     }
 
     #[test]

@@ -214,12 +214,17 @@ impl Node {
         }
         #[cfg(feature = "rtsp")]
         let bridge = match launcher {
-            None => Bridge::new(config.bridge.as_ref(), taps, events.clone(), outbound),
+            None => Bridge::new(
+                config.bridge.as_ref(),
+                taps,
+                events.clone(),
+                outbound.clone(),
+            ),
             Some(l) => Bridge::with_launcher(
                 config.bridge.as_ref(),
                 taps,
                 events.clone(),
-                outbound,
+                outbound.clone(),
                 |k| std::env::var(k).ok(),
                 l,
             ),
@@ -244,6 +249,7 @@ impl Node {
             events: events.clone(),
             data_dir: PathBuf::from(&config.storage.data_dir),
             edge_id: edge_id(&config),
+            outbound,
         });
         tunnels.apply(&config.tunnels, &config.tunnel_tls);
         Rc::new(Node {

@@ -434,6 +434,7 @@ async fn dial_peer(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
         .clone()
         .ok_or(Fatal::Config("peer_addr is required on the egress edge"))?;
     let client = quic::client(&task.tls.trust(), quic::ALPN_DIRECT).map_err(Fatal::Quic)?;
+    let outbound = task.ctx.outbound.clone();
     let shared = plane.shared.clone();
     let events = task.ctx.events.clone();
     let id = task.config.id.clone();
@@ -473,7 +474,7 @@ async fn dial_peer(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
         let dialed = tokio::select! {
             biased;
             _ = task.stopped() => return Ok(()),
-            r = dial(&peer, &client, quic::SNI_DIRECT) => r,
+            r = dial(&peer, &outbound, &client, quic::SNI_DIRECT) => r,
         };
         let (endpoint, conn) = match dialed {
             Ok(c) => c,

@@ -64,4 +64,6 @@ pub struct TunnelContext {
     /// The edge's name on the relay (`identify`): the manager's node id, else the host name;
     /// at most 64 characters.
     pub edge_id: String,
+    /// `security.outbound_allow`: the relays and direct peers a tunnel may dial.
+    pub outbound: crate::net::outbound::Policy,
 }

@@ -15,6 +15,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ClientConfig, Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 
 use super::cert::ServerCert;
+use crate::net::outbound::split_host_port;
 use crate::net::tls::{ServerTrust, TlsError, client_config};
 
 pub const ALPN_RELAY: &[u8] = b"bilbycast-relay";
@@ -114,12 +115,8 @@ pub fn direct_server(cert: &ServerCert) -> Result<ServerConfig, QuicError> {
 
 /// The SNI for a relay given as `host:port`: the host when it is a name, else `relay`.
 pub fn relay_sni(host_port: &str) -> &str {
-    let host = match host_port.rsplit_once(':') {
-        Some((host, _port)) => host,
-        None => host_port,
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.is_empty() || bare.parse::<IpAddr>().is_ok() {
+    let host = split_host_port(host_port).map_or(host_port, |(host, _port)| host);
+    if host.is_empty() || host.parse::<IpAddr>().is_ok() {
         SNI_RELAY
     } else {
         host

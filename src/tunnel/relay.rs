@@ -61,6 +61,7 @@ pub async fn run(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
         ));
     }
     let client = quic::client(&task.tls.trust(), quic::ALPN_RELAY).map_err(Fatal::Quic)?;
+    let outbound = task.ctx.outbound.clone();
     let shared = plane.shared.clone();
     let mut failover = Failover::new(relays.len(), Instant::now());
     let mut connections = 0u64;
@@ -91,7 +92,7 @@ pub async fn run(task: &mut Task, plane: &mut Plane) -> Result<(), Fatal> {
         let dialed = tokio::select! {
             biased;
             _ = task.stopped() => return Ok(()),
-            r = dial(relay, &client, quic::relay_sni(relay)) => r,
+            r = dial(relay, &outbound, &client, quic::relay_sni(relay)) => r,
         };
         let (endpoint, conn) = match dialed {
             Ok(c) => c,

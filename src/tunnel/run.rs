@@ -387,20 +387,23 @@ pub fn connection_reason(e: &ConnectionError) -> String {
 /// The spec's connect timeout: resolving, the QUIC handshake and TLS together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// A QUIC connection to `host_port` (resolved now, the first address taken) from a fresh
-/// client endpoint, within [`CONNECT_TIMEOUT`]. The endpoint is returned with the
+/// A QUIC connection to `host_port` from a fresh client endpoint, within
+/// [`CONNECT_TIMEOUT`]: resolved now, to the first address `security.outbound_allow`
+/// permits (the first address when it is not set). The endpoint is returned with the
 /// connection: it must live as long as the connection does.
 pub async fn dial(
     host_port: &str,
+    outbound: &crate::net::outbound::Policy,
     config: &quinn::ClientConfig,
     sni: &str,
 ) -> Result<(quinn::Endpoint, Connection), String> {
     let attempt = async {
-        let addr = tokio::net::lookup_host(host_port)
+        // Config checked it: host:port with a port.
+        let (host, port) = crate::net::outbound::split_host_port(host_port)
+            .ok_or_else(|| format!("{host_port} is not host:port"))?;
+        let addr = crate::net::outbound::resolve(outbound.as_deref(), host, port)
             .await
-            .map_err(|e| format!("cannot resolve {host_port}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host_port} resolves to no address"))?;
+            .map_err(|e| e.to_string())?;
         let endpoint = super::quic::client_endpoint(addr).map_err(|e| e.to_string())?;
         let conn = endpoint
             .connect_with(config.clone(), addr, sni)

@@ -38,6 +38,7 @@ fn ctx(events: &Events, dir: PathBuf) -> TunnelContext {
         events: events.clone(),
         data_dir: dir,
         edge_id: "edge-test".into(),
+        outbound: None,
     }
 }
 
@@ -586,6 +587,47 @@ fn a_refused_bind_token_is_raised_once_and_backs_off() {
             tunnels.status(Instant::now())[0].state,
             TunnelState::Rejected
         );
+        tunnels.stop_all().await;
+    });
+}
+
+/// `security.outbound_allow` without loopback: a relay named `localhost` resolves to
+/// loopback only, so the tunnel never dials it, says why, and keeps to its backoff.
+#[test]
+fn a_relay_outside_outbound_allow_is_never_dialled() {
+    local(async {
+        let relay = fake_relay::start(SECRET, false);
+        let port = relay.endpoint.local_addr().unwrap().port();
+        let (mut ingress, _) = relay_pair(
+            relay.endpoint.local_addr().unwrap(),
+            SECRET,
+            free_udp_port(),
+            free_udp_port(),
+        );
+        ingress.relay_addr = Some(format!("localhost:{port}"));
+        let events = Events::in_memory(64);
+        let mut context = ctx(&events, std::env::temp_dir());
+        context.outbound =
+            crate::net::outbound::AllowList::from_entries(Some(&["10.0.0.0/8".to_string()]));
+        let tunnels = Tunnels::new(context);
+        tunnels.apply(&[ingress], &TunnelTlsConfig::default());
+        let refused = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let status = tunnels.status(Instant::now()).remove(0);
+                if let Some(e) = status.last_error {
+                    break e;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("no error within 10 s");
+        assert!(
+            refused.starts_with("localhost resolves to ")
+                && refused.ends_with("none of it in security.outbound_allow"),
+            "{refused}"
+        );
+        assert_eq!(relay.accepted.get(), 0);
         tunnels.stop_all().await;
     });
 }
