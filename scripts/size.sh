@@ -42,10 +42,10 @@ else
     done
 fi
 # Release builds have target dirs of their own (the qemu tests' debug builds are in
-# target-ARCH), so they can run while those are built and tested. Every build runs beside
-# the others: each ends in a single-threaded fat-LTO link, so on two cores side by side takes
-# the time of the longest (sharing one target dir and building one after the other took half
-# as long again). Only aarch64, the main board class, has a minimal budget.
+# target-ARCH), so they can run while those are built and tested. The builds run side by
+# side: each ends in a single-threaded fat-LTO link, which alone would leave a core idle
+# (sharing one target dir and building one after the other took half as long again). Only
+# aarch64, the main board class, has a minimal budget.
 dir_of() { case "$1" in aarch64-*) echo target-aarch64-release ;; armv7-*) echo target-armv7-release ;; esac; }
 min_dir_of() { case "$1" in aarch64-*) echo target-aarch64-minimal ;; armv7-*) echo target-armv7-minimal ;; esac; }
 min_bin_of() { echo "$(min_dir_of "$1")/$1/release/quoll"; }
