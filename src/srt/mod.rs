@@ -256,6 +256,39 @@ impl StaleDetector {
 mod tests {
     use super::*;
 
+    /// Vendored srt-protocol, QUOLL PATCH 20: key material that carries no key (KF 00) is
+    /// refused when parsed. It used to reach the key unwrap and panic, which under
+    /// `panic = "abort"` ended the process on one caller's handshake (the fuzz target's
+    /// reproducer is in fuzz/seeds/srt_listener_handshake).
+    #[test]
+    fn key_material_without_a_key_is_a_parse_error() {
+        use srt_protocol::packet::*;
+        let km = KeyingMaterialMessage {
+            pt: PacketType::KeyingMaterial,
+            key_flags: KeyFlags::EVEN,
+            keki: 0,
+            cipher: CipherType::Ctr,
+            auth: Auth::None,
+            salt: vec![7; 16],
+            wrapped_keys: vec![9; 24],
+        };
+        let packet = Packet::Control(ControlPacket {
+            timestamp: TimeStamp::from_micros(1),
+            dest_sockid: SocketId(1),
+            control_type: ControlTypes::Srt(SrtControlPacket::KeyRefreshRequest(km)),
+        });
+        let mut bytes = Vec::new();
+        packet.serialize(&mut bytes);
+        assert_eq!(Packet::parse(&mut &bytes[..], false).unwrap(), packet);
+        // The control header is 16 bytes; the key flags are the low bits of the message's
+        // fourth byte.
+        bytes[16 + 3] &= !0b11;
+        assert_eq!(
+            Packet::parse(&mut &bytes[..], false),
+            Err(PacketParseError::BadSrtExtensionMessage)
+        );
+    }
+
     #[test]
     fn callers_back_off_from_250_ms_doubling_to_5_s() {
         let t0 = Instant::now();

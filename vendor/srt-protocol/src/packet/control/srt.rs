@@ -525,6 +525,13 @@ impl KeyingMaterialMessage {
 
         // next 6 bits is reserved, then two bits of KF
         let key_flags = KeyFlags::from_bits_truncate(buf.get_u8() & 0b0000_0011);
+        // QUOLL PATCH: key material without a key (KF 00) is malformed. Accepted, its 8-byte
+        // wrap reached `aes_unwrap`'s length assertion, and with Quoll's `panic = "abort"` one
+        // caller's conclusion handshake to a listener with a passphrase ended the process
+        // (found by the `srt_listener_handshake` fuzz target).
+        if key_flags.is_empty() {
+            return Err(PacketParseError::BadSrtExtensionMessage);
+        }
 
         // second 32-bit word: keki
         let keki = buf.get_u32();
