@@ -592,7 +592,7 @@ fn a_refused_bind_token_is_raised_once_and_backs_off() {
 }
 
 /// `security.outbound_allow` without loopback: a relay named `localhost` resolves to
-/// loopback only, so the tunnel never dials it, says why, and keeps to its backoff.
+/// loopback only, so the tunnel never dials it and says why.
 #[test]
 fn a_relay_outside_outbound_allow_is_never_dialled() {
     local(async {
