@@ -173,6 +173,14 @@ fn a_local_addr_in_use_fails_the_tunnel() {
     });
 }
 
+/// Trust only the certificate with this SHA-256 (the stand-in relay's, a direct server's).
+fn pinned(fingerprint: &[u8; 32]) -> TunnelTlsConfig {
+    TunnelTlsConfig {
+        cert_fingerprints: vec![crate::net::tls::fingerprint_hex(fingerprint)],
+        ..TunnelTlsConfig::default()
+    }
+}
+
 fn free_udp_port() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -252,10 +260,7 @@ fn direct_mode_carries_udp_byte_exact_on_loopback() {
         egress["direction"] = "egress".into();
         egress["local_addr"] = entry.to_string().into();
         egress["peer_addr"] = listen.to_string().into();
-        let pinned = TunnelTlsConfig {
-            cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&server_cert.fingerprint)],
-            ..TunnelTlsConfig::default()
-        };
+        let pinned = pinned(&server_cert.fingerprint);
 
         let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
         let edge_in = Tunnels::new(ctx(&ev_in, ingress_dir));
@@ -485,10 +490,7 @@ struct RelayEdges {
 async fn relay_edges(mitm: bool) -> RelayEdges {
     let relay = fake_relay::start(SECRET, mitm);
     let relay_addr = relay.endpoint.local_addr().unwrap();
-    let pinned = TunnelTlsConfig {
-        cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&relay.fingerprint)],
-        ..TunnelTlsConfig::default()
-    };
+    let pinned = pinned(&relay.fingerprint);
     let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let entry = free_udp_port();
     let (ingress, egress) = relay_pair(relay_addr, SECRET, receiver.local_addr().unwrap(), entry);
@@ -514,39 +516,30 @@ async fn relay_edges(mitm: bool) -> RelayEdges {
 #[test]
 fn relay_mode_carries_udp_byte_exact_on_loopback() {
     local(async {
-        let RelayEdges {
-            relay,
-            relay_addr,
-            receiver,
-            entry,
-            ev_in,
-            ev_out,
-            edge_in,
-            edge_out,
-        } = relay_edges(false).await;
+        let e = relay_edges(false).await;
 
-        let sent = carry_udp(&receiver, entry, &ev_out).await;
+        let sent = carry_udp(&e.receiver, e.entry, &e.ev_out).await;
 
         let now = Instant::now();
-        let (s_in, s_out) = (&edge_in.status(now)[0], &edge_out.status(now)[0]);
+        let (s_in, s_out) = (&e.edge_in.status(now)[0], &e.edge_out.status(now)[0]);
         assert_eq!(
             (s_in.state, s_out.state),
             (TunnelState::Ready, TunnelState::Ready)
         );
-        assert_eq!(s_in.remote.as_deref(), Some(&*relay_addr.to_string()));
+        assert_eq!(s_in.remote.as_deref(), Some(&*e.relay_addr.to_string()));
         assert_eq!(s_in.stats.packets_in, s_out.stats.packets_out);
         assert!(s_in.stats.bytes_in >= sent as u64);
         let connected = Event::tunnel_connected(&id(7)).message;
-        for ev in [&ev_in, &ev_out] {
+        for ev in [&e.ev_in, &e.ev_out] {
             let n = tunnel_events(ev)
                 .iter()
                 .filter(|(m, _)| *m == connected)
                 .count();
             assert_eq!(n, 1, "{:?}", tunnel_events(ev));
         }
-        edge_out.stop_all().await;
-        edge_in.stop_all().await;
-        relay.endpoint.close(0u32.into(), b"");
+        e.edge_out.stop_all().await;
+        e.edge_in.stop_all().await;
+        e.relay.endpoint.close(0u32.into(), b"");
     });
 }
 
@@ -557,10 +550,7 @@ fn a_refused_bind_token_is_raised_once_and_backs_off() {
     local(async {
         let relay = fake_relay::start(SECRET, false);
         let relay_addr = relay.endpoint.local_addr().unwrap();
-        let pinned = TunnelTlsConfig {
-            cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&relay.fingerprint)],
-            ..TunnelTlsConfig::default()
-        };
+        let pinned = pinned(&relay.fingerprint);
         let (ingress, _) = relay_pair(relay_addr, KEY, free_udp_port(), free_udp_port());
         let events = Events::in_memory(64);
         let tunnels = Tunnels::new(ctx(&events, std::env::temp_dir()));
@@ -597,14 +587,9 @@ fn a_refused_bind_token_is_raised_once_and_backs_off() {
 fn a_relay_outside_outbound_allow_is_never_dialled() {
     local(async {
         let relay = fake_relay::start(SECRET, false);
-        let port = relay.endpoint.local_addr().unwrap().port();
-        let (mut ingress, _) = relay_pair(
-            relay.endpoint.local_addr().unwrap(),
-            SECRET,
-            free_udp_port(),
-            free_udp_port(),
-        );
-        ingress.relay_addr = Some(format!("localhost:{port}"));
+        let relay_addr = relay.endpoint.local_addr().unwrap();
+        let (mut ingress, _) = relay_pair(relay_addr, SECRET, free_udp_port(), free_udp_port());
+        ingress.relay_addr = Some(format!("localhost:{}", relay_addr.port()));
         let events = Events::in_memory(64);
         let mut context = ctx(&events, std::env::temp_dir());
         context.outbound =
@@ -673,10 +658,7 @@ fn direct_mode_carries_tcp_with_half_close() {
         egress["direction"] = "egress".into();
         egress["local_addr"] = entry.to_string().into();
         egress["peer_addr"] = listen.to_string().into();
-        let pinned = TunnelTlsConfig {
-            cert_fingerprints: vec![crate::net::tls::fingerprint_hex(&server_cert.fingerprint)],
-            ..TunnelTlsConfig::default()
-        };
+        let pinned = pinned(&server_cert.fingerprint);
         let (ev_in, ev_out) = (Events::in_memory(64), Events::in_memory(64));
         let edge_in = Tunnels::new(ctx(&ev_in, ingress_dir));
         let edge_out = Tunnels::new(ctx(&ev_out, dir.0.join("egress")));
